@@ -1,0 +1,241 @@
+"""Configuration dataclasses, validated on construction, stored as TOML.
+
+A config is plain data: `ModelConfig` says what the network is; the training and decoding
+configs (defined next to the code that uses them) say how it is trained and run. Unknown keys
+are errors that name the nearest valid key, so a typo never silently does nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tempfile
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+import tomli_w
+
+from qkv.errors import ConfigError
+
+T = TypeVar("T")
+
+ARCHS = ("encoder-decoder", "decoder-only")
+POSITIONALS = ("sinusoidal", "learned")
+ACTIVATIONS = ("relu", "gelu")
+
+
+@dataclass
+class ModelConfig:
+    """The shape of a Transformer. Defaults are the paper's base model (Vaswani et al., 2017)."""
+
+    src_vocab_size: int = 0          # 0 for a decoder-only model
+    tgt_vocab_size: int = 0          # the output vocabulary (the only one for decoder-only)
+    arch: str = "encoder-decoder"    # or "decoder-only" (GPT-style)
+    d_model: int = 512
+    n_heads: int = 8
+    n_encoder_layers: int = 6
+    n_decoder_layers: int = 6
+    d_ff: int = 2048
+    dropout: float = 0.1             # on embeddings, attention outputs and FFN outputs
+    attention_dropout: float = 0.0   # on the softmax weights
+    activation: str = "relu"         # position-wise feed-forward non-linearity
+    norm_first: bool = False         # False: post-LN (the paper); True: pre-LN (GPT-2 and most since)
+    positional: str = "sinusoidal"   # or "learned"
+    max_len: int = 512               # longest sequence the positional encoding covers
+    tie_embeddings: bool = True      # output projection shares the target embedding matrix
+    share_embeddings: bool = False   # source and target share one embedding (needs one vocabulary)
+    scale_embeddings: bool = True    # multiply token embeddings by sqrt(d_model), as in the paper
+    layer_norm_eps: float = 1e-5
+    bias: bool = True                # biases in the linear layers
+    pad_id: int = 0
+    bos_id: int = 1
+    eos_id: int = 2
+    unk_id: int = 3
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def d_head(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def vocab_size(self) -> int:
+        """The output vocabulary size (the only vocabulary of a decoder-only model)."""
+        return self.tgt_vocab_size
+
+    def validate(self) -> None:
+        _check_choice("arch", self.arch, ARCHS)
+        _check_choice("positional", self.positional, POSITIONALS)
+        _check_choice("activation", self.activation, ACTIVATIONS)
+        for name in ("d_model", "n_heads", "d_ff", "max_len", "tgt_vocab_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"model.{name} must be a positive integer, got {value!r}")
+        if self.d_model % self.n_heads != 0:
+            raise ConfigError(
+                f"model.d_model ({self.d_model}) must be divisible by model.n_heads "
+                f"({self.n_heads}); try n_heads in {_divisors(self.d_model)}"
+            )
+        if self.positional == "sinusoidal" and self.d_model % 2 != 0:
+            raise ConfigError(f"sinusoidal positions need an even model.d_model, got {self.d_model}")
+        if self.n_decoder_layers < 1:
+            raise ConfigError(f"model.n_decoder_layers must be >= 1, got {self.n_decoder_layers}")
+        if self.arch == "encoder-decoder":
+            if self.n_encoder_layers < 1:
+                raise ConfigError(f"model.n_encoder_layers must be >= 1, got {self.n_encoder_layers}")
+            if self.src_vocab_size < 1:
+                raise ConfigError(
+                    f"model.src_vocab_size must be a positive integer for an encoder-decoder, "
+                    f"got {self.src_vocab_size}"
+                )
+            if self.share_embeddings and self.src_vocab_size != self.tgt_vocab_size:
+                raise ConfigError(
+                    f"model.share_embeddings needs one vocabulary, but src_vocab_size="
+                    f"{self.src_vocab_size} and tgt_vocab_size={self.tgt_vocab_size}"
+                )
+        for name in ("dropout", "attention_dropout"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(f"model.{name} must be in [0, 1), got {value}")
+        ids = {"pad_id": self.pad_id, "bos_id": self.bos_id, "eos_id": self.eos_id, "unk_id": self.unk_id}
+        for name, value in ids.items():
+            if not 0 <= value < self.tgt_vocab_size:
+                raise ConfigError(
+                    f"model.{name}={value} is outside the vocabulary (size {self.tgt_vocab_size})"
+                )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], section: str = "model") -> "ModelConfig":
+        return from_dict(cls, data, section)
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"model.{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, min(n, 64) + 1) if n % d == 0]
+
+
+def from_dict(cls: type[T], data: dict[str, Any], section: str) -> T:
+    """Build dataclass `cls` from `data`, naming the nearest valid key for any unknown one."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"[{section}] must be a table of key = value pairs, got {type(data).__name__}")
+    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    for key in data:
+        if key not in known:
+            raise ConfigError(unknown_key_message(f"{section}.{key}", key, list(known), section))
+    kwargs = {}
+    for key, value in data.items():
+        kwargs[key] = _coerce(f"{section}.{key}", value, known[key])
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # pragma: no cover - dataclass signature mismatch
+        raise ConfigError(f"[{section}]: {exc}") from None
+
+
+def unknown_key_message(full: str, key: str, valid: list[str], section: str) -> str:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    hint = f"; did you mean {section}.{close[0]}?" if close else f"; valid keys: {', '.join(sorted(valid))}"
+    return f"unknown config key {full!r}{hint}"
+
+
+def _coerce(name: str, value: Any, field: dataclasses.Field) -> Any:
+    """Check a TOML value against the field's declared type (ints may stand for floats)."""
+    kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", str(field.type))
+    kind = kind.replace(" ", "")
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be true or false, got {value!r}")
+    elif kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name} must be an integer, got {value!r}")
+    elif kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name} must be a number, got {value!r}")
+        value = float(value)
+    elif kind == "str":
+        if not isinstance(value, str):
+            raise ConfigError(f"{name} must be a string, got {value!r}")
+    return value
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse a command-line override `section.key=value` (value in TOML syntax, bare strings ok)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value, e.g. model.d_model=256")
+    path, raw = text.split("=", 1)
+    keys = [k.strip() for k in path.strip().split(".") if k.strip()]
+    if not keys:
+        raise ConfigError(f"override {text!r} has no key before '='")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()  # a bare word such as model.activation=gelu
+    return keys, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of nested dict `data` with `section.key=value` overrides applied."""
+    import copy
+
+    out = copy.deepcopy(data)
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = out
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {text!r}: {k} is not a section")
+        node[keys[-1]] = value
+    return out
+
+
+def load_toml(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text") from None
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` so a crash leaves either the old file or the new one, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def save_toml(path: str | os.PathLike, data: dict[str, Any]) -> None:
+    atomic_write_bytes(path, tomli_w.dumps(_drop_none(data)).encode("utf-8"))
+
+
+def _drop_none(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _drop_none(v) for k, v in data.items() if v is not None}
+    return data

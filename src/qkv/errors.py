@@ -1,0 +1,25 @@
+"""Errors that qkv raises on purpose.
+
+Every error says what was wrong and what to do about it. The CLI prints the message on one line
+and exits with a non-zero status; library users can catch :class:`QkvError`.
+"""
+
+
+class QkvError(Exception):
+    """Base class of every error qkv raises deliberately."""
+
+
+class ConfigError(QkvError, ValueError):
+    """A configuration value is missing, unknown or out of range."""
+
+
+class ShapeError(QkvError, ValueError):
+    """A tensor has the wrong shape or dtype for the operation."""
+
+
+class DataError(QkvError, ValueError):
+    """An input file or text cannot be used (missing, empty, misaligned, not UTF-8...)."""
+
+
+class CheckpointError(QkvError):
+    """A run directory or checkpoint is missing, corrupted or does not fit the model."""

@@ -1,0 +1,193 @@
+"""Scaled dot-product attention and multi-head attention, as in "Attention Is All You Need".
+
+    Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V
+
+Attention is a soft look-up: each query is compared with every key (a dot product), the scores
+are scaled by 1/sqrt(d_k) so their spread does not grow with the head size, masked positions are
+removed, softmax turns the scores into weights that sum to 1, and the weights mix the values.
+Multi-head attention does this H times in parallel on d_model/H-dimensional projections and
+concatenates the results.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from qkv.errors import ShapeError
+
+
+def scaled_dot_product_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    return_weights: bool = False,
+    dropout_p: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """softmax(q k^T / sqrt(d_k)) v with a boolean mask (True = may attend).
+
+    q: (..., T_q, d_k), k: (..., T_k, d_k), v: (..., T_k, d_v); mask broadcastable to
+    (..., T_q, T_k). Returns (output (..., T_q, d_v), weights (..., T_q, T_k) or None).
+
+    With `return_weights=False` the fused kernel `torch.nn.functional.scaled_dot_product_attention`
+    does the work; with `return_weights=True` the same maths runs step by step so the weights can
+    be returned. Masked keys get exactly zero weight; a query whose keys are all masked gets zero
+    weights and a zero output (never NaN).
+    """
+    _check_qkv(q, k, v, mask)
+    if not return_weights:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+        return out, None
+
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))       # (..., T_q, T_k)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+    if mask is not None:
+        weights = weights.masked_fill(~mask, 0.0)                   # rows of all -inf: NaN -> 0
+    if dropout_p > 0.0:
+        weights = F.dropout(weights, p=dropout_p)
+    return weights @ v, weights
+
+
+def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> None:
+    if q.dim() < 2 or k.dim() != q.dim() or v.dim() != q.dim():
+        raise ShapeError(
+            f"q, k, v must have the same number of dimensions (>= 2), got "
+            f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+        )
+    if q.size(-1) != k.size(-1):
+        raise ShapeError(f"q and k must share the last dimension d_k, got {q.size(-1)} and {k.size(-1)}")
+    if k.size(-2) != v.size(-2):
+        raise ShapeError(f"k and v must have the same length T_k, got {k.size(-2)} and {v.size(-2)}")
+    if not (q.is_floating_point() and q.dtype == k.dtype == v.dtype):
+        raise ShapeError(f"q, k, v must share one floating dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if mask is not None:
+        if mask.dtype != torch.bool:
+            raise ShapeError(f"mask must be boolean (True = may attend), got {mask.dtype}")
+        if mask.size(-1) != k.size(-2) or mask.size(-2) not in (1, q.size(-2)):
+            raise ShapeError(
+                f"mask of shape {tuple(mask.shape)} does not fit scores of shape "
+                f"(..., {q.size(-2)}, {k.size(-2)})"
+            )
+
+
+class KVCache:
+    """Keys and values already computed for one attention layer, shape (B, H, T, d_head).
+
+    Incremental decoding appends one step at a time; storage grows by doubling so that a step
+    costs a copy of the new keys only. For cross-attention the encoder's keys and values are
+    stored once and reused at every step.
+    """
+
+    def __init__(self) -> None:
+        self._k: torch.Tensor | None = None
+        self._v: torch.Tensor | None = None
+        self.length = 0
+
+    @property
+    def k(self) -> torch.Tensor | None:
+        return None if self._k is None else self._k[:, :, : self.length]
+
+    @property
+    def v(self) -> torch.Tensor | None:
+        return None if self._v is None else self._v[:, :, : self.length]
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Add (B, H, T_new, d) keys/values; return all keys/values so far."""
+        t_new = k.size(2)
+        if self._k is None:
+            capacity = max(16, 2 * t_new)
+            self._k = k.new_empty(k.size(0), k.size(1), capacity, k.size(3))
+            self._v = v.new_empty(v.size(0), v.size(1), capacity, v.size(3))
+        elif self.length + t_new > self._k.size(2):
+            capacity = max(2 * self._k.size(2), self.length + t_new)
+            self._k = _grow(self._k, capacity, self.length)
+            self._v = _grow(self._v, capacity, self.length)
+        self._k[:, :, self.length : self.length + t_new] = k
+        self._v[:, :, self.length : self.length + t_new] = v
+        self.length += t_new
+        return self.k, self.v
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Select batch rows (beam search keeps the surviving hypotheses)."""
+        if self._k is not None:
+            self._k = self._k.index_select(0, index)
+            self._v = self._v.index_select(0, index)
+
+
+def _grow(buf: torch.Tensor, capacity: int, used: int) -> torch.Tensor:
+    new = buf.new_empty(buf.size(0), buf.size(1), capacity, buf.size(3))
+    new[:, :, :used] = buf[:, :, :used]
+    return new
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention: self-attention, causal self-attention (via the mask) or cross-attention.
+
+    Self-attention: queries, keys and values all come from `x`.
+    Cross-attention (`cross=True`): queries come from the decoder stream `x`, keys and values from
+    the encoder output `memory`.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True, cross: bool = False):
+        super().__init__()
+        if d_model % n_heads != 0:
+            raise ShapeError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        self.d_model, self.n_heads, self.d_head = d_model, n_heads, d_model // n_heads
+        self.cross = cross
+        self.dropout = dropout
+        self.q_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.k_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.v_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, d_model) -> (B, H, T, d_head)"""
+        b, t, _ = x.shape
+        return x.view(b, t, self.n_heads, self.d_head).transpose(1, 2)
+
+    def merge_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, H, T, d_head) -> (B, T, d_model)"""
+        b, _, t, _ = x.shape
+        return x.transpose(1, 2).reshape(b, t, self.d_model)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        memory: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x: (B, T_q, d_model); memory: (B, T_k, d_model) for cross-attention.
+
+        mask: boolean, broadcastable to (B, H, T_q, T_k), True = may attend.
+        cache: past keys/values (self-attention: appended to; cross-attention: filled once).
+        Returns the output (B, T_q, d_model) and, if asked, per-head weights (B, H, T_q, T_k).
+        """
+        if x.dim() != 3 or x.size(-1) != self.d_model:
+            raise ShapeError(f"attention input must be (B, T, {self.d_model}), got {tuple(x.shape)}")
+        q = self.split_heads(self.q_proj(x))                            # (B, H, T_q, d_head)
+        if self.cross:
+            if cache is not None and cache.length > 0:
+                k, v = cache.k, cache.v                                 # encoder K, V: computed once
+            else:
+                if memory is None:
+                    raise ShapeError("cross-attention needs the encoder output `memory`")
+                k = self.split_heads(self.k_proj(memory))               # (B, H, T_src, d_head)
+                v = self.split_heads(self.v_proj(memory))
+                if cache is not None:
+                    k, v = cache.append(k, v)
+        else:
+            k = self.split_heads(self.k_proj(x))                        # (B, H, T_q, d_head)
+            v = self.split_heads(self.v_proj(x))
+            if cache is not None:
+                k, v = cache.append(k, v)                               # (B, H, T_past + T_q, d_head)
+        p = self.dropout if self.training else 0.0
+        out, weights = scaled_dot_product_attention(q, k, v, mask=mask, return_weights=need_weights, dropout_p=p)
+        return self.out_proj(self.merge_heads(out)), weights
