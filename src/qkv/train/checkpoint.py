@@ -1,0 +1,306 @@
+"""The run directory: everything needed to use, resume or serve a trained model.
+
+    runs/reverse/
+      config.toml          [model], [train], [data] ... exactly what was trained
+      tokenizer.json       one tokenizer shared by source and target (or a language model's)
+      src_tokenizer.json   \\ instead of tokenizer.json when source and target differ
+      tgt_tokenizer.json   /
+      model.safetensors    the best weights (never pickled)
+      last.safetensors     the latest weights (training writes it at every checkpoint)
+      train_state.pt       optimizer, scheduler, RNG states, data position, step (for --resume)
+      metrics.jsonl        one JSON object per logged step or validation
+
+Every file is written atomically (a temporary file, then `os.replace`), so a crash or kill -9
+leaves the previous version of a file, never half of one.
+
+    save_run(run_dir, model, config, src_tokenizer, tgt_tokenizer)
+    run = load_run(run_dir)          # run.model (eval mode), run.cfg, run.src_tokenizer, ...
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+from torch import nn
+
+from qkv.config import ModelConfig, atomic_write_bytes, load_toml, save_toml
+from qkv.errors import CheckpointError, QkvError
+from qkv.model import build_model
+
+CONFIG_FILE = "config.toml"
+SHARED_TOKENIZER = "tokenizer.json"
+SRC_TOKENIZER = "src_tokenizer.json"
+TGT_TOKENIZER = "tgt_tokenizer.json"
+
+
+@dataclass
+class Run:
+    """A loaded run directory. `src_tokenizer` is None for a decoder-only language model."""
+
+    path: Path
+    config: dict[str, Any]          # the whole config.toml
+    cfg: ModelConfig                # its [model] section
+    model: nn.Module                # in eval mode, on the requested device
+    src_tokenizer: Any | None
+    tgt_tokenizer: Any
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+# ---------------------------------------------------------------------------------------------
+# Weights: safetensors, atomic, tied parameters stored once
+# ---------------------------------------------------------------------------------------------
+
+
+def _unique_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict with every tied tensor kept once (safetensors refuses shared storage).
+
+    With tied embeddings `lm_head.weight` is the target embedding matrix; only its first name
+    is stored, and loading fills every alias from it.
+    """
+    seen: set[tuple[int, int, tuple[int, ...]]] = set()
+    out = {}
+    for name, tensor in model.state_dict().items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        if key in seen:
+            continue
+        seen.add(key)
+        out[name] = tensor.detach().cpu().contiguous()
+    return out
+
+
+def save_weights(path: str | os.PathLike, model: nn.Module) -> None:
+    """Write the model's weights as safetensors, with its ModelConfig in the file's metadata."""
+    model = _unwrap(model)
+    metadata = {"format": "pt"}
+    cfg = getattr(model, "cfg", None)
+    if isinstance(cfg, ModelConfig):
+        metadata["qkv_model_config"] = json.dumps(cfg.to_dict(), sort_keys=True)
+    atomic_write_bytes(path, save_safetensors(_unique_state(model), metadata=metadata))
+
+
+def load_weights(path: str | os.PathLike, model: nn.Module) -> None:
+    """Load safetensors weights into `model`, with a one-line error naming what does not fit."""
+    path = Path(path)
+    model = _unwrap(model)
+    if not path.is_file():
+        raise CheckpointError(f"weights file not found: {path}; train a model first or check the run directory")
+    try:
+        raw = path.read_bytes()
+        saved = load_safetensors(raw)
+        metadata = _read_metadata(raw)
+    except (SafetensorError, ValueError, OSError) as exc:
+        raise CheckpointError(
+            f"{path} is corrupted or not a safetensors file ({_short(exc)}); restore it or retrain"
+        ) from None
+    _check_saved_config(path, metadata, getattr(model, "cfg", None))
+    expected = model.state_dict()
+    by_storage: dict[tuple, list[str]] = {}
+    for name, t in expected.items():
+        by_storage.setdefault((t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape)), []).append(name)
+    # every group of tied names needs exactly one stored tensor
+    state = {}
+    for names in by_storage.values():
+        found = [n for n in names if n in saved]
+        if not found:
+            raise CheckpointError(
+                f"{path} lacks the weight {names[0]!r} that the model has; it was saved from a "
+                f"different architecture than config.toml describes"
+            )
+        for n in names:
+            state[n] = saved[found[0]]
+    unexpected = sorted(set(saved) - set(state))
+    if unexpected:
+        raise CheckpointError(
+            f"{path} holds the weight {unexpected[0]!r} that the model does not have "
+            f"({len(unexpected)} such); it was saved from a different architecture"
+        )
+    for name, tensor in state.items():
+        want = tuple(expected[name].shape)
+        if tuple(tensor.shape) != want:
+            raise CheckpointError(
+                f"{path}: weight {name!r} has shape {tuple(tensor.shape)} in the file but the model "
+                f"expects {want}; the checkpoint comes from a different architecture"
+            )
+    model.load_state_dict(state, strict=True)
+
+
+def _read_metadata(raw: bytes) -> dict[str, str]:
+    """The `__metadata__` table of a safetensors header (8-byte length, then JSON)."""
+    n = int.from_bytes(raw[:8], "little")
+    return json.loads(raw[8 : 8 + n]).get("__metadata__") or {}
+
+
+def _check_saved_config(path: Path, metadata: dict[str, str], cfg: Any) -> None:
+    """Name the first ModelConfig field where the file and the model disagree."""
+    if not isinstance(cfg, ModelConfig) or "qkv_model_config" not in metadata:
+        return
+    saved = json.loads(metadata["qkv_model_config"])
+    current = cfg.to_dict()
+    for key in current:
+        if key in saved and saved[key] != current[key] and key not in _RUNTIME_FIELDS:
+            raise CheckpointError(
+                f"{path} was saved for model.{key}={saved[key]!r} but the model has "
+                f"model.{key}={current[key]!r}; use the config.toml it was trained with"
+            )
+
+
+# fields that do not change the parameters' shapes and may differ between training and use
+_RUNTIME_FIELDS = {"dropout", "attention_dropout"}
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The plain model inside DistributedDataParallel and/or torch.compile wrappers."""
+    while True:
+        if hasattr(model, "module") and isinstance(model.module, nn.Module):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def _short(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:160] or type(exc).__name__
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenizers
+# ---------------------------------------------------------------------------------------------
+
+
+def save_tokenizer(path: Path, tokenizer: Any) -> None:
+    """tokenizer.save(path), made atomic: written to a temporary name, then renamed."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        tokenizer.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_tokenizers(run_dir: Path, src_tokenizer: Any | None, tgt_tokenizer: Any) -> None:
+    """tokenizer.json when one tokenizer serves both sides (or a language model), else two files."""
+    if src_tokenizer is None or src_tokenizer is tgt_tokenizer:
+        save_tokenizer(run_dir / SHARED_TOKENIZER, tgt_tokenizer)
+    else:
+        save_tokenizer(run_dir / SRC_TOKENIZER, src_tokenizer)
+        save_tokenizer(run_dir / TGT_TOKENIZER, tgt_tokenizer)
+
+
+def load_tokenizers(run_dir: Path, cfg: ModelConfig) -> tuple[Any | None, Any]:
+    """(src_tokenizer, tgt_tokenizer) of a run; src is None for a decoder-only model."""
+    from qkv.tokenizers import load_tokenizer
+
+    shared = run_dir / SHARED_TOKENIZER
+    if shared.is_file():
+        tgt = _load_one(load_tokenizer, shared)
+        src = None if cfg.arch == "decoder-only" else tgt
+    elif (run_dir / SRC_TOKENIZER).is_file() and (run_dir / TGT_TOKENIZER).is_file():
+        src = _load_one(load_tokenizer, run_dir / SRC_TOKENIZER)
+        tgt = _load_one(load_tokenizer, run_dir / TGT_TOKENIZER)
+    else:
+        raise CheckpointError(
+            f"{run_dir} has no tokenizer: expected {SHARED_TOKENIZER} or {SRC_TOKENIZER} + {TGT_TOKENIZER}"
+        )
+    _check_vocab(run_dir, "tgt_vocab_size", cfg.tgt_vocab_size, tgt)
+    if src is not None:
+        _check_vocab(run_dir, "src_vocab_size", cfg.src_vocab_size, src)
+    return src, tgt
+
+
+def _load_one(load_tokenizer: Any, path: Path) -> Any:
+    try:
+        return load_tokenizer(path)
+    except QkvError as exc:
+        raise CheckpointError(f"cannot load tokenizer {path}: {_short(exc)}") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path} is corrupted or not a qkv tokenizer ({_short(exc)})") from None
+
+
+def _check_vocab(run_dir: Path, key: str, size: int, tokenizer: Any) -> None:
+    if tokenizer.vocab_size != size:
+        raise CheckpointError(
+            f"{run_dir}: the tokenizer has {tokenizer.vocab_size} tokens but config.toml says "
+            f"model.{key} = {size}; the files come from different runs"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# The run directory
+# ---------------------------------------------------------------------------------------------
+
+
+def save_run(
+    run_dir: str | os.PathLike,
+    model: nn.Module,
+    config: dict[str, Any],
+    src_tokenizer: Any | None,
+    tgt_tokenizer: Any,
+    weights: str = "model",
+) -> Path:
+    """Write config.toml, the tokenizer file(s) and `<weights>.safetensors` into `run_dir`.
+
+    config: the whole configuration ([model], [train], [data] ...); its [model] section is set
+    from the model itself so the two can never disagree. Pass `src_tokenizer=None` (or the same
+    object as `tgt_tokenizer`) to write a single `tokenizer.json`.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    plain = _unwrap(model)
+    config = dict(config)
+    config["model"] = plain.cfg.to_dict()
+    save_toml(run_dir / CONFIG_FILE, config)
+    save_tokenizers(run_dir, src_tokenizer, tgt_tokenizer)
+    save_weights(run_dir / f"{weights}.safetensors", plain)
+    return run_dir
+
+
+def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu", weights: str = "model") -> Run:
+    """Load a run directory: config, tokenizer(s) and `<weights>.safetensors` (eval mode).
+
+    weights: "model" (the best checkpoint) or "last" (the latest). Anything missing, corrupted
+    or inconsistent raises CheckpointError with a one-line message naming the file.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"run directory not found: {run_dir}; train one with `qkv train --out {run_dir} ...`")
+    config = load_run_config(run_dir)
+    cfg = _model_config(run_dir, config)
+    src_tok, tgt_tok = load_tokenizers(run_dir, cfg)
+    model = build_model(cfg)
+    load_weights(run_dir / f"{weights}.safetensors", model)
+    model.to(device).eval()
+    return Run(run_dir, config, cfg, model, src_tok, tgt_tok)
+
+
+def load_run_config(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{run_dir} is not a run directory: {CONFIG_FILE} is missing")
+    try:
+        return load_toml(path)
+    except QkvError as exc:
+        raise CheckpointError(_short(exc)) from None
+
+
+def _model_config(run_dir: Path, config: dict[str, Any]) -> ModelConfig:
+    if "model" not in config:
+        raise CheckpointError(f"{run_dir / CONFIG_FILE} has no [model] section")
+    try:
+        return ModelConfig.from_dict(config["model"])
+    except QkvError as exc:
+        raise CheckpointError(f"{run_dir / CONFIG_FILE}: {_short(exc)}") from None
