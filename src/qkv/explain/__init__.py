@@ -1,0 +1,10 @@
+"""See the Transformer work: every number of one forward pass, as tables, heatmaps and a report.
+
+    from qkv.explain import trace
+    t = trace(model, "hello", "olleh", src_tokenizer=tok, tgt_tokenizer=tok)
+    t.attention("cross", layer=0).weights      # (H, T_tgt, T_src)
+"""
+
+from qkv.explain.trace import AttentionTrace, EmbeddingTrace, LayerTrace, Trace, trace
+
+__all__ = ["trace", "Trace", "AttentionTrace", "EmbeddingTrace", "LayerTrace"]
