@@ -1,0 +1,183 @@
+"""The FastAPI app: JSON endpoints over `Engine`, the explorer page at `/`.
+
+    app = create_app("runs/reverse")        # or create_app(load_run(...)); test it with TestClient
+    serve("runs/reverse", host="127.0.0.1", port=8000)
+
+Every deliberate error answers with a 4xx (or 503 when the queue is full) and a JSON body whose
+`detail` says what was wrong and what to do; validation errors also carry a one-line `message`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+
+import qkv
+from qkv.errors import QkvError
+from qkv.serve.engine import LANGUAGE_MODEL, TRANSLATION, Engine, ServeError
+from qkv.serve.schemas import (
+    MAX_BODY_BYTES,
+    ExplainRequest,
+    ExplainResponse,
+    GenerateRequest,
+    GenerateResponse,
+    Health,
+    ModelInfo,
+    TranslateRequest,
+    TranslateResponse,
+)
+from qkv.serve.worker import ModelWorker
+
+STATIC = Path(str(resources.files("qkv.serve") / "static"))
+
+
+class ErrorMessage(BaseModel):
+    detail: str
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorMessage, "description": "the endpoint does not fit the model"},
+    413: {"model": ErrorMessage, "description": "the request body is too large"},
+    503: {"model": ErrorMessage, "description": "too many requests queued"},
+}
+
+
+def create_app(run: Any) -> FastAPI:
+    """The app for a loaded run (`qkv.train.checkpoint.Run`) or a run directory path."""
+    if isinstance(run, (str, os.PathLike)):
+        from qkv.train.checkpoint import load_run
+
+        run = load_run(run)
+    engine = Engine(run)
+    worker = ModelWorker(engine)
+    app = FastAPI(
+        title="qkv",
+        version=qkv.__version__,
+        description=f"A {engine.kind} Transformer from {run.path}. The explorer page is at /.",
+    )
+    app.state.engine, app.state.worker = engine, worker
+    _add_error_handlers(app)
+    _add_body_limit(app)
+    _add_routes(app, engine, worker)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+def _add_routes(app: FastAPI, engine: Engine, worker: ModelWorker) -> None:
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/health", response_model=Health)
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "kind": engine.kind, "queued": worker.pending}
+
+    @app.get("/v1/model", response_model=ModelInfo)
+    async def model_info() -> dict[str, Any]:
+        return engine.info()
+
+    @app.post("/v1/translate", response_model=TranslateResponse, responses=ERRORS)
+    async def translate(req: TranslateRequest) -> dict[str, Any]:
+        """Translate a batch of texts (greedy, beam search or sampling)."""
+        engine.require(TRANSLATION)
+        start = time.perf_counter()
+        translations = await asyncio.wrap_future(worker.translate(req))
+        return {"translations": translations, "elapsed_ms": _ms_since(start)}
+
+    @app.post("/v1/generate", response_model=GenerateResponse, responses=ERRORS)
+    async def generate(req: GenerateRequest) -> dict[str, Any]:
+        """Continue a prompt with a language model."""
+        engine.require(LANGUAGE_MODEL)
+        start = time.perf_counter()
+        result = await asyncio.wrap_future(worker.call(lambda: engine.generate(req)))
+        return {**result, "elapsed_ms": _ms_since(start)}
+
+    @app.post("/v1/explain", response_model=ExplainResponse, responses=ERRORS)
+    async def explain(req: ExplainRequest) -> dict[str, Any]:
+        """One sentence with its output, tokens, every attention map and the top-k per step."""
+        return await asyncio.wrap_future(worker.call(lambda: engine.explain(req.text, req.top_k, req.max_new_tokens)))
+
+
+def _ms_since(start: float) -> float:
+    return round(1000 * (time.perf_counter() - start), 2)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ServeError)
+    async def serve_error(request: Request, exc: ServeError) -> JSONResponse:
+        return JSONResponse({"detail": _one_line(exc)}, status_code=exc.status)
+
+    @app.exception_handler(QkvError)
+    async def qkv_error(request: Request, exc: QkvError) -> JSONResponse:
+        return JSONResponse({"detail": _one_line(exc)}, status_code=422)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{k: e[k] for k in ("loc", "msg", "type") if k in e} for e in exc.errors()]
+        return JSONResponse(
+            {"detail": jsonable_encoder(errors), "message": validation_message(errors)}, status_code=422
+        )
+
+
+def validation_message(errors: list[dict[str, Any]]) -> str:
+    """'body.texts.0: String should have at least 1 character' (+ 'and 2 more problems')."""
+    if not errors:
+        return "the request is not valid"
+    first = errors[0]
+    where = ".".join(str(p) for p in first.get("loc", ()))
+    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    if first.get("type") == "json_invalid":
+        return f"the body is not valid JSON{more}; send a JSON object such as {{\"texts\": [\"hello\"]}}"
+    return f"{where}: {first.get('msg', 'invalid')}{more}"
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _add_body_limit(app: FastAPI) -> None:
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+            return JSONResponse(
+                {"detail": f"the request body is larger than {MAX_BODY_BYTES} bytes; send fewer or shorter texts"},
+                status_code=413,
+            )
+        return await call_next(request)
+
+
+def serve(run_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
+    """Load `run_dir` and serve it with uvicorn until Ctrl-C."""
+    import uvicorn
+
+    app = create_app(run_dir)
+    if not _is_loopback(host):
+        print(f"warning: serving on {host}: anyone who can reach this machine can use the model")
+    print(f"qkv: {app.state.engine.kind} model from {run_dir}; open http://{_url_host(host)}:{port}/")
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _url_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::") else host

@@ -1,0 +1,186 @@
+"""The model behind the server: tokenize, check the limits, decode, detokenize.
+
+`Engine` does the model's work for each endpoint synchronously; `qkv.serve.worker` decides
+when (one call at a time, in a worker thread, compatible requests batched together).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from qkv.decode import DecodeConfig, Sampler, generate, translate_ids
+from qkv.errors import QkvError
+from qkv.serve import explain_view
+from qkv.serve.schemas import MAX_BATCH, MAX_NEW_TOKENS, MAX_TEXT_CHARS, GenerateRequest, TranslateRequest
+
+TRANSLATION, LANGUAGE_MODEL = "translation", "language-model"
+
+
+class ServeError(QkvError):
+    """A request the model cannot serve; `status` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 422):
+        super().__init__(message)
+        self.status = status
+
+
+class Engine:
+    """Serves one loaded run (`qkv.train.checkpoint.Run`)."""
+
+    def __init__(self, run: Any):
+        self.run = run
+        self.model = run.model.eval()
+        self.cfg = run.cfg
+        self.kind = LANGUAGE_MODEL if self.cfg.arch == "decoder-only" else TRANSLATION
+        self.tgt = run.tgt_tokenizer
+        self.src = run.src_tokenizer
+
+    # --- what the model is ---------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "path": str(self.run.path),
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "src_vocab_size": None if self.src is None else self.src.vocab_size,
+            "tgt_vocab_size": self.tgt.vocab_size,
+            "config": self.cfg.to_dict(),
+            "limits": {
+                "max_text_chars": MAX_TEXT_CHARS,
+                "max_batch": MAX_BATCH,
+                "max_new_tokens": MAX_NEW_TOKENS,
+                "max_len": self.cfg.max_len,
+            },
+        }
+
+    def require(self, kind: str) -> None:
+        """Refuse an endpoint that does not fit the model (translate on a language model...)."""
+        if kind == self.kind:
+            return
+        if self.kind == LANGUAGE_MODEL:
+            raise ServeError("this server holds a language model; use POST /v1/generate with a prompt", 400)
+        raise ServeError("this server holds a translation model; use POST /v1/translate with texts", 400)
+
+    # --- translation ---------------------------------------------------------------------
+
+    def translate(self, req: TranslateRequest) -> list[dict[str, Any]]:
+        """`Translation` dicts for `req.texts`, in order, decoded as one batch."""
+        self.require(TRANSLATION)
+        ids = [self.source_ids(text, i) for i, text in enumerate(req.texts)]
+        hyps = translate_ids(self.model, self.pad(ids), decode_config(req))
+        return [
+            {"source": text, "text": self.tgt.decode(h[0].tokens), "hypotheses": [self.hypothesis(x) for x in h]}
+            for text, h in zip(req.texts, hyps)
+        ]
+
+    def source_ids(self, text: str, index: int = 0) -> list[int]:
+        ids = self.src.encode(text)
+        if not ids:
+            raise ServeError(f"text {index} has no tokens after tokenization; send some text")
+        if len(ids) > self.cfg.max_len:
+            raise ServeError(
+                f"text {index} has {len(ids)} tokens but the model reads at most {self.cfg.max_len}; shorten it"
+            )
+        return ids
+
+    def pad(self, ids: list[list[int]]) -> torch.Tensor:
+        """Right-pad token lists into one (B, S) batch."""
+        width = max(len(x) for x in ids)
+        return torch.tensor([x + [self.cfg.pad_id] * (width - len(x)) for x in ids], dtype=torch.long)
+
+    def hypothesis(self, h: Any) -> dict[str, Any]:
+        return {"text": self.tgt.decode(h.tokens), "tokens": self.labels(h.tokens), "score": h.score,
+                "log_prob": h.log_prob}
+
+    def labels(self, ids: list[int]) -> list[str]:
+        """Readable token strings of target ids (BPE's byte-level "Ġcat" shown as " cat")."""
+        display = getattr(self.tgt, "display", None)
+        return [display(self.tgt.id_to_token(i)) if display else self.tgt.id_to_token(i) for i in ids]
+
+    # --- language model ------------------------------------------------------------------
+
+    def generate(self, req: GenerateRequest) -> dict[str, Any]:
+        self.require(LANGUAGE_MODEL)
+        prompt = self.prompt_ids(req.prompt)
+        sampler = Sampler(req.sample, req.temperature, req.top_k, req.top_p, req.seed)
+        new = generate(self.model, prompt, req.max_new_tokens, sampler=sampler)
+        return {"prompt": req.prompt, "text": self.tgt.decode(new), "tokens": self.labels(new)}
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        ids = self.tgt.encode(prompt) if prompt else []
+        if len(ids) >= self.cfg.max_len:
+            raise ServeError(
+                f"the prompt has {len(ids)} tokens but the model holds at most {self.cfg.max_len - 1} "
+                f"before generating; shorten it"
+            )
+        return ids
+
+    # --- the explorer --------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def explain(self, text: str, top_k: int, max_new_tokens: int) -> dict[str, Any]:
+        """Greedy output for `text`, then one teacher-forced pass that keeps every attention map."""
+        start = time.perf_counter()
+        if self.kind == TRANSLATION:
+            result = self.explain_translation(text, top_k, max_new_tokens)
+        else:
+            result = self.explain_generation(text, top_k, max_new_tokens)
+        result["elapsed_ms"] = round(1000 * (time.perf_counter() - start), 2)
+        return result
+
+    def explain_translation(self, text: str, top_k: int, max_new_tokens: int) -> dict[str, Any]:
+        src = self.source_ids(text)
+        dcfg = DecodeConfig(max_len_a=0.0, max_len_b=max_new_tokens)
+        out = translate_ids(self.model, torch.tensor([src]), dcfg)[0][0].tokens
+        tgt_in = ([self.cfg.bos_id] + out)[: self.cfg.max_len]
+        with explain_view.captured_attention(self.model) as maps:
+            logits = self.model(torch.tensor([src]), torch.tensor([tgt_in]))[0]      # (T, V)
+        src_labels = self.src.tokens(text)
+        queries = self.labels(tgt_in)
+        labels = {"encoder": (src_labels, src_labels), "decoder": (queries, queries), "cross": (queries, src_labels)}
+        return {
+            "kind": TRANSLATION,
+            "source": text,
+            "source_tokens": src_labels,
+            "output": self.tgt.decode(out),
+            "output_tokens": self.labels(out),
+            "attention": explain_view.attention_json(maps, labels),
+            "steps": self.steps(logits, tgt_in, top_k),
+        }
+
+    def explain_generation(self, text: str, top_k: int, max_new_tokens: int) -> dict[str, Any]:
+        prompt = self.prompt_ids(text) or [self.cfg.bos_id]
+        new = generate(self.model, prompt, max_new_tokens, sampler=Sampler())
+        seq = (prompt + new)[: self.cfg.max_len]
+        with explain_view.captured_attention(self.model) as maps:
+            logits = self.model(torch.tensor([seq]))[0]                                # (T, V)
+        tokens = self.labels(seq)
+        first = len(prompt) - 1                                  # the step that chose the first new token
+        return {
+            "kind": LANGUAGE_MODEL,
+            "source": text,
+            "source_tokens": [],
+            "output": self.tgt.decode(new),
+            "output_tokens": tokens,
+            "attention": explain_view.attention_json(maps, {"decoder": (tokens, tokens)}),
+            "steps": self.steps(logits, seq, top_k)[first:],
+        }
+
+    def steps(self, logits: torch.Tensor, inputs: list[int], top_k: int) -> list[dict[str, Any]]:
+        """Top-k per position; the choice at t is the next input token, or the model's top-1 at the end."""
+        fed = self.labels(inputs)
+        chosen = fed[1:] + self.labels([int(logits[-1].argmax())])
+        return explain_view.steps_json(logits, fed, chosen, top_k, lambda i: self.labels([i])[0])
+
+
+def decode_config(req: TranslateRequest) -> DecodeConfig:
+    """The request's search options as a `DecodeConfig`."""
+    a, b = (0.0, req.max_new_tokens) if req.max_new_tokens else (1.5, 10)
+    return DecodeConfig(
+        beam_size=req.beam_size, n_best=req.n_best, length_penalty=req.length_penalty, sample=req.sample,
+        temperature=req.temperature, top_k=req.top_k, top_p=req.top_p, seed=req.seed,
+        max_len_a=a, max_len_b=b,
+    )

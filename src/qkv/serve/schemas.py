@@ -1,0 +1,150 @@
+"""The JSON the server reads and writes, as pydantic models (they also make the OpenAPI schema).
+
+Requests are strict: unknown keys, wrong types ("3" for 3) and out-of-range values are
+answered with 422 and a message naming the field, so a typo never silently does nothing.
+The limits below bound the work one request can ask for.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+MAX_TEXT_CHARS = 1000       # characters per text
+MAX_BATCH = 32              # texts per /v1/translate request
+MAX_NEW_TOKENS = 256        # tokens generated per text
+MAX_EXPLAIN_CHARS = 200     # the explorer's sentence (attention maps grow with its square)
+MAX_BODY_BYTES = 1 << 20    # request bodies larger than this are refused before parsing (413)
+
+Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class SamplingOptions(Request):
+    """How to choose each next token: argmax (greedy) or a seeded draw."""
+
+    sample: bool = Field(False, description="draw tokens instead of taking the most probable one")
+    temperature: float = Field(1.0, gt=0.0, le=10.0)
+    top_k: int = Field(0, ge=0, le=1000, description="0 = no top-k filter")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="1.0 = no nucleus filter")
+    seed: int | None = Field(None, ge=0, le=2**63 - 1, description="makes sampling repeatable")
+
+
+class TranslateRequest(SamplingOptions):
+    """A batch of source texts. `beam_size` 1 without `sample` is greedy search."""
+
+    texts: list[Text] = Field(..., min_length=1, max_length=MAX_BATCH)
+    beam_size: int = Field(1, ge=1, le=16)
+    n_best: int = Field(1, ge=1, le=16, description="hypotheses returned per text (<= beam_size)")
+    length_penalty: float = Field(0.6, ge=0.0, le=5.0, description="alpha of the GNMT length penalty")
+    max_new_tokens: int | None = Field(
+        None, ge=1, le=MAX_NEW_TOKENS, description="default: 1.5 * source length + 10"
+    )
+
+    model_config = ConfigDict(
+        extra="forbid", strict=True, json_schema_extra={"examples": [{"texts": ["hello world"], "beam_size": 4}]}
+    )
+
+    @model_validator(mode="after")
+    def _search_fits(self) -> "TranslateRequest":
+        if self.n_best > self.beam_size:
+            raise ValueError(f"n_best ({self.n_best}) must be <= beam_size ({self.beam_size})")
+        if self.sample and self.beam_size > 1:
+            raise ValueError("sample and beam_size > 1 exclude each other; use beam_size 1 to sample")
+        return self
+
+
+class GenerateRequest(SamplingOptions):
+    """A prompt for a language model (empty: start from <bos>)."""
+
+    prompt: str = Field("", max_length=MAX_TEXT_CHARS)
+    max_new_tokens: int = Field(64, ge=1, le=MAX_NEW_TOKENS)
+    sample: bool = Field(True, description="draw tokens (default) or take the most probable one")
+
+
+class ExplainRequest(Request):
+    """One sentence (or prompt) to run through the model with every attention map kept."""
+
+    text: str = Field(..., min_length=1, max_length=MAX_EXPLAIN_CHARS)
+    top_k: int = Field(5, ge=1, le=20, description="next-token candidates shown per step")
+    max_new_tokens: int = Field(40, ge=1, le=MAX_NEW_TOKENS)
+
+
+class Hypothesis(BaseModel):
+    text: str
+    tokens: list[str]
+    score: float = Field(description="beam search: log p / length penalty; otherwise log p")
+    log_prob: float
+
+
+class Translation(BaseModel):
+    source: str
+    text: str = Field(description="the best hypothesis")
+    hypotheses: list[Hypothesis] = Field(description="n_best hypotheses, best first")
+
+
+class TranslateResponse(BaseModel):
+    translations: list[Translation]
+    elapsed_ms: float
+
+
+class GenerateResponse(BaseModel):
+    prompt: str
+    text: str = Field(description="the continuation only")
+    tokens: list[str]
+    elapsed_ms: float
+
+
+class AttentionMap(BaseModel):
+    """One kind of attention: weights[layer][head][query][key], rows sum to 1."""
+
+    kind: Literal["encoder", "decoder", "cross"]
+    title: str
+    queries: list[str]
+    keys: list[str]
+    weights: list[list[list[list[float]]]]
+
+
+class Candidate(BaseModel):
+    token: str
+    prob: float
+
+
+class Step(BaseModel):
+    """The model's next-token distribution after reading `context` (its top-k), and its choice."""
+
+    position: int
+    context: str
+    chosen: str
+    candidates: list[Candidate]
+
+
+class ExplainResponse(BaseModel):
+    kind: Literal["translation", "language-model"]
+    source: str
+    source_tokens: list[str] = Field(description="empty for a language model")
+    output: str
+    output_tokens: list[str]
+    attention: list[AttentionMap]
+    steps: list[Step]
+    elapsed_ms: float
+
+
+class ModelInfo(BaseModel):
+    kind: Literal["translation", "language-model"]
+    path: str
+    parameters: int
+    src_vocab_size: int | None
+    tgt_vocab_size: int
+    config: dict
+    limits: dict[str, int]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    kind: Literal["translation", "language-model"]
+    queued: int = Field(description="model calls waiting or running")

@@ -1,0 +1,27 @@
+"""Tiny untrained run directories for the server tests (seconds to build, no training)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from qkv.config import ModelConfig
+from qkv.model import build_model
+from qkv.tokenizers import CharTokenizer
+from qkv.train.checkpoint import save_run
+
+ALPHABET = "abcdefghijklmnopqrstuvwxyz "
+
+
+def tiny_run(path: Path, arch: str = "encoder-decoder") -> Path:
+    """A 2-layer, 2-head, 32-wide model over lowercase letters, saved as a run directory."""
+    torch.manual_seed(0)
+    tok = CharTokenizer.from_alphabet(ALPHABET)
+    v = tok.vocab_size
+    cfg = ModelConfig(
+        arch=arch, src_vocab_size=v if arch == "encoder-decoder" else 0, tgt_vocab_size=v,
+        d_model=32, n_heads=2, n_encoder_layers=2, n_decoder_layers=2, d_ff=64, dropout=0.0, max_len=64,
+    )
+    src = tok if arch == "encoder-decoder" else None
+    return save_run(path, build_model(cfg), {"data": {"task": "test"}}, src, tok)
