@@ -13,6 +13,7 @@ import torch
 
 from qkv.decode import DecodeConfig, Sampler, generate, translate_ids
 from qkv.errors import QkvError
+from qkv.explain.trace import display_token, trace
 from qkv.serve import explain_view
 from qkv.serve.schemas import MAX_BATCH, MAX_NEW_TOKENS, MAX_TEXT_CHARS, GenerateRequest, TranslateRequest
 
@@ -96,9 +97,8 @@ class Engine:
                 "log_prob": h.log_prob}
 
     def labels(self, ids: list[int]) -> list[str]:
-        """Readable token strings of target ids (BPE's byte-level "Ġcat" shown as " cat")."""
-        display = getattr(self.tgt, "display", None)
-        return [display(self.tgt.id_to_token(i)) if display else self.tgt.id_to_token(i) for i in ids]
+        """Readable token strings of target ids (BPE's byte-level "Ġcat" shown as "␣cat")."""
+        return [display_token(self.tgt, i) for i in ids]
 
     # --- language model ------------------------------------------------------------------
 
@@ -120,9 +120,8 @@ class Engine:
 
     # --- the explorer --------------------------------------------------------------------
 
-    @torch.inference_mode()
     def explain(self, text: str, top_k: int, max_new_tokens: int) -> dict[str, Any]:
-        """Greedy output for `text`, then one teacher-forced pass that keeps every attention map."""
+        """Greedy output for `text`, then `qkv.explain.trace` of it (every attention map kept)."""
         start = time.perf_counter()
         if self.kind == TRANSLATION:
             result = self.explain_translation(text, top_k, max_new_tokens)
@@ -134,46 +133,30 @@ class Engine:
     def explain_translation(self, text: str, top_k: int, max_new_tokens: int) -> dict[str, Any]:
         src = self.source_ids(text)
         dcfg = DecodeConfig(max_len_a=0.0, max_len_b=max_new_tokens)
-        out = translate_ids(self.model, torch.tensor([src]), dcfg)[0][0].tokens
-        tgt_in = ([self.cfg.bos_id] + out)[: self.cfg.max_len]
-        with explain_view.captured_attention(self.model) as maps:
-            logits = self.model(torch.tensor([src]), torch.tensor([tgt_in]))[0]      # (T, V)
-        src_labels = self.src.tokens(text)
-        queries = self.labels(tgt_in)
-        labels = {"encoder": (src_labels, src_labels), "decoder": (queries, queries), "cross": (queries, src_labels)}
+        out = translate_ids(self.model, torch.tensor([src]), dcfg)[0][0].tokens[: self.cfg.max_len - 1]
+        tr = trace(self.model, src, out, self.src, self.tgt)
         return {
             "kind": TRANSLATION,
             "source": text,
-            "source_tokens": src_labels,
+            "source_tokens": tr.src.tokens,
             "output": self.tgt.decode(out),
-            "output_tokens": self.labels(out),
-            "attention": explain_view.attention_json(maps, labels),
-            "steps": self.steps(logits, tgt_in, top_k),
+            "output_tokens": tr.tgt.tokens[1:],
+            **explain_view.explain_json(tr, top_k),
         }
 
     def explain_generation(self, text: str, top_k: int, max_new_tokens: int) -> dict[str, Any]:
         prompt = self.prompt_ids(text) or [self.cfg.bos_id]
         new = generate(self.model, prompt, max_new_tokens, sampler=Sampler())
-        seq = (prompt + new)[: self.cfg.max_len]
-        with explain_view.captured_attention(self.model) as maps:
-            logits = self.model(torch.tensor([seq]))[0]                                # (T, V)
-        tokens = self.labels(seq)
-        first = len(prompt) - 1                                  # the step that chose the first new token
+        new = new[: self.cfg.max_len - 1 - len(prompt)]
+        tr = trace(self.model, prompt + new, None, None, self.tgt)
         return {
             "kind": LANGUAGE_MODEL,
             "source": text,
             "source_tokens": [],
             "output": self.tgt.decode(new),
-            "output_tokens": tokens,
-            "attention": explain_view.attention_json(maps, {"decoder": (tokens, tokens)}),
-            "steps": self.steps(logits, seq, top_k)[first:],
+            "output_tokens": tr.tgt.tokens,
+            **explain_view.explain_json(tr, top_k, first_step=len(prompt) - 1),
         }
-
-    def steps(self, logits: torch.Tensor, inputs: list[int], top_k: int) -> list[dict[str, Any]]:
-        """Top-k per position; the choice at t is the next input token, or the model's top-1 at the end."""
-        fed = self.labels(inputs)
-        chosen = fed[1:] + self.labels([int(logits[-1].argmax())])
-        return explain_view.steps_json(logits, fed, chosen, top_k, lambda i: self.labels([i])[0])
 
 
 def decode_config(req: TranslateRequest) -> DecodeConfig:
