@@ -49,6 +49,18 @@ def version() -> None:
     typer.echo(f"qkv {qkv.__version__} (torch {torch.__version__})")
 
 
+@app.command()
+def serve(
+    model: Annotated[Path, typer.Option("--model", "-m", help="Run directory to serve.")],
+    host: Annotated[str, typer.Option(help="Address to bind; only this machine by default.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.", min=1, max=65535)] = 8000,
+) -> None:
+    """Serve a model over HTTP with the explorer page at / (API docs at /docs)."""
+    from qkv import serve as serving
+
+    serving.serve(model, host=host, port=port)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point of the `qkv` console script: one line for deliberate errors, never a traceback."""
     try:
