@@ -1,0 +1,204 @@
+"""The HTTP API through FastAPI's TestClient (no socket): valid and invalid requests."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install 'qkv[serve]'")
+pytest.importorskip("httpx", reason="TestClient needs httpx: pip install 'qkv[serve]'")
+
+from fastapi.testclient import TestClient  # noqa: E402
+from serve_runs import tiny_run  # noqa: E402
+
+from qkv.cli import main  # noqa: E402
+from qkv.serve import create_app  # noqa: E402
+from qkv.serve.schemas import MAX_BATCH, MAX_BODY_BYTES, MAX_TEXT_CHARS  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def mt(tmp_path_factory) -> TestClient:
+    with TestClient(create_app(tiny_run(tmp_path_factory.mktemp("mt")))) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def lm(tmp_path_factory) -> TestClient:
+    with TestClient(create_app(tiny_run(tmp_path_factory.mktemp("lm"), "decoder-only"))) as client:
+        yield client
+
+
+def test_health_and_model_info(mt: TestClient, lm: TestClient) -> None:
+    assert mt.get("/health").json() == {"status": "ok", "kind": "translation", "queued": 0}
+    info = mt.get("/v1/model").json()
+    assert info["kind"] == "translation" and info["src_vocab_size"] == info["tgt_vocab_size"] == 31
+    assert info["parameters"] == sum(p.numel() for p in mt.app.state.engine.model.parameters())
+    assert info["config"]["n_heads"] == 2 and info["limits"]["max_batch"] == MAX_BATCH
+    lm_info = lm.get("/v1/model").json()
+    assert lm_info["kind"] == "language-model" and lm_info["src_vocab_size"] is None
+
+
+def test_translate_greedy_batch_keeps_order(mt: TestClient) -> None:
+    texts = ["hello", "abc", "a longer sentence"]
+    r = mt.post("/v1/translate", json={"texts": texts})
+    assert r.status_code == 200, r.text
+    out = r.json()["translations"]
+    assert [t["source"] for t in out] == texts
+    alone = [mt.post("/v1/translate", json={"texts": [t]}).json()["translations"][0]["text"] for t in texts]
+    assert [t["text"] for t in out] == alone
+
+
+def test_translate_beam_returns_n_best_sorted(mt: TestClient) -> None:
+    r = mt.post("/v1/translate", json={"texts": ["hello"], "beam_size": 4, "n_best": 3, "max_new_tokens": 5})
+    hyps = r.json()["translations"][0]["hypotheses"]
+    assert len(hyps) == 3 and [h["score"] for h in hyps] == sorted((h["score"] for h in hyps), reverse=True)
+    assert all(len(h["tokens"]) <= 5 for h in hyps)
+
+
+def test_sampling_with_a_seed_repeats(mt: TestClient) -> None:
+    body = {"texts": ["hello"], "sample": True, "temperature": 1.5, "top_p": 0.9, "seed": 7}
+    first, second = (mt.post("/v1/translate", json=body).json()["translations"] for _ in range(2))
+    assert first == second
+
+
+def test_generate_on_a_language_model(lm: TestClient) -> None:
+    body = {"prompt": "ab", "max_new_tokens": 8, "seed": 3}
+    r = lm.post("/v1/generate", json=body)
+    assert r.status_code == 200, r.text
+    data = r.json()
+    assert data["prompt"] == "ab" and len(data["tokens"]) <= 8
+    assert lm.post("/v1/generate", json=body).json()["text"] == data["text"]
+
+
+def test_explain_translation_has_every_map(mt: TestClient) -> None:
+    r = mt.post("/v1/explain", json={"text": "hello", "top_k": 3, "max_new_tokens": 6})
+    assert r.status_code == 200, r.text
+    d = r.json()
+    assert d["kind"] == "translation" and d["source_tokens"] == list("hello")
+    maps = {m["kind"]: m for m in d["attention"]}
+    assert list(maps) == ["encoder", "decoder", "cross"]
+    n_out = len(d["output_tokens"]) + 1                      # the decoder reads <bos> + output
+    for kind, (n_q, n_k) in {"encoder": (5, 5), "decoder": (n_out, n_out), "cross": (n_out, 5)}.items():
+        m = maps[kind]
+        assert (len(m["queries"]), len(m["keys"])) == (n_q, n_k)
+        assert len(m["weights"]) == 2 and len(m["weights"][0]) == 2          # layers, heads
+        for row in m["weights"][1][1]:
+            assert len(row) == n_k and sum(row) == pytest.approx(1.0, abs=1e-3)
+    assert maps["decoder"]["weights"][0][0][0][1:] == [0.0] * (n_out - 1)   # causal: <bos> sees itself only
+    assert len(d["steps"]) == n_out and len(d["steps"][0]["candidates"]) == 3
+    assert d["steps"][0]["context"] == "<bos>"
+
+
+def test_explain_language_model_shows_masked_self_attention(lm: TestClient) -> None:
+    d = lm.post("/v1/explain", json={"text": "abc", "max_new_tokens": 4}).json()
+    assert [m["kind"] for m in d["attention"]] == ["decoder"]
+    assert d["output_tokens"][:3] == ["a", "b", "c"] and d["source_tokens"] == []
+    assert d["steps"][0]["context"] == "c"                  # the first step chose the first new token
+
+
+@pytest.mark.parametrize(
+    "body, where",
+    [
+        ({"texts": []}, "body.texts"),
+        ({"texts": [""]}, "body.texts.0"),
+        ({"texts": "hello"}, "body.texts"),
+        ({"texts": ["hi"], "beam_size": "3"}, "body.beam_size"),
+        ({"texts": ["hi"], "beam_size": 0}, "body.beam_size"),
+        ({"texts": ["hi"], "temperature": 0}, "body.temperature"),
+        ({"texts": ["hi"], "beam": 4}, "body.beam"),
+        ({"texts": ["x" * (MAX_TEXT_CHARS + 1)]}, "body.texts.0"),
+        ({"texts": ["hi"] * (MAX_BATCH + 1)}, "body.texts"),
+        ({"texts": ["hi"], "max_new_tokens": 100000}, "body.max_new_tokens"),
+        ({"texts": ["hi"], "beam_size": 2, "n_best": 3}, "n_best (3) must be <= beam_size (2)"),
+        ({"texts": ["hi"], "beam_size": 2, "sample": True}, "exclude each other"),
+        ([1, 2], "body"),
+    ],
+)
+def test_invalid_requests_get_422_with_one_line(mt: TestClient, body, where: str) -> None:
+    r = mt.post("/v1/translate", json=body)
+    assert r.status_code == 422
+    message = r.json()["message"]
+    assert where in message and "\n" not in message
+
+
+def test_malformed_json_is_422(mt: TestClient) -> None:
+    r = mt.post("/v1/translate", content=b'{"texts": [', headers={"content-type": "application/json"})
+    assert r.status_code == 422
+    assert "not valid JSON" in r.json()["message"]
+
+
+def test_text_longer_than_the_model_is_422(mt: TestClient) -> None:
+    r = mt.post("/v1/translate", json={"texts": ["ok", "a" * 100]})
+    assert r.status_code == 422
+    assert r.json()["detail"] == "text 1 has 100 tokens but the model reads at most 64; shorten it"
+
+
+def test_oversize_body_is_413(mt: TestClient) -> None:
+    big = json.dumps({"texts": ["a" * 1000] * 1100}).encode()
+    assert len(big) > MAX_BODY_BYTES
+    r = mt.post("/v1/translate", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "larger than" in r.json()["detail"]
+
+
+def test_wrong_endpoint_for_the_model_kind(mt: TestClient, lm: TestClient) -> None:
+    r = lm.post("/v1/translate", json={"texts": ["hi"]})
+    assert r.status_code == 400 and "language model; use POST /v1/generate" in r.json()["detail"]
+    r = mt.post("/v1/generate", json={"prompt": "hi"})
+    assert r.status_code == 400 and "translation model; use POST /v1/translate" in r.json()["detail"]
+
+
+def test_unknown_route_and_method(mt: TestClient) -> None:
+    assert mt.get("/v1/nothing").status_code == 404
+    assert mt.get("/v1/translate").status_code == 405
+
+
+def test_page_docs_and_static_files(mt: TestClient) -> None:
+    page = mt.get("/")
+    assert page.status_code == 200 and "qkv explorer" in page.text
+    for path in ("/static/explorer.js", "/static/style.css"):
+        assert mt.get(path).status_code == 200
+    assert mt.get("/docs").status_code == 200
+    paths = mt.get("/openapi.json").json()["paths"]
+    assert {"/health", "/v1/model", "/v1/translate", "/v1/generate", "/v1/explain"} <= set(paths)
+
+
+def test_health_answers_while_the_model_is_busy(mt: TestClient) -> None:
+    release = threading.Event()
+    worker = mt.app.state.worker
+    busy = worker.call(lambda: release.wait(10))
+    try:
+        start = time.perf_counter()
+        r = mt.get("/health")
+        assert r.status_code == 200 and r.json()["queued"] >= 1
+        assert time.perf_counter() - start < 2
+    finally:
+        release.set()
+        busy.result(timeout=10)
+
+
+def test_waiting_translations_are_batched_together(mt: TestClient) -> None:
+    engine, worker = mt.app.state.engine, mt.app.state.worker
+    calls: list[int] = []
+    translate = engine.translate
+    engine.translate = lambda req: calls.append(len(req.texts)) or translate(req)
+    release = threading.Event()
+    try:
+        blocker = worker.call(lambda: release.wait(10))
+        from qkv.serve.schemas import TranslateRequest
+
+        futures = [worker.translate(TranslateRequest(texts=[t])) for t in ("ab", "cd", "ef")]
+        release.set()
+        blocker.result(timeout=10)
+        results = [f.result(timeout=30)[0]["source"] for f in futures]
+    finally:
+        engine.translate = translate
+    assert results == ["ab", "cd", "ef"] and calls == [3]
+
+
+def test_cli_serve_missing_run_is_one_line(capsys) -> None:
+    assert main(["serve", "--model", "/nonexistent/run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: run directory not found") and "\n" not in err
