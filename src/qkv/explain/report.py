@@ -1,0 +1,387 @@
+"""A self-contained HTML page that walks through one forward pass with the model's real numbers.
+
+    html = render_html(trace(model, src, tgt, src_tok, tgt_tok), layer=0, head=0)
+
+The page follows the data: tokens -> embeddings + positions -> attention, step by step for one
+layer and head (Q, K, V, Q K^T, scaling, mask, softmax, mixing values, output projection) ->
+heatmaps of every kind of attention -> all heads of the layer -> the next-token distribution at
+every step. Pictures are PNGs embedded as base64; there are no external files, scripts or fonts.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import os
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from matplotlib.figure import Figure
+
+from qkv.config import atomic_write_bytes
+from qkv.errors import ConfigError, DataError
+from qkv.explain import plots
+from qkv.explain.trace import KIND_NAMES, AttentionTrace, LayerTrace, Trace
+
+MAX_ROWS = 8        # matrices larger than this are cut, with an ellipsis row/column
+MAX_COLS = 8
+
+STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1100px; margin: 2em auto;
+       padding: 0 1em; color: #222; line-height: 1.45; }
+h1 { font-size: 1.6em; } h2 { margin-top: 2em; border-bottom: 1px solid #ddd; padding-bottom: .2em; }
+h3 { margin-top: 1.4em; } code, .eq { font-family: ui-monospace, "DejaVu Sans Mono", monospace; }
+.eq { background: #f5f7fa; padding: .4em .7em; border-radius: 4px; display: inline-block; }
+.warn { background: #fff4d6; border-left: 4px solid #e0a800; padding: .6em 1em; }
+.meta td { padding: 0 1em 0 0; }
+table.m { border-collapse: collapse; font: 12px ui-monospace, "DejaVu Sans Mono", monospace; margin: .3em 0 1em; }
+table.m td, table.m th { border: 1px solid #e2e2e2; padding: 2px 6px; text-align: right; }
+table.m th { background: #f3f3f3; font-weight: 600; }
+table.m td.masked { color: #999; background: repeating-linear-gradient(45deg, #f4f4f4, #f4f4f4 4px, #e6e6e6 4px, #e6e6e6 8px); }
+table.tok td, table.tok th { text-align: center; min-width: 2em; }
+.bar { display: inline-block; height: .8em; background: #4a7fc1; vertical-align: middle; margin-right: .4em; }
+.hit { background: #e3f4e1; }
+.step { margin: .8em 0 1.4em; }
+.mats { display: flex; flex-wrap: wrap; gap: 1.5em; align-items: flex-start; }
+details > summary { cursor: pointer; font-weight: 600; font-size: 1.1em; margin: .6em 0; }
+img { max-width: 100%; }
+.caption { color: #555; font-size: .92em; }
+"""
+
+
+# ---------------------------------------------------------------------------------------------
+# Small HTML pieces
+# ---------------------------------------------------------------------------------------------
+
+
+def esc(text: object) -> str:
+    return html.escape(str(text))
+
+
+def image(fig: Figure, alt: str) -> str:
+    """A figure as an inline PNG."""
+    data = base64.b64encode(plots.png_bytes(fig)).decode("ascii")
+    return f'<img alt="{esc(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _number(x: float) -> str:
+    if x == float("-inf"):
+        return "−∞"
+    if x == 0:
+        return "0"
+    return f"{x:.3f}" if abs(x) < 1000 else f"{x:.2e}"
+
+
+def _cut(n: int, limit: int) -> list[int | None]:
+    """Indices to show out of n: all, or the first limit-1, an ellipsis (None) and the last."""
+    if n <= limit:
+        return list(range(n))
+    return list(range(limit - 1)) + [None, n - 1]
+
+
+def matrix_table(
+    m: torch.Tensor,
+    row_labels: Sequence[str],
+    col_labels: Sequence[str] | None = None,
+    caption: str = "",
+    hidden: torch.Tensor | None = None,
+) -> str:
+    """A 2-D tensor as an HTML table; big ones keep their first rows/columns and the last one.
+
+    `hidden` (bool, same shape) marks masked cells, shown hatched.
+    """
+    rows, cols = _cut(m.size(0), MAX_ROWS), _cut(m.size(1), MAX_COLS)
+    col_labels = list(col_labels) if col_labels is not None else [str(j) for j in range(m.size(1))]
+    head = "".join(f"<th>{'…' if j is None else esc(col_labels[j])}</th>" for j in cols)
+    body = []
+    for i in rows:
+        if i is None:
+            body.append("<tr><th>⋮</th>" + "<td>⋮</td>" * len(cols) + "</tr>")
+            continue
+        cells = []
+        for j in cols:
+            if j is None:
+                cells.append("<td>…</td>")
+            elif hidden is not None and bool(hidden[i, j]):
+                cells.append(f'<td class="masked">{_number(float(m[i, j]))}</td>')
+            else:
+                cells.append(f"<td>{_number(float(m[i, j]))}</td>")
+        body.append(f"<tr><th>{esc(row_labels[i])}</th>{''.join(cells)}</tr>")
+    shape = " × ".join(str(s) for s in m.shape)
+    title = f"<div class='caption'>{caption} <span>({shape})</span></div>" if caption else ""
+    return f"<div>{title}<table class='m'><tr><th></th>{head}</tr>{''.join(body)}</table></div>"
+
+
+def token_table(ids: Sequence[int], tokens: Sequence[str]) -> str:
+    pos = "".join(f"<th>{i}</th>" for i in range(len(ids)))
+    toks = "".join(f"<td>{esc(t)}</td>" for t in tokens)
+    nums = "".join(f"<td>{i}</td>" for i in ids)
+    return (f"<table class='m tok'><tr><th>position</th>{pos}</tr><tr><th>token</th>{toks}</tr>"
+            f"<tr><th>id</th>{nums}</tr></table>")
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections
+# ---------------------------------------------------------------------------------------------
+
+
+def _header(t: Trace, title: str, warnings: Sequence[str]) -> str:
+    layers = (f"{len(t.encoder_layers)} encoder + {len(t.decoder_layers)} decoder layers"
+              if t.arch == "encoder-decoder" else f"{len(t.decoder_layers)} decoder layers")
+    a = t.attentions()[0]
+    rows = [
+        ("model", f"{t.arch}, {layers}, d_model={a.x.size(-1)}, {a.n_heads} heads of d_head={a.d_head}, "
+                  f"{'pre-LN' if t.norm_first else 'post-LN (as in the paper)'}"),
+    ]
+    if t.src is not None:
+        rows.append(("source", " ".join(t.src.tokens)))
+    rows.append(("decoder input", " ".join(t.tgt.tokens)))
+    meta = "".join(f"<tr><td><b>{esc(k)}</b></td><td>{esc(v)}</td></tr>" for k, v in rows)
+    warn = "".join(f"<p class='warn'>⚠ {esc(w)}</p>" for w in (*warnings, *t.warnings))
+    return f"<h1>{esc(title)}</h1>{warn}<table class='meta'>{meta}</table>"
+
+
+def _tokens_section(t: Trace) -> str:
+    parts = ["<h2>1. Tokens</h2><p>The tokenizer cuts the text into tokens and looks up each one's id. "
+             "Spaces are shown as ␣.</p>"]
+    if t.src is not None:
+        parts.append("<h3>Source (the encoder's input)</h3>" + token_table(t.src.ids, t.src.tokens))
+        parts.append("<h3>Target, shifted right (the decoder's input)</h3><p>The decoder reads "
+                     "<code>&lt;bos&gt;</code> followed by the target and, at every position, predicts "
+                     "the next token.</p>")
+    else:
+        parts.append("<h3>Text (the decoder's input)</h3><p>At every position the model predicts the next token.</p>")
+    parts.append(token_table(t.tgt.ids, t.tgt.tokens))
+    return "".join(parts)
+
+
+def _embedding_section(t: Trace) -> str:
+    emb = t.src if t.src is not None else t.tgt
+    side = "source" if t.src is not None else "input"
+    d = emb.sum.size(-1)
+    fig = plots.matrix_heatmap(
+        [(f"token embedding × {emb.scale:.2f}", emb.token_embedding), ("positional encoding", emb.positional),
+         ("sum: the first layer's input", emb.sum)],
+        emb.tokens, f"{side} tokens as vectors of d_model={d} numbers",
+    )
+    cols = [str(j) for j in range(d)]
+    tables = "".join([
+        matrix_table(emb.token_embedding, emb.tokens, cols, f"token embedding × √d_model = × {emb.scale:.2f}"),
+        matrix_table(emb.positional, emb.tokens, cols, "+ positional encoding"),
+        matrix_table(emb.sum, emb.tokens, cols, "= input of layer 0"),
+    ])
+    return (
+        "<h2>2. Embeddings and positions</h2>"
+        "<p>Each token id selects a row of the embedding matrix (a learned vector), scaled by "
+        "√d_model. Attention itself ignores order, so a positional encoding is added: a vector "
+        "that depends only on the position. The sum is what the first layer sees.</p>"
+        f"<p class='eq'>x<sub>t</sub> = E[token<sub>t</sub>] · √d_model + PE(t)</p>"
+        f"<div class='mats'>{tables}</div>{image(fig, 'embeddings')}"
+    )
+
+
+def _step_by_step(a: AttentionTrace, head: int, open_: bool) -> str:
+    """Every step of one head's attention, with the numbers."""
+    d = a.d_head
+    h = slice(head * d, (head + 1) * d)
+    dims = [str(j) for j in range(d)]
+    hidden = ~a.mask
+    masked_scores = a.scaled[head].masked_fill(hidden, float("-inf"))
+    source = "the decoder stream" if a.kind == "cross" else "the same stream"
+    kv_from = "the encoder output (memory)" if a.kind == "cross" else source
+    mask_text = {
+        "enc": "Only padding is hidden: every source token may look at every other.",
+        "dec": "The causal mask hides the future: position t may look at positions 0..t only "
+               "(the upper triangle). Hidden entries become −∞, so softmax gives them weight exactly 0.",
+        "cross": "Each target position may look at every (non-padding) source token.",
+    }[a.kind]
+    steps = [
+        ("1. Project queries, keys and values",
+         f"Queries come from {source}; keys and values from {kv_from}. Head {head} uses columns "
+         f"{h.start}..{h.stop - 1} of W_Q, W_K, W_V (d_head = {d}).",
+         "Q = x W_Q,   K = m W_K,   V = m W_V",
+         [matrix_table(a.q[head], a.query_tokens, dims, "Q"), matrix_table(a.k[head], a.key_tokens, dims, "K"),
+          matrix_table(a.v[head], a.key_tokens, dims, "V")]),
+        ("2. Compare every query with every key", "A dot product: large when the query and key point the same way.",
+         "scores = Q Kᵀ", [matrix_table(a.scores[head], a.query_tokens, a.key_tokens, "Q Kᵀ")]),
+        ("3. Scale", f"Divide by √d_head = √{d} = {math.sqrt(d):.3f}, so the spread of the scores "
+         "does not grow with the head size and softmax does not saturate.",
+         "scaled = Q Kᵀ / √d_head", [matrix_table(a.scaled[head], a.query_tokens, a.key_tokens, "Q Kᵀ / √d_head")]),
+        ("4. Mask", mask_text, "scaled[i, j] = −∞ where position j is hidden from i",
+         [matrix_table(masked_scores, a.query_tokens, a.key_tokens, "masked scores", hidden)]),
+        ("5. Softmax", "Each row becomes weights that are positive and sum to 1: how much each query "
+         "takes from each key.", "weights = softmax(masked scores) (row by row)",
+         [matrix_table(a.weights[head], a.query_tokens, a.key_tokens, "attention weights", hidden)]),
+        ("6. Mix the values", "Each output row is a weighted average of the value vectors.",
+         "mixed = weights V", [matrix_table(a.mixed[head], a.query_tokens, dims, "weights · V")]),
+        ("7. Output projection", f"The heads' results are concatenated and multiplied by W_O; head {head}'s "
+         "share is its mixed values times its rows of W_O. Adding all heads' shares and the bias "
+         "gives the attention output, which joins the residual stream.",
+         f"head_out = mixed W_O[rows of head {head}],   out = Σ heads + b_O",
+         [matrix_table(a.head_outputs[head], a.query_tokens, None, f"head {head}'s share of the output"),
+          matrix_table(a.out, a.query_tokens, None, "attention output (all heads)")]),
+    ]
+    body = "".join(
+        f"<div class='step'><h4>{esc(name)}</h4><p>{esc(text)}</p><p class='eq'>{esc(eq)}</p>"
+        f"<div class='mats'>{''.join(tables)}</div></div>"
+        for name, text, eq, tables in steps
+    )
+    return (f"<details{' open' if open_ else ''}><summary>{esc(a.title)}, head {head}</summary>"
+            f"{body}</details>")
+
+
+def _layer_attentions(t: Trace, layer: int) -> list[AttentionTrace]:
+    """The attentions of `layer` in forward order: enc, then dec and cross (those that exist)."""
+    out = []
+    for kind in ("enc", "dec", "cross"):
+        try:
+            out.append(t.attention(kind, layer))
+        except ConfigError:
+            continue
+    return out
+
+
+def _attention_section(t: Trace, layer: int, head: int) -> str:
+    atts = _layer_attentions(t, layer)
+    steps = "".join(_step_by_step(a, head, i == 0) for i, a in enumerate(atts))
+    heat = "".join(
+        f"<h3>{esc(KIND_NAMES[a.kind].capitalize())}</h3><p class='caption'>{_heatmap_caption(a.kind)}</p>"
+        f"{image(plots.attention_heatmap(a, head), a.title)}"
+        for a in atts
+    )
+    grids = "".join(image(plots.heads_grid(a), a.title + ' all heads') for a in atts)
+    return (
+        f"<h2>3. Attention, step by step (layer {layer}, head {head})</h2>"
+        "<p>Attention is a soft search: each query is compared with every key, the scores are scaled "
+        "and masked, softmax turns them into weights, and the weights mix the values.</p>"
+        "<p class='eq'>Attention(Q, K, V) = softmax(Q Kᵀ / √d_head) V</p>"
+        f"{steps}<h2>4. Attention maps (layer {layer}, head {head})</h2>"
+        "<p>Rows are queries (who is looking), columns keys (what is looked at). Darker = more "
+        f"weight; hatched cells are hidden by the mask and get weight 0.</p>{heat}"
+        f"<h2>5. All heads of layer {layer}</h2><p>Each head has its own W_Q, W_K, W_V, so it looks "
+        f"from its own viewpoint.</p>{grids}"
+    )
+
+
+def _heatmap_caption(kind: str) -> str:
+    return {
+        "enc": "Every source token looks at the whole source.",
+        "dec": "The upper triangle is the future: hidden, exactly zero.",
+        "cross": "Which source tokens each target position reads: the alignment learned without being taught.",
+    }[kind]
+
+
+def _ffn_section(t: Trace, layer: int) -> str:
+    stack = t.encoder_layers if layer < len(t.encoder_layers) else t.decoder_layers
+    lt: LayerTrace = stack[layer]
+    where = "pre-LN: x + sublayer(LayerNorm(x))" if t.norm_first else "post-LN: LayerNorm(x + sublayer(x))"
+    blocks = [("attention", lt.self_block), ("feed-forward", lt.ff_block)]
+    rows = []
+    for i, tok in enumerate(lt.self_attn.query_tokens):
+        cells = "".join(
+            f"<td>{b.input[i].norm():.2f}</td><td>{b.fn_output[i].norm():.2f}</td><td>{b.output[i].norm():.2f}</td>"
+            for _, b in blocks
+        )
+        rows.append(f"<tr><th>{esc(tok)}</th>{cells}</tr>")
+    head = "".join(f"<th>‖x‖ in</th><th>‖{name}‖</th><th>‖x‖ out</th>" for name, _ in blocks)
+    hidden = lt.ff.hidden
+    active = float((hidden > 0).float().mean())
+    return (
+        f"<h2>6. Feed-forward and residual stream ({lt.stack} layer {layer})</h2>"
+        "<p>After attention, every position goes through the same two-layer network on its own. "
+        f"Each sublayer adds its output to the residual stream ({esc(where)}).</p>"
+        "<p class='eq'>FFN(x) = max(0, x W₁ + b₁) W₂ + b₂</p>"
+        f"<p>Hidden layer: {hidden.size(-1)} units, {active:.0%} of them active (positive) on average.</p>"
+        f"<table class='m'><tr><th>token</th>{head}</tr>{''.join(rows)}</table>"
+        "<p class='caption'>Vector lengths (L2 norms) going into and out of each sublayer.</p>"
+    )
+
+
+def _predictions_section(t: Trace, k: int) -> str:
+    rows = []
+    for step in t.top_k(k):
+        target = step["target"]
+        cells = []
+        for c in step["top"]:
+            hit = target is not None and c["id"] == target["id"]
+            cells.append(f"<td class='{'hit' if hit else ''}' style='text-align:left'>"
+                         f"<span class='bar' style='width:{60 * c['prob']:.0f}px'></span>"
+                         f"{esc(c['token'])} {c['prob']:.3f}</td>")
+        true = "" if target is None else f"{esc(target['token'])} {target['prob']:.3f}"
+        rows.append(f"<tr><th>{step['step']}</th><td>{esc(step['input'])}</td>{''.join(cells)}"
+                    f"<td style='text-align:left'>{true}</td></tr>")
+    head = "".join(f"<th>#{i + 1}</th>" for i in range(len(t.top_k(k)[0]["top"])))
+    return (
+        "<h2>7. Next-token probabilities</h2>"
+        "<p>The last layer's output goes through the output projection and softmax: a probability "
+        "for every token of the vocabulary. Green marks the token that actually comes next.</p>"
+        "<p class='eq'>p(next | prefix) = softmax(h W_vocab)</p>"
+        f"<table class='m'><tr><th>step</th><th>input token</th>{head}<th>actual next</th></tr>"
+        f"{''.join(rows)}</table>"
+    )
+
+
+def render_html(t: Trace, layer: int = 0, head: int = 0, k: int = 5, title: str = "How the Transformer read this",
+                warnings: Sequence[str] = ()) -> str:
+    """The whole page for trace `t`, zooming in on `layer` and `head` (0-based)."""
+    n_layers = max(len(t.encoder_layers), len(t.decoder_layers))
+    if not 0 <= layer < n_layers:
+        raise ConfigError(f"layer {layer} does not exist: the model has layers 0..{n_layers - 1}")
+    n_heads = t.attentions()[0].n_heads
+    if not 0 <= head < n_heads:
+        raise ConfigError(f"head {head} does not exist: the model has heads 0..{n_heads - 1}")
+    body = "".join([
+        _header(t, title, warnings),
+        _tokens_section(t),
+        _embedding_section(t),
+        _attention_section(t, layer, head),
+        _ffn_section(t, layer),
+        _predictions_section(t, k),
+    ])
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{esc(title)}</title>"
+            f"<style>{STYLE}</style></head><body>{body}</body></html>")
+
+
+# ---------------------------------------------------------------------------------------------
+# From a run directory
+# ---------------------------------------------------------------------------------------------
+
+
+def trace_run(run, text: str, target: str | None = None, max_new_tokens: int = 50) -> tuple[Trace, list[str]]:
+    """Trace `text` through a loaded run (`qkv.train.checkpoint.load_run`), with warnings.
+
+    A translation model without `target` first translates `text` greedily and explains its own
+    output; a language model explains the text (and `target`, if given, appended to it).
+    """
+    from qkv.decode import DecodeConfig, translate_ids
+    from qkv.explain.trace import trace
+
+    warnings = []
+    if not (run.path / "metrics.jsonl").is_file():
+        warnings.append(f"{run.path} has no training log (metrics.jsonl): the model may be untrained, "
+                        "so its attention and predictions are close to random")
+    if run.cfg.arch == "encoder-decoder" and target is None:
+        src = run.src_tokenizer.encode(text)
+        if not src:
+            raise DataError("the input has no tokens; give some text to explain")
+        dcfg = DecodeConfig(max_len_a=0.0, max_len_b=max_new_tokens)
+        out = translate_ids(run.model, torch.tensor([src]), dcfg)[0][0].tokens[: run.cfg.max_len - 1]
+        warnings.append(f"no --target given: explaining the model's own greedy translation "
+                        f"{run.tgt_tokenizer.decode(out)!r}")
+        return trace(run.model, src, out, run.src_tokenizer, run.tgt_tokenizer), warnings
+    return trace(run.model, text, target, run.src_tokenizer, run.tgt_tokenizer), warnings
+
+
+def write_report(path: str | os.PathLike, run, text: str, target: str | None = None, layer: int = 0,
+                 head: int = 0, k: int = 5) -> list[str]:
+    """Write the HTML report for `text` (and `target`) through a loaded run; return its warnings."""
+    t, warnings = trace_run(run, text, target)
+    shown = f"“{text}”" + (f" → “{target}”" if target is not None else "")
+    page = render_html(t, layer, head, k, title=f"How {run.path.name} reads {shown}", warnings=warnings)
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path} is a directory; give a file name such as {path / 'explain.html'}")
+    atomic_write_bytes(path, page.encode("utf-8"))
+    return warnings
