@@ -50,6 +50,35 @@ def version() -> None:
 
 
 @app.command()
+def tokenize(
+    text: Annotated[str, typer.Argument(help="Text to split into tokens.")],
+    tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", "-t", help="A saved tokenizer JSON, e.g. RUN/tokenizer.json.")] = None,
+    kind: Annotated[str, typer.Option(help="Kind to train when no --tokenizer is given: char, word or bpe.")] = "bpe",
+    train: Annotated[Optional[list[Path]], typer.Option("--train", help="UTF-8 text file to train on (repeatable); default: TEXT itself.")] = None,
+    vocab_size: Annotated[Optional[int], typer.Option("--vocab-size", help="Largest vocabulary when training.", min=5)] = None,
+    save: Annotated[Optional[Path], typer.Option(help="Write the tokenizer to this JSON file.")] = None,
+) -> None:
+    """Show the tokens and ids of TEXT, with a saved tokenizer or one trained on the spot."""
+    from itertools import chain
+
+    from qkv.data.corpus import iter_text_lines
+    from qkv.tokenizers import load_tokenizer, train_tokenizer
+
+    if tokenizer is not None:
+        tok = load_tokenizer(tokenizer)
+    elif train:
+        tok = train_tokenizer(kind, chain.from_iterable(iter_text_lines(p) for p in train), vocab_size)
+    else:  # every merge or word seen once counts, so the text itself shows what training does
+        tok = train_tokenizer(kind, [text], vocab_size, min_freq=1)
+    if save is not None:
+        tok.save(save)
+    ids = tok.encode(text)
+    typer.echo(f"{tok.kind} tokenizer, {tok.vocab_size} ids; {len(ids)} tokens")
+    typer.echo("tokens: " + " ".join(repr(t) for t in tok.tokens(text)))
+    typer.echo("ids:    " + " ".join(str(i) for i in ids))
+
+
+@app.command()
 def serve(
     model: Annotated[Path, typer.Option("--model", "-m", help="Run directory to serve.")],
     host: Annotated[str, typer.Option(help="Address to bind; only this machine by default.")] = "127.0.0.1",
@@ -59,6 +88,78 @@ def serve(
     from qkv import serve as serving
 
     serving.serve(model, host=host, port=port)
+
+
+@app.command()
+def explain(
+    text: Annotated[str, typer.Argument(help="Source sentence (translation model) or text (language model).")],
+    model: Annotated[Path, typer.Option("--model", "-m", help="Run directory.")],
+    target: Annotated[Optional[str], typer.Option(help="Target to explain; default: the model's greedy translation.")] = None,
+    layer: Annotated[int, typer.Option(help="Layer to zoom in on (0-based).")] = 0,
+    head: Annotated[int, typer.Option(help="Head to zoom in on (0-based).")] = 0,
+    top_k: Annotated[int, typer.Option("--top-k", help="Next-token candidates shown per step.", min=1, max=50)] = 5,
+    out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")] = Path("explain.html"),
+) -> None:
+    """Write a self-contained HTML page that walks through one forward pass with the real numbers."""
+    from qkv.explain.report import write_report
+    from qkv.train.checkpoint import load_run
+
+    for warning in write_report(out, load_run(model), text, target, layer, head, top_k):
+        typer.echo(f"warning: {warning}", err=True)
+    typer.echo(f"wrote {out}")
+
+
+viz_app = typer.Typer(help="Draw one picture as a PNG: positional encodings, attention, embeddings.",
+                      no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(viz_app, name="viz")
+
+
+@viz_app.command("pe")
+def viz_pe(
+    d_model: Annotated[int, typer.Option("--d-model", help="Model width (even).")] = 128,
+    max_len: Annotated[int, typer.Option("--max-len", help="Number of positions.")] = 100,
+    out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")] = Path("pe.png"),
+) -> None:
+    """The sinusoidal positional encoding of the paper."""
+    from qkv.explain.viz import write_positional_encoding
+
+    typer.echo(f"wrote {write_positional_encoding(out, d_model, max_len)}")
+
+
+@viz_app.command("attention")
+def viz_attention(
+    text: Annotated[str, typer.Argument(help="Source sentence or text.")],
+    model: Annotated[Path, typer.Option("--model", "-m", help="Run directory.")],
+    target: Annotated[Optional[str], typer.Option(help="Target; default: the model's greedy translation.")] = None,
+    layer: Annotated[int, typer.Option(help="Layer (0-based).")] = 0,
+    head: Annotated[int, typer.Option(help="Head (0-based).")] = 0,
+    kind: Annotated[str, typer.Option(help="enc, dec (masked self-attention) or cross.")] = "cross",
+    out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")] = Path("attention.png"),
+) -> None:
+    """One head's attention weights as a heatmap."""
+    from qkv.explain.viz import write_attention
+    from qkv.train.checkpoint import load_run
+
+    typer.echo(f"wrote {write_attention(out, load_run(model), text, target, layer, head, kind)}")
+
+
+@viz_app.command("embeddings")
+def viz_embeddings(
+    model: Annotated[Path, typer.Option("--model", "-m", help="Run directory.")],
+    word: Annotated[str, typer.Option(help="A token of the model's vocabulary.")],
+    k: Annotated[int, typer.Option(help="Number of neighbours.", min=1, max=200)] = 10,
+    side: Annotated[str, typer.Option(help="Embedding table of a translation model: src or tgt.")] = "tgt",
+    out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")] = Path("embeddings.png"),
+) -> None:
+    """Nearest neighbours of a word by cosine similarity, and a 2-D PCA picture of them."""
+    from qkv.explain.viz import write_embeddings
+    from qkv.train.checkpoint import load_run
+
+    found = write_embeddings(out, load_run(model), word, k, side)
+    typer.echo(f"{'token':<16} cosine")
+    for n in found[1:]:
+        typer.echo(f"{n.token:<16} {n.similarity:+.3f}")
+    typer.echo(f"wrote {out}")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
