@@ -112,7 +112,7 @@ def test_tokens_and_json_summary():
     cfg = model.cfg
     assert tok.vocab_size <= cfg.tgt_vocab_size
     t = trace(model, "ab c", "cb", src_tokenizer=tok, tgt_tokenizer=tok)
-    assert t.src.tokens == ["a", "b", "␣", "c", "<eos>"]
+    assert t.src.tokens == ["a", "b", "␣", "c"]
     assert t.tgt.tokens == ["<bos>", "c", "b"]
     assert [s["target"]["token"] for s in t.top_k(3)] == ["c", "b", "<eos>"]
     data = json.loads(json.dumps(t.to_dict(k=3)))
@@ -120,16 +120,18 @@ def test_tokens_and_json_summary():
     assert kinds == [("enc", 0), ("enc", 1), ("dec", 0), ("cross", 0), ("dec", 1), ("cross", 1)]
     cross = data["attention"][3]
     assert cross["query_tokens"] == t.tgt.tokens and cross["key_tokens"] == t.src.tokens
-    assert len(cross["weights"]) == 4 and len(cross["weights"][0]) == 3 and len(cross["weights"][0][0]) == 5
+    assert len(cross["weights"]) == 4 and len(cross["weights"][0]) == 3 and len(cross["weights"][0][0]) == 4
     assert len(data["top_k"]) == 3 and len(data["top_k"][0]["top"]) == 3
 
 
-def test_decoder_only_text_starts_with_bos():
+def test_decoder_only_reads_the_prompt_as_generate_does():
     tok = CharTokenizer.train(["abc de"])
-    t = trace(make_model("decoder-only"), "abc", tgt_tokenizer=tok)
-    assert t.tgt.tokens == ["<bos>", "a", "b", "c"]
+    model = make_model("decoder-only")
+    t = trace(model, "abc", tgt_tokenizer=tok)
+    assert t.tgt.tokens == ["a", "b", "c"]
     assert t.src is None and t.encoder_layers == []
-    assert t.next_ids[-1] is None and t.next_ids[0] == tok.encode("a")[0]
+    assert t.next_ids == [tok.encode("b")[0], tok.encode("c")[0], None]
+    assert trace(model, "", tgt_tokenizer=tok).tgt.tokens == ["<bos>"]
 
 
 def test_bad_requests_raise_one_line_errors():
@@ -143,7 +145,7 @@ def test_bad_requests_raise_one_line_errors():
         trace(make_model("decoder-only"), SRC).attention("enc", 0)
     with pytest.raises(DataError, match="outside the vocabulary"):
         trace(model, [5, 99])
-    with pytest.raises(DataError, match="at most 32"):
+    with pytest.raises(DataError, match="at most 31"):
         trace(model, [5] * 40)
     with pytest.raises(ConfigError, match="no tokenizer"):
         trace(model, "text")

@@ -232,10 +232,11 @@ def trace(
 ) -> Trace:
     """Run one example through `model` and return every intermediate tensor.
 
-    EncoderDecoder: `src` is the source, `tgt` the target; the decoder reads <bos> + target and
-    is scored on target + <eos> (teacher forcing). Without `tgt` the decoder reads <bos> alone.
-    DecoderOnly: `src` is the text; the model reads <bos> + text and predicts each next token
-    (`tgt`, if given, is appended to the text).
+    The token conventions are those of training (qkv.data.batching) and decoding (qkv.decode):
+    EncoderDecoder: `src` is the source (no special tokens), `tgt` the target; the decoder reads
+    <bos> + target and is scored on target + <eos> (teacher forcing). Without `tgt` the decoder
+    reads <bos> alone. DecoderOnly: `src` is the text (a prompt; <bos> alone if it is empty); the
+    model predicts each next token (`tgt`, if given, is appended to the text).
     Text needs the tokenizer(s); token ids (a list or a (T,)/(1, T) tensor) are used as they are,
     padding included, which lets you see padded keys receive zero attention.
     """
@@ -247,8 +248,8 @@ def trace(
     try:
         if isinstance(model, EncoderDecoder):
             src_tokenizer = src_tokenizer if src_tokenizer is not None else tgt_tokenizer
-            src_ids = _ids(src, src_tokenizer, "source", add_bos=False, add_eos=True, cfg=cfg)
-            tgt_body = [] if tgt is None else _ids(tgt, tgt_tokenizer, "target", False, False, cfg)
+            src_ids = _ids(src, src_tokenizer, "source", cfg)
+            tgt_body = [] if tgt is None else _ids(tgt, tgt_tokenizer, "target", cfg, allow_empty=True)
             tgt_ids = [cfg.bos_id] + tgt_body
             next_ids: list[int | None] = tgt_body + [cfg.eos_id] if tgt is not None else [None]
             src_emb = _embed(model.src_embed, src_ids, src_tokenizer)
@@ -262,9 +263,10 @@ def trace(
             tgt_emb = _embed(model.tgt_embed, tgt_ids, tgt_tokenizer)
             dec_layers, h = _decoder_stack(model, tgt_emb, cfg.pad_id, memory, src_mask, src_emb.tokens)
         else:
-            text = _ids(src, tgt_tokenizer, "text", add_bos=True, add_eos=False, cfg=cfg)
+            text = _ids(src, tgt_tokenizer, "text", cfg, allow_empty=True)
             if tgt is not None:
-                text = text + _ids(tgt, tgt_tokenizer, "target", False, False, cfg)
+                text = text + _ids(tgt, tgt_tokenizer, "target", cfg, allow_empty=True)
+            text = text or [cfg.bos_id]
             src_emb, memory, enc_layers = None, None, []
             tgt_emb = _embed(model.embed, text, tgt_tokenizer)
             next_ids = list(text[1:]) + [None]
@@ -384,15 +386,12 @@ def attend(
 # ---------------------------------------------------------------------------------------------
 
 
-def _ids(value, tokenizer, what: str, add_bos: bool, add_eos: bool, cfg) -> list[int]:
-    """Text (through the tokenizer, with <bos>/<eos> as the model expects) or ids (as given)."""
+def _ids(value, tokenizer, what: str, cfg, allow_empty: bool = False) -> list[int]:
+    """Text (through the tokenizer) or token ids (used as given), checked against the model."""
     if isinstance(value, str):
         if tokenizer is None:
             raise ConfigError(f"the {what} is text but no tokenizer was given; pass one or pass token ids")
         ids = list(tokenizer.encode(value))
-        if not ids and not (add_bos or add_eos):
-            raise DataError(f"the {what} {value!r} has no tokens; give some text")
-        ids = ([cfg.bos_id] if add_bos else []) + ids + ([cfg.eos_id] if add_eos else [])
     else:
         if isinstance(value, torch.Tensor):
             if value.dim() == 2 and value.size(0) == 1:
@@ -402,13 +401,13 @@ def _ids(value, tokenizer, what: str, add_bos: bool, add_eos: bool, cfg) -> list
             value = value.tolist()
         ids = [int(i) for i in value]
     vocab = cfg.src_vocab_size if what == "source" else cfg.tgt_vocab_size
-    if not ids:
-        raise DataError(f"the {what} is empty; give at least one token")
+    if not ids and not allow_empty:
+        raise DataError(f"the {what} has no tokens; give some text")
     bad = [i for i in ids if not 0 <= i < vocab]
     if bad:
         raise DataError(f"the {what} holds id {bad[0]} outside the vocabulary [0, {vocab})")
-    if len(ids) > cfg.max_len:
-        raise DataError(f"the {what} has {len(ids)} tokens but the model handles at most {cfg.max_len}; shorten it")
+    if len(ids) + 1 > cfg.max_len:
+        raise DataError(f"the {what} has {len(ids)} tokens but the model handles at most {cfg.max_len - 1}; shorten it")
     return ids
 
 
@@ -425,7 +424,7 @@ def _vocab(tokenizer: Any | None, size: int) -> list[str] | None:
     return [display_token(tokenizer, i) for i in range(min(size, tokenizer.vocab_size))]
 
 
-_VISIBLE = {" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"}
+_VISIBLE = {" ": "␣", "\n": "↵", "\t": "⇥", "\r": "\\r"}
 
 
 def display_token(tokenizer: Any, token_id: int) -> str:
