@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -180,25 +179,13 @@ def _short(exc: BaseException) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def save_tokenizer(path: Path, tokenizer: Any) -> None:
-    """tokenizer.save(path), made atomic: written to a temporary name, then renamed."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        tokenizer.save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_tokenizers(run_dir: Path, src_tokenizer: Any | None, tgt_tokenizer: Any) -> None:
     """tokenizer.json when one tokenizer serves both sides (or a language model), else two files."""
     if src_tokenizer is None or src_tokenizer is tgt_tokenizer:
-        save_tokenizer(run_dir / SHARED_TOKENIZER, tgt_tokenizer)
+        tgt_tokenizer.save(run_dir / SHARED_TOKENIZER)          # Tokenizer.save is atomic
     else:
-        save_tokenizer(run_dir / SRC_TOKENIZER, src_tokenizer)
-        save_tokenizer(run_dir / TGT_TOKENIZER, tgt_tokenizer)
+        src_tokenizer.save(run_dir / SRC_TOKENIZER)
+        tgt_tokenizer.save(run_dir / TGT_TOKENIZER)
 
 
 def load_tokenizers(run_dir: Path, cfg: ModelConfig) -> tuple[Any | None, Any]:

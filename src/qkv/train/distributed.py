@@ -1,0 +1,117 @@
+"""Data-parallel training with PyTorch DDP: one process per device, launched by torchrun.
+
+    torchrun --nproc-per-node 2 -m qkv train --task reverse --out runs/reverse
+
+torchrun sets RANK, LOCAL_RANK and WORLD_SIZE; every process builds the same model, reads its
+own share of the batches (rank r takes micro-batches r, r + W, r + 2W, ... of one global
+stream) and DDP averages the gradients during `backward()`. Only rank 0 writes files. The
+backend is NCCL on GPUs and gloo on CPUs.
+
+Without those variables everything here is a no-op and training runs in one process.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from qkv.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Dist:
+    """Where this process sits: rank (0 .. world-1), world size, local rank on its machine."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    local_world: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+
+def from_env() -> Dist:
+    """Read torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE)."""
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+    except ValueError:
+        raise ConfigError("RANK / WORLD_SIZE / LOCAL_RANK must be integers; launch with torchrun") from None
+    return Dist(rank, world, local_rank, local_world)
+
+
+def setup(device: torch.device) -> Dist:
+    """Join the process group if torchrun started us; returns this process's place."""
+    d = from_env()
+    if d.enabled and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend)
+    return d
+
+
+def device_for(requested: str, d: Dist) -> torch.device:
+    """"auto" is CUDA when present (this rank's local GPU), else the CPU."""
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and d.enabled:
+        requested = f"cuda:{d.local_rank}"
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise ConfigError(f"train.device {requested!r} is not a device; use auto, cpu or cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device asks for CUDA but no GPU is visible; use train.device=cpu or auto")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
+
+
+def set_threads(requested: int, d: Dist) -> int:
+    """CPU threads for this process: all cores shared evenly between the ranks on this machine."""
+    n = requested or max(1, (os.cpu_count() or 1) // d.local_world)
+    torch.set_num_threads(n)
+    return n
+
+
+def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
+    """Sum a few numbers over all ranks (identity in one process)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t.tolist()
+
+
+def broadcast_flag(flag: bool, device: torch.device) -> bool:
+    """Rank 0's decision (stop early, interrupted) for everyone."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    t = torch.tensor([int(flag)], device=device)
+    dist.broadcast(t, src=0)
+    return bool(t.item())
+
+
+def any_flag(flag: bool, device: torch.device) -> bool:
+    """True on every rank if any rank raised the flag (e.g. one of them got Ctrl-C)."""
+    return all_reduce_sum([float(flag)], device)[0] > 0
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def cleanup() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

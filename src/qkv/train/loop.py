@@ -1,0 +1,485 @@
+"""The training loop: teacher forcing, label smoothing, AdamW with warmup, validation, checkpoints.
+
+One optimizer step:
+
+    for each of `accumulate` micro-batches (this rank's share of the global batch):
+        logits = model(src, tgt_in)                      # (B, T, V), bf16 autocast if asked
+        loss   = label-smoothed cross-entropy vs tgt_out # summed over real tokens, fp32
+        (loss / tokens in the whole global step).backward()
+    clip the gradient norm, AdamW step, learning-rate schedule step
+
+Dividing by the token count of the *whole* step (all micro-batches, all DDP ranks) makes the
+gradient independent of how the step's tokens were split: accumulation and DDP give the same
+update as one big batch.
+
+    result = train(task_config("reverse"), "runs/reverse")     # the Python API
+    qkv train --task reverse --out runs/reverse                 # the same from the shell
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from qkv.config import ModelConfig, atomic_write_bytes, save_toml
+from qkv.errors import CheckpointError, ConfigError
+from qkv.model import build_model
+from qkv.train import distributed
+from qkv.train.checkpoint import (
+    load_run_config,
+    load_tokenizers,
+    load_weights,
+    save_run,
+    save_weights,
+)
+from qkv.train.inputs import Inputs, MicroBatches, prepare
+from qkv.train.loss import label_smoothed_nll
+from qkv.train.metrics import MetricsLog, corpus_scores, is_better, plot_run
+from qkv.train.options import DataConfig, TrainConfig, parse_config
+from qkv.train.progress import Progress
+from qkv.train.schedule import make_scheduler
+
+STATE_FILE = "train_state.pt"
+LAST_WEIGHTS = "last.safetensors"
+BEST_WEIGHTS = "model.safetensors"
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or stopped) run reports."""
+
+    run_dir: Path
+    steps: int                          # optimizer steps done in total
+    stopped: str                        # "finished", "target reached", "early stopping", "interrupted"
+    metric: str                         # the early-stopping metric
+    best: float | None                  # its best validation value
+    valid: dict[str, Any] = field(default_factory=dict)   # the last validation record
+    seconds: float = 0.0
+
+
+def train(
+    config: dict[str, Any] | None,
+    out_dir: str | os.PathLike,
+    overrides: list[str] | tuple[str, ...] = (),
+    quiet: bool = False,
+    resume: bool = False,
+) -> TrainResult:
+    """Train a model from `config` (a dict of [model]/[train]/[data] sections) into `out_dir`.
+
+    resume=True continues the run in `out_dir` from its train_state.pt (config = None reads its
+    config.toml; `overrides` may still change e.g. train.steps).
+    """
+    trainer = Trainer(config, out_dir, overrides, quiet, resume)
+    try:
+        return trainer.run()
+    finally:
+        distributed.cleanup()
+
+
+class Trainer:
+    """Holds the model, optimizer, data stream and bookkeeping of one run."""
+
+    def __init__(self, config, out_dir, overrides=(), quiet=False, resume=False):
+        self.run_dir = Path(out_dir)
+        if resume:
+            config = _resume_config(self.run_dir, config)
+        elif config is None:
+            raise ConfigError("give a config (e.g. task_config('reverse')) or resume=True")
+        self.config = parse_config(config, overrides)
+        self.tc = TrainConfig(**self.config["train"])
+        self.dc = DataConfig(**self.config["data"])
+        self.resume = resume
+
+        self.dist = distributed.from_env()
+        self.device = distributed.device_for(self.tc.device, self.dist)
+        self.dist = distributed.setup(self.device)
+        self.threads = distributed.set_threads(self.tc.threads, self.dist) if self.device.type == "cpu" else 0
+        self.is_main = self.dist.is_main
+        self.out = Progress(quiet or not self.is_main)
+        torch.manual_seed(self.tc.seed)
+
+        self.inputs = self._prepare_inputs()
+        self.cfg = self._model_config()
+        self.config["model"] = self.cfg.to_dict()
+        self.model = build_model(self.cfg).to(self.device)
+        self.dtype = _autocast_dtype(self.tc.precision, self.device)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=1.0, betas=(self.tc.beta1, self.tc.beta2), eps=self.tc.eps,
+            weight_decay=self.tc.weight_decay,
+        )
+        self.scheduler = make_scheduler(
+            self.optimizer, self.tc.schedule, lr=self.tc.lr, warmup=self.tc.warmup_steps,
+            total=self.tc.steps, d_model=self.cfg.d_model, min_lr=self.tc.min_lr,
+        )
+        lm_rows = max(1, self.tc.batch_tokens // self.dc.block_size)
+        self.stream = MicroBatches(self.inputs, self.dist.rank, self.dist.world, lm_rows)
+        self.step = 0
+        self.best: float | None = None
+        self.bad_evals = 0
+        self.metric = _metric_name(self.tc.metric, self.dc.kind)
+        self.log = MetricsLog(self.run_dir)
+        if resume:
+            self._load_state()
+        self.net = self._wrap(self.model)
+
+    # --- setup -------------------------------------------------------------------------------
+
+    def _prepare_inputs(self) -> Inputs:
+        tokenizers = None
+        if self.resume:
+            cfg = ModelConfig.from_dict(self.config["model"])
+            tokenizers = load_tokenizers(self.run_dir, cfg)
+        max_len = int(self.config["model"].get("max_len", ModelConfig.max_len))
+        return prepare(self.dc, self.tc.batch_tokens, self.tc.seed, max_len, tokenizers)
+
+    def _model_config(self) -> ModelConfig:
+        model = dict(self.config["model"])
+        tgt = self.inputs.tgt_tokenizer
+        if self.inputs.is_lm:
+            model.update(arch="decoder-only", src_vocab_size=0, tgt_vocab_size=tgt.vocab_size)
+            model.setdefault("n_encoder_layers", 0)
+            model["max_len"] = max(int(model.get("max_len", 0)), self.dc.block_size)
+        else:
+            model.update(arch="encoder-decoder", src_vocab_size=self.inputs.src_tokenizer.vocab_size,
+                         tgt_vocab_size=tgt.vocab_size)
+        return ModelConfig.from_dict(model)
+
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        net = model
+        if self.tc.compile:
+            net = torch.compile(net)
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            net = DDP(net, device_ids=ids)
+        return net
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def run(self) -> TrainResult:
+        start = time.perf_counter()
+        if self.is_main:
+            self._write_start()
+        self.out.start(self._describe(), self.tc.steps, self.step)
+        stopped = "finished"
+        last_valid: dict[str, Any] = {}
+        with _interrupt_flag() as interrupted:
+            while self.step < self.tc.steps:
+                stats = self.train_step()
+                self.out.advance(self.step, stats)
+                if self.step % self.tc.log_every == 0 or self.step == self.tc.steps:
+                    self._log_train(stats)
+                if self._due(self.tc.eval_every) or self.step == self.tc.steps:
+                    last_valid, stop = self.validate_and_track()
+                    if stop:
+                        stopped = stop
+                        break
+                if self._due(self.tc.checkpoint_every):
+                    self.save_checkpoint()
+                if distributed.any_flag(interrupted.is_set(), self.device) if self.dist.enabled else interrupted.is_set():
+                    stopped = "interrupted"
+                    break
+        self.save_checkpoint()
+        self.out.stop()
+        if self.is_main:
+            plot_run(self.run_dir)
+        seconds = time.perf_counter() - start
+        self.out.finish(stopped, self.step, self.metric, self.best, self.run_dir, seconds)
+        return TrainResult(self.run_dir, self.step, stopped, self.metric, self.best, last_valid, seconds)
+
+    def _due(self, every: int) -> bool:
+        return every > 0 and self.step % every == 0
+
+    def train_step(self) -> dict[str, float]:
+        """One optimizer update over `accumulate` micro-batches; returns loss, tokens, lr, time."""
+        t0 = time.perf_counter()
+        self.net.train()
+        micro = [self.stream.next() for _ in range(self.tc.accumulate)]
+        local_tokens = sum(_target_tokens(b, self.cfg.pad_id) for b in micro)
+        all_tokens = distributed.all_reduce_sum([float(local_tokens)], self.device)[0]
+        scale = self.dist.world / all_tokens        # DDP averages over ranks: undo, divide by all tokens
+        loss_sum = nll_sum = 0.0
+        seen = 0
+        for i, batch in enumerate(micro):
+            sync = i == len(micro) - 1
+            with self._no_sync(not sync), self._autocast():
+                logits, target = self._forward(batch)
+            loss, nll, _ = label_smoothed_nll(logits, target, self.tc.label_smoothing, self.cfg.pad_id)
+            with self._no_sync(not sync):
+                (loss * scale).backward()
+            loss_sum += float(loss.detach())
+            nll_sum += float(nll)
+            seen += _all_tokens(batch, self.cfg.pad_id)
+        if self.tc.clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tc.clip_norm)
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return {"loss_sum": loss_sum, "nll_sum": nll_sum, "tokens": local_tokens, "all_tokens": seen,
+                "lr": lr, "seconds": time.perf_counter() - t0}
+
+    def _forward(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.inputs.is_lm:
+            x, y = batch
+            return self.net(x.to(self.device)), y.to(self.device)
+        b = batch.to(self.device)
+        return self.net(b.src, b.tgt_in), b.tgt_out
+
+    def _autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def _no_sync(self, skip: bool):
+        return self.net.no_sync() if skip and self.dist.enabled else contextlib.nullcontext()
+
+    def _log_train(self, stats: dict[str, float]) -> None:
+        loss, nll, tokens = distributed.all_reduce_sum(
+            [stats["loss_sum"], stats["nll_sum"], float(stats["tokens"])], self.device)
+        if self.is_main:
+            self.log.append({
+                "kind": "train", "step": self.step, "loss": loss / tokens, "nll": nll / tokens,
+                "lr": stats["lr"], "tokens_per_s": stats["all_tokens"] * self.dist.world / stats["seconds"],
+                "epoch": self.stream.epoch,
+            })
+
+    # --- validation --------------------------------------------------------------------------
+
+    def validate_and_track(self) -> tuple[dict[str, Any], str | None]:
+        """Validate on rank 0, keep the best weights, decide (for all ranks) whether to stop."""
+        record: dict[str, Any] = {}
+        stop = None
+        if self.is_main:
+            record = {"kind": "valid", "step": self.step, **self.validate()}
+            value = record.get(self.metric)
+            improved = value is not None and is_better(self.metric, value, self.best)
+            if improved:
+                self.best, self.bad_evals = value, 0
+                save_weights(self.run_dir / BEST_WEIGHTS, self.model)
+            else:
+                self.bad_evals += 1
+            record["best"] = improved
+            self.log.append(record)
+            self.out.validation(record, self.tc.steps)
+            stop = self._stop_reason(value)
+        flag = distributed.broadcast_flag(stop is not None, self.device)
+        if self.dist.enabled and flag and stop is None:
+            stop = "early stopping"
+        return record, stop if flag else None
+
+    def _stop_reason(self, value: float | None) -> str | None:
+        if value is None:
+            return None
+        target = self.tc.target_metric
+        if target and (value >= target if is_better(self.metric, 1.0, 0.0) else value <= target):
+            return "target reached"
+        if self.tc.patience and self.bad_evals >= self.tc.patience:
+            return "early stopping"
+        return None
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Teacher-forced loss/perplexity on the validation set (+ bpc, exact match, BLEU, chrF)."""
+        model = self.model
+        model.eval()
+        try:
+            nll, tokens = self._valid_nll(model)
+            out = {"loss": nll / tokens, "ppl": math.exp(min(nll / tokens, 50.0))}
+            if self.inputs.is_lm:
+                if getattr(self.inputs.tgt_tokenizer, "kind", "") == "char":
+                    out["bpc"] = out["loss"] / math.log(2)
+            else:
+                out.update(self._decode_scores(model))
+        finally:
+            model.train()
+        return out
+
+    def _valid_nll(self, model: nn.Module) -> tuple[float, int]:
+        nll_sum, tokens = 0.0, 0
+        if self.inputs.is_lm:
+            rows = max(1, self.tc.batch_tokens // self.dc.block_size)
+            batches = self.inputs.valid.eval_batches(rows)
+            limit = max(1, self.tc.eval_examples // rows)
+        else:
+            batches, limit = self.inputs.valid.eval_batches(), None
+        for i, batch in enumerate(batches):
+            if limit is not None and i >= limit:
+                break
+            with self._autocast():
+                if self.inputs.is_lm:
+                    x, y = batch
+                    logits, target = model(x.to(self.device)), y.to(self.device)
+                else:
+                    b = batch.to(self.device)
+                    logits, target = model(b.src, b.tgt_in), b.tgt_out
+            _, nll, n = label_smoothed_nll(logits, target, 0.0, self.cfg.pad_id)
+            nll_sum, tokens = nll_sum + float(nll), tokens + n
+        return nll_sum, max(tokens, 1)
+
+    def _decode_scores(self, model: nn.Module) -> dict[str, float]:
+        """Greedy-decode up to eval_examples validation sources; exact match, BLEU and chrF."""
+        from qkv.data.batching import Seq2SeqBatches, restore_order
+        from qkv.decode import DecodeConfig, translate_ids
+
+        pairs = self.inputs.valid_pairs[: self.tc.eval_examples]
+        src_tok, tgt_tok = self.inputs.src_tokenizer, self.inputs.tgt_tokenizer
+        data = Seq2SeqBatches(src_tok.encode_batch([s for s, _ in pairs]), None, self.tc.batch_tokens)
+        dcfg = DecodeConfig(max_len_a=self.tc.max_decode_ratio, max_len_b=10)
+        order, hyps = [], []
+        for batch in data.eval_batches():
+            with self._autocast():
+                out = translate_ids(model, batch.src.to(self.device), dcfg)
+            order.extend(batch.indices.tolist())
+            hyps.extend(tgt_tok.decode(h[0].tokens) for h in out)
+        hyps = restore_order(order, hyps)
+        refs = [tgt_tok.decode(tgt_tok.encode(t)) for _, t in pairs]   # what the tokenizer can express
+        return corpus_scores(hyps, refs)
+
+    # --- files -------------------------------------------------------------------------------
+
+    def _write_start(self) -> None:
+        if self.resume:
+            self.log.truncate_after(self.step)
+            save_toml(self.run_dir / "config.toml", self.config)
+            return
+        if (self.run_dir / STATE_FILE).exists():
+            raise ConfigError(
+                f"{self.run_dir} already holds a run; continue it with `qkv train --resume {self.run_dir}` "
+                f"or choose another --out"
+            )
+        (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        save_run(self.run_dir, self.model, self.config, self.inputs.src_tokenizer, self.inputs.tgt_tokenizer)
+
+    def save_checkpoint(self) -> None:
+        """last.safetensors, then train_state.pt (rank 0); both atomic."""
+        if not self.is_main:
+            return
+        save_weights(self.run_dir / LAST_WEIGHTS, self.model)
+        state = {
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+            "data": self.stream.state(),
+            "best": self.best,
+            "bad_evals": self.bad_evals,
+        }
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        atomic_write_bytes(self.run_dir / STATE_FILE, buf.getvalue())
+
+    def _load_state(self) -> None:
+        path = self.run_dir / STATE_FILE
+        if not path.is_file():
+            raise CheckpointError(f"{path} is missing: nothing to resume; start the run without --resume")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+        except Exception as exc:  # pickle/zip errors of a torn or foreign file, or a mismatched optimizer
+            raise CheckpointError(f"{path} is corrupted or from another model ({_first_line(exc)}); "
+                                  f"start a new run or restore the file") from None
+        load_weights(self.run_dir / LAST_WEIGHTS, self.model)
+        self.step, self.best, self.bad_evals = state["step"], state["best"], state["bad_evals"]
+        self.stream.load_state(state["data"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if state["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+
+    def _describe(self) -> str:
+        n = sum(p.numel() for p in self.model.parameters())
+        what = self.dc.task if self.dc.kind == "task" else self.dc.kind
+        where = f"{self.device.type}" + (f" x{self.dist.world} (DDP)" if self.dist.enabled else "")
+        threads = f", {self.threads} threads" if self.threads else ""
+        prec = self.dtype and str(self.dtype).replace("torch.", "") or "fp32"
+        return f"{what}: {n / 1e6:.2f}M parameters, {where}{threads}, {prec}, -> {self.run_dir}"
+
+
+def _resume_config(run_dir: Path, config: dict[str, Any] | None) -> dict[str, Any]:
+    if not run_dir.is_dir():
+        raise CheckpointError(f"run directory not found: {run_dir}; nothing to resume")
+    return config if config is not None else load_run_config(run_dir)
+
+
+def _metric_name(metric: str, kind: str) -> str:
+    if metric != "auto":
+        return metric
+    return {"task": "exact_match", "translation": "bleu"}.get(kind, "loss")
+
+
+def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """bf16 autocast where the hardware runs it fast; None means plain fp32."""
+    if precision == "fp32":
+        return None
+    if device.type == "cuda":
+        supported = torch.cuda.is_bf16_supported()
+    else:
+        supported = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    if precision == "bf16" and not supported:
+        raise ConfigError(f"train.precision=bf16 is not supported on this {device.type}; use fp32")
+    return torch.bfloat16 if supported else None
+
+
+def _target_tokens(batch, pad_id: int) -> int:
+    if isinstance(batch, tuple):
+        return int((batch[1] != pad_id).sum())
+    return batch.n_tgt_tokens
+
+
+def _all_tokens(batch, pad_id: int) -> int:
+    """Source + target tokens (what tokens/s counts)."""
+    if isinstance(batch, tuple):
+        return batch[0].numel()
+    return batch.n_src_tokens + batch.n_tgt_tokens
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+
+
+class _Flag:
+    def __init__(self) -> None:
+        self.value = False
+
+    def set(self) -> None:
+        self.value = True
+
+    def is_set(self) -> bool:
+        return self.value
+
+
+@contextlib.contextmanager
+def _interrupt_flag():
+    """Ctrl-C / SIGTERM set a flag: the loop finishes its step, saves a checkpoint and stops.
+    A second Ctrl-C interrupts at once."""
+    flag = _Flag()
+
+    def handler(signum, frame):
+        if flag.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        flag.set()
+
+    try:
+        old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: leave signals alone
+        yield flag
+        return
+    try:
+        yield flag
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)

@@ -1,0 +1,139 @@
+"""Training metrics: the metrics.jsonl log, validation scores and the training plots.
+
+metrics.jsonl holds one JSON object per line:
+
+    {"kind": "train", "step": 10, "loss": 2.31, "nll": 2.10, "lr": 0.0004, "tokens_per_s": 8100, ...}
+    {"kind": "valid", "step": 200, "loss": 0.52, "ppl": 1.68, "exact_match": 0.97, ...}
+
+Lines are appended as training goes (a reader skips a torn last line after a kill -9); on
+resume the file is rewritten atomically without the lines past the resumed step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from qkv.config import atomic_write_bytes
+from qkv.errors import CheckpointError
+
+METRICS_FILE = "metrics.jsonl"
+PLOT_FILE = "training.png"
+HIGHER_IS_BETTER = {"exact_match": True, "bleu": True, "chrf": True, "loss": False, "ppl": False, "bpc": False}
+
+
+class MetricsLog:
+    """Append-only JSON-lines log of a run."""
+
+    def __init__(self, run_dir: str | os.PathLike):
+        self.path = Path(run_dir) / METRICS_FILE
+
+    def append(self, record: dict[str, Any]) -> None:
+        line = json.dumps(_finite(record), sort_keys=False) + "\n"
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+
+    def truncate_after(self, step: int) -> None:
+        """Keep only the records up to `step` (resume continues from there)."""
+        kept = [r for r in read_metrics(self.path.parent) if r.get("step", 0) <= step]
+        atomic_write_bytes(self.path, "".join(json.dumps(r) + "\n" for r in kept).encode("utf-8"))
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """All complete records of a run's metrics.jsonl (a torn last line is skipped)."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def _finite(record: dict[str, Any]) -> dict[str, Any]:
+    """JSON has no NaN/inf: write them as null."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+
+
+def is_better(metric: str, new: float, best: float | None) -> bool:
+    if best is None:
+        return True
+    return new > best if HIGHER_IS_BETTER.get(metric, False) else new < best
+
+
+def corpus_scores(hypotheses: list[str], references: list[str]) -> dict[str, float]:
+    """Exact match (fraction), sacreBLEU BLEU and chrF (0-100) of decoded text against references."""
+    import sacrebleu
+
+    exact = sum(h == r for h, r in zip(hypotheses, references)) / max(len(references), 1)
+    bleu = sacrebleu.corpus_bleu(hypotheses, [references]).score
+    chrf = sacrebleu.corpus_chrf(hypotheses, [references]).score
+    return {"exact_match": exact, "bleu": bleu, "chrf": chrf}
+
+
+# ---------------------------------------------------------------------------------------------
+# Plots
+# ---------------------------------------------------------------------------------------------
+
+_VALID_PANELS = ("exact_match", "bleu", "chrf", "bpc")
+
+
+def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
+    """Draw loss, learning rate and validation metrics of a run into one PNG; return its path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    records = read_metrics(run_dir)
+    train = [r for r in records if r.get("kind") == "train"]
+    valid = [r for r in records if r.get("kind") == "valid"]
+    if not train and not valid:
+        raise CheckpointError(f"{run_dir / METRICS_FILE} is missing or empty; train first with `qkv train --out {run_dir}`")
+    scores = [m for m in _VALID_PANELS if any(r.get(m) is not None for r in valid)]
+
+    fig, axes = plt.subplots(1, 2 + bool(scores), figsize=(5 * (2 + bool(scores)), 3.8), squeeze=False)
+    ax_loss, ax_lr = axes[0][0], axes[0][1]
+    _line(ax_loss, train, "loss", "train (label-smoothed)", alpha=0.5)
+    _line(ax_loss, train, "nll", "train NLL")
+    _line(ax_loss, valid, "loss", "validation NLL", marker="o")
+    ax_loss.set(title="Loss (nats/token)", xlabel="step", yscale="log")
+    ax_loss.legend()
+    _line(ax_lr, train, "lr", None)
+    ax_lr.set(title="Learning rate", xlabel="step")
+    ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+    if scores:
+        ax = axes[0][2]
+        for m in scores:
+            scale = 100.0 if m == "exact_match" else 1.0
+            pts = [(r["step"], r[m] * scale) for r in valid if r.get(m) is not None]
+            ax.plot(*zip(*pts), marker="o", label=_LABELS[m])
+        ax.set(title="Validation", xlabel="step")
+        ax.legend()
+    for ax in axes[0]:
+        ax.grid(alpha=0.3)
+    fig.suptitle(run_dir.name)
+    fig.tight_layout()
+    out = Path(out) if out is not None else run_dir / PLOT_FILE
+    tmp = out.with_name(f".{out.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, out)
+    return out
+
+
+_LABELS = {"exact_match": "exact match (%)", "bleu": "BLEU", "chrf": "chrF", "bpc": "bits per char"}
+
+
+def _line(ax, records: list[dict[str, Any]], key: str, label: str | None, **kw) -> None:
+    pts = [(r["step"], r[key]) for r in records if r.get(key) is not None]
+    if pts:
+        ax.plot(*zip(*pts), label=label, **kw)

@@ -1,0 +1,71 @@
+"""Learning-rate schedules, as multipliers for `torch.optim.lr_scheduler.LambdaLR`.
+
+The paper's schedule ("noam", section 5.3) grows the rate linearly for `warmup` steps, then
+decays it with the inverse square root of the step:
+
+    lr(step) = factor * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5)
+
+It peaks at step = warmup with factor * (d_model * warmup)^-0.5; with d_model = 512 and
+warmup = 4000 that is 7e-4 (factor 1). Warmup matters for post-LN Transformers: early gradients
+are large and Adam's second-moment estimates are still poor.
+
+"cosine" warms up linearly to `lr`, then follows half a cosine down to `min_lr` at the last
+step; "constant" warms up and stays. Steps count from 1 (the first optimizer update).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import torch
+
+from qkv.errors import ConfigError
+
+SCHEDULES = ("noam", "cosine", "constant")
+
+
+def noam(step: int, d_model: int, warmup: int, factor: float = 1.0) -> float:
+    """The learning rate of the paper's schedule at optimizer step `step` (>= 1)."""
+    step = max(step, 1)
+    return factor * d_model**-0.5 * min(step**-0.5, step * warmup**-1.5)
+
+
+def warmup_cosine(step: int, lr: float, warmup: int, total: int, min_lr: float = 0.0) -> float:
+    """Linear warmup to `lr` over `warmup` steps, then cosine decay to `min_lr` at `total`."""
+    step = max(step, 1)
+    if step <= warmup:
+        return lr * step / max(warmup, 1)
+    progress = min(1.0, (step - warmup) / max(total - warmup, 1))
+    return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+def warmup_constant(step: int, lr: float, warmup: int) -> float:
+    return lr * min(1.0, max(step, 1) / max(warmup, 1))
+
+
+def lr_at(name: str, step: int, *, lr: float, warmup: int, total: int, d_model: int, min_lr: float = 0.0) -> float:
+    """The rate of schedule `name` at `step`. For "noam", `lr` is the paper's scale factor."""
+    if name == "noam":
+        return noam(step, d_model, warmup, lr)
+    if name == "cosine":
+        return warmup_cosine(step, lr, warmup, total, min_lr)
+    if name == "constant":
+        return warmup_constant(step, lr, warmup)
+    raise ConfigError(f"train.schedule must be one of {', '.join(SCHEDULES)}; got {name!r}")
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, name: str, **kwargs) -> torch.optim.lr_scheduler.LambdaLR:
+    """A LambdaLR whose rate after k calls to `.step()` is `lr_at(name, k + 1, ...)`.
+
+    The optimizer's base lr is set to 1.0 so the lambda *is* the learning rate.
+    """
+    lr_at(name, 1, **kwargs)  # validate the name now, not at the first step
+    for group in optimizer.param_groups:
+        group["lr"] = 1.0
+        group["initial_lr"] = 1.0
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, partial(_rate, name, kwargs))
+
+
+def _rate(name: str, kwargs: dict, index: int) -> float:
+    return lr_at(name, index + 1, **kwargs)
