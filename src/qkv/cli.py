@@ -79,35 +79,6 @@ def tokenize(
 
 
 @app.command()
-def tokenize(
-    text: Annotated[str, typer.Argument(help="Text to split into tokens.")],
-    tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", "-t", help="A saved tokenizer JSON, e.g. RUN/tokenizer.json.")] = None,
-    kind: Annotated[str, typer.Option(help="Kind to train when no --tokenizer is given: char, word or bpe.")] = "bpe",
-    train: Annotated[Optional[list[Path]], typer.Option("--train", help="UTF-8 text file to train on (repeatable); default: TEXT itself.")] = None,
-    vocab_size: Annotated[Optional[int], typer.Option("--vocab-size", help="Largest vocabulary when training.", min=5)] = None,
-    save: Annotated[Optional[Path], typer.Option(help="Write the tokenizer to this JSON file.")] = None,
-) -> None:
-    """Show the tokens and ids of TEXT, with a saved tokenizer or one trained on the spot."""
-    from itertools import chain
-
-    from qkv.data.corpus import iter_text_lines
-    from qkv.tokenizers import load_tokenizer, train_tokenizer
-
-    if tokenizer is not None:
-        tok = load_tokenizer(tokenizer)
-    elif train:
-        tok = train_tokenizer(kind, chain.from_iterable(iter_text_lines(p) for p in train), vocab_size)
-    else:  # every merge or word seen once counts, so the text itself shows what training does
-        tok = train_tokenizer(kind, [text], vocab_size, min_freq=1)
-    if save is not None:
-        tok.save(save)
-    ids = tok.encode(text)
-    typer.echo(f"{tok.kind} tokenizer, {tok.vocab_size} ids; {len(ids)} tokens")
-    typer.echo("tokens: " + " ".join(repr(t) for t in tok.tokens(text)))
-    typer.echo("ids:    " + " ".join(str(i) for i in ids))
-
-
-@app.command()
 def serve(
     model: Annotated[Path, typer.Option("--model", "-m", help="Run directory to serve.")],
     host: Annotated[str, typer.Option(help="Address to bind; only this machine by default.")] = "127.0.0.1",
