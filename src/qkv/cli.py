@@ -162,6 +162,19 @@ def viz_embeddings(
     typer.echo(f"wrote {out}")
 
 
+@app.command()
+def export(
+    model: Annotated[Path, typer.Option("--model", "-m", help="Run directory to export.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write.")],
+    format: Annotated[str, typer.Option("--format", "-f", help="hf (transformers) or ct2 (CTranslate2).")] = "hf",
+    quantize: Annotated[Optional[str], typer.Option(help="ct2 only: int8 (or int16, float16, bfloat16).")] = None,
+) -> None:
+    """Export a run as a Hugging Face `transformers` model or a CTranslate2 model."""
+    from qkv.interop import export_run
+
+    typer.echo(f"wrote {export_run(model, format, out, quantize)}")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point of the `qkv` console script: one line for deliberate errors, never a traceback."""
     try:

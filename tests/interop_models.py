@@ -1,0 +1,118 @@
+"""Small qkv models for the interop parity tests: trained for a few seconds so their outputs are
+not degenerate (a random network tends to repeat one token, which would let a broken export pass)."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from qkv import DecoderOnly, EncoderDecoder, ModelConfig
+
+V = 24          # 4 special tokens + 20 symbols
+PAD, BOS, EOS = 0, 1, 2
+
+
+def model_config(**kw) -> ModelConfig:
+    base = dict(src_vocab_size=V, tgt_vocab_size=V, d_model=32, n_heads=4, n_encoder_layers=2,
+                n_decoder_layers=2, d_ff=64, dropout=0.0, max_len=48)
+    base.update(kw)
+    return ModelConfig(**base)
+
+
+def reverse_batch(gen: torch.Generator, batch: int = 32, max_len: int = 9) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random symbol strings (padded sources) and their reversals followed by <eos>."""
+    lengths = torch.randint(3, max_len + 1, (batch,), generator=gen)
+    src = torch.full((batch, max_len), PAD)
+    tgt = torch.full((batch, max_len + 1), PAD)
+    for i, n in enumerate(lengths.tolist()):
+        seq = torch.randint(4, V, (n,), generator=gen)
+        src[i, :n] = seq
+        tgt[i, :n] = seq.flip(0)
+        tgt[i, n] = EOS
+    return src, tgt
+
+
+def train_reverse(cfg: ModelConfig, steps: int = 250, seed: int = 0) -> EncoderDecoder:
+    """An encoder-decoder that has learnt (mostly) to reverse its input."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = EncoderDecoder(cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(steps):
+        src, tgt = reverse_batch(gen)
+        tgt_in = torch.cat([torch.full((len(tgt), 1), BOS), tgt[:, :-1]], dim=1)
+        logits = model(src, tgt_in)
+        loss = F.cross_entropy(logits.reshape(-1, V), tgt.reshape(-1), ignore_index=PAD)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def train_lm(cfg: ModelConfig, steps: int = 150, seed: int = 0) -> DecoderOnly:
+    """A decoder-only model trained on counting sequences (a, a+1, ...), so it continues prompts."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = DecoderOnly(cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(steps):
+        start = torch.randint(0, V - 4, (32, 1), generator=gen)
+        ids = 4 + (start + torch.arange(17)) % (V - 4)
+        logits = model(ids[:, :-1])
+        loss = F.cross_entropy(logits.reshape(-1, V), ids[:, 1:].reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def with_one_thread(fn):
+    """Run `fn` on one thread: tiny models train several times faster than on contended cores."""
+    def wrapped(*args, **kwargs):
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.set_num_threads(threads)
+    return wrapped
+
+
+ALPHABET = "abcdefghijklmnopqrst"    # 20 symbols: ids 4..23 of a CharTokenizer
+
+
+@functools.cache
+def reverse_run(tmp_root: str) -> str:
+    """A run directory (char tokenizer, post-LN model trained to reverse) shared by the tests."""
+    from qkv.tokenizers import CharTokenizer
+    from qkv.train.checkpoint import save_run
+
+    model = with_one_thread(train_reverse)(model_config(), steps=200)
+    tok = CharTokenizer.from_alphabet(ALPHABET)
+    return str(save_run(Path(tmp_root) / "reverse", model, {}, tok, tok))
+
+
+@functools.cache
+def counting_lm() -> DecoderOnly:
+    return with_one_thread(train_lm)(model_config(arch="decoder-only", src_vocab_size=0, norm_first=True))
+
+
+def sample_sources(n: int = 8, seed: int = 99) -> torch.Tensor:
+    """A padded batch of sources of different lengths."""
+    return reverse_batch(torch.Generator().manual_seed(seed), n)[0]
+
+
+def strip(ids: list[int]) -> list[int]:
+    """Generated ids without <bos>, cut at <eos>, without padding."""
+    ids = ids[1:] if ids and ids[0] == BOS else ids
+    ids = ids[: ids.index(EOS)] if EOS in ids else ids
+    return [i for i in ids if i != PAD]
+
+
+def assert_not_degenerate(outputs: list[list[int]]) -> None:
+    """Outputs that differ between sentences and within them, so a broken export cannot pass by luck."""
+    assert len({tuple(o) for o in outputs}) == len(outputs)
+    assert all(len(set(o)) >= 3 for o in outputs)
