@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from matplotlib.collections import PatchCollection
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
@@ -26,7 +27,7 @@ ANNOTATE_MAX = 14                # write the numbers into the cells up to this m
 
 def png_bytes(fig: Figure, dpi: int = 110) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=dpi)              # every figure here uses constrained layout
     return buf.getvalue()
 
 
@@ -51,6 +52,7 @@ def draw_attention(
     title: str = "",
     annotate: bool | None = None,
     labels: bool = True,
+    row_labels: bool = True,
 ):
     """One (T_q, T_k) weight matrix on `ax`: queries down the side, keys along the top.
 
@@ -61,9 +63,8 @@ def draw_attention(
     image = ax.imshow(w, cmap=ATTENTION_CMAP, vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
     n_q, n_k = w.shape
     if mask is not None:
-        for i, j in zip(*np.nonzero(~mask.cpu().numpy())):
-            ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///",
-                                   edgecolor=HIDDEN_COLOUR, linewidth=0))
+        cells = [Rectangle((j - 0.5, i - 0.5), 1, 1) for i, j in zip(*np.nonzero(~mask.cpu().numpy()))]
+        ax.add_collection(PatchCollection(cells, facecolor="none", hatch="///", edgecolor=HIDDEN_COLOUR, linewidth=0))
     if annotate is None:
         annotate = max(n_q, n_k) <= ANNOTATE_MAX
     if annotate:
@@ -75,7 +76,7 @@ def draw_attention(
                         color="white" if value > 0.6 else ("#777777" if value == 0 else "black"))
     if labels:
         ax.set_xticks(range(n_k), list(key_tokens), rotation=90 if max(map(len, key_tokens), default=0) > 2 else 0)
-        ax.set_yticks(range(n_q), list(query_tokens))
+        ax.set_yticks(range(n_q), list(query_tokens) if row_labels else [])
         ax.xaxis.tick_top()
         ax.xaxis.set_label_position("top")
     else:
@@ -127,7 +128,7 @@ def heads_grid(att: AttentionTrace) -> Figure:
             ax.set_visible(False)
             continue
         image = draw_attention(ax, att.weights[i], att.query_tokens, att.key_tokens, hidden,
-                               title=f"head {i}", annotate=False, labels=not small)
+                               title=f"head {i}", annotate=False, labels=not small, row_labels=i % cols == 0)
     fig.colorbar(image, ax=axes, shrink=0.8, label="attention weight")
     fig.suptitle(f"{att.title}: all {h} heads", fontsize=12)
     return fig

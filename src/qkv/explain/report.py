@@ -323,15 +323,18 @@ def _predictions_section(t: Trace, k: int) -> str:
     )
 
 
+def check_focus(n_layers: int, n_heads: int, layer: int, head: int) -> None:
+    """The layer and head to zoom in on must exist."""
+    if not 0 <= layer < n_layers:
+        raise ConfigError(f"layer {layer} does not exist: the model has layers 0..{n_layers - 1}")
+    if not 0 <= head < n_heads:
+        raise ConfigError(f"head {head} does not exist: the model has heads 0..{n_heads - 1}")
+
+
 def render_html(t: Trace, layer: int = 0, head: int = 0, k: int = 5, title: str = "How the Transformer read this",
                 warnings: Sequence[str] = ()) -> str:
     """The whole page for trace `t`, zooming in on `layer` and `head` (0-based)."""
-    n_layers = max(len(t.encoder_layers), len(t.decoder_layers))
-    if not 0 <= layer < n_layers:
-        raise ConfigError(f"layer {layer} does not exist: the model has layers 0..{n_layers - 1}")
-    n_heads = t.attentions()[0].n_heads
-    if not 0 <= head < n_heads:
-        raise ConfigError(f"head {head} does not exist: the model has heads 0..{n_heads - 1}")
+    check_focus(max(len(t.encoder_layers), len(t.decoder_layers)), t.attentions()[0].n_heads, layer, head)
     body = "".join([
         _header(t, title, warnings),
         _tokens_section(t),
@@ -349,7 +352,7 @@ def render_html(t: Trace, layer: int = 0, head: int = 0, k: int = 5, title: str 
 # ---------------------------------------------------------------------------------------------
 
 
-def trace_run(run, text: str, target: str | None = None, max_new_tokens: int = 50) -> tuple[Trace, list[str]]:
+def trace_run(run, text: str, target: str | None = None) -> tuple[Trace, list[str]]:
     """Trace `text` through a loaded run (`qkv.train.checkpoint.load_run`), with warnings.
 
     A translation model without `target` first translates `text` greedily and explains its own
@@ -365,9 +368,8 @@ def trace_run(run, text: str, target: str | None = None, max_new_tokens: int = 5
     if run.cfg.arch == "encoder-decoder" and target is None:
         src = run.src_tokenizer.encode(text)
         if not src:
-            raise DataError("the input has no tokens; give some text to explain")
-        dcfg = DecodeConfig(max_len_a=0.0, max_len_b=max_new_tokens)
-        out = translate_ids(run.model, torch.tensor([src]), dcfg)[0][0].tokens[: run.cfg.max_len - 1]
+            raise DataError("the source has no tokens; give some text")
+        out = translate_ids(run.model, torch.tensor([src]), DecodeConfig())[0][0].tokens[: run.cfg.max_len - 1]
         warnings.append(f"no --target given: explaining the model's own greedy translation "
                         f"{run.tgt_tokenizer.decode(out)!r}")
         return trace(run.model, src, out, run.src_tokenizer, run.tgt_tokenizer), warnings
@@ -377,6 +379,9 @@ def trace_run(run, text: str, target: str | None = None, max_new_tokens: int = 5
 def write_report(path: str | os.PathLike, run, text: str, target: str | None = None, layer: int = 0,
                  head: int = 0, k: int = 5) -> list[str]:
     """Write the HTML report for `text` (and `target`) through a loaded run; return its warnings."""
+    cfg = run.cfg
+    check_focus(max(cfg.n_decoder_layers, cfg.n_encoder_layers if cfg.arch == "encoder-decoder" else 0),
+                cfg.n_heads, layer, head)
     t, warnings = trace_run(run, text, target)
     shown = f"“{text}”" + (f" → “{target}”" if target is not None else "")
     page = render_html(t, layer, head, k, title=f"How {run.path.name} reads {shown}", warnings=warnings)
