@@ -90,13 +90,21 @@ def serve(
     serving.serve(model, host=host, port=port)
 
 
+# options shared by `qkv explain` and `qkv viz attention`
+ExplainText = Annotated[str, typer.Argument(help="Source sentence (translation model) or text (language model).")]
+RunDir = Annotated[Path, typer.Option("--model", "-m", help="Run directory.")]
+Target = Annotated[Optional[str], typer.Option(help="Target to explain; default: the model's greedy translation.")]
+Layer = Annotated[int, typer.Option(help="Layer (0-based).")]
+Head = Annotated[int, typer.Option(help="Head (0-based).")]
+
+
 @app.command()
 def explain(
-    text: Annotated[str, typer.Argument(help="Source sentence (translation model) or text (language model).")],
-    model: Annotated[Path, typer.Option("--model", "-m", help="Run directory.")],
-    target: Annotated[Optional[str], typer.Option(help="Target to explain; default: the model's greedy translation.")] = None,
-    layer: Annotated[int, typer.Option(help="Layer to zoom in on (0-based).")] = 0,
-    head: Annotated[int, typer.Option(help="Head to zoom in on (0-based).")] = 0,
+    text: ExplainText,
+    model: RunDir,
+    target: Target = None,
+    layer: Layer = 0,
+    head: Head = 0,
     top_k: Annotated[int, typer.Option("--top-k", help="Next-token candidates shown per step.", min=1, max=50)] = 5,
     out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")] = Path("explain.html"),
 ) -> None:
@@ -128,11 +136,11 @@ def viz_pe(
 
 @viz_app.command("attention")
 def viz_attention(
-    text: Annotated[str, typer.Argument(help="Source sentence or text.")],
-    model: Annotated[Path, typer.Option("--model", "-m", help="Run directory.")],
-    target: Annotated[Optional[str], typer.Option(help="Target; default: the model's greedy translation.")] = None,
-    layer: Annotated[int, typer.Option(help="Layer (0-based).")] = 0,
-    head: Annotated[int, typer.Option(help="Head (0-based).")] = 0,
+    text: ExplainText,
+    model: RunDir,
+    target: Target = None,
+    layer: Layer = 0,
+    head: Head = 0,
     kind: Annotated[str, typer.Option(help="enc, dec (masked self-attention) or cross.")] = "cross",
     out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")] = Path("attention.png"),
 ) -> None:
@@ -145,7 +153,7 @@ def viz_attention(
 
 @viz_app.command("embeddings")
 def viz_embeddings(
-    model: Annotated[Path, typer.Option("--model", "-m", help="Run directory.")],
+    model: RunDir,
     word: Annotated[str, typer.Option(help="A token of the model's vocabulary.")],
     k: Annotated[int, typer.Option(help="Number of neighbours.", min=1, max=200)] = 10,
     side: Annotated[str, typer.Option(help="Embedding table of a translation model: src or tgt.")] = "tgt",
