@@ -47,6 +47,7 @@ table.tok td, table.tok th { text-align: center; min-width: 2em; }
 .mats { display: flex; flex-wrap: wrap; gap: 1.5em; align-items: flex-start; }
 details > summary { cursor: pointer; font-weight: 600; font-size: 1.1em; margin: .6em 0; }
 img { max-width: 100%; }
+.fig { flex: 1 1 420px; max-width: 540px; }
 .caption { color: #555; font-size: .92em; }
 """
 
@@ -247,8 +248,8 @@ def _attention_section(t: Trace, layer: int, head: int) -> str:
     atts = _layer_attentions(t, layer)
     steps = "".join(_step_by_step(a, head, i == 0) for i, a in enumerate(atts))
     heat = "".join(
-        f"<h3>{esc(KIND_NAMES[a.kind].capitalize())}</h3><p class='caption'>{_heatmap_caption(a.kind)}</p>"
-        f"{image(plots.attention_heatmap(a, head), a.title)}"
+        f"<div class='fig'><h3>{esc(KIND_NAMES[a.kind].capitalize())}</h3>"
+        f"<p class='caption'>{_heatmap_caption(a.kind)}</p>{image(plots.attention_heatmap(a, head), a.title)}</div>"
         for a in atts
     )
     grids = "".join(image(plots.heads_grid(a), a.title + ' all heads') for a in atts)
@@ -259,7 +260,7 @@ def _attention_section(t: Trace, layer: int, head: int) -> str:
         "<p class='eq'>Attention(Q, K, V) = softmax(Q Kᵀ / √d_head) V</p>"
         f"{steps}<h2>4. Attention maps (layer {layer}, head {head})</h2>"
         "<p>Rows are queries (who is looking), columns keys (what is looked at). Darker = more "
-        f"weight; hatched cells are hidden by the mask and get weight 0.</p>{heat}"
+        f"weight; hatched cells are hidden by the mask and get weight 0.</p><div class='mats'>{heat}</div>"
         f"<h2>5. All heads of layer {layer}</h2><p>Each head has its own W_Q, W_K, W_V, so it looks "
         f"from its own viewpoint.</p>{grids}"
     )
@@ -295,8 +296,13 @@ def _ffn_section(t: Trace, layer: int) -> str:
         "<p class='eq'>FFN(x) = max(0, x W₁ + b₁) W₂ + b₂</p>"
         f"<p>Hidden layer: {hidden.size(-1)} units, {active:.0%} of them active (positive) on average.</p>"
         f"<table class='m'><tr><th>token</th>{head}</tr>{''.join(rows)}</table>"
-        "<p class='caption'>Vector lengths (L2 norms) going into and out of each sublayer.</p>"
+        "<p class='caption'>Vector lengths (L2 norms) going into and out of each sublayer."
+        f"{_NORM_NOTE if not t.norm_first else ''}</p>"
     )
+
+
+_NORM_NOTE = (" With post-LN every sublayer ends in LayerNorm, so the stream leaves it with length "
+              "≈ √d_model (times the norm's gain) whatever the sublayer added.")
 
 
 def _predictions_section(t: Trace, k: int) -> str:
