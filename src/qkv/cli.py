@@ -183,6 +183,23 @@ def export(
     typer.echo(f"wrote {export_run(model, format, out, quantize)}")
 
 
+@app.command()
+def history(
+    task: Annotated[str, typer.Option(help="Built-in task: reverse, copy, sort, addition, dates.")] = "reverse",
+    quick: Annotated[bool, typer.Option("--quick", help="Small budgets: a few minutes instead of about fifteen.")] = False,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for report.md, the PNG plots and results.json.")] = Path("history-out"),
+    models: Annotated[str, typer.Option(help="Comma-separated: rnn, lstm, gru, gru-attn, transformer.")] = "rnn,lstm,gru,gru-attn,transformer",
+    budget_seconds: Annotated[Optional[float], typer.Option("--budget-seconds", help="Training time per model (default 100, --quick 15).")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Also stop each model after this many steps (a step budget).")] = None,
+    clock: Annotated[str, typer.Option(help="cpu: CPU time of the training thread (fair on a busy machine); wall.")] = "cpu",
+    seed: Annotated[int, typer.Option(help="Random seed (data, initialization).")] = 0,
+) -> None:
+    """Why the Transformer won: train RNN, LSTM, GRU, GRU+attention and a Transformer for the same time and compare."""
+    from qkv.history.lab import run_history
+
+    typer.echo(f"wrote {run_history(out, task, quick, models, budget_seconds, steps, clock, seed, log=typer.echo)}")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point of the `qkv` console script: one line for deliberate errors, never a traceback."""
     try:

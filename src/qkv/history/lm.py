@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from qkv.errors import ConfigError
-from qkv.history.rnn import RecurrentCache, RecurrentConfig
+from qkv.history.rnn import RecurrentCache, RecurrentConfig, open_forget_gates
 
 
 @dataclass
@@ -78,6 +78,7 @@ class LSTMLM(nn.Module):
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.tgt_vocab_size, cfg.d_embed, padding_idx=cfg.pad_id)
         self.lstm = nn.LSTM(cfg.d_embed, cfg.d_hidden, cfg.n_layers, batch_first=True)
+        open_forget_gates(self.lstm)
         self.lm_head = nn.Linear(cfg.d_hidden, cfg.tgt_vocab_size)
 
     def forward(self, ids: torch.Tensor, cache: RecurrentCache | None = None) -> torch.Tensor:
