@@ -18,7 +18,7 @@ from matplotlib.collections import PatchCollection
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from qkv.explain.trace import KIND_NAMES, AttentionTrace
+from qkv.explain.trace import AttentionTrace
 
 ATTENTION_CMAP = "Blues"
 HIDDEN_COLOUR = "#b0b0b0"        # hatching over masked (hidden) cells

@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from qkv.errors import ConfigError, DataError, ShapeError
