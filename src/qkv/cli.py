@@ -200,6 +200,39 @@ def history(
     typer.echo(f"wrote {run_history(out, task, quick, models, budget_seconds, steps, clock, seed, log=typer.echo)}")
 
 
+@app.command()
+def train(
+    task: Annotated[Optional[str], typer.Option(help="Built-in task: copy, reverse, sort, addition, dates.")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config ([model], [train], [data]).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory; default runs/<task or config name>.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config value, e.g. model.d_model=256 (repeatable).")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this directory from its last checkpoint.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+) -> None:
+    """Train a Transformer: a built-in task (default reverse), a config file, or resume a run."""
+    from qkv.train.loop import train as run_training
+    from qkv.train.options import command_config
+
+    if resume is not None:
+        result = run_training(None, resume, set_ or (), quiet, resume=True)
+    else:
+        cfg, default_out = command_config(task, str(config) if config else None)
+        result = run_training(cfg, out or Path(default_out), set_ or (), quiet)
+    if result.stopped == "interrupted":
+        raise typer.Exit(130)
+
+
+@app.command()
+def plot(
+    run: Annotated[Path, typer.Argument(help="Run directory (with metrics.jsonl).")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="PNG to write; default RUN/training.png.")] = None,
+) -> None:
+    """Plot a run's loss, learning rate and validation metrics as a PNG."""
+    from qkv.train.metrics import plot_run
+
+    typer.echo(f"wrote {plot_run(run, out)}")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point of the `qkv` console script: one line for deliberate errors, never a traceback."""
     try:

@@ -171,3 +171,17 @@ def _check_model_keys(model: dict[str, Any]) -> None:
     for key in model:
         if key not in valid:
             raise ConfigError(unknown_key_message(f"model.{key}", key, valid, "model"))
+
+
+def command_config(task: str | None, config_file: str | None) -> tuple[dict[str, Any], str]:
+    """The config that `qkv train --task T` or `--config F` names, and its default run directory."""
+    from pathlib import Path
+
+    from qkv.config import load_toml
+
+    if task and config_file:
+        raise ConfigError("give either --task or --config, not both")
+    if config_file:
+        return load_toml(config_file), str(Path("runs") / Path(config_file).stem)
+    task = task or "reverse"
+    return task_config(task), str(Path("runs") / task)

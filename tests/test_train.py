@@ -1,0 +1,313 @@
+"""Training: loss, schedules, config errors, run directory, resume, CLI, plots, language models."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from qkv import CheckpointError, ConfigError, ModelConfig, build_model
+from qkv.cli import main
+from qkv.train import task_config, train
+from qkv.train.checkpoint import load_run, load_weights, save_weights
+from qkv.train.loss import label_smoothed_nll
+from qkv.train.metrics import read_metrics
+from qkv.train.options import parse_config
+from qkv.train.schedule import lr_at, make_scheduler, noam
+
+# A model and budget small enough for a few seconds on a busy 2-core CPU.
+TINY = [
+    "model.d_model=32", "model.n_heads=2", "model.n_encoder_layers=1", "model.n_decoder_layers=1",
+    "model.d_ff=64", "model.dropout=0.1",
+    "train.batch_tokens=200", "train.precision=fp32", "train.threads=1", "train.log_every=1",
+    "train.eval_examples=16", "train.schedule=constant", "train.lr=3e-3", "train.warmup_steps=5",
+    "data.train_size=300", "data.valid_size=16", "data.max_len=5",
+]
+
+
+def tiny_task(task="reverse", **train_keys):
+    extra = [f"train.{k}={v}" for k, v in train_keys.items()]
+    return parse_config(task_config(task), TINY + extra)
+
+
+def train_losses(run_dir) -> list[float]:
+    return [r["loss"] for r in read_metrics(run_dir) if r["kind"] == "train"]
+
+
+# --- the loss and the schedule -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.3])
+def test_label_smoothing_matches_torch_and_ignores_padding(smoothing):
+    torch.manual_seed(0)
+    logits = torch.randn(3, 7, 11)
+    target = torch.randint(1, 11, (3, 7))
+    target[0, 4:] = 0
+    target[2, 1:] = 0
+    loss, nll, n = label_smoothed_nll(logits, target, smoothing, ignore_index=0)
+    ref = F.cross_entropy(logits.flatten(0, 1), target.flatten(), label_smoothing=smoothing, ignore_index=0)
+    assert n == int((target != 0).sum())
+    assert torch.allclose(loss / n, ref, atol=1e-6)
+    assert torch.allclose(nll / n, F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=0), atol=1e-6)
+    # changing logits at padded positions changes nothing
+    logits2 = logits.clone()
+    logits2[0, 5:] = 100.0
+    assert torch.allclose(label_smoothed_nll(logits2, target, smoothing)[0], loss)
+
+
+def test_noam_schedule_values():
+    # peak at the end of warmup: (d_model * warmup) ** -0.5
+    assert noam(4000, 512, 4000) == pytest.approx((512 * 4000) ** -0.5)
+    assert noam(1, 512, 4000) == pytest.approx(512**-0.5 * 4000**-1.5)
+    assert noam(16000, 512, 4000) == pytest.approx(512**-0.5 * 16000**-0.5)
+    assert noam(2000, 512, 4000) == pytest.approx(noam(4000, 512, 4000) / 2)  # linear warmup
+    # the LambdaLR wrapper produces the same rates, step by step
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=123.0)
+    sched = make_scheduler(opt, "noam", lr=2.0, warmup=10, total=100, d_model=64)
+    for step in range(1, 30):
+        assert opt.param_groups[0]["lr"] == pytest.approx(2.0 * noam(step, 64, 10))
+        opt.step()
+        sched.step()
+
+
+def test_cosine_schedule_warms_up_and_ends_at_min_lr():
+    kw = dict(lr=1e-3, warmup=10, total=110, d_model=64, min_lr=1e-5)
+    assert lr_at("cosine", 5, **kw) == pytest.approx(5e-4)
+    assert lr_at("cosine", 10, **kw) == pytest.approx(1e-3)
+    assert lr_at("cosine", 60, **kw) == pytest.approx((1e-3 + 1e-5) / 2)
+    assert lr_at("cosine", 110, **kw) == pytest.approx(1e-5)
+
+
+# --- configuration -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "override, names",
+    [("train.stepz=3", ["train.stepz", "train.steps"]),
+     ("model.d_modle=64", ["model.d_modle", "model.d_model"]),
+     ("data.tokeniser=bpe", ["data.tokeniser", "data.tokenizer"]),
+     ("trian.steps=3", ["trian", "train"])],
+)
+def test_unknown_config_key_names_the_nearest(override, names):
+    with pytest.raises(ConfigError) as err:
+        parse_config(task_config("reverse"), [override])
+    for name in names:
+        assert name in str(err.value)
+
+
+def test_bad_config_values_are_config_errors():
+    with pytest.raises(ConfigError, match="train.schedule"):
+        parse_config(task_config("reverse"), ["train.schedule=linear"])
+    with pytest.raises(ConfigError, match="train.steps must be an integer"):
+        parse_config(task_config("reverse"), ["train.steps=many"])
+    with pytest.raises(ConfigError, match="did you mean 'reverse'"):
+        task_config("revers")
+
+
+# --- weights and the run directory ----------------------------------------------------------------
+
+
+def _model(**kw):
+    base = dict(src_vocab_size=20, tgt_vocab_size=20, d_model=16, n_heads=2, n_encoder_layers=1,
+                n_decoder_layers=1, d_ff=32)
+    return build_model(ModelConfig(**{**base, **kw}))
+
+
+def test_weights_round_trip_with_tied_embeddings(tmp_path):
+    torch.manual_seed(0)
+    a, b = _model(), _model()
+    save_weights(tmp_path / "w.safetensors", a)
+    load_weights(tmp_path / "w.safetensors", b)
+    assert b.lm_head.weight is b.tgt_embed.token.weight          # still tied after loading
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(x, y), name
+
+
+def test_mismatched_and_corrupt_weights_give_clear_errors(tmp_path):
+    path = tmp_path / "w.safetensors"
+    save_weights(path, _model())
+    with pytest.raises(CheckpointError, match=r"model.d_model=16 .* model.d_model=32"):
+        load_weights(path, _model(d_model=32))
+    with pytest.raises(CheckpointError, match="n_decoder_layers"):
+        load_weights(path, _model(n_decoder_layers=2))
+    path.write_bytes(path.read_bytes()[:500])
+    with pytest.raises(CheckpointError, match="corrupted or not a safetensors file"):
+        load_weights(path, _model())
+    with pytest.raises(CheckpointError, match="not found"):
+        load_weights(tmp_path / "missing.safetensors", _model())
+
+
+def test_writes_are_atomic(tmp_path, monkeypatch):
+    """A crash while writing leaves the previous file intact and no temporary file behind."""
+    path = tmp_path / "w.safetensors"
+    save_weights(path, _model())
+    before = path.read_bytes()
+
+    def crash(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("os.replace", crash)
+    with pytest.raises(OSError):
+        save_weights(path, _model(d_model=32))
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.safetensors"]
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+    """One short training run shared by the tests that only read its run directory."""
+    out = tmp_path_factory.mktemp("runs") / "reverse"
+    result = train(tiny_task(steps=40, eval_every=20, checkpoint_every=20), out, quiet=True)
+    return out, result
+
+
+def test_run_directory_holds_every_file_and_loads(short_run):
+    out, result = short_run
+    assert result.steps == 40 and result.stopped == "finished"
+    for name in ("config.toml", "tokenizer.json", "model.safetensors", "last.safetensors",
+                 "train_state.pt", "metrics.jsonl", "training.png"):
+        assert (out / name).is_file(), name
+    run = load_run(out)
+    assert not run.model.training
+    assert run.src_tokenizer is run.tgt_tokenizer
+    assert run.config["train"]["steps"] == 40 and run.config["data"]["task"] == "reverse"
+    assert run.cfg.d_model == 32 and run.cfg.src_vocab_size == run.src_tokenizer.vocab_size
+    assert load_run(out, weights="last").cfg == run.cfg
+    valid = [r for r in read_metrics(out) if r["kind"] == "valid"]
+    assert [r["step"] for r in valid] == [20, 40]
+    assert {"loss", "ppl", "exact_match", "bleu", "chrf"} <= set(valid[0])
+
+
+def test_training_learns(short_run):
+    out, _ = short_run
+    losses = train_losses(out)
+    assert len(losses) == 40
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
+
+
+def test_corrupt_run_files_give_one_line_errors(short_run, tmp_path, capsys):
+    import shutil
+
+    src, _ = short_run
+    broken = tmp_path / "broken"
+    shutil.copytree(src, broken)
+    (broken / "model.safetensors").write_bytes(b"\x00" * 100)
+    with pytest.raises(CheckpointError, match="model.safetensors is corrupted"):
+        load_run(broken)
+    (broken / "train_state.pt").write_bytes(b"not a checkpoint")
+    assert main(["train", "--resume", str(broken), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "train_state.pt is corrupted" in err and "\n" not in err
+    (broken / "config.toml").unlink()
+    with pytest.raises(CheckpointError, match="config.toml is missing"):
+        load_run(broken)
+    with pytest.raises(CheckpointError, match="run directory not found"):
+        load_run(tmp_path / "nowhere")
+
+
+def test_plot_command_writes_png(short_run, tmp_path, capsys):
+    out, _ = short_run
+    png = tmp_path / "plot.png"
+    assert main(["plot", str(out), "--out", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert main(["plot", str(tmp_path)]) == 2
+    assert "metrics.jsonl is missing" in capsys.readouterr().err
+
+
+# --- resume ----------------------------------------------------------------------------------------
+
+
+def test_resume_continues_exactly(tmp_path):
+    """3 steps + stop + resume + 3 steps gives the same per-step losses as 6 straight steps
+    (dropout on, so the RNG state must be restored too)."""
+    straight = train(tiny_task(steps=6, eval_every=0, checkpoint_every=3), tmp_path / "a", quiet=True)
+    assert straight.steps == 6
+    train(tiny_task(steps=3, eval_every=0, checkpoint_every=3), tmp_path / "b", quiet=True)
+    resumed = train(None, tmp_path / "b", ["train.steps=6"], quiet=True, resume=True)
+    assert resumed.steps == 6
+    a, b = train_losses(tmp_path / "a"), train_losses(tmp_path / "b")
+    assert len(a) == len(b) == 6
+    assert max(abs(x - y) for x, y in zip(a, b)) <= 1e-6
+    wa = load_run(tmp_path / "a", weights="last").model.state_dict()
+    wb = load_run(tmp_path / "b", weights="last").model.state_dict()
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+
+
+def test_interrupt_saves_a_checkpoint_that_resumes(tmp_path, monkeypatch):
+    """SIGINT/SIGTERM stop the loop after the current step with a checkpoint."""
+    import signal
+
+    from qkv.train.loop import Trainer
+
+    calls = {"n": 0}
+    real_step = Trainer.train_step
+
+    def step_then_signal(self):
+        out = real_step(self)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            signal.raise_signal(signal.SIGTERM)
+        return out
+
+    monkeypatch.setattr(Trainer, "train_step", step_then_signal)
+    result = train(tiny_task(steps=50, eval_every=0, checkpoint_every=100), tmp_path / "r", quiet=True)
+    assert result.stopped == "interrupted" and result.steps == 2
+    state = torch.load(tmp_path / "r" / "train_state.pt", weights_only=True)
+    assert state["step"] == 2
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+    assert train(None, tmp_path / "r", ["train.steps=4"], quiet=True, resume=True).steps == 4
+
+
+# --- the command line -------------------------------------------------------------------------------
+
+
+def test_cli_train_end_to_end(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--task", "copy", "--out", str(out)] + [a for kv in TINY for a in ("--set", kv)]
+    assert main(args + ["--set", "train.steps=4", "--set", "train.eval_every=4"]) == 0
+    err = capsys.readouterr().err
+    assert "copy:" in err and "valid loss" in err and "finished after 4 steps" in err
+    assert load_run(out).cfg.d_model == 32
+    # a second run into the same directory is refused; resume continues it
+    assert main(args + ["--set", "train.steps=4"]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(["train", "--resume", str(out), "--set", "train.steps=6", "--quiet"]) == 0
+    assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 6
+    assert main(["train", "--task", "reverse", "--set", "train.stepz=3", "--out", str(tmp_path / "x")]) == 2
+    assert "did you mean train.steps?" in capsys.readouterr().err
+
+
+def test_cli_config_file(tmp_path, capsys):
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text('[data]\nkind = "task"\ntask = "sort"\ntrain_size = 200\nvalid_size = 8\nmax_len = 4\n'
+                   '[model]\nd_model = 16\nn_heads = 2\nn_encoder_layers = 1\nn_decoder_layers = 1\nd_ff = 32\n'
+                   '[train]\nsteps = 2\nbatch_tokens = 128\nprecision = "fp32"\nthreads = 1\neval_examples = 8\n')
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    assert load_run(tmp_path / "run").cfg.d_model == 16
+    cfg.write_text("[train]\nsteps = 2\nwarmup = 3\n")
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run2")]) == 2
+    assert "did you mean train.warmup_steps?" in capsys.readouterr().err
+
+
+# --- language models ---------------------------------------------------------------------------------
+
+
+def test_language_model_trains_with_char_tokenizer(tmp_path):
+    text = tmp_path / "tiny.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog.\n" * 60)
+    config = {
+        "data": {"kind": "lm", "train_text": str(text), "tokenizer": "char", "block_size": 32},
+        "model": {"d_model": 32, "n_heads": 2, "n_decoder_layers": 1, "d_ff": 64, "dropout": 0.0},
+        "train": {"steps": 30, "batch_tokens": 256, "schedule": "constant", "lr": 3e-3, "warmup_steps": 1,
+                  "precision": "fp32", "threads": 1, "log_every": 1, "eval_every": 30, "eval_examples": 64},
+    }
+    result = train(config, tmp_path / "lm", quiet=True)
+    run = load_run(tmp_path / "lm")
+    assert run.src_tokenizer is None and run.cfg.arch == "decoder-only"
+    assert (tmp_path / "lm" / "tokenizer.json").is_file()
+    assert set(result.valid) >= {"loss", "ppl", "bpc"}
+    assert result.valid["bpc"] == pytest.approx(result.valid["loss"] / math.log(2))
+    losses = train_losses(tmp_path / "lm")
+    assert losses[-1] < 0.6 * losses[0]
