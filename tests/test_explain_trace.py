@@ -149,3 +149,14 @@ def test_bad_requests_raise_one_line_errors():
         trace(model, [5] * 40)
     with pytest.raises(ConfigError, match="no tokenizer"):
         trace(model, "text")
+
+
+def test_byte_level_bpe_tokens_are_readable():
+    from qkv.tokenizers import BPETokenizer
+
+    tok = BPETokenizer.train(["the cat sat on the mat\nthe dog"] * 10, vocab_size=280, min_freq=2)
+    cfg = ModelConfig(arch="decoder-only", tgt_vocab_size=tok.vocab_size, d_model=16, n_heads=2,
+                      n_decoder_layers=1, d_ff=32, max_len=64)
+    t = trace(build_model(cfg), "the cat\nsat", tgt_tokenizer=tok)
+    assert "".join(t.tgt.tokens) == "the␣cat↵sat"
+    assert not any("Ġ" in s or "Ċ" in s for s in t.tgt.tokens)
