@@ -146,8 +146,12 @@ def viz_attention(
 ) -> None:
     """One head's attention weights as a heatmap."""
     from qkv.explain.viz import write_attention
+    from qkv.interop.minilm import is_sentence_encoder_run, write_encoder_attention
     from qkv.train.checkpoint import load_run
 
+    if is_sentence_encoder_run(model):        # an imported encoder (qkv import) has only "enc" attention
+        typer.echo(f"wrote {write_encoder_attention(out, model, text, layer, head)}")
+        return
     typer.echo(f"wrote {write_attention(out, load_run(model), text, target, layer, head, kind)}")
 
 
@@ -231,6 +235,17 @@ def plot(
     from qkv.train.metrics import plot_run
 
     typer.echo(f"wrote {plot_run(run, out)}")
+
+
+@app.command("import")
+def import_(
+    source: Annotated[str, typer.Option("--from", help="Pretrained model to import: minilm (all-MiniLM-L6-v2).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to write.")],
+) -> None:
+    """Load a real pretrained encoder into qkv's own layers and write it as a run directory."""
+    from qkv.interop.minilm import import_model
+
+    typer.echo(f"wrote {import_model(source, out)}")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
