@@ -95,6 +95,11 @@ class Trainer:
             config = _resume_config(self.run_dir, config)
         elif config is None:
             raise ConfigError("give a config (e.g. task_config('reverse')) or resume=True")
+        elif (self.run_dir / STATE_FILE).exists():  # checked on every rank, before any collective
+            raise ConfigError(
+                f"{self.run_dir} already holds a run; continue it with `qkv train --resume {self.run_dir}` "
+                f"or choose another --out"
+            )
         self.config = parse_config(config, overrides)
         self.tc = TrainConfig(**self.config["train"])
         self.dc = DataConfig(**self.config["data"])
@@ -355,11 +360,6 @@ class Trainer:
             self.log.truncate_after(self.step)
             save_toml(self.run_dir / "config.toml", self.config)
             return
-        if (self.run_dir / STATE_FILE).exists():
-            raise ConfigError(
-                f"{self.run_dir} already holds a run; continue it with `qkv train --resume {self.run_dir}` "
-                f"or choose another --out"
-            )
         (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
         save_run(self.run_dir, self.model, self.config, self.inputs.src_tokenizer, self.inputs.tgt_tokenizer)
 
