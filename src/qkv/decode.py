@@ -311,13 +311,17 @@ def translate_ids(model, src: torch.Tensor, dcfg: DecodeConfig) -> list[list[Hyp
 
 @torch.inference_mode()
 def generate_stream(model, prompt: list[int], max_new_tokens: int, sampler: Sampler | None = None,
-                    use_cache: bool = True, min_new_tokens: int = 0) -> Iterator[int]:
+                    use_cache: bool = True, min_new_tokens: int = 0, window: int = 0) -> Iterator[int]:
     """Continue `prompt` (token ids) with a decoder-only model, yielding each new token id as it comes.
 
     The prompt is processed in one forward pass, then one token per step. Stops at <eos> (not
     yielded), after `max_new_tokens`, or when the model's positions (max_len) run out. An empty
     prompt starts from <bos>. Prompts are generated one at a time: batching prompts of different
     lengths would need left padding, which shifts the absolute positions of the shorter prompts.
+
+    `window` > 0 lets the text run past max_len (as nanoGPT crops its context): when the next
+    token would not fit, decoding starts again on the last `window` tokens (one forward pass
+    over them, a fresh cache), then goes on one token per step.
     """
     cfg = model.cfg
     if hasattr(model, "encode"):
@@ -325,18 +329,26 @@ def generate_stream(model, prompt: list[int], max_new_tokens: int, sampler: Samp
     ids = torch.tensor([prompt or [cfg.bos_id]], dtype=torch.long)              # (1, P)
     if ids.size(1) > cfg.max_len:
         raise ShapeError(f"prompt has {ids.size(1)} tokens but the model holds at most max_len={cfg.max_len}; shorten it")
+    if window and not 0 < window < cfg.max_len:
+        raise ConfigError(f"window must be between 1 and max_len - 1 = {cfg.max_len - 1}, got {window}")
     sampler = sampler or Sampler()
     stepper = StepDecoder(model, use_cache=use_cache)
-    n = min(max_new_tokens, cfg.max_len - ids.size(1) + 1)                      # the last token is never fed
+    context, used = ids[0].tolist(), 0                                          # tokens so far, positions fed
+    n = max_new_tokens if window else min(max_new_tokens, cfg.max_len - ids.size(1) + 1)   # the last token is never fed
     for t in range(n):
         logp = F.log_softmax(stepper.step(ids).float(), dim=-1)                # (1, V)
+        used += ids.size(1)
         if t < min_new_tokens:
             logp[:, cfg.eos_id] = float("-inf")
         token = sampler(logp)                                                   # (1,)
         if int(token) == cfg.eos_id:
             return
         yield int(token)
+        context.append(int(token))
         ids = token[:, None]
+        if window and used == cfg.max_len:                                      # no position left: slide
+            stepper = StepDecoder(model, use_cache=use_cache)
+            ids, used = torch.tensor([context[-window:]], dtype=torch.long, device=device), 0
 
 
 def generate(model, prompt: list[int], max_new_tokens: int, **kwargs) -> list[int]:
