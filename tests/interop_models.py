@@ -35,38 +35,41 @@ def reverse_batch(gen: torch.Generator, batch: int = 32, max_len: int = 9) -> tu
     return src, tgt
 
 
-def train_reverse(cfg: ModelConfig, steps: int = 250, seed: int = 0) -> EncoderDecoder:
-    """An encoder-decoder that has learnt (mostly) to reverse its input."""
-    torch.manual_seed(seed)
+def _fit(model, make_batch, steps: int, seed: int):
+    """Adam on cross-entropy; make_batch(gen) -> (model inputs, next-token targets)."""
     gen = torch.Generator().manual_seed(seed)
-    model = EncoderDecoder(cfg)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(steps):
-        src, tgt = reverse_batch(gen)
-        tgt_in = torch.cat([torch.full((len(tgt), 1), BOS), tgt[:, :-1]], dim=1)
-        logits = model(src, tgt_in)
-        loss = F.cross_entropy(logits.reshape(-1, V), tgt.reshape(-1), ignore_index=PAD)
+        inputs, targets = make_batch(gen)
+        loss = F.cross_entropy(model(*inputs).reshape(-1, V), targets.reshape(-1), ignore_index=PAD)
         opt.zero_grad()
         loss.backward()
         opt.step()
     return model.eval()
+
+
+def _reverse_example(gen: torch.Generator):
+    src, tgt = reverse_batch(gen)
+    tgt_in = torch.cat([torch.full((len(tgt), 1), BOS), tgt[:, :-1]], dim=1)
+    return (src, tgt_in), tgt
+
+
+def _counting_example(gen: torch.Generator):
+    start = torch.randint(0, V - 4, (32, 1), generator=gen)
+    ids = 4 + (start + torch.arange(17)) % (V - 4)
+    return (ids[:, :-1],), ids[:, 1:]
+
+
+def train_reverse(cfg: ModelConfig, steps: int = 250, seed: int = 0) -> EncoderDecoder:
+    """An encoder-decoder that has learnt (mostly) to reverse its input."""
+    torch.manual_seed(seed)
+    return _fit(EncoderDecoder(cfg), _reverse_example, steps, seed)
 
 
 def train_lm(cfg: ModelConfig, steps: int = 150, seed: int = 0) -> DecoderOnly:
     """A decoder-only model trained on counting sequences (a, a+1, ...), so it continues prompts."""
     torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    model = DecoderOnly(cfg)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(steps):
-        start = torch.randint(0, V - 4, (32, 1), generator=gen)
-        ids = 4 + (start + torch.arange(17)) % (V - 4)
-        logits = model(ids[:, :-1])
-        loss = F.cross_entropy(logits.reshape(-1, V), ids[:, 1:].reshape(-1))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
+    return _fit(DecoderOnly(cfg), _counting_example, steps, seed)
 
 
 def with_one_thread(fn):

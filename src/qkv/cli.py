@@ -50,6 +50,17 @@ def version() -> None:
 
 
 @app.command()
+def demo(
+    task: Annotated[str, typer.Option(help="built-in task: copy, reverse, sort, addition, dates")] = "reverse",
+    out: Annotated[Path, typer.Option(help="run directory to write")] = Path("runs/demo"),
+) -> None:
+    """Train a small Transformer on a built-in task (under a minute on a CPU) and show its answers."""
+    from qkv.demo import print_demo, run_demo
+
+    print_demo(run_demo(out, task), task)
+
+
+@app.command()
 def tokenize(
     text: Annotated[str, typer.Argument(help="Text to split into tokens.")],
     tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", "-t", help="A saved tokenizer JSON, e.g. RUN/tokenizer.json.")] = None,
@@ -187,21 +198,107 @@ def export(
     typer.echo(f"wrote {export_run(model, format, out, quantize)}")
 
 
-@app.command()
-def history(
-    task: Annotated[str, typer.Option(help="Built-in task: reverse, copy, sort, addition, dates.")] = "reverse",
-    quick: Annotated[bool, typer.Option("--quick", help="Small budgets: a few minutes instead of about fifteen.")] = False,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for report.md, the PNG plots and results.json.")] = Path("history-out"),
-    models: Annotated[str, typer.Option(help="Comma-separated: rnn, lstm, gru, gru-attn, transformer.")] = "rnn,lstm,gru,gru-attn,transformer",
-    budget_seconds: Annotated[Optional[float], typer.Option("--budget-seconds", help="Training time per model (default 100, --quick 15).")] = None,
-    steps: Annotated[Optional[int], typer.Option(help="Also stop each model after this many steps (a step budget).")] = None,
-    clock: Annotated[str, typer.Option(help="cpu: CPU time of the training thread (fair on a busy machine); wall.")] = "cpu",
-    seed: Annotated[int, typer.Option(help="Random seed (data, initialization).")] = 0,
-) -> None:
-    """Why the Transformer won: train RNN, LSTM, GRU, GRU+attention and a Transformer for the same time and compare."""
-    from qkv.history.lab import run_history
+# --- decoding: translate, evaluate, generate (logic in qkv.decode) -------------------------------
 
-    typer.echo(f"wrote {run_history(out, task, quick, models, budget_seconds, steps, clock, seed, log=typer.echo)}")
+RunOpt = Annotated[Path, typer.Option("--model", "-m", help="Run directory.")]
+BeamOpt = Annotated[int, typer.Option("--beam", help="Beam size; 1 is greedy search.", min=1)]
+LengthPenaltyOpt = Annotated[float, typer.Option("--length-penalty", help="alpha of the GNMT length penalty ((5+len)/6)^alpha.")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", help="Sentences decoded together.", min=1)]
+TemperatureOpt = Annotated[float, typer.Option(help="Sampling temperature (> 0).")]
+TopKOpt = Annotated[int, typer.Option("--top-k", help="Sample among the k most probable tokens (0 = all).", min=0)]
+TopPOpt = Annotated[float, typer.Option("--top-p", help="Sample from the smallest set of tokens with this much probability.")]
+SeedOpt = Annotated[Optional[int], typer.Option(help="Random seed for sampling (reproducible output).")]
+
+
+def echo_warning(message: str) -> None:
+    typer.echo(f"warning: {message}", err=True)
+
+
+@app.command()
+def translate(
+    model: RunOpt,
+    text: Annotated[Optional[str], typer.Argument(help="Sentence to translate; default: --input or stdin lines.")] = None,
+    input: Annotated[Optional[Path], typer.Option("--input", "-i", help="File with one sentence per line.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write translations here instead of stdout.")] = None,
+    beam: BeamOpt = 5,
+    n_best: Annotated[int, typer.Option("--n-best", help="Hypotheses per sentence ('i ||| text ||| score').", min=1)] = 1,
+    length_penalty: LengthPenaltyOpt = 0.6,
+    sample: Annotated[bool, typer.Option("--sample", help="Sample instead of searching (sets the beam to 1).")] = False,
+    temperature: TemperatureOpt = 1.0,
+    top_k: TopKOpt = 0,
+    top_p: TopPOpt = 1.0,
+    seed: SeedOpt = None,
+    batch_size: BatchOpt = 32,
+) -> None:
+    """Translate TEXT, a file, or stdin with a trained translation model."""
+    from qkv.config import atomic_write_bytes
+    from qkv.decode import DecodeConfig, format_translations, read_input_lines, translate_lines
+    from qkv.train.checkpoint import load_run
+
+    dcfg = DecodeConfig(beam_size=1 if sample else beam, n_best=n_best, length_penalty=length_penalty, sample=sample,
+                        temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+    lines = read_input_lines(text, input)
+    out = format_translations(translate_lines(load_run(model), lines, dcfg, batch_size, echo_warning), n_best)
+    if output is None:
+        typer.echo(out, nl=False)
+    else:
+        atomic_write_bytes(output, out.encode("utf-8"))
+
+
+@app.command()
+def evaluate(
+    model: RunOpt,
+    src: Annotated[Path, typer.Option("--src", help="Source sentences, one per line.")],
+    ref: Annotated[Path, typer.Option("--ref", help="Reference translations, line-aligned with --src.")],
+    beam: BeamOpt = 5,
+    length_penalty: LengthPenaltyOpt = 0.6,
+    batch_size: BatchOpt = 32,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Also write the translations here.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the scores as JSON.")] = False,
+) -> None:
+    """Translate --src and score it against --ref: sacreBLEU BLEU and chrF with their signatures."""
+    import json
+
+    from qkv.config import atomic_write_bytes
+    from qkv.data.corpus import iter_lines
+    from qkv.decode import DecodeConfig, evaluate as score
+    from qkv.train.checkpoint import load_run
+
+    dcfg = DecodeConfig(beam_size=beam, length_penalty=length_penalty)
+    sources, refs = [x for _, x in iter_lines(src)], [x for _, x in iter_lines(ref)]
+    result = score(load_run(model), sources, refs, dcfg, batch_size, echo_warning)
+    hyps = result.pop("hypotheses")
+    if output is not None:
+        atomic_write_bytes(output, "".join(h + "\n" for h in hyps).encode("utf-8"))
+    if json_out:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        typer.echo(f"BLEU = {result['bleu']:.2f}  {result['bleu_signature']}")
+        typer.echo(f"chrF = {result['chrf']:.2f}  {result['chrf_signature']}")
+
+
+@app.command()
+def generate(
+    model: RunOpt,
+    prompt: Annotated[str, typer.Option(help="Text to continue; empty starts from <bos>.")] = "",
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Most tokens to add.", min=1)] = 200,
+    greedy: Annotated[bool, typer.Option("--greedy", help="Always take the most probable token.")] = False,
+    temperature: TemperatureOpt = 1.0,
+    top_k: TopKOpt = 0,
+    top_p: TopPOpt = 1.0,
+    seed: SeedOpt = None,
+) -> None:
+    """Continue a prompt with a trained language model, printing tokens as they come."""
+    from qkv.decode import DecodeConfig, Sampler, generate_text
+    from qkv.train.checkpoint import load_run
+
+    dcfg = DecodeConfig(sample=not greedy, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+    pieces = generate_text(load_run(model), prompt, max_new_tokens, Sampler.from_config(dcfg), echo_warning)
+    typer.echo(prompt, nl=False)
+    for piece in pieces:
+        typer.echo(piece, nl=False)
+        sys.stdout.flush()
+    typer.echo()
 
 
 @app.command()
@@ -246,6 +343,23 @@ def import_(
     from qkv.interop.minilm import import_model
 
     typer.echo(f"wrote {import_model(source, out)}")
+
+
+@app.command()
+def history(
+    task: Annotated[str, typer.Option(help="Built-in task: reverse, copy, sort, addition, dates.")] = "reverse",
+    quick: Annotated[bool, typer.Option("--quick", help="Small budgets: a few minutes instead of about fifteen.")] = False,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for report.md, the PNG plots and results.json.")] = Path("history-out"),
+    models: Annotated[str, typer.Option(help="Comma-separated: rnn, lstm, gru, gru-attn, transformer.")] = "rnn,lstm,gru,gru-attn,transformer",
+    budget_seconds: Annotated[Optional[float], typer.Option("--budget-seconds", help="Training time per model (default 100, --quick 15).")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Also stop each model after this many steps (a step budget).")] = None,
+    clock: Annotated[str, typer.Option(help="cpu: CPU time of the training thread (fair on a busy machine); wall.")] = "cpu",
+    seed: Annotated[int, typer.Option(help="Random seed (data, initialization).")] = 0,
+) -> None:
+    """Why the Transformer won: train RNN, LSTM, GRU, GRU+attention and a Transformer for the same time and compare."""
+    from qkv.history.lab import run_history
+
+    typer.echo(f"wrote {run_history(out, task, quick, models, budget_seconds, steps, clock, seed, log=typer.echo)}")
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -26,7 +26,7 @@ from typing import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
-from qkv.errors import ConfigError, ShapeError
+from qkv.errors import ConfigError, DataError, ShapeError
 
 
 @dataclass
@@ -147,8 +147,8 @@ class Sampler:
             logits = logits.masked_fill(logits < kth, float("-inf"))
         if self.top_p < 1.0:
             logits = _nucleus(logits, self.top_p)
-        probs = torch.softmax(logits, dim=-1)
-        return torch.multinomial(probs, 1, generator=self.generator).squeeze(1)
+        probs = torch.softmax(logits, dim=-1).cpu()                            # the generator lives on the CPU
+        return torch.multinomial(probs, 1, generator=self.generator).squeeze(1).to(logp.device)
 
 
 def _nucleus(logits: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -191,12 +191,12 @@ def sample_search(model, src: torch.Tensor, dcfg: DecodeConfig) -> list[list[Hyp
     stepper = StepDecoder(model, memory, src_mask, dcfg.use_cache)
     choose = Sampler.from_config(dcfg)
     limit = max_new_tokens(src, dcfg, cfg.pad_id, cfg.max_len)                 # (B,)
-    b, steps = src.size(0), int(limit.max())
-    out = torch.full((b, steps), cfg.pad_id, dtype=torch.long)
-    log_prob = torch.zeros(b, dtype=torch.float64)
+    b, steps, device = src.size(0), int(limit.max()), src.device
+    out = torch.full((b, steps), cfg.pad_id, dtype=torch.long, device=device)
+    log_prob = torch.zeros(b, dtype=torch.float64, device=device)
     length = limit.clone()
-    rows = torch.arange(b)                                                      # live row -> sentence
-    ids = torch.full((b, 1), cfg.bos_id, dtype=torch.long)
+    rows = torch.arange(b, device=device)                                       # live row -> sentence
+    ids = torch.full((b, 1), cfg.bos_id, dtype=torch.long, device=device)
     for t in range(steps):
         logp = F.log_softmax(stepper.step(ids).float(), dim=-1)                # (b, V)
         if t < dcfg.min_len:
@@ -236,16 +236,16 @@ def beam_search(model, src: torch.Tensor, dcfg: DecodeConfig) -> list[list[Hypot
     """
     cfg, k, alpha, eos = model.cfg, dcfg.beam_size, dcfg.length_penalty, model.cfg.eos_id
     memory, src_mask = _encode(model, src)
-    b = src.size(0)
+    b, device = src.size(0), src.device
     stepper = StepDecoder(model, memory.repeat_interleave(k, 0), src_mask.repeat_interleave(k, 0), dcfg.use_cache)
     limit = max_new_tokens(src, dcfg, cfg.pad_id, cfg.max_len)                 # (B,)
-    sent = torch.arange(b)                                                      # live sentence -> input index
-    scores = torch.full((b, k), float("-inf"))                                  # (b, K) log p of alive beams
+    sent = torch.arange(b, device=device)                                       # live sentence -> input index
+    scores = torch.full((b, k), float("-inf"), device=device)                   # (b, K) log p of alive beams
     scores[:, 0] = 0.0                                                          # all beams start equal: keep one
-    history = torch.empty(b * k, 0, dtype=torch.long)                           # (b*K, t) tokens so far
+    history = torch.empty(b * k, 0, dtype=torch.long, device=device)            # (b*K, t) tokens so far
     finished: list[list[Hypothesis]] = [[] for _ in range(b)]
-    nth_best = torch.full((b,), float("-inf"))                                  # score to beat to matter
-    ids = torch.full((b * k, 1), cfg.bos_id, dtype=torch.long)
+    nth_best = torch.full((b,), float("-inf"), device=device)                   # score to beat to matter
+    ids = torch.full((b * k, 1), cfg.bos_id, dtype=torch.long, device=device)
     for t in range(int(limit.max())):
         logp = F.log_softmax(stepper.step(ids).float(), dim=-1)                # (b*K, V)
         if t < dcfg.min_len:
@@ -254,7 +254,7 @@ def beam_search(model, src: torch.Tensor, dcfg: DecodeConfig) -> list[list[Hypot
         cand = (scores[:, :, None] + logp.view(-1, k, v)).view(-1, k * v)     # (b, K*V)
         top_scores, top_idx = cand.topk(min(2 * k, k * v), dim=1)              # (b, 2K) best first
         token = top_idx % v
-        rows = torch.arange(len(sent))[:, None] * k + top_idx // v              # (b, 2K) parent row
+        rows = torch.arange(len(sent), device=device)[:, None] * k + top_idx // v   # (b, 2K) parent row
         is_eos = token == eos
         at_limit = t + 1 >= limit[sent]                                         # (b,)
         # A candidate ends a hypothesis if it is <eos> among the best K, or anything at the limit.
@@ -263,7 +263,7 @@ def beam_search(model, src: torch.Tensor, dcfg: DecodeConfig) -> list[list[Hypot
         if bool(ends.any()):
             _collect(ends, top_scores, token, rows, history, sent, t + 1, dcfg, eos, finished, nth_best)
         # The K best candidates that do not end in <eos> stay alive (in score order).
-        rank = is_eos.long() * top_idx.size(1) + torch.arange(top_idx.size(1))
+        rank = is_eos.long() * top_idx.size(1) + torch.arange(top_idx.size(1), device=device)
         pick = rank.topk(k, dim=1, largest=False).indices                      # (b, K)
         scores = top_scores.gather(1, pick)
         rows, token = rows.gather(1, pick), token.gather(1, pick)
@@ -326,7 +326,8 @@ def generate_stream(model, prompt: list[int], max_new_tokens: int, sampler: Samp
     cfg = model.cfg
     if hasattr(model, "encode"):
         raise ConfigError("this is a translation (encoder-decoder) model; translate a source text instead of generating")
-    ids = torch.tensor([prompt or [cfg.bos_id]], dtype=torch.long)              # (1, P)
+    device = next(model.parameters()).device
+    ids = torch.tensor([prompt or [cfg.bos_id]], dtype=torch.long, device=device)   # (1, P)
     if ids.size(1) > cfg.max_len:
         raise ShapeError(f"prompt has {ids.size(1)} tokens but the model holds at most max_len={cfg.max_len}; shorten it")
     if window and not 0 < window < cfg.max_len:
@@ -354,3 +355,135 @@ def generate_stream(model, prompt: list[int], max_new_tokens: int, sampler: Samp
 def generate(model, prompt: list[int], max_new_tokens: int, **kwargs) -> list[int]:
     """`generate_stream` collected into a list."""
     return list(generate_stream(model, prompt, max_new_tokens, **kwargs))
+
+
+# --- text in, text out: what `qkv translate`, `qkv evaluate` and `qkv generate` run -------------
+
+
+def require_arch(run, arch: str) -> None:
+    """Refuse a run of the wrong kind with a one-line error that names the right command."""
+    if run.cfg.arch == arch:
+        return
+    if run.cfg.arch == "decoder-only":
+        raise ConfigError(f"{run.path} is a language model; continue a prompt with "
+                          f"`qkv generate --model {run.path} --prompt \"...\"`")
+    raise ConfigError(f"{run.path} is a translation model; translate with `qkv translate --model {run.path} \"...\"`")
+
+
+def translate_lines(run, lines: list[str], dcfg: DecodeConfig, batch_size: int = 32,
+                    warn: Callable[[str], None] | None = None) -> list[list[tuple[str, float]]]:
+    """Translate `lines` with a loaded run; returns each line's n-best list of (text, score).
+
+    Lines are sorted by length and decoded `batch_size` at a time (little padding), then put back
+    in order. An empty line translates to an empty line; a line longer than the model's max_len
+    is cut to max_len tokens and `warn` is called with a message.
+    """
+    require_arch(run, "encoder-decoder")
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be >= 1, got {batch_size}")
+    ids = [_source_ids(run, line, n, warn) for n, line in enumerate(lines, start=1)]
+    results: list[list[tuple[str, float]]] = [[("", 0.0)] for _ in lines]
+    order = sorted((i for i, x in enumerate(ids) if x), key=lambda i: -len(ids[i]))
+    device = next(run.model.parameters()).device
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        src = _pad([ids[i] for i in chunk], run.cfg.pad_id).to(device)
+        for i, hyps in zip(chunk, translate_ids(run.model, src, dcfg)):
+            results[i] = [(run.tgt_tokenizer.decode(h.tokens), h.score) for h in hyps]
+    return results
+
+
+def _source_ids(run, line: str, number: int, warn: Callable[[str], None] | None) -> list[int]:
+    ids = run.src_tokenizer.encode(line) if line.strip() else []
+    limit = run.cfg.max_len
+    if len(ids) > limit:
+        if warn is not None:
+            warn(f"line {number} has {len(ids)} tokens; the model reads at most {limit}, so the rest was cut")
+        ids = ids[:limit]
+    return ids
+
+
+def _pad(rows: list[list[int]], pad_id: int) -> torch.Tensor:
+    """Right-pad token lists into one (B, S) tensor."""
+    width = max(len(r) for r in rows)
+    return torch.tensor([r + [pad_id] * (width - len(r)) for r in rows], dtype=torch.long)
+
+
+def evaluate(run, sources: list[str], references: list[str], dcfg: DecodeConfig, batch_size: int = 32,
+             warn: Callable[[str], None] | None = None) -> dict:
+    """Translate `sources` and score the 1-best outputs against `references` with sacreBLEU.
+
+    Returns BLEU and chrF with their signatures (which say exactly how they were computed), the
+    number of sentences and the hypotheses.
+    """
+    from sacrebleu.metrics import BLEU, CHRF
+
+    if len(sources) != len(references):
+        raise DataError(f"{len(sources)} source lines but {len(references)} reference lines; "
+                         f"the files must be line-aligned")
+    hyps = [nbest[0][0] for nbest in translate_lines(run, sources, dcfg, batch_size, warn)]
+    bleu, chrf = BLEU(), CHRF()
+    return {
+        "bleu": round(bleu.corpus_score(hyps, [references]).score, 2),
+        "bleu_signature": str(bleu.get_signature()),
+        "chrf": round(chrf.corpus_score(hyps, [references]).score, 2),
+        "chrf_signature": str(chrf.get_signature()),
+        "sentences": len(hyps),
+        "beam_size": dcfg.beam_size,
+        "hypotheses": hyps,
+    }
+
+
+def generate_text(run, prompt: str, max_new_tokens: int, sampler: Sampler,
+                  warn: Callable[[str], None] | None = None) -> Iterator[str]:
+    """Continue `prompt` with a language-model run: an iterator of text pieces as the tokens come
+    (the run and prompt are checked at once, before the first token).
+
+    Each piece is the growth of decode(prompt + new tokens), so multi-byte characters and
+    tokenizers that join words with spaces come out right. A prompt that leaves no room in the
+    model's max_len keeps its last tokens, and `warn` is called.
+    """
+    require_arch(run, "decoder-only")
+    tok, limit = run.tgt_tokenizer, run.cfg.max_len - 1
+    prompt_ids = tok.encode(prompt) if prompt else []
+    if len(prompt_ids) > limit:
+        if warn is not None:
+            warn(f"the prompt has {len(prompt_ids)} tokens; kept the last {limit} (the model's max_len is {limit + 1})")
+        prompt_ids = prompt_ids[-limit:]
+    window = run.cfg.max_len * 3 // 4            # past max_len, go on from the last 3/4 of the context
+    return _text_pieces(tok, prompt_ids, generate_stream(run.model, prompt_ids, max_new_tokens, sampler, window=window))
+
+
+def _text_pieces(tok, prompt_ids: list[int], tokens: Iterator[int]) -> Iterator[str]:
+    shown, new = tok.decode(prompt_ids), []
+    for token in tokens:
+        new.append(token)
+        text = tok.decode(prompt_ids + new)
+        if text.startswith(shown) and not text.endswith("\ufffd"):      # not half a character
+            yield text[len(shown):]
+            shown = text
+
+
+def read_input_lines(text: str | None, input_path: str | None, stdin=None) -> list[str]:
+    """The lines to translate: TEXT, the lines of --input, or stdin when it is piped."""
+    import sys
+
+    from qkv.data.corpus import iter_lines
+
+    stdin = sys.stdin if stdin is None else stdin
+    if text is not None and input_path is not None:
+        raise ConfigError("give either TEXT or --input FILE, not both")
+    if text is not None:
+        return [text]
+    if input_path is not None:
+        return [line for _, line in iter_lines(input_path)]
+    if stdin.isatty():
+        raise ConfigError("nothing to translate: give TEXT, --input FILE, or pipe lines on stdin")
+    return [line.rstrip("\n").removesuffix("\r") for line in stdin]
+
+
+def format_translations(results: list[list[tuple[str, float]]], n_best: int) -> str:
+    """One translation per line; with n_best > 1, `line ||| text ||| score` rows (Moses n-best style)."""
+    if n_best == 1:
+        return "".join(nbest[0][0] + "\n" for nbest in results)
+    return "".join(f"{i} ||| {text} ||| {score:.4f}\n" for i, nbest in enumerate(results) for text, score in nbest)

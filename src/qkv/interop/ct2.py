@@ -140,7 +140,13 @@ def export_ct2(run_dir: str | os.PathLike, out_dir: str | os.PathLike, quantize:
     if run.src_tokenizer is None:
         raise ConfigError("CTranslate2 export covers translation models; this run is a language model: "
                           "export it with --format hf")
-    spec = to_ct2_spec(run.model, vocabulary(run.src_tokenizer), vocabulary(run.tgt_tokenizer))
+    return write_ct2(run.model, vocabulary(run.src_tokenizer), vocabulary(run.tgt_tokenizer), out_dir, quantize)
+
+
+def write_ct2(model: nn.Module, src_tokens: list[str], tgt_tokens: list[str], out_dir: str | os.PathLike,
+              quantize: str | None = None) -> Path:
+    """Convert `model`, quantize its weights if asked, and save model.bin + vocabularies in `out_dir`."""
+    spec = to_ct2_spec(model, src_tokens, tgt_tokens)
     spec.validate()
     spec.optimize(quantization=quantize)
     out = Path(out_dir)
