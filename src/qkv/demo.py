@@ -1,0 +1,70 @@
+"""`qkv demo`: train a small Transformer on a built-in task, then show what it learned.
+
+The whole Transformer story in one command: a character tokenizer, an encoder-decoder trained
+with teacher forcing and label smoothing, greedy decoding with the key/value cache, and exact
+match on held-out examples the model never saw.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from qkv.data.tasks import make_task
+from qkv.decode import DecodeConfig, translate_lines
+from qkv.train import load_run, task_config, train
+
+# A budget that learns `reverse` well in well under a minute on 2 CPU cores.
+DEMO_OVERRIDES = (
+    "model.d_model=64", "model.n_heads=4", "model.d_ff=256", "model.dropout=0.0",
+    "model.n_encoder_layers=2", "model.n_decoder_layers=2",
+    "train.steps=500", "train.lr=3e-3", "train.warmup_steps=50", "train.batch_tokens=2400",
+    "train.eval_every=250", "train.checkpoint_every=250", "train.eval_examples=200",
+    "data.train_size=8000", "data.min_len=3", "data.max_len=10",
+)
+
+
+@dataclass
+class DemoResult:
+    run_dir: Path
+    seconds: float
+    steps: int
+    exact_match: float              # on held-out test examples
+    examples: list[tuple[str, str, str]]   # (input, expected, model output)
+
+
+def run_demo(out_dir: str | Path = "runs/demo", task: str = "reverse", n_show: int = 8,
+             n_test: int = 200, quiet: bool = False, extra_overrides: tuple[str, ...] = ()) -> DemoResult:
+    """Train on `task`, decode `n_test` held-out inputs greedily, return the exact-match rate."""
+    start = time.perf_counter()
+    result = train(task_config(task), out_dir, overrides=DEMO_OVERRIDES + tuple(extra_overrides), quiet=quiet)
+    seconds = time.perf_counter() - start
+    run = load_run(out_dir)
+    test = make_task(task, n_test, seed=1, split="test", min_len=3, max_len=10)
+    outputs = translate_lines(run, [src for src, _ in test], DecodeConfig(max_len_a=1.0, max_len_b=4))
+    hyps = [nbest[0][0] for nbest in outputs]
+    correct = sum(h == tgt for h, (_, tgt) in zip(hyps, test))
+    examples = [(src, tgt, h) for (src, tgt), h in zip(test[:n_show], hyps[:n_show])]
+    return DemoResult(Path(out_dir), seconds, result.steps, correct / len(test), examples)
+
+
+def print_demo(result: DemoResult, task: str, console: Console | None = None) -> None:
+    console = console or Console()
+    table = Table(title=f"{task}: held-out examples the model never saw")
+    for col in ("input", "expected", "model output", ""):
+        table.add_column(col)
+    for src, tgt, hyp in result.examples:
+        table.add_row(src, tgt, hyp, "✓" if hyp == tgt else "✗")
+    console.print(table)
+    console.print(
+        f"trained {result.steps} steps in {result.seconds:.0f} s; exact match on held-out test "
+        f"examples: {100 * result.exact_match:.1f}%; model saved in {result.run_dir}/"
+    )
+    console.print(
+        f"next: qkv translate --model {result.run_dir} \"{result.examples[0][0]}\"   "
+        f"qkv explain --model {result.run_dir} \"{result.examples[0][0]}\" --out explain.html"
+    )
