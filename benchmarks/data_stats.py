@@ -86,7 +86,8 @@ def main() -> None:
         "data": f"multi30k train de-en ({len(pairs)} pairs), joint byte-level BPE",
         "timing": f"best of {args.repeat} runs",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "torch": torch.__version__, "tokenizers": tokenizers.__version__},
+                    "torch": torch.__version__, "tokenizers": tokenizers.__version__,
+                    "load_average_1m": round(os.getloadavg()[0], 1)},  # other work slows timings
         "runs": [measure(pairs, v, args.max_tokens, args.repeat) for v in args.vocab_sizes],
     }
     print(json.dumps(results, indent=2))
