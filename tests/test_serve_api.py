@@ -133,21 +133,21 @@ def test_malformed_json_is_422(mt: TestClient) -> None:
 def test_text_longer_than_the_model_is_422(mt: TestClient) -> None:
     r = mt.post("/v1/translate", json={"texts": ["ok", "a" * 100]})
     assert r.status_code == 422
-    assert r.json()["detail"] == "text 1 has 100 tokens but the model reads at most 64; shorten it"
+    assert r.json()["message"] == "text 1 has 100 tokens but the model reads at most 64; shorten it"
 
 
 def test_oversize_body_is_413(mt: TestClient) -> None:
     big = json.dumps({"texts": ["a" * 1000] * 1100}).encode()
     assert len(big) > MAX_BODY_BYTES
     r = mt.post("/v1/translate", content=big, headers={"content-type": "application/json"})
-    assert r.status_code == 413 and "larger than" in r.json()["detail"]
+    assert r.status_code == 413 and "larger than" in r.json()["message"]
 
 
 def test_wrong_endpoint_for_the_model_kind(mt: TestClient, lm: TestClient) -> None:
     r = lm.post("/v1/translate", json={"texts": ["hi"]})
-    assert r.status_code == 400 and "language model; use POST /v1/generate" in r.json()["detail"]
+    assert r.status_code == 400 and "language model; use POST /v1/generate" in r.json()["message"]
     r = mt.post("/v1/generate", json={"prompt": "hi"})
-    assert r.status_code == 400 and "translation model; use POST /v1/translate" in r.json()["detail"]
+    assert r.status_code == 400 and "translation model; use POST /v1/translate" in r.json()["message"]
 
 
 def test_unknown_route_and_method(mt: TestClient) -> None:

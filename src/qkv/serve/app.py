@@ -22,7 +22,8 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import qkv
 from qkv.errors import QkvError
@@ -45,6 +46,7 @@ STATIC = Path(str(resources.files("qkv.serve") / "static"))
 
 class ErrorMessage(BaseModel):
     detail: str
+    message: str = Field(description="the same one-line message (every error body has one)")
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -115,13 +117,16 @@ def _ms_since(start: float) -> float:
 
 
 def _add_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ServeError)
-    async def serve_error(request: Request, exc: ServeError) -> JSONResponse:
-        return JSONResponse({"detail": _one_line(exc)}, status_code=exc.status)
-
     @app.exception_handler(QkvError)
     async def qkv_error(request: Request, exc: QkvError) -> JSONResponse:
-        return JSONResponse({"detail": _one_line(exc)}, status_code=422)
+        return error_response(_one_line(exc), getattr(exc, "status", 422))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = str(exc.detail)
+        if message == "There was an error parsing the body":
+            message = "the body cannot be read as JSON (is it UTF-8?); send a JSON object such as {\"texts\": [\"hello\"]}"
+        return error_response(message, exc.status_code)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -129,6 +134,14 @@ def _add_error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             {"detail": jsonable_encoder(errors), "message": validation_message(errors)}, status_code=422
         )
+
+
+def error_response(message: str, status: int) -> JSONResponse:
+    """`{"detail": ..., "message": message}`; a 422's detail is a list, as FastAPI documents it."""
+    detail: Any = message
+    if status == 422:
+        detail = [{"loc": ["body"], "msg": message, "type": "value_error"}]
+    return JSONResponse({"detail": detail, "message": message}, status_code=status)
 
 
 def validation_message(errors: list[dict[str, Any]]) -> str:
@@ -152,9 +165,8 @@ def _add_body_limit(app: FastAPI) -> None:
     async def limit_body(request: Request, call_next):
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            return JSONResponse(
-                {"detail": f"the request body is larger than {MAX_BODY_BYTES} bytes; send fewer or shorter texts"},
-                status_code=413,
+            return error_response(
+                f"the request body is larger than {MAX_BODY_BYTES} bytes; send fewer or shorter texts", 413
             )
         return await call_next(request)
 

@@ -28,9 +28,9 @@ class SamplingOptions(Request):
     """How to choose each next token: argmax (greedy) or a seeded draw."""
 
     sample: bool = Field(False, description="draw tokens instead of taking the most probable one")
-    temperature: float = Field(1.0, gt=0.0, le=10.0)
+    temperature: float = Field(1.0, ge=0.01, le=10.0)
     top_k: int = Field(0, ge=0, le=1000, description="0 = no top-k filter")
-    top_p: float = Field(1.0, gt=0.0, le=1.0, description="1.0 = no nucleus filter")
+    top_p: float = Field(1.0, ge=0.001, le=1.0, description="1.0 = no nucleus filter")
     seed: int | None = Field(None, ge=0, le=2**63 - 1, description="makes sampling repeatable")
 
 
