@@ -84,7 +84,20 @@ def test_translate_lines_on_ct2_matches_qkv(run, tmp_path):
     lines = ["abcdef", "", "tsrqp", "hello"]
     dcfg = DecodeConfig(beam_size=1)
     ours = [n[0][0] for n in translate_lines(run, lines, dcfg)]
-    assert [n[0][0] for n in translate_lines_ct2(run, tmp_path / "f32", lines, dcfg)] == ours
+    assert [n[0][0] for n in translate_lines_ct2(run, lines, dcfg, model_dir=tmp_path / "f32")] == ours
+
+
+def test_qkv_translate_engine_ct2(run, tmp_path, capsys):
+    from qkv.cli import main
+
+    export_run(run.path, "ct2", tmp_path / "ct2")
+    args = ["translate", "--model", str(run.path), "abcdef", "--beam", "1"]
+    assert main(args) == 0
+    ours = capsys.readouterr().out
+    assert main([*args, "--engine", "ct2", "--ct2-model", str(tmp_path / "ct2")]) == 0
+    assert capsys.readouterr().out == ours
+    assert main([*args, "--engine", "ct2"]) == 2
+    assert "--ct2-model" in capsys.readouterr().err
 
 
 def test_missing_ct2_model_is_a_one_line_error(run, tmp_path):

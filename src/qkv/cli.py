@@ -229,16 +229,20 @@ def translate(
     top_p: TopPOpt = 1.0,
     seed: SeedOpt = None,
     batch_size: BatchOpt = 32,
+    engine: Annotated[str, typer.Option(help="qkv (PyTorch) or ct2 (CTranslate2, with --ct2-model).")] = "qkv",
+    ct2_model: Annotated[Optional[Path], typer.Option("--ct2-model", help="This run exported by `qkv export --format ct2`.")] = None,
 ) -> None:
     """Translate TEXT, a file, or stdin with a trained translation model."""
     from qkv.config import atomic_write_bytes
     from qkv.decode import DecodeConfig, format_translations, read_input_lines, translate_lines
+    from qkv.interop.ct2 import engine_translate_lines
     from qkv.train.checkpoint import load_run
 
     dcfg = DecodeConfig(beam_size=1 if sample else beam, n_best=n_best, length_penalty=length_penalty, sample=sample,
                         temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
     lines = read_input_lines(text, input)
-    out = format_translations(translate_lines(load_run(model), lines, dcfg, batch_size, echo_warning), n_best)
+    translate = engine_translate_lines(engine, ct2_model, translate_lines)
+    out = format_translations(translate(load_run(model), lines, dcfg, batch_size, echo_warning), n_best)
     if output is None:
         typer.echo(out, nl=False)
     else:

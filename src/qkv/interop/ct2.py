@@ -16,6 +16,7 @@ and faster on CPU, at a small cost in accuracy (measure it with BLEU, see docs/i
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from torch import nn
 from qkv.errors import ConfigError, QkvError
 
 QUANTIZATIONS = ("int8", "int8_float32", "int16", "float16", "bfloat16")
+ENGINES = ("qkv", "ct2")
 
 
 def require_ctranslate2() -> Any:
@@ -179,8 +181,8 @@ class Ct2Translator:
         return [[self.tgt_ids[t] for t in r.hypotheses[0]][:n] for r, n in zip(results, max_len)]
 
 
-def translate_lines_ct2(run: Any, model_dir: str | os.PathLike, lines: list[str], dcfg: Any, batch_size: int = 32,
-                        warn: Any = None) -> list[list[tuple[str, float]]]:
+def translate_lines_ct2(run: Any, lines: list[str], dcfg: Any, batch_size: int = 32, warn: Any = None, *,
+                        model_dir: str | os.PathLike) -> list[list[tuple[str, float]]]:
     """`qkv.decode.translate_lines` on CTranslate2: each line's n-best list of (text, score).
 
     CTranslate2 batches, sorts by length and searches by itself. Two differences from qkv's own
@@ -205,3 +207,16 @@ def translate_lines_ct2(run: Any, model_dir: str | os.PathLike, lines: list[str]
         hyps = [([translator.tgt_ids[t] for t in h][:limit], s) for h, s in zip(result.hypotheses, result.scores)]
         out.append([(run.tgt_tokenizer.decode(h), s) for h, s in hyps] if x else [("", 0.0)])
     return out
+
+
+def engine_translate_lines(engine: str, ct2_model: str | os.PathLike | None, qkv_translate_lines: Any) -> Any:
+    """`qkv translate --engine`: qkv's own `translate_lines`, or the same call on a CTranslate2 export."""
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if engine == "qkv":
+        if ct2_model is not None:
+            raise ConfigError("--ct2-model is used with --engine ct2 only")
+        return qkv_translate_lines
+    if ct2_model is None:
+        raise ConfigError("--engine ct2 needs --ct2-model DIR; write DIR with `qkv export --model RUN --format ct2 --out DIR`")
+    return functools.partial(translate_lines_ct2, model_dir=ct2_model)
