@@ -1,0 +1,114 @@
+"""End to end in a real headless Chromium: the explorer page against a live server on loopback.
+
+Uses Debian's Chromium (/usr/bin/chromium, or $QKV_CHROMIUM) driven by Playwright's Python API;
+skips only when Playwright or the browser binary is absent. Saves a screenshot under tmp_path.
+
+Run as a script to take the README picture with a trained model:
+    python tests/test_serve_browser.py runs/reverse docs/img/explorer.png "hello world"
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sys
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install 'qkv[serve]'")
+uvicorn = pytest.importorskip("uvicorn", reason="the serve extra is not installed: pip install 'qkv[serve]'")
+playwright = pytest.importorskip("playwright.sync_api", reason="playwright (Python package) is not installed")
+
+from qkv.serve import create_app  # noqa: E402
+
+CHROMIUM = os.environ.get("QKV_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def live_server(run_dir: Path) -> Iterator[str]:
+    """uvicorn serving `run_dir` on a free 127.0.0.1 port in a thread; yields the base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(run_dir), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(200):
+            if server.started:
+                break
+            threading.Event().wait(0.05)
+        assert server.started, "the server did not start within 10 s"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@contextmanager
+def chromium_page(width: int = 1280, height: int = 1400) -> Iterator["playwright.Page"]:
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield browser.new_page(viewport={"width": width, "height": height})
+        finally:
+            browser.close()
+
+
+def explore(page: "playwright.Page", url: str, sentence: str) -> None:
+    """Open the page, type `sentence`, submit, and wait for the output and the heatmap."""
+    page.goto(url)
+    page.wait_for_function("document.getElementById('model-summary').textContent.includes('parameters')")
+    page.fill("#text", sentence)
+    page.click("#go")
+    page.wait_for_selector("#result:not([hidden])", timeout=30_000)
+    page.wait_for_function("document.getElementById('heatmap').width > 0")
+
+
+def test_explorer_page_in_chromium(tmp_path: Path) -> None:
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install -y chromium (or set QKV_CHROMIUM)")
+    from serve_runs import tiny_run
+
+    run = tiny_run(tmp_path / "run")
+    errors: list[str] = []
+    with live_server(run) as url, chromium_page() as page:
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        explore(page, url, "hello world")
+        assert page.locator("#tokens .chip").count() >= len("hello world")
+        assert "Cross-attention" in page.inner_text("#heat-title")
+        page.click("#kinds button:has-text('Encoder self')")
+        page.click("#heads button:has-text('2')")
+        assert "Encoder self-attention" in page.inner_text("#heat-title")
+        assert "head 2" in page.inner_text("#heat-title")
+        assert page.locator("#thumbs .thumb").count() == 3           # avg + 2 heads
+        assert page.locator("#steps .step").count() >= 1
+        page.fill("#text", "x" * 100)                                 # longer than the model's max_len
+        page.click("#go")
+        page.wait_for_selector("#error:not([hidden])")
+        assert "shorten it" in page.inner_text("#error")
+        page.screenshot(path=str(tmp_path / "explorer.png"), full_page=True)
+    assert errors == []
+    assert (tmp_path / "explorer.png").stat().st_size > 10_000
+
+
+def screenshot(run_dir: str, out: str, sentence: str) -> None:
+    """Take the README picture: the explorer page for `sentence` with the model in `run_dir`."""
+    with live_server(Path(run_dir)) as url, chromium_page(1200, 1500) as page:
+        explore(page, url, sentence)
+        page.screenshot(path=out, full_page=True)
+
+
+if __name__ == "__main__":
+    screenshot(*sys.argv[1:4])
