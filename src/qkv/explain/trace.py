@@ -307,7 +307,7 @@ def _decoder_stack(model, emb: EmbeddingTrace, pad_id: int, memory, src_mask, sr
 def _embed(embed: Embeddings, ids: list[int], tokenizer: Any | None) -> EmbeddingTrace:
     t = torch.tensor(ids)
     tok = embed.token.weight[t] * embed.scale                                    # (T, d_model)
-    pos = embed.position(len(ids))                                               # (T, d_model)
+    pos = embed.position(len(ids)).detach()                                      # (T, d_model); learned: a view of a parameter
     return EmbeddingTrace(ids, token_strings(ids, tokenizer), tok, float(embed.scale), pos, tok + pos)
 
 
