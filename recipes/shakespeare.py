@@ -1,0 +1,208 @@
+"""Tiny Shakespeare, character level: train a small GPT on the CPU, measure it, sample from it.
+
+    python recipes/shakespeare.py                  # recipes/shakespeare_char.toml -> runs/shakespeare-char
+    python recipes/shakespeare.py --config long    # recipes/shakespeare_char_long.toml -> runs/shakespeare-char-long
+    python recipes/shakespeare.py --data DIR       # DIR/input.txt instead of ../shared/data/tinyshakespeare
+    python recipes/shakespeare.py --set train.steps=100 --out /tmp/quick   # any config override
+    torchrun --nproc_per_node 2 recipes/shakespeare.py --set train.batch_tokens=2048   # 2 processes (DDP)
+
+The first 90% of the characters train, the last 10% validate (nanoGPT's split). The validation
+loss is the mean negative log-likelihood (nats per character) over *every* character of the
+validation split, read in consecutive non-overlapping blocks of `block_size` characters (a
+character at offset i of its block sees the i characters before it; the last partial block is
+left out). nanoGPT averages 200 random blocks instead; both average over all offsets in a block
+alike, so the two estimate the same number. Bits per character = loss / ln 2.
+
+Writes OUT/results.json (and prints it): the validation loss and bits/char of the saved (best)
+weights, training time, steps, tokens/s, the machine (CPU, cores, threads, load average, torch
+version) and a few samples generated with the KV cache from a fixed seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = {"short": "shakespeare_char.toml", "long": "shakespeare_char_long.toml"}
+PROMPTS = ("ROMEO:", "KING HENRY:\nMy lord,", "\n")
+WORLD_RANK, WORLD_SIZE = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))   # torchrun's
+
+
+def main(argv: list[str] | None = None) -> int:
+    from qkv.errors import QkvError
+
+    args = parse_args(argv)
+    try:
+        results = run_recipe(args)
+        if results is None:                     # a DDP rank other than 0: rank 0 reports
+            return 0
+    except QkvError as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    print(json.dumps(results, indent=2, ensure_ascii=False))
+    return 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Train and measure the Tiny Shakespeare character-level GPT.")
+    p.add_argument("--config", default="short", help="short, long, or a TOML file (default: short)")
+    p.add_argument("--data", type=Path, help="directory holding input.txt (or the file itself)")
+    p.add_argument("--out", type=Path, help="run directory (default: runs/shakespeare-char[-long])")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="config override, repeatable, e.g. --set train.steps=200")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--samples", type=int, default=3, help="samples to generate (default 3)")
+    p.add_argument("--sample-tokens", type=int, default=300, help="characters per sample (default 300)")
+    return p.parse_args(argv)
+
+
+def run_recipe(args: argparse.Namespace) -> dict[str, Any] | None:
+    """Train (or resume), then evaluate and sample; write OUT/results.json; return the results
+    (None on DDP ranks other than 0)."""
+    from qkv.config import load_toml
+    from qkv.train import train
+
+    config_path = config_file(args.config)
+    config = load_toml(config_path)
+    config.setdefault("data", {})["train_text"] = str(data_file(args.data, config["data"].get("train_text", "")))
+    name = config_path.stem.replace("_", "-")
+    out = args.out or ROOT / "runs" / name
+    load_before = os.getloadavg()
+    result = train(None if args.resume else config, out, overrides=args.overrides, resume=args.resume)
+    if WORLD_RANK != 0:
+        return None
+    results = summarize(out, result, name, load_before)
+    results["samples"] = samples(out, args.samples, args.sample_tokens)
+    (Path(out) / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return results
+
+
+def config_file(name: str) -> Path:
+    from qkv.errors import ConfigError
+
+    path = ROOT / "recipes" / CONFIGS[name] if name in CONFIGS else Path(name)
+    if not path.is_file():
+        raise ConfigError(f"recipe config not found: {path}; use --config short, long or a TOML file")
+    return path
+
+
+def data_file(data: Path | None, configured: str) -> Path:
+    """input.txt from --data (a directory or the file), else the config's path from the repository root."""
+    from qkv.errors import DataError
+
+    if data is not None:
+        path = data / "input.txt" if data.is_dir() or not data.suffix else data
+    else:
+        path = ROOT / configured
+    if not path.is_file():
+        raise DataError(f"Tiny Shakespeare not found: expected {path.resolve()}; download input.txt from "
+                        f"github.com/karpathy/char-rnn (data/tinyshakespeare) and pass --data DIR")
+    return path
+
+
+def summarize(out: Path, result, name: str, load_before: tuple[float, float, float]) -> dict[str, Any]:
+    """The numbers of a finished run: best validation, time, speed, machine."""
+    from qkv.train.metrics import read_metrics
+
+    records = read_metrics(out)
+    valid = [r for r in records if r.get("kind") == "valid"]
+    speeds = sorted(r["tokens_per_s"] for r in records if r.get("kind") == "train" and r.get("tokens_per_s"))
+    if not valid:
+        from qkv.errors import CheckpointError
+
+        raise CheckpointError(f"{out} has no validation record; the run stopped before its first validation")
+    best = min(valid, key=lambda r: r["loss"])
+    config = _run_config(out)
+    rows = max(1, config["train"]["batch_tokens"] // config["data"]["block_size"])
+    tokens = result.steps * rows * config["data"]["block_size"] * config["train"]["accumulate"] * WORLD_SIZE
+    return {
+        "recipe": name,
+        "valid_loss": round(best["loss"], 4),
+        "valid_bpc": round(best["bpc"], 4) if "bpc" in best else None,
+        "valid_step": best["step"],
+        "valid_curve": [{"step": r["step"], "loss": round(r["loss"], 4)} for r in valid],
+        "evaluation": "mean NLL (nats/char) over every character of the last 10% of input.txt, in "
+                      f"non-overlapping blocks of {config['data']['block_size']} (last partial block left out); "
+                      "bpc = loss / ln 2; weights of the best validation (model.safetensors)",
+        "steps": result.steps,
+        "stopped": result.stopped,
+        "train_tokens": tokens,
+        "seconds": round(result.seconds, 1),
+        "tokens_per_s": round(tokens / max(result.seconds, 1e-9)),
+        "median_step_tokens_per_s": round(speeds[len(speeds) // 2]) if speeds else None,
+        "processes": WORLD_SIZE,
+        "parameters": _parameters(out),
+        "machine": machine(load_before),
+        "run_dir": str(out),
+    }
+
+
+def _run_config(out: Path) -> dict[str, Any]:
+    from qkv.train.checkpoint import load_run_config
+
+    return load_run_config(out)
+
+
+def _parameters(out: Path) -> int:
+    from qkv.train.checkpoint import load_run
+
+    return sum(p.numel() for p in load_run(out).model.parameters())
+
+
+def machine(load_before: tuple[float, float, float]) -> dict[str, Any]:
+    """Where the numbers were measured: CPU model, cores, threads, load average, torch version."""
+    import torch
+
+    return {
+        "cpu": _cpu_model(),
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "bf16": bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def samples(out: Path, n: int, length: int, seed: int = 1337) -> list[dict[str, Any]]:
+    """`n` continuations of fixed prompts (temperature 0.8, top-k 40, seeded), with the KV cache."""
+    from qkv.decode import Sampler, generate_stream
+    from qkv.train.checkpoint import load_run
+
+    run = load_run(out)
+    tok = run.tgt_tokenizer
+    found = []
+    for i in range(n):
+        prompt = PROMPTS[i % len(PROMPTS)]
+        sampler = Sampler(sample=True, temperature=0.8, top_k=40, seed=seed + i)
+        window = run.cfg.max_len * 3 // 4       # past max_len the context slides (see generate_stream)
+        ids = list(generate_stream(run.model, tok.encode(prompt), length, sampler, window=window))
+        found.append({"prompt": prompt, "seed": seed + i, "temperature": 0.8, "top_k": 40,
+                      "text": prompt + tok.decode(ids)})
+    return found
+
+
+if __name__ == "__main__":
+    sys.exit(main())
