@@ -91,6 +91,7 @@ def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     run_dir = Path(run_dir)
     records = read_metrics(run_dir)
@@ -105,7 +106,9 @@ def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -
     _line(ax_loss, train, "loss", "train (label-smoothed)", alpha=0.5)
     _line(ax_loss, train, "nll", "train NLL")
     _line(ax_loss, valid, "loss", "validation NLL", marker="o")
-    ax_loss.set(title="Loss (nats/token)", xlabel="step", yscale="log")
+    ax_loss.set(title="Loss (nats/token)", xlabel="step", yscale="log" if _spread(train + valid, "loss") > 10 else "linear")
+    ax_loss.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax_loss.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax_loss.legend()
     _line(ax_lr, train, "lr", None)
     ax_lr.set(title="Learning rate", xlabel="step")
@@ -131,6 +134,11 @@ def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -
 
 
 _LABELS = {"exact_match": "exact match (%)", "bleu": "BLEU", "chrf": "chrF", "bpc": "bits per char"}
+
+
+def _spread(records: list[dict[str, Any]], key: str) -> float:
+    values = [r[key] for r in records if r.get(key)]
+    return max(values) / min(values) if values else 1.0
 
 
 def _line(ax, records: list[dict[str, Any]], key: str, label: str | None, **kw) -> None:

@@ -1,0 +1,245 @@
+"""Training throughput: qkv against Hugging Face MarianMTModel and torch.nn.Transformer.
+
+One training step = forward, label-smoothed cross-entropy (fp32), backward, gradient clipping
+and an AdamW update, on the same token-budget batches (about 4096 source + target tokens of
+random sentences 10-20 tokens long, like Multi30k) for every system. Steps of the systems are
+interleaved round by round, so a change in machine load hits all of them alike; the median
+step time is reported. Tokens/s counts real source + target tokens (no padding).
+
+Model FLOP utilisation (MFU) = useful model FLOPs per second / measured matmul peak of the same
+precision (a large square matmul measured in this run). Useful FLOPs: 6 per parameter per token
+for the encoder (source tokens) and the decoder + output layer (target tokens), plus attention
+scores and mixing, on real lengths.
+
+    python benchmarks/train_throughput.py           # small and base configs, fp32 and bf16
+    python benchmarks/train_throughput.py --quick   # the small config only, fewer steps
+
+Prints JSON and saves benchmarks/results/train_throughput.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from qkv import ModelConfig, build_model
+from qkv.model.layers import Embeddings
+from qkv.train.loss import label_smoothed_nll
+
+CONFIGS = {
+    "small": dict(d_model=256, n_heads=4, n_encoder_layers=3, n_decoder_layers=3, d_ff=1024),
+    "base": dict(d_model=512, n_heads=8, n_encoder_layers=6, n_decoder_layers=6, d_ff=2048),
+}
+VOCAB, BATCH_TOKENS, MIN_LEN, MAX_LEN = 8000, 4096, 10, 20
+
+
+# --- data ------------------------------------------------------------------------------------
+
+
+def make_batches(n: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(src, tgt_in, tgt_out) batches of ~BATCH_TOKENS real tokens, padded with 0."""
+    g = torch.Generator().manual_seed(seed)
+    batches = []
+    for _ in range(n):
+        srcs, tgts, tokens = [], [], 0
+        while tokens < BATCH_TOKENS:
+            s, t = (int(torch.randint(MIN_LEN, MAX_LEN + 1, (1,), generator=g)) for _ in range(2))
+            srcs.append(torch.randint(4, VOCAB, (s,), generator=g))
+            tgts.append(torch.randint(4, VOCAB, (t,), generator=g))
+            tokens += s + t + 1
+        pad = nn.utils.rnn.pad_sequence
+        src = pad(srcs, batch_first=True)
+        tgt_in = pad([torch.cat([torch.tensor([1]), t]) for t in tgts], batch_first=True)
+        tgt_out = pad([torch.cat([t, torch.tensor([2])]) for t in tgts], batch_first=True)
+        batches.append((src, tgt_in, tgt_out))
+    return batches
+
+
+def real_tokens(batch) -> int:
+    src, _, tgt_out = batch
+    return int((src != 0).sum() + (tgt_out != 0).sum())
+
+
+# --- the three systems ---------------------------------------------------------------------------
+
+
+def qkv_model(shape: dict) -> nn.Module:
+    cfg = ModelConfig(src_vocab_size=VOCAB, tgt_vocab_size=VOCAB, dropout=0.1, **shape)
+    return build_model(cfg)
+
+
+def marian_model(shape: dict) -> nn.Module | None:
+    try:
+        from transformers import MarianConfig, MarianMTModel
+    except ImportError:
+        return None
+    cfg = MarianConfig(
+        vocab_size=VOCAB, d_model=shape["d_model"], encoder_layers=shape["n_encoder_layers"],
+        decoder_layers=shape["n_decoder_layers"], encoder_attention_heads=shape["n_heads"],
+        decoder_attention_heads=shape["n_heads"], encoder_ffn_dim=shape["d_ff"], decoder_ffn_dim=shape["d_ff"],
+        activation_function="relu", max_position_embeddings=512, scale_embedding=True, dropout=0.1,
+        attention_dropout=0.0, activation_dropout=0.0, pad_token_id=0, eos_token_id=2,
+        decoder_start_token_id=1, bos_token_id=1,
+    )
+    model = MarianMTModel(cfg)
+
+    class Wrapped(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = model
+
+        def forward(self, src, tgt_in):
+            return self.inner(input_ids=src, attention_mask=src != 0, decoder_input_ids=tgt_in,
+                              decoder_attention_mask=tgt_in != 0).logits
+
+    return Wrapped()
+
+
+class TorchTransformer(nn.Module):
+    """torch.nn.Transformer between qkv's embeddings and a tied output layer."""
+
+    def __init__(self, shape: dict):
+        super().__init__()
+        cfg = ModelConfig(src_vocab_size=VOCAB, tgt_vocab_size=VOCAB, dropout=0.1, **shape)
+        self.src_embed, self.tgt_embed = Embeddings(VOCAB, cfg), Embeddings(VOCAB, cfg)
+        self.core = nn.Transformer(cfg.d_model, cfg.n_heads, cfg.n_encoder_layers, cfg.n_decoder_layers,
+                                   cfg.d_ff, dropout=0.1, batch_first=True)
+        self.lm_head = nn.Linear(cfg.d_model, VOCAB, bias=False)
+        self.lm_head.weight = self.tgt_embed.token.weight
+
+    def forward(self, src, tgt_in):
+        t = tgt_in.size(1)
+        causal = nn.Transformer.generate_square_subsequent_mask(t, dtype=torch.bool)
+        h = self.core(self.src_embed(src), self.tgt_embed(tgt_in), tgt_mask=causal,
+                      src_key_padding_mask=src == 0, tgt_key_padding_mask=tgt_in == 0,
+                      memory_key_padding_mask=src == 0, tgt_is_causal=True)
+        return self.lm_head(h)
+
+
+# --- one training step -----------------------------------------------------------------------------
+
+
+class Stepper:
+    """The training step of qkv's trainer for any model mapping (src, tgt_in) to logits."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype | None):
+        self.model = model.train()
+        self.dtype = dtype
+        self.opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9)
+        self.times: list[float] = []
+
+    def __call__(self, batch) -> None:
+        src, tgt_in, tgt_out = batch
+        start = time.perf_counter()
+        autocast = torch.autocast("cpu", dtype=self.dtype) if self.dtype else contextlib.nullcontext()
+        with autocast:
+            logits = self.model(src, tgt_in)
+        loss, _, n = label_smoothed_nll(logits, tgt_out, 0.1, 0)
+        (loss / n).backward()
+        nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.times.append(time.perf_counter() - start)
+
+
+def useful_flops(shape: dict, batch) -> float:
+    """Training FLOPs (forward + backward = 3x forward) of one batch on its real lengths."""
+    d, ff, le, ld = shape["d_model"], shape["d_ff"], shape["n_encoder_layers"], shape["n_decoder_layers"]
+    src_len = (batch[0] != 0).sum(1).double()
+    tgt_len = (batch[2] != 0).sum(1).double()
+    enc_params = le * (4 * d * d + 2 * d * ff)
+    dec_params = ld * (8 * d * d + 2 * d * ff) + d * VOCAB
+    linear = 2 * (enc_params * src_len.sum() + dec_params * tgt_len.sum())
+    attention = 4 * d * (le * (src_len**2).sum() + ld * ((tgt_len**2).sum() / 2 + (tgt_len * src_len).sum()))
+    return 3 * float(linear + attention)
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of an n x n matmul in `dtype` (best of `repeats`)."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
+# --- the benchmark -----------------------------------------------------------------------------------
+
+
+def bench_config(name: str, dtype: torch.dtype | None, steps: int, peak: float) -> dict:
+    shape = CONFIGS[name]
+    torch.manual_seed(0)
+    systems = {"qkv": qkv_model(shape), "marian": marian_model(shape), "torch_nn_transformer": TorchTransformer(shape)}
+    steppers = {k: Stepper(m, dtype) for k, m in systems.items() if m is not None}
+    batches = make_batches(steps + 1)
+    for batch in batches:                   # round robin: step 0 warms up every system
+        for stepper in steppers.values():
+            stepper(batch)
+    tokens = statistics.mean(real_tokens(b) for b in batches[1:])
+    flops = statistics.mean(useful_flops(shape, b) for b in batches[1:])
+    rows = {}
+    for key, stepper in steppers.items():
+        median = statistics.median(stepper.times[1:])
+        rows[key] = {
+            "tokens_per_s": round(tokens / median),
+            "step_s": round(median, 4),
+            "mfu": round(flops / median / 1e9 / peak, 3),
+            "parameters": sum(p.numel() for p in systems[key].parameters()),
+        }
+    if "marian" in rows:
+        rows["qkv_vs_marian"] = round(rows["qkv"]["tokens_per_s"] / rows["marian"]["tokens_per_s"], 2)
+    else:
+        rows["marian"] = "skipped: transformers is not installed (pip install 'qkv[bench]')"
+    rows["tokens_per_batch"] = round(tokens)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small config only, fewer steps")
+    parser.add_argument("--steps", type=int, default=None, help="measured steps per system and setting")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "train_throughput.json"))
+    args = parser.parse_args()
+    steps = args.steps or (3 if args.quick else 6)
+    configs = ["small"] if args.quick else ["small", "base"]
+
+    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    results = {
+        "machine": {"cpu_threads": torch.get_num_threads(), "cpus": os.cpu_count(), "torch": torch.__version__,
+                    "python": platform.python_version(), "load_average_1min": _load()},
+        "matmul_peak_gflops": {k: round(v, 1) for k, v in peaks.items()},
+        "setup": {"vocab": VOCAB, "batch_tokens": BATCH_TOKENS, "sentence_lengths": [MIN_LEN, MAX_LEN],
+                  "measured_steps": steps},
+    }
+    for name in configs:
+        for precision, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+            results[f"{name}_{precision}"] = bench_config(name, dtype, steps, peaks[precision])
+            print(f"{name} {precision}: {json.dumps(results[f'{name}_{precision}'])}", flush=True)
+    results["machine"]["load_average_end"] = _load()
+    text = json.dumps(results, indent=2)
+    print(text)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text + "\n")
+
+
+def _load() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+if __name__ == "__main__":
+    main()
