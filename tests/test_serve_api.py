@@ -43,11 +43,12 @@ def test_health_and_model_info(mt: TestClient, lm: TestClient) -> None:
 
 def test_translate_greedy_batch_keeps_order(mt: TestClient) -> None:
     texts = ["hello", "abc", "a longer sentence"]
-    r = mt.post("/v1/translate", json={"texts": texts})
+    r = mt.post("/v1/translate", json={"texts": texts, "max_new_tokens": 8})
     assert r.status_code == 200, r.text
     out = r.json()["translations"]
     assert [t["source"] for t in out] == texts
-    alone = [mt.post("/v1/translate", json={"texts": [t]}).json()["translations"][0]["text"] for t in texts]
+    alone = [mt.post("/v1/translate", json={"texts": [t], "max_new_tokens": 8}).json()["translations"][0]["text"]
+             for t in texts]
     assert [t["text"] for t in out] == alone
 
 
@@ -179,6 +180,20 @@ def test_health_answers_while_the_model_is_busy(mt: TestClient) -> None:
         busy.result(timeout=10)
 
 
+def test_a_full_queue_answers_503(mt: TestClient, monkeypatch) -> None:
+    from qkv.serve import worker as worker_module
+
+    release = threading.Event()
+    busy = mt.app.state.worker.call(lambda: release.wait(10))
+    monkeypatch.setattr(worker_module, "MAX_QUEUED", 1)
+    try:
+        r = mt.post("/v1/translate", json={"texts": ["hi"]})
+    finally:
+        release.set()
+        busy.result(timeout=10)
+    assert r.status_code == 503 and "retry shortly" in r.json()["message"]
+
+
 def test_waiting_translations_are_batched_together(mt: TestClient) -> None:
     engine, worker = mt.app.state.engine, mt.app.state.worker
     calls: list[int] = []
@@ -202,3 +217,16 @@ def test_cli_serve_missing_run_is_one_line(capsys) -> None:
     assert main(["serve", "--model", "/nonexistent/run"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: run directory not found") and "\n" not in err
+
+
+def test_cli_serve_port_in_use_is_one_line(tmp_path, capsys) -> None:
+    import socket
+
+    run = tiny_run(tmp_path / "run")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", "--model", str(run), "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: cannot listen on 127.0.0.1:{port}") and "\n" not in err

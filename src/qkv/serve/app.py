@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
+import socket
 import time
 from importlib import resources
 from pathlib import Path
@@ -176,10 +177,26 @@ def serve(run_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000,
     import uvicorn
 
     app = create_app(run_dir)
+    _check_bindable(host, port)
     if not _is_loopback(host):
         print(f"warning: serving on {host}: anyone who can reach this machine can use the model")
     print(f"qkv: {app.state.engine.kind} model from {run_dir}; open http://{_url_host(host)}:{port}/")
     uvicorn.run(app, host=host, port=port, log_level=log_level)
+
+
+def _check_bindable(host: str, port: int) -> None:
+    """A one-line error now rather than uvicorn's log lines when the address cannot be used."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        raise QkvError(f"cannot resolve host {host!r}; give an address such as 127.0.0.1") from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(address)
+        except OSError as exc:
+            raise QkvError(f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port") from None
 
 
 def _is_loopback(host: str) -> bool:
