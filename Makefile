@@ -5,9 +5,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 # Extras the test suite exercises (each test that needs an extra skips cleanly without it).
-TEST_EXTRAS ?= test
+TEST_EXTRAS ?= test,serve,interop,bench
 
-.PHONY: demo test setup setup-test clean
+.PHONY: demo test setup setup-test browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,13 @@ setup-test: $(VENV)/.installed-test
 demo: setup
 	$(BIN)/qkv demo
 
-test: setup-test
+# The explorer's end-to-end test drives a real headless Chromium (Debian's package; no download
+# of a browser build). Installed when missing and apt-get is usable; otherwise that test skips.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: the browser test will skip"; }
+
+test: setup-test browser
 	$(BIN)/python -m pytest -q
 
 clean:
