@@ -4,18 +4,10 @@ import io
 import json
 
 import pytest
-import torch
 from serve_runs import tiny_run
+from test_decode import one_thread  # noqa: F401  (autouse: tiny models decode fastest on one thread)
 
 from qkv.cli import main
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
