@@ -311,3 +311,26 @@ def test_language_model_trains_with_char_tokenizer(tmp_path):
     assert result.valid["bpc"] == pytest.approx(result.valid["loss"] / math.log(2))
     losses = train_losses(tmp_path / "lm")
     assert losses[-1] < 0.6 * losses[0]
+
+
+# --- translation from parallel files -------------------------------------------------------------------
+
+
+def test_translation_from_parallel_files_with_two_tokenizers(tmp_path):
+    words = ["ein hund", "eine katze", "ein mann", "eine frau", "ein kind"]
+    english = ["a dog", "a cat", "a man", "a woman", "a child"]
+    for split, n in (("train", 40), ("val", 5)):
+        (tmp_path / f"{split}.de").write_text("".join(f"{words[i % 5]} läuft\n" for i in range(n)))
+        (tmp_path / f"{split}.en").write_text("".join(f"{english[i % 5]} runs\n" for i in range(n)))
+    config = {
+        "data": {"kind": "translation", "dir": str(tmp_path), "src_lang": "de", "tgt_lang": "en",
+                 "tokenizer": "word", "min_freq": 1, "shared_vocab": False},
+        "model": {"d_model": 16, "n_heads": 2, "n_encoder_layers": 1, "n_decoder_layers": 1, "d_ff": 32},
+        "train": {"steps": 3, "batch_tokens": 64, "precision": "fp32", "threads": 1, "eval_every": 3},
+    }
+    result = train(config, tmp_path / "run", quiet=True)
+    assert result.metric == "bleu" and {"bleu", "chrf", "exact_match"} <= set(result.valid)
+    run = load_run(tmp_path / "run")
+    assert (tmp_path / "run" / "src_tokenizer.json").is_file() and not (tmp_path / "run" / "tokenizer.json").exists()
+    assert run.src_tokenizer.token_to_id("hund") is not None and run.tgt_tokenizer.token_to_id("dog") is not None
+    assert run.cfg.src_vocab_size == run.src_tokenizer.vocab_size != run.cfg.tgt_vocab_size
