@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -120,8 +121,11 @@ def build_model(name: str, vocab_size: int, lab: LabConfig) -> nn.Module:
     def make(d_hidden: int) -> nn.Module:
         return cls(RecurrentConfig(vocab_size, vocab_size, cell=cell, d_embed=lab.d_model, d_hidden=d_hidden))
 
-    best = min(range(16, 1025, 8), key=lambda h: abs(_n_params(make(h)) - target))
-    return make(best)
+    low, high = 8, 2048                         # parameters grow with d_hidden: bisect on multiples of 8
+    while high - low > 8:
+        mid = (low + high) // 16 * 8
+        low, high = (mid, high) if _n_params(make(mid)) < target else (low, mid)
+    return min((make(low), make(high)), key=lambda m: abs(_n_params(m) - target))
 
 
 def _n_params(model: nn.Module) -> int:
@@ -335,8 +339,8 @@ def _run_lab(lab: LabConfig, log: Callable[[str], None]) -> dict[str, Any]:
     torch.manual_seed(lab.seed)
     data = make_data(lab)
     vocab = data.tokenizer.vocab_size
-    grad_length = max(data.test)                 # the longest test inputs: the longest path back
-    grad_pairs = data.test[grad_length][:32]
+    grad_pairs = _same_length(data.test[max(data.test)])[:32]   # the longest inputs: the longest path back
+    grad_length = len(grad_pairs[0][0])
     results: dict[str, Any] = {
         "task": lab.task, "config": _jsonable(asdict(lab)), "train_lengths": list(data.train_lengths),
         "length_unit": data.length_unit, "gradient_length": grad_length, "models": {},
@@ -394,6 +398,12 @@ def run_history(
         settings["budget_seconds"] = budget_seconds
     lab = LabConfig.quick(**settings) if quick else LabConfig(**settings)
     return write_report(run_lab(lab, log), out_dir)
+
+
+def _same_length(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The pairs whose source has the most common length (gradients are compared by position)."""
+    common = Counter(len(src) for src, _ in pairs).most_common(1)[0][0]
+    return [p for p in pairs if len(p[0]) == common]
 
 
 def _attention_example(model: AttentionSeq2Seq, data: LabData) -> dict[str, Any]:

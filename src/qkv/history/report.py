@@ -21,6 +21,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from qkv.config import atomic_write_bytes  # noqa: E402
 
@@ -75,6 +76,7 @@ def plot_accuracy(results: dict[str, Any], path: Path) -> None:
         ax.text(high + 0.8, 50, "longer than\nany training input", fontsize=8, color="0.35", va="center")
     ax.set(xlabel=f"input length ({results['length_unit']}); trained on {low}-{high}", ylabel="exact match (%)",
            ylim=(-3, 103), title=f"Task '{results['task']}': greedy exact match by input length")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper right" if lengths and max(lengths) <= high else "center right")
     _save(fig, path)
@@ -89,7 +91,7 @@ def plot_training(models: dict[str, Any], path: Path) -> None:
         by_time.plot(seconds, loss, "o-", ms=3, color=COLORS[name], label=m["label"])
         by_step.plot(steps, loss, "o-", ms=3, color=COLORS[name], label=m["label"])
     by_time.set(xlabel="training time (s)", ylabel="validation loss (nats/token)", yscale="log",
-                title="Same time budget")
+                title="Same training time")
     by_step.set(xlabel="optimizer steps", title="Per step")
     for ax in (by_time, by_step):
         ax.grid(alpha=0.3, which="both")
@@ -117,6 +119,7 @@ def plot_gradient_flow(results: dict[str, Any], path: Path) -> None:
             g = m[key]
             ax.plot(range(1, len(g) + 1), g, "o-", ms=3, color=COLORS[name], label=m["label"])
         ax.set(yscale="log", xlabel="source position j", title=f"|d loss(last output) / d x_j|, {title}")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3, which="both")
     axes[0].set_ylabel("gradient norm")
     axes[1].legend(fontsize=8)
