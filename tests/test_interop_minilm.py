@@ -58,3 +58,8 @@ def test_encoder_attention_png(imported, tmp_path):
 def test_bad_import_source_is_one_line(tmp_path, capsys):
     assert main(["import", "--from", "bert-large", "--out", str(tmp_path)]) == 2
     assert "choose one of minilm" in capsys.readouterr().err
+
+
+def test_explain_points_to_viz_for_an_imported_encoder(imported, tmp_path, capsys):
+    assert main(["explain", "--model", str(imported[0]), "hello", "--out", str(tmp_path / "x.html")]) == 2
+    assert "qkv viz attention" in capsys.readouterr().err

@@ -121,8 +121,10 @@ def explain(
 ) -> None:
     """Write a self-contained HTML page that walks through one forward pass with the real numbers."""
     from qkv.explain.report import write_report
+    from qkv.interop.minilm import refuse_sentence_encoder
     from qkv.train.checkpoint import load_run
 
+    refuse_sentence_encoder(model, "qkv explain")
     for warning in write_report(out, load_run(model), text, target, layer, head, top_k):
         typer.echo(f"warning: {warning}", err=True)
     typer.echo(f"wrote {out}")

@@ -197,6 +197,13 @@ def is_sentence_encoder_run(run_dir: str | os.PathLike) -> bool:
     return load_toml(path).get("import", {}).get("kind") == KIND
 
 
+def refuse_sentence_encoder(run_dir: str | os.PathLike, command: str) -> None:
+    """A clear one-line error when `command` (made for encoder-decoders and LMs) gets an imported encoder."""
+    if is_sentence_encoder_run(run_dir):
+        raise ConfigError(f"{run_dir} is an imported sentence encoder (no decoder), which `{command}` cannot walk; "
+                          f"draw its attention with `qkv viz attention --model {run_dir} TEXT --layer L --head H`")
+
+
 def load_sentence_encoder(run_dir: str | os.PathLike) -> tuple[SentenceEncoder, Any]:
     """(SentenceEncoder, tokenizer) of a run directory written by `import_minilm`."""
     run_dir = Path(run_dir)
