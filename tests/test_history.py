@@ -49,7 +49,7 @@ def fit(model: torch.nn.Module, step_loss, steps: int = 150, lr: float = 1e-2) -
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return float(loss)
+    return float(loss.detach())
 
 
 SEQ2SEQ = [(Seq2Seq, "rnn"), (Seq2Seq, "lstm"), (Seq2Seq, "gru"), (AttentionSeq2Seq, "gru"), (AttentionSeq2Seq, "lstm")]
