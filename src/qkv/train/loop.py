@@ -195,6 +195,11 @@ class Trainer:
                 if distributed.any_flag(interrupted.is_set(), self.device) if self.dist.enabled else interrupted.is_set():
                     stopped = "interrupted"
                     break
+                if self._out_of_time(start):
+                    stopped = "time limit"
+                    if not self._due(self.tc.eval_every):
+                        last_valid, _ = self.validate_and_track()
+                    break
         self.save_checkpoint()
         self.out.stop()
         if self.is_main:
@@ -205,6 +210,11 @@ class Trainer:
 
     def _due(self, every: int) -> bool:
         return every > 0 and self.step % every == 0
+
+    def _out_of_time(self, start: float) -> bool:
+        """True once train.max_minutes of this session have passed (the same answer on every rank)."""
+        late = self.tc.max_minutes > 0 and time.perf_counter() - start >= self.tc.max_minutes * 60
+        return distributed.any_flag(late, self.device) if self.dist.enabled else late
 
     def train_step(self) -> dict[str, float]:
         """One optimizer update over `accumulate` micro-batches; returns loss, tokens, lr, time."""
@@ -368,6 +378,8 @@ class Trainer:
         if not self.is_main:
             return
         save_weights(self.run_dir / LAST_WEIGHTS, self.model)
+        if self.tc.keep_checkpoints:
+            self._keep_step_weights()
         state = {
             "step": self.step,
             "optimizer": self.optimizer.state_dict(),
@@ -381,6 +393,12 @@ class Trainer:
         buf = io.BytesIO()
         torch.save(state, buf)
         atomic_write_bytes(self.run_dir / STATE_FILE, buf.getvalue())
+
+    def _keep_step_weights(self) -> None:
+        """step-<N>.safetensors for this step; only the newest train.keep_checkpoints stay."""
+        save_weights(self.run_dir / f"step-{self.step}.safetensors", self.model)
+        for old in step_checkpoints(self.run_dir)[: -self.tc.keep_checkpoints]:
+            old.unlink(missing_ok=True)
 
     def _load_state(self) -> None:
         path = self.run_dir / STATE_FILE
@@ -407,6 +425,16 @@ class Trainer:
         threads = f", {self.threads} threads" if self.threads else ""
         prec = self.dtype and str(self.dtype).replace("torch.", "") or "fp32"
         return f"{what}: {n / 1e6:.2f}M parameters, {where}{threads}, {prec}, -> {self.run_dir}"
+
+
+def step_checkpoints(run_dir: Path) -> list[Path]:
+    """The run's step-<N>.safetensors files, oldest step first."""
+    found = []
+    for path in Path(run_dir).glob("step-*.safetensors"):
+        number = path.name[len("step-"): -len(".safetensors")]
+        if number.isdigit():
+            found.append((int(number), path))
+    return [path for _, path in sorted(found)]
 
 
 def _resume_config(run_dir: Path, config: dict[str, Any] | None) -> dict[str, Any]:
