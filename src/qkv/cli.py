@@ -340,6 +340,18 @@ def plot(
     typer.echo(f"wrote {plot_run(run, out)}")
 
 
+@app.command()
+def average(
+    run: Annotated[Path, typer.Argument(help="Run directory trained with train.keep_checkpoints >= --last.")],
+    last: Annotated[int, typer.Option("--last", help="How many of the newest step checkpoints to average.")] = 5,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="File to write; default RUN/averaged.safetensors.")] = None,
+) -> None:
+    """Average the weights of a run's last N step checkpoints (step-<N>.safetensors)."""
+    from qkv.train.average import average_checkpoints
+
+    typer.echo(f"wrote {average_checkpoints(run, last, out)}")
+
+
 @app.command("import")
 def import_(
     source: Annotated[str, typer.Option("--from", help="Pretrained model to import: minilm (all-MiniLM-L6-v2).")],
