@@ -1,0 +1,198 @@
+"""Multi30k German<->English (WMT16 multimodal task 1, text only): train on a CPU, measure on test2016.
+
+    python recipes/multi30k.py --direction de-en               # recipes/multi30k_de_en.toml -> runs/multi30k-de-en
+    python recipes/multi30k.py --direction en-de --minutes 30  # stop training after 30 minutes, then evaluate
+    python recipes/multi30k.py --data DIR                      # DIR/train.de ... instead of ../shared/data/multi30k
+    python recipes/multi30k.py --evaluate-only                 # measure the run already in --out
+    python recipes/multi30k.py --set model.dropout=0.3         # any config override
+
+The text is the raw, cased release (train 29,000 pairs, val 1,014, test_2016_flickr 1,000); one
+joint BPE vocabulary is learned on the training text of both languages. Training keeps the weights
+with the best greedy BLEU on val (`model.safetensors`) and the last `train.keep_checkpoints` step
+checkpoints. Evaluation then:
+
+1. averages the last `--average` step checkpoints (`averaged.safetensors`),
+2. decodes val greedily for both candidates (cheap on a busy CPU) and keeps the one with the
+   higher val BLEU (the test set plays no part in any choice); the winner becomes `model.safetensors`, so
+   `qkv translate/explain --model OUT` use it (the greedy-best weights stay as `best.safetensors`),
+3. decodes test_2016_flickr once and scores the detokenized, cased output with sacreBLEU (BLEU,
+   default 13a tokenizer, and chrF) against the raw references.
+
+Writes OUT/results.json (and prints it): scores with their signatures, wall-clock training time,
+steps, the machine (CPU, cores, torch version, load average) and a few test translations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data" / "multi30k"
+DIRECTIONS = ("de-en", "en-de")
+SPLITS = ("train", "val", "test_2016_flickr")
+TEST = "test_2016_flickr"
+EXAMPLES = 5
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from shakespeare import machine  # noqa: E402  (the same machine description for every recipe)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from qkv.errors import QkvError
+
+    args = parse_args(argv)
+    try:
+        results = run_recipe(args)
+    except QkvError as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    print(json.dumps(results, indent=2, ensure_ascii=False))
+    return 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Train and measure a Multi30k German<->English Transformer.")
+    p.add_argument("--direction", choices=DIRECTIONS, default="de-en", help="de-en (default) or en-de")
+    p.add_argument("--config", type=Path, help="TOML config (default: recipes/multi30k_<src>_<tgt>.toml)")
+    p.add_argument("--data", type=Path, help=f"directory with train/val/{TEST}.<lang> (default: {DATA})")
+    p.add_argument("--out", type=Path, help="run directory (default: runs/multi30k-<direction>)")
+    p.add_argument("--minutes", type=float, help="stop training after this many minutes (train.max_minutes)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="config override, repeatable, e.g. --set train.steps=200")
+    p.add_argument("--evaluate-only", action="store_true", help="skip training; measure the run in --out")
+    p.add_argument("--beam", type=int, default=5, help="beam size (default 5)")
+    p.add_argument("--length-penalty", type=float, default=0.6, help="GNMT alpha (default 0.6)")
+    p.add_argument("--average", type=int, default=5, help="step checkpoints to average (default 5, 0: none)")
+    return p.parse_args(argv)
+
+
+def run_recipe(args: argparse.Namespace) -> dict[str, Any]:
+    """Train (unless --evaluate-only), pick weights on val, score test; write OUT/results.json."""
+    from qkv.config import load_toml
+    from qkv.errors import ConfigError
+    from qkv.train import train
+
+    src, tgt = args.direction.split("-")
+    data = check_data(args.data or DATA, src, tgt)
+    config_path = args.config or ROOT / "recipes" / f"multi30k_{src}_{tgt}.toml"
+    if not config_path.is_file():
+        raise ConfigError(f"recipe config not found: {config_path}")
+    out = args.out or ROOT / "runs" / f"multi30k-{args.direction}"
+    overrides = list(args.overrides) + ([f"train.max_minutes={args.minutes}"] if args.minutes else [])
+    load_before = os.getloadavg()
+    if not args.evaluate_only:
+        config = load_toml(config_path)
+        config.setdefault("data", {}).update(dir=str(data), src_lang=src, tgt_lang=tgt)
+        train(config, out, overrides=overrides)
+    training = training_summary(out)
+    results = {"recipe": f"multi30k-{args.direction}", "direction": args.direction, "data": str(data),
+               **evaluate_run(out, data, src, tgt, args), "training": training,
+               "machine": machine(load_before), "run_dir": str(out)}
+    (Path(out) / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return results
+
+
+def check_data(data: Path, src: str, tgt: str) -> Path:
+    """The data directory, or a one-line DataError naming the first missing file."""
+    from qkv.errors import DataError
+
+    for split in SPLITS:
+        for lang in (src, tgt):
+            path = data / f"{split}.{lang}"
+            if not path.is_file():
+                raise DataError(f"Multi30k not found: expected {path.resolve()} (and train/val/{TEST}.{{de,en}} "
+                                f"beside it, raw text from github.com/multi30k/dataset data/task1/raw); pass --data DIR")
+    return data.resolve()
+
+
+def training_summary(out: Path) -> dict[str, Any]:
+    """Steps, wall-clock time and speed of the run, from its metrics.jsonl and config.toml."""
+    from qkv.errors import CheckpointError
+    from qkv.train.checkpoint import load_run_config
+    from qkv.train.metrics import read_metrics
+
+    records = read_metrics(out)
+    train_records = [r for r in records if r.get("kind") == "train"]
+    valid = [r for r in records if r.get("kind") == "valid"]
+    if not valid:
+        raise CheckpointError(f"{out} has no validation record; the run stopped before its first validation")
+    speeds = sorted(r["tokens_per_s"] for r in train_records if r.get("tokens_per_s"))
+    config = load_run_config(out)
+    start, end = _times(out)
+    return {
+        "steps": max(r["step"] for r in records),
+        "epochs": max((r.get("epoch", 0) for r in train_records), default=0),
+        "wall_clock_s": round(end - start, 1) if start else None,
+        "median_tokens_per_s": round(speeds[len(speeds) // 2]) if speeds else None,
+        "valid_curve": [{"step": r["step"], "greedy_bleu": round(r.get("bleu", 0.0), 2),
+                         "loss": round(r["loss"], 3)} for r in valid],
+        "config": config,
+    }
+
+
+def _times(out: Path) -> tuple[float | None, float]:
+    """When the run started (config.toml written) and last wrote its metrics."""
+    metrics = out / "metrics.jsonl"
+    start = (out / "tokenizer.json").stat().st_mtime if (out / "tokenizer.json").exists() else None
+    return start, metrics.stat().st_mtime
+
+
+def evaluate_run(out: Path, data: Path, src: str, tgt: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Choose between the greedy-best and the averaged weights on val (beam), then score test once."""
+    from qkv.decode import DecodeConfig, evaluate
+    from qkv.train.average import average_checkpoints
+    from qkv.train.checkpoint import load_run
+
+    out = Path(out)
+    dcfg = DecodeConfig(beam_size=args.beam, length_penalty=args.length_penalty)
+    best = out / "best.safetensors"
+    if not best.exists():
+        shutil.copyfile(out / "model.safetensors", best)
+    candidates = {"best": "best"}
+    if args.average:
+        average_checkpoints(out, args.average)
+        candidates["averaged"] = "averaged"
+    val_src, val_ref = read(data, "val", src), read(data, "val", tgt)
+    val_scores, timing = {}, {}
+    for name, weights in candidates.items():
+        t0 = time.perf_counter()
+        scored = evaluate(load_run(out, weights=weights), val_src, val_ref, DecodeConfig(beam_size=1))
+        timing[f"val_{name}_s"] = round(time.perf_counter() - t0, 1)
+        val_scores[name] = {"bleu": scored["bleu"], "chrf": scored["chrf"]}
+    chosen = max(val_scores, key=lambda n: val_scores[n]["bleu"])
+    shutil.copyfile(out / f"{candidates[chosen]}.safetensors", out / "model.safetensors")
+    run = load_run(out)
+    sources, refs = read(data, TEST, src), read(data, TEST, tgt)
+    t0 = time.perf_counter()
+    test = evaluate(run, sources, refs, dcfg)
+    timing["test_s"] = round(time.perf_counter() - t0, 1)
+    hyps = test.pop("hypotheses")
+    return {
+        "test": {"set": TEST, **test},
+        "val_greedy": val_scores,
+        "weights": chosen if chosen == "best" else f"average of the last {args.average} step checkpoints",
+        "decoding": {"beam_size": args.beam, "length_penalty": args.length_penalty, "seconds": timing},
+        "parameters": sum(p.numel() for p in run.model.parameters()),
+        "examples": [{"source": s, "reference": r, "translation": h}
+                     for s, r, h in list(zip(sources, refs, hyps))[:EXAMPLES]],
+    }
+
+
+def read(data: Path, split: str, lang: str) -> list[str]:
+    from qkv.data.corpus import iter_lines
+
+    return [line for _, line in iter_lines(data / f"{split}.{lang}")]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

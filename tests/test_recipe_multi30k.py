@@ -1,0 +1,65 @@
+"""recipes/multi30k.py: the missing-data error and a tiny end-to-end run on a made-up corpus."""
+
+import importlib.util
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+WORDS = {"ein": "a", "mann": "man", "hund": "dog", "läuft": "runs", "sitzt": "sits", "rot": "red",
+         "blau": "blue", "kind": "child", "spielt": "plays", "hier": "here", "dort": "there"}
+TINY = ["model.d_model=32", "model.n_heads=2", "model.n_encoder_layers=1", "model.n_decoder_layers=1",
+        "model.d_ff=64", "train.batch_tokens=300", "train.precision=fp32", "train.threads=1",
+        "train.steps=6", "train.checkpoint_every=2", "train.keep_checkpoints=2", "train.eval_every=3",
+        "train.eval_examples=10", "train.log_every=1", "data.vocab_size=300", "data.min_freq=1"]
+
+
+@pytest.fixture(scope="module")
+def recipe():
+    spec = importlib.util.spec_from_file_location("multi30k_recipe", ROOT / "recipes" / "multi30k.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_corpus(folder: Path) -> Path:
+    """train (300 pairs), val and test_2016_flickr (12 each) of a word-for-word "German" -> English."""
+    rng = random.Random(0)
+    folder.mkdir()
+    for split, n in (("train", 300), ("val", 12), ("test_2016_flickr", 12)):
+        de = [" ".join(rng.choice(list(WORDS)) for _ in range(rng.randint(2, 6))) for _ in range(n)]
+        (folder / f"{split}.de").write_text("".join(s.capitalize() + ".\n" for s in de), encoding="utf-8")
+        en = [" ".join(WORDS[w] for w in s.split()) for s in de]
+        (folder / f"{split}.en").write_text("".join(s.capitalize() + ".\n" for s in en), encoding="utf-8")
+    return folder
+
+
+def test_missing_data_is_one_line_naming_the_place(recipe, tmp_path, capsys):
+    assert recipe.main(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith("error: Multi30k not found: expected") and str(tmp_path / "nowhere" / "train.de") in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_tiny_end_to_end_run_writes_results(recipe, tmp_path, capsys):
+    data = write_corpus(tmp_path / "m30k")
+    out = tmp_path / "run"
+    args = ["--data", str(data), "--out", str(out), "--average", "2", "--beam", "2"]
+    assert recipe.main(args + [x for s in TINY for x in ("--set", s)]) == 0
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert json.loads(capsys.readouterr().out) == results
+    assert {"recipe", "direction", "test", "val_greedy", "weights", "decoding", "training", "machine",
+            "examples", "parameters"} <= set(results)
+    test = results["test"]
+    assert test["set"] == "test_2016_flickr" and test["sentences"] == 12 and test["beam_size"] == 2
+    assert test["bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
+    assert 0 <= test["bleu"] <= 100 and 0 <= test["chrf"] <= 100
+    assert set(results["val_greedy"]) == {"best", "averaged"}
+    assert results["training"]["steps"] == 6 and results["training"]["wall_clock_s"] >= 0
+    assert {"cpu", "cores", "torch", "load_average_before"} <= set(results["machine"])
+    assert len(results["examples"]) == 5 and (out / "averaged.safetensors").exists()
+    # --evaluate-only measures the same run again without training
+    assert recipe.main(["--evaluate-only"] + args) == 0
