@@ -101,7 +101,7 @@ def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -
         raise CheckpointError(f"{run_dir / METRICS_FILE} is missing or empty; train first with `qkv train --out {run_dir}`")
     scores = [m for m in _VALID_PANELS if any(r.get(m) is not None for r in valid)]
 
-    fig, axes = plt.subplots(1, 2 + bool(scores), figsize=(5 * (2 + bool(scores)), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, 2 + bool(scores), figsize=(5 * (2 + bool(scores)), 3.8), squeeze=False, sharex=True)
     ax_loss, ax_lr = axes[0][0], axes[0][1]
     _line(ax_loss, train, "loss", "train (label-smoothed)", alpha=0.5)
     _line(ax_loss, train, "nll", "train NLL")
