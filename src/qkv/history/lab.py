@@ -18,7 +18,6 @@ report.py turns the returned dictionary into report.md and PNG plots.
 
 from __future__ import annotations
 
-import math
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -367,8 +366,8 @@ def _run_lab(lab: LabConfig, log: Callable[[str], None]) -> dict[str, Any]:
             entry["attention_example"] = _attention_example(model, data)
         results["models"][name] = entry
         log(f"  {trained['steps']} steps, {trained['tokens_per_second']:,.0f} tokens/s, valid loss "
-            f"{trained['curve'][-1]['valid_loss']:.3f}, exact match {entry['accuracy_in_training_lengths']:.1%} "
-            f"(training lengths) / {entry['accuracy_beyond_training_lengths']:.1%} (longer)")
+            f"{trained['curve'][-1]['valid_loss']:.3f}, exact match {percent(entry['accuracy_in_training_lengths'])} "
+            f"(training lengths) / {percent(entry['accuracy_beyond_training_lengths'])} (longer)")
     results["total_seconds"] = time.perf_counter() - started
     return results
 
@@ -415,9 +414,13 @@ def _attention_example(model: AttentionSeq2Seq, data: LabData) -> dict[str, Any]
     return {"src": src, "tgt": tgt, "weights": w[0, : len(tgt_ids)].tolist()}   # row t: predicting y_t
 
 
-def _mean(values) -> float:
+def _mean(values) -> float | None:
     values = list(values)
-    return sum(values) / len(values) if values else math.nan
+    return sum(values) / len(values) if values else None
+
+
+def percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
 
 
 def _jsonable(value: Any) -> Any:

@@ -13,7 +13,6 @@ Each plot answers one question:
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from qkv.config import atomic_write_bytes  # noqa: E402
+from qkv.history.lab import percent  # noqa: E402
 
 COLORS = {"rnn": "tab:red", "lstm": "tab:orange", "gru": "tab:olive", "gru-attn": "tab:blue",
           "transformer": "tab:purple"}
@@ -142,13 +142,27 @@ def plot_attention(example: dict[str, Any], path: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _pct(v: float) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}%"
-
-
 def _ratio(g: list[float]) -> str:
     """How much of the gradient reaching the last source position reaches the first one."""
     return f"{g[0] / g[-1]:.2g}" if g and g[-1] > 0 else "n/a"
+
+
+def _long_inputs_sentence(results: dict[str, Any]) -> str:
+    """Measured: the exact-match range of fixed-vector vs attention models on the longer half of training lengths."""
+    low, high = results["train_lengths"]
+    groups: dict[bool, list[float]] = {False: [], True: []}
+    for name, m in results["models"].items():
+        acc = [a for n, a in zip(*_points(m["accuracy_by_length"])) if (low + high) / 2 < n <= high]
+        if acc:
+            groups[name in ("gru-attn", "transformer")].append(sum(acc) / len(acc))
+    if not groups[False] or not groups[True]:
+        return ""
+    def span(v: list[float]) -> str:
+        return f"{percent(min(v))}-{percent(max(v))}" if len(v) > 1 else percent(v[0])
+
+    lo = int((low + high) // 2 + 1)
+    return (f" Measured here, on inputs of length {lo}-{high} (the longer half of training): fixed-vector models "
+            f"{span(groups[False])} exact match, attention models {span(groups[True])}.")
 
 
 def markdown(results: dict[str, Any], with_attention: bool) -> str:
@@ -175,8 +189,8 @@ def markdown(results: dict[str, Any], with_attention: bool) -> str:
         step_ms = 1000 * dict((int(k), v) for k, v in m["step_seconds_by_length"].items())[longest]
         lines.append(
             f"| {m['label']} | {m['parameters']:,} | {m['steps']:,} | {m['tokens_per_second']:,.0f} | "
-            f"{m['curve'][-1]['valid_loss']:.3f} | {_pct(m['accuracy_in_training_lengths'])} | "
-            f"{_pct(m['accuracy_beyond_training_lengths'])} | {step_ms:.1f} | "
+            f"{m['curve'][-1]['valid_loss']:.3f} | {percent(m['accuracy_in_training_lengths'])} | "
+            f"{percent(m['accuracy_beyond_training_lengths'])} | {step_ms:.1f} | "
             f"{_ratio(m['gradient_flow_init'])} -> {_ratio(m['gradient_flow_trained'])} |"
         )
     lines += [
@@ -188,7 +202,7 @@ def markdown(results: dict[str, Any], with_attention: bool) -> str:
         "The RNN, LSTM and GRU encoder-decoders hand the decoder one vector, the encoder's final state. "
         "The longer the input, the more it must hold, and their exact match falls with length. "
         "Attention (GRU + attention, Transformer) lets each output step read every source position. "
-        "The grey region holds inputs longer than any seen in training.",
+        "The grey region holds inputs longer than any seen in training." + _long_inputs_sentence(results),
         "",
         "## Training curves: same time, same data",
         "",
