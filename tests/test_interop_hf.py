@@ -130,3 +130,24 @@ def test_cli_export_errors_are_one_line(run_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "hf, ct2" in err
     assert main(["export", "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
+
+
+@pytest.mark.parametrize("options", [
+    dict(src_vocab_size=30, tie_embeddings=False, scale_embeddings=False),          # Marian, separate embeddings
+    dict(share_embeddings=True, activation="gelu", bias=False),                      # Marian, zero biases
+    dict(arch="decoder-only", src_vocab_size=0, norm_first=True, tie_embeddings=False, positional="learned"),
+    dict(arch="decoder-only", src_vocab_size=0, norm_first=True, activation="gelu", scale_embeddings=False),
+])
+def test_every_exportable_option_gives_the_same_logits(options):
+    from qkv import build_model
+
+    torch.manual_seed(2)
+    model = build_model(model_config(**options)).eval()
+    hf = to_hf(model)
+    ids = torch.randint(4, 24, (4, 6), generator=torch.Generator().manual_seed(3))   # no padding
+    with torch.no_grad():
+        if model.cfg.arch == "decoder-only":
+            diff = model(ids) - hf(input_ids=ids).logits
+        else:
+            diff = model(ids, ids) - hf(input_ids=ids, decoder_input_ids=ids).logits
+    assert diff.abs().max() < 1e-4

@@ -103,14 +103,11 @@ def _writing(dst: nn.Linear, src: nn.Linear, perm: torch.Tensor) -> None:
     dst.bias.copy_(_bias(src)[perm])
 
 
-def _inner(dst: nn.Linear, src: nn.Linear) -> None:
-    dst.weight.copy_(src.weight)
-    dst.bias.copy_(_bias(src))
-
-
-def _norm(dst: nn.LayerNorm, src: nn.LayerNorm, perm: torch.Tensor) -> None:
-    dst.weight.copy_(src.weight[perm])
-    dst.bias.copy_(src.bias[perm])
+def _norm(dst: nn.LayerNorm, src: nn.LayerNorm, perm: torch.Tensor | None = None) -> None:
+    """A LayerNorm of the residual stream (its dimensions permuted when `perm` is given)."""
+    index = slice(None) if perm is None else perm
+    dst.weight.copy_(src.weight[index])
+    dst.bias.copy_(src.bias[index])
 
 
 def _attention(dst: nn.Module, src: nn.Module, perm: torch.Tensor) -> None:
@@ -213,13 +210,12 @@ def _gpt2_model(model: nn.Module) -> Any:
     )
     hf = transformers.GPT2LMHeadModel(hf_cfg).eval()
     scale = model.embed.scale
-    keep = torch.arange(cfg.d_model)
     with torch.no_grad():
         hf.transformer.wte.weight.copy_(model.embed.token.weight * scale)
         hf.transformer.wpe.weight.copy_(_position_table(model.embed.position, cfg))
         for dst, src in zip(hf.transformer.h, model.decoder.layers):
             _gpt2_block(dst, src)
-        _norm(hf.transformer.ln_f, model.decoder.norm, keep)
+        _norm(hf.transformer.ln_f, model.decoder.norm)
         if cfg.tie_embeddings:
             hf.transformer.ln_f.weight.div_(scale)
             hf.transformer.ln_f.bias.div_(scale)
@@ -236,14 +232,12 @@ def _position_table(position: nn.Module, cfg: ModelConfig) -> torch.Tensor:
 
 def _gpt2_block(dst: nn.Module, src: nn.Module) -> None:
     attn = src.self_attn
-    dst.ln_1.weight.copy_(src.attn_block.norm.weight)
-    dst.ln_1.bias.copy_(src.attn_block.norm.bias)
+    _norm(dst.ln_1, src.attn_block.norm)
     dst.attn.c_attn.weight.copy_(torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]).T)
     dst.attn.c_attn.bias.copy_(torch.cat([_bias(attn.q_proj), _bias(attn.k_proj), _bias(attn.v_proj)]))
     dst.attn.c_proj.weight.copy_(attn.out_proj.weight.T)
     dst.attn.c_proj.bias.copy_(_bias(attn.out_proj))
-    dst.ln_2.weight.copy_(src.ff_block.norm.weight)
-    dst.ln_2.bias.copy_(src.ff_block.norm.bias)
+    _norm(dst.ln_2, src.ff_block.norm)
     dst.mlp.c_fc.weight.copy_(src.ff.w1.weight.T)
     dst.mlp.c_fc.bias.copy_(_bias(src.ff.w1))
     dst.mlp.c_proj.weight.copy_(src.ff.w2.weight.T)
