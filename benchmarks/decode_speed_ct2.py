@@ -2,7 +2,8 @@
 
 The same small config with random weights, the same sources, every output forced to exactly N new
 tokens (CTranslate2: min_decoding_length = max_decoding_length = N), batch 1 and 32, greedy and
-beam 4. Prints JSON rows and saves benchmarks/results/decode_speed_ct2.json.
+beam 4. Prints JSON rows and saves benchmarks/results/decode_speed_ct2.json, with the load average
+before and after (on a shared machine other processes distort the timings: compare within one run).
 
     python benchmarks/decode_speed_ct2.py            # a few minutes on 2 CPU cores
     python benchmarks/decode_speed_ct2.py --quick
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import tempfile
 from pathlib import Path
@@ -53,6 +55,7 @@ def main() -> None:
     n_sent = {1: 4 if args.quick else 10, 32: 32 if args.quick else 64}
     repeats = 1 if args.quick else 2
     rows = []
+    load_before = round(os.getloadavg()[0], 1)
     for new_tokens in lengths:
         for batch_size, n in n_sent.items():
             batches = list(make_sources(n).split(batch_size))
@@ -69,6 +72,7 @@ def main() -> None:
                     print(json.dumps(rows[-1]), flush=True)
     result = dict(benchmark="decode_speed_ct2", config=SMALL, source_length=SRC_LEN, quick=args.quick,
                   torch=torch.__version__, threads=torch.get_num_threads(), machine=platform.machine(),
+                  load_average_1m=[load_before, round(os.getloadavg()[0], 1)],   # other work slows timings
                   results=rows)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
