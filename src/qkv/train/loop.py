@@ -120,7 +120,7 @@ class Trainer:
         self.dtype = _autocast_dtype(self.tc.precision, self.device)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=1.0, betas=(self.tc.beta1, self.tc.beta2), eps=self.tc.eps,
-            weight_decay=self.tc.weight_decay,
+            weight_decay=self.tc.weight_decay, fused=True,    # one kernel per step instead of ~10 per tensor
         )
         self.scheduler = make_scheduler(
             self.optimizer, self.tc.schedule, lr=self.tc.lr, warmup=self.tc.warmup_steps,
