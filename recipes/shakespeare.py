@@ -82,6 +82,7 @@ def run_recipe(args: argparse.Namespace) -> dict[str, Any] | None:
     if WORLD_RANK != 0:
         return None
     results = summarize(out, result, name, load_before)
+    results["overrides"] = list(args.overrides)
     results["samples"] = samples(out, args.samples, args.sample_tokens)
     (Path(out) / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return results
