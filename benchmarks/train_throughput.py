@@ -10,7 +10,8 @@ inside the feed-forward network: Marian's `activation_dropout`), and every syste
 fused AdamW, so the systems do the same work. Tokens/s counts real source + target tokens (no padding).
 
 Model FLOP utilisation (MFU) = useful model FLOPs per second / measured matmul peak of the same
-precision (a large square matmul measured in this run). Useful FLOPs: 6 per parameter per token
+precision (a large square matmul measured in this run); both in CPU time, so that other programs
+on a shared machine do not distort them. Useful FLOPs: 6 per parameter per token
 for the encoder (source tokens) and the decoder + output layer (target tokens), plus attention
 scores and mixing, on real lengths.
 
@@ -169,15 +170,17 @@ def useful_flops(shape: dict, batch) -> float:
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
-    """GFLOP/s of an n x n matmul in `dtype` (best of `repeats`)."""
+    """GFLOP per CPU-second of an n x n matmul in `dtype` (best of `repeats`), times the thread
+    count: the machine's matmul limit when every thread is busy (process time, so other
+    programs on the machine do not lower it)."""
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
     best = float("inf")
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = time.process_time()
         a @ b
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best / 1e9
+        best = min(best, time.process_time() - start)
+    return 2 * n**3 / best / 1e9 * torch.get_num_threads()
 
 
 # --- the benchmark -----------------------------------------------------------------------------------
@@ -202,7 +205,7 @@ def bench_config(name: str, dtype: torch.dtype | None, steps: int, peak: float) 
             "tokens_per_s": round(tokens / median),
             "step_s": round(median, 4),
             "tokens_per_cpu_s": round(tokens / cpu),   # robust on a shared machine (all threads' CPU time)
-            "mfu": round(flops / median / 1e9 / peak, 3),
+            "mfu": round(flops / (cpu / torch.get_num_threads()) / 1e9 / peak, 3),
             "parameters": sum(p.numel() for p in systems[key].parameters()),
         }
     if "marian" in rows:
