@@ -188,7 +188,8 @@ def _cpu_model() -> str:
 
 
 def samples(out: Path, n: int, length: int, seed: int = 1337) -> list[dict[str, Any]]:
-    """`n` continuations of fixed prompts (temperature 0.8, top-k 40, seeded), with the KV cache."""
+    """`n` continuations of fixed prompts, `length` tokens each (temperature 0.8, top-k 40, seeded),
+    with the KV cache."""
     from qkv.decode import Sampler, generate_stream
     from qkv.train.checkpoint import load_run
 
@@ -199,7 +200,7 @@ def samples(out: Path, n: int, length: int, seed: int = 1337) -> list[dict[str, 
         prompt = PROMPTS[i % len(PROMPTS)]
         sampler = Sampler(sample=True, temperature=0.8, top_k=40, seed=seed + i)
         window = run.cfg.max_len * 3 // 4       # past max_len the context slides (see generate_stream)
-        ids = list(generate_stream(run.model, tok.encode(prompt), length, sampler, window=window))
+        ids = list(generate_stream(run.model, tok.encode(prompt), length, sampler, min_new_tokens=length, window=window))
         found.append({"prompt": prompt, "seed": seed + i, "temperature": 0.8, "top_k": 40,
                       "text": prompt + tok.decode(ids)})
     return found

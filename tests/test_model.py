@@ -232,4 +232,15 @@ def test_tiny_model_learns_the_copy_task():
         loss.backward()
         opt.step()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
-    assert loss.item() < 0.1, f"copy task loss {loss.item():.3f} did not fall below 0.1"
+    # Judge on a held-out batch in eval mode: the loss of the last training batch alone is noisy
+    # (it moves with thread count and CPU kernels); held-out loss is ~0.02-0.04 across seeds.
+    model.eval()
+    y = torch.randint(4, 14, (256, 8), generator=torch.Generator().manual_seed(99))
+    tgt_in = torch.cat([torch.full((256, 1), cfg.bos_id), y], 1)
+    tgt_out = torch.cat([y, torch.full((256, 1), cfg.eos_id)], 1)
+    with torch.no_grad():
+        logits = model(y, tgt_in)
+    held_out = nn.functional.cross_entropy(logits.flatten(0, 1), tgt_out.flatten()).item()
+    accuracy = (logits.argmax(-1) == tgt_out).float().mean().item()
+    assert held_out < 0.15, f"copy task held-out loss {held_out:.3f} did not fall below 0.15 (chance: 2.6)"
+    assert accuracy > 0.97, f"copy task held-out token accuracy {accuracy:.3f}"

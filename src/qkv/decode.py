@@ -315,8 +315,8 @@ def generate_stream(model, prompt: list[int], max_new_tokens: int, sampler: Samp
     """Continue `prompt` (token ids) with a decoder-only model, yielding each new token id as it comes.
 
     The prompt is processed in one forward pass, then one token per step. Stops at <eos> (not
-    yielded), after `max_new_tokens`, or when the model's positions (max_len) run out. An empty
-    prompt starts from <bos>. Prompts are generated one at a time: batching prompts of different
+    yielded), after `max_new_tokens`, or when the model's positions (max_len) run out; <pad> and
+    <bos> are never generated. An empty prompt starts from <bos>. Prompts are generated one at a time: batching prompts of different
     lengths would need left padding, which shifts the absolute positions of the shorter prompts.
 
     `window` > 0 lets the text run past max_len (as nanoGPT crops its context): when the next
@@ -339,6 +339,7 @@ def generate_stream(model, prompt: list[int], max_new_tokens: int, sampler: Samp
     for t in range(n):
         logp = F.log_softmax(stepper.step(ids).float(), dim=-1)                # (1, V)
         used += ids.size(1)
+        logp[:, [cfg.pad_id, cfg.bos_id]] = float("-inf")                      # never a continuation
         if t < min_new_tokens:
             logp[:, cfg.eos_id] = float("-inf")
         token = sampler(logp)                                                   # (1,)
