@@ -125,11 +125,11 @@ class DataConfig:
 # many cheap updates, which is what a 2-core CPU does best.
 _SMALL_MODEL = dict(d_model=128, n_heads=4, n_encoder_layers=2, n_decoder_layers=2, d_ff=512,
                     dropout=0.0, norm_first=True, max_len=128)
-_SMALL_TRAIN = dict(batch_tokens=1200, schedule="cosine", lr=2e-3, warmup_steps=100, eval_every=200,
+_SMALL_TRAIN = dict(batch_tokens=1200, schedule="cosine", lr=3e-3, warmup_steps=100, eval_every=200,
                     checkpoint_every=200, metric="exact_match", target_metric=0.995)
 _TASK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
-    "reverse": {"model": _SMALL_MODEL, "train": dict(_SMALL_TRAIN, steps=1200)},
-    "dates": {"model": _SMALL_MODEL, "train": dict(_SMALL_TRAIN, steps=1500)},
+    "reverse": {"model": _SMALL_MODEL, "train": dict(_SMALL_TRAIN, steps=1000)},
+    "dates": {"model": _SMALL_MODEL, "train": dict(_SMALL_TRAIN, steps=1000)},
 }
 _GENERIC_TASK = _TASK_DEFAULTS["reverse"]
 
