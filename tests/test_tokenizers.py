@@ -232,10 +232,31 @@ def test_cli_tokenize_trains_saves_and_loads(tmp_path, capsys):
     saved = tmp_path / "tok.json"
     assert main(["tokenize", "--kind", "word", "--train", str(corpus), "--save", str(saved), "A man rides."]) == 0
     out = capsys.readouterr().out
-    assert "'A' 'man' 'rides' '.'" in out
     tok = load_tokenizer(saved)
+    rows = [line.split("│")[1:4] for line in out.splitlines() if line.startswith("│")]
+    table = [(int(i), eval(t.strip()), int(n)) for i, t, n in rows]   # the table: position, token, id
+    assert table == list(zip(range(4), ["A", "man", "rides", "."], tok.encode("A man rides.")))
     assert main(["tokenize", "-t", str(saved), "A man rides."]) == 0
-    assert " ".join(str(i) for i in tok.encode("A man rides.")) in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"word tokenizer ({saved})" in out.replace("\n", "")
+    assert [int(line.split("│")[3]) for line in out.splitlines() if line.startswith("│")] == tok.encode("A man rides.")
+
+
+def test_cli_tokenize_compare_shows_three_kinds_with_counts(tmp_path, capsys):
+    from qkv.cli import main
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(CORPUS * 3), encoding="utf-8")
+    text = "A man rides a bicycle."
+    assert main(["tokenize", "--compare", "--train", str(corpus), "--vocab-size", "300", text]) == 0
+    out = capsys.readouterr().out
+    counts = {line.split("│")[1].strip(): int(line.split("│")[2]) for line in out.splitlines()
+              if line.startswith("│") and line.split("│")[1].strip()}
+    expected = {k: len(train_tokenizer(k, CORPUS * 3, vocab_size=300).tokens(text)) for k in KINDS}
+    assert counts == expected
+    assert counts["char"] == len(text) > counts["bpe"] >= counts["word"]
+    assert main(["tokenize", "--compare", "--save", str(tmp_path / "t.json"), text]) == 2
+    assert "without --compare" in capsys.readouterr().err
 
 
 def test_cli_tokenize_errors_are_one_line(tmp_path, capsys):

@@ -65,28 +65,63 @@ def tokenize(
     text: Annotated[str, typer.Argument(help="Text to split into tokens.")],
     tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", "-t", help="A saved tokenizer JSON, e.g. RUN/tokenizer.json.")] = None,
     kind: Annotated[str, typer.Option(help="Kind to train when no --tokenizer is given: char, word or bpe.")] = "bpe",
+    compare: Annotated[bool, typer.Option("--compare", help="Show char, word and BPE side by side with token counts.")] = False,
     train: Annotated[Optional[list[Path]], typer.Option("--train", help="UTF-8 text file to train on (repeatable); default: TEXT itself.")] = None,
     vocab_size: Annotated[Optional[int], typer.Option("--vocab-size", help="Largest vocabulary when training.", min=5)] = None,
     save: Annotated[Optional[Path], typer.Option(help="Write the tokenizer to this JSON file.")] = None,
 ) -> None:
-    """Show the tokens and ids of TEXT, with a saved tokenizer or one trained on the spot."""
+    """Show the tokens and ids of TEXT as a table, with a saved tokenizer or one trained on the spot.
+
+    With --compare, char, word and BPE tokenizers (trained on --train files, or on TEXT itself)
+    split TEXT side by side; --tokenizer replaces the one of its kind.
+    """
     from itertools import chain
 
-    from qkv.data.corpus import iter_text_lines
-    from qkv.tokenizers import load_tokenizer, train_tokenizer
+    from rich.console import Console
+    from rich.table import Table
 
-    if tokenizer is not None:
-        tok = load_tokenizer(tokenizer)
-    elif train:
-        tok = train_tokenizer(kind, chain.from_iterable(iter_text_lines(p) for p in train), vocab_size)
-    else:  # every merge or word seen once counts, so the text itself shows what training does
-        tok = train_tokenizer(kind, [text], vocab_size, min_freq=1)
+    from qkv.data.corpus import iter_text_lines
+    from qkv.errors import ConfigError
+    from qkv.tokenizers import KINDS, load_tokenizer, train_tokenizer
+
+    def trained(kind: str):
+        if train:
+            return train_tokenizer(kind, chain.from_iterable(iter_text_lines(p) for p in train), vocab_size)
+        return train_tokenizer(kind, [text], vocab_size, min_freq=1)   # every merge or word seen once counts
+
+    console = Console(highlight=False)
+    given = load_tokenizer(tokenizer) if tokenizer is not None else None
+    source = "trained on " + (", ".join(str(p) for p in train) if train else "TEXT itself")
+    if compare:
+        if save is not None:
+            raise ConfigError("--save keeps one tokenizer; use it without --compare")
+        console.print(f"{text!r} split three ways; vocabularies {source}"
+                      + (f" ({tokenizer} for {given.kind})" if given is not None else ""))
+        table = Table()
+        for col, justify in (("tokenizer", "left"), ("tokens", "right"), ("vocabulary", "right"), ("split", "left")):
+            table.add_column(col, justify=justify, overflow="fold")
+        for k in KINDS:
+            tok = given if given is not None and given.kind == k else trained(k)
+            pieces = tok.tokens(text)
+            table.add_row(k, str(len(pieces)), str(tok.vocab_size), " ".join(repr(t) for t in pieces))
+        console.print(table)
+        if not train and given is None:
+            console.print("word and BPE learned their vocabulary from TEXT alone; give --train FILE "
+                          "(e.g. a corpus) to see how a real vocabulary splits it")
+        return
+    tok = given if given is not None else trained(kind)
     if save is not None:
         tok.save(save)
     ids = tok.encode(text)
-    typer.echo(f"{tok.kind} tokenizer, {tok.vocab_size} ids; {len(ids)} tokens")
-    typer.echo("tokens: " + " ".join(repr(t) for t in tok.tokens(text)))
-    typer.echo("ids:    " + " ".join(str(i) for i in ids))
+    pieces = tok.tokens(text)
+    console.print(f"{tok.kind} tokenizer ({str(tokenizer) if given is not None else source}): "
+                  f"{tok.vocab_size} ids; {len(ids)} tokens")
+    table = Table()
+    for col in ("#", "token", "id"):
+        table.add_column(col, justify="right" if col != "token" else "left")
+    for i, (piece, id_) in enumerate(zip(pieces, ids)):
+        table.add_row(str(i), repr(piece), str(id_))
+    console.print(table)
 
 
 @app.command()
