@@ -222,23 +222,34 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small config only, fewer steps")
     parser.add_argument("--steps", type=int, default=None, help="measured steps per system and setting")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--precisions", default="auto",
+                        help="fp32, bf16 or fp32,bf16; auto: fp32, and bf16 where the CPU runs it natively "
+                             "(without AVX-512 BF16/AMX, PyTorch emulates bf16 at a few GFLOP/s)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "train_throughput.json"))
     args = parser.parse_args()
+    if args.precisions == "auto":
+        fast_bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        precisions = ["fp32", "bf16"] if fast_bf16 else ["fp32"]
+    else:
+        precisions = [p.strip() for p in args.precisions.split(",")]
     steps = args.steps or (3 if args.quick else 6)
     if args.threads:
         torch.set_num_threads(args.threads)
     configs = ["small"] if args.quick else ["small", "base"]
 
-    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    peaks = {p: matmul_peak(dtypes[p]) for p in precisions}
     results = {
-        "machine": {"cpu_threads": torch.get_num_threads(), "cpus": os.cpu_count(), "torch": torch.__version__,
+        "machine": {"cpu": _cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                    "cpu_threads": torch.get_num_threads(), "cpus": os.cpu_count(), "torch": torch.__version__,
                     "python": platform.python_version(), "load_average_1min": _load()},
         "matmul_peak_gflops": {k: round(v, 1) for k, v in peaks.items()},
         "setup": {"vocab": VOCAB, "batch_tokens": BATCH_TOKENS, "sentence_lengths": [MIN_LEN, MAX_LEN],
                   "measured_steps": steps},
     }
     for name in configs:
-        for precision, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+        for precision in precisions:
+            dtype = None if precision == "fp32" else dtypes[precision]
             results[f"{name}_{precision}"] = bench_config(name, dtype, steps, peaks[precision])
             print(f"{name} {precision}: {json.dumps(results[f'{name}_{precision}'])}", flush=True)
     results["machine"]["load_average_end"] = _load()
@@ -246,6 +257,16 @@ def main() -> None:
     print(text)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text + "\n")
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _load() -> float | None:

@@ -159,8 +159,9 @@ def evaluate_run(out: Path, data: Path, src: str, tgt: str, args: argparse.Names
     if not best.exists():
         shutil.copyfile(out / "model.safetensors", best)
     candidates = {"best": "best"}
-    if args.average:
-        average_checkpoints(out, args.average)
+    n_average = min(args.average, len(list(out.glob("step-*.safetensors"))))   # a short run keeps fewer
+    if n_average >= 2:
+        average_checkpoints(out, n_average)
         candidates["averaged"] = "averaged"
     val_src, val_ref = read(data, "val", src), read(data, "val", tgt)
     val_scores, timing = {}, {}
@@ -180,7 +181,7 @@ def evaluate_run(out: Path, data: Path, src: str, tgt: str, args: argparse.Names
     return {
         "test": {"set": TEST, **test},
         "val_greedy": val_scores,
-        "weights": chosen if chosen == "best" else f"average of the last {args.average} step checkpoints",
+        "weights": chosen if chosen == "best" else f"average of the last {n_average} step checkpoints",
         "decoding": {"beam_size": args.beam, "length_penalty": args.length_penalty, "seconds": timing},
         "parameters": sum(p.numel() for p in run.model.parameters()),
         "examples": [{"source": s, "reference": r, "translation": h}

@@ -63,3 +63,9 @@ def test_tiny_end_to_end_run_writes_results(recipe, tmp_path, capsys):
     assert len(results["examples"]) == 5 and (out / "averaged.safetensors").exists()
     # --evaluate-only measures the same run again without training
     assert recipe.main(["--evaluate-only"] + args) == 0
+    # a short run keeps fewer step checkpoints than --average asks for: average those it has
+    assert recipe.main(["--evaluate-only"] + args[:-4] + ["--average", "50", "--beam", "2"]) == 0
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert set(results["val_greedy"]) == {"best", "averaged"}
+    kept = len(list(out.glob("step-*.safetensors")))
+    assert kept >= 2 and results["weights"] in ("best", f"average of the last {kept} step checkpoints")
