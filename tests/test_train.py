@@ -334,3 +334,15 @@ def test_translation_from_parallel_files_with_two_tokenizers(tmp_path):
     assert (tmp_path / "run" / "src_tokenizer.json").is_file() and not (tmp_path / "run" / "tokenizer.json").exists()
     assert run.src_tokenizer.token_to_id("hund") is not None and run.tgt_tokenizer.token_to_id("dog") is not None
     assert run.cfg.src_vocab_size == run.src_tokenizer.vocab_size != run.cfg.tgt_vocab_size
+
+
+def test_validation_line_leaves_bleu_out_for_built_in_tasks(capsys):
+    """A reversed string is one "word": its BLEU is 0 by construction, so tasks show exact match and chrF."""
+    from qkv.train.progress import Progress
+
+    record = {"step": 200, "loss": 0.5, "ppl": 1.65, "exact_match": 0.9, "bleu": 0.0, "chrf": 95.0}
+    Progress().validation(record, 1000, show_bleu=False)
+    line = capsys.readouterr().err
+    assert "exact 90.0%" in line and "chrF 95.0" in line and "BLEU" not in line
+    Progress().validation(record, 1000)
+    assert "BLEU 0.0  chrF 95.0" in capsys.readouterr().err

@@ -288,7 +288,7 @@ class Trainer:
                 self.bad_evals += 1
             record["best"] = improved
             self.log.append(record)
-            self.out.validation(record, self.tc.steps)
+            self.out.validation(record, self.tc.steps, show_bleu=self.dc.kind != "task")
             stop = self._stop_reason(value)
         flag = distributed.broadcast_flag(stop is not None, self.device)
         if self.dist.enabled and flag and stop is None:

@@ -57,13 +57,17 @@ class Progress:
             self.print(f"step {step}/{self.total}  loss {self.loss:.3f}  lr {stats['lr']:.2e}  "
                        f"{self.speed:,.0f} tok/s")
 
-    def validation(self, record: dict[str, Any], total: int) -> None:
+    def validation(self, record: dict[str, Any], total: int, show_bleu: bool = True) -> None:
+        """One summary line. `show_bleu=False` for built-in tasks: their outputs are mostly one
+        "word" (a reversed string, a number), where BLEU's 4-grams are 0 by construction."""
         parts = [f"step {record['step']}/{total}", f"valid loss {record['loss']:.3f}", f"ppl {record['ppl']:.2f}"]
         if "bpc" in record:
             parts.append(f"bpc {record['bpc']:.3f}")
         if "exact_match" in record:
             parts.append(f"exact {100 * record['exact_match']:.1f}%")
-            parts.append(f"BLEU {record['bleu']:.1f}  chrF {record['chrf']:.1f}")
+            if show_bleu:
+                parts.append(f"BLEU {record['bleu']:.1f}")
+            parts.append(f"chrF {record['chrf']:.1f}")
         if record.get("best"):
             parts.append("(best, saved)")
         self.print("  ".join(parts))
