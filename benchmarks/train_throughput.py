@@ -37,6 +37,7 @@ from torch import nn
 
 from qkv import ModelConfig, build_model
 from qkv.model.layers import Embeddings
+from qkv.machine import cpu_name
 from qkv.train.loss import label_smoothed_nll
 
 CONFIGS = {
@@ -240,7 +241,7 @@ def main() -> None:
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
     peaks = {p: matmul_peak(dtypes[p]) for p in precisions}
     results = {
-        "machine": {"cpu": _cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "machine": {"cpu": cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                     "cpu_threads": torch.get_num_threads(), "cpus": os.cpu_count(), "torch": torch.__version__,
                     "python": platform.python_version(), "load_average_1min": _load()},
         "matmul_peak_gflops": {k: round(v, 1) for k, v in peaks.items()},
@@ -257,16 +258,6 @@ def main() -> None:
     print(text)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text + "\n")
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _load() -> float | None:

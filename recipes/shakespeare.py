@@ -164,8 +164,10 @@ def machine(load_before: tuple[float, float, float]) -> dict[str, Any]:
     """Where the numbers were measured: CPU model, cores, threads, load average, torch version."""
     import torch
 
+    from qkv.machine import cpu_name
+
     return {
-        "cpu": _cpu_model(),
+        "cpu": cpu_name(),
         "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "bf16": bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()),
@@ -175,16 +177,6 @@ def machine(load_before: tuple[float, float, float]) -> dict[str, Any]:
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def samples(out: Path, n: int, length: int, seed: int = 1337) -> list[dict[str, Any]]:
