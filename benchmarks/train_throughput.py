@@ -37,7 +37,7 @@ from torch import nn
 
 from qkv import ModelConfig, build_model
 from qkv.model.layers import Embeddings
-from qkv.machine import cpu_name
+from qkv.machine import cpu_has_fast_bf16, cpu_name
 from qkv.train.loss import label_smoothed_nll
 
 CONFIGS = {
@@ -229,8 +229,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "train_throughput.json"))
     args = parser.parse_args()
     if args.precisions == "auto":
-        fast_bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-        precisions = ["fp32", "bf16"] if fast_bf16 else ["fp32"]
+        precisions = ["fp32", "bf16"] if cpu_has_fast_bf16() else ["fp32"]
     else:
         precisions = [p.strip() for p in args.precisions.split(",")]
     steps = args.steps or (3 if args.quick else 6)

@@ -152,6 +152,7 @@ def evaluate_run(out: Path, data: Path, src: str, tgt: str, args: argparse.Names
     from qkv.decode import DecodeConfig, evaluate
     from qkv.train.average import average_checkpoints
     from qkv.train.checkpoint import load_run
+    from qkv.train.loop import step_checkpoints
 
     out = Path(out)
     dcfg = DecodeConfig(beam_size=args.beam, length_penalty=args.length_penalty)
@@ -159,7 +160,7 @@ def evaluate_run(out: Path, data: Path, src: str, tgt: str, args: argparse.Names
     if not best.exists():
         shutil.copyfile(out / "model.safetensors", best)
     candidates = {"best": "best"}
-    n_average = min(args.average, len(list(out.glob("step-*.safetensors"))))   # a short run keeps fewer
+    n_average = min(args.average, len(step_checkpoints(out)))   # a short run keeps fewer
     if n_average >= 2:
         average_checkpoints(out, n_average)
         candidates["averaged"] = "averaged"

@@ -164,13 +164,13 @@ def machine(load_before: tuple[float, float, float]) -> dict[str, Any]:
     """Where the numbers were measured: CPU model, cores, threads, load average, torch version."""
     import torch
 
-    from qkv.machine import cpu_name
+    from qkv.machine import cpu_has_fast_bf16, cpu_name
 
     return {
         "cpu": cpu_name(),
         "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "bf16": bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+        "bf16": cpu_has_fast_bf16(),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "load_average_before": [round(x, 2) for x in load_before],

@@ -316,8 +316,9 @@ def generate_stream(model, prompt: list[int], max_new_tokens: int, sampler: Samp
 
     The prompt is processed in one forward pass, then one token per step. Stops at <eos> (not
     yielded), after `max_new_tokens`, or when the model's positions (max_len) run out; <pad> and
-    <bos> are never generated. An empty prompt starts from <bos>. Prompts are generated one at a time: batching prompts of different
-    lengths would need left padding, which shifts the absolute positions of the shorter prompts.
+    <bos> are never generated. An empty prompt starts from <bos>. Prompts are generated one at a
+    time: batching prompts of different lengths would need left padding, which shifts the
+    absolute positions of the shorter prompts.
 
     `window` > 0 lets the text run past max_len (as nanoGPT crops its context): when the next
     token would not fit, decoding starts again on the last `window` tokens (one forward pass

@@ -49,7 +49,6 @@ use_mkl_for_int8()   # before anything loads ctranslate2: it reads the variable 
 
 def require_ctranslate2() -> Any:
     """The `ctranslate2` module, or a one-line error saying how to install it."""
-    use_mkl_for_int8()
     try:
         import ctranslate2
     except ImportError:

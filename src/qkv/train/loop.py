@@ -33,6 +33,7 @@ from torch import nn
 
 from qkv.config import ModelConfig, atomic_write_bytes, save_toml
 from qkv.errors import CheckpointError, ConfigError
+from qkv.machine import cpu_has_fast_bf16
 from qkv.model import build_model
 from qkv.train import distributed
 from qkv.train.checkpoint import (
@@ -456,7 +457,7 @@ def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if device.type == "cuda":
         supported = torch.cuda.is_bf16_supported()
     else:
-        supported = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        supported = cpu_has_fast_bf16()
     if precision == "bf16" and not supported:
         raise ConfigError(f"train.precision=bf16 is not supported on this {device.type}; use fp32")
     return torch.bfloat16 if supported else None
