@@ -22,6 +22,7 @@ import torch
 
 from qkv import ModelConfig, build_model
 from qkv.decode import DecodeConfig, translate_ids
+from qkv.machine import keep_freed_memory
 
 SMALL = dict(d_model=256, n_heads=4, n_encoder_layers=3, n_decoder_layers=3, d_ff=1024,
              src_vocab_size=8000, tgt_vocab_size=8000, dropout=0.0, max_len=512)
@@ -78,6 +79,7 @@ def hf_runner(model, new_tokens: int, beam: int):
 
 
 def main() -> None:
+    keep_freed_memory()          # as the qkv command does (glibc keeps freed memory: no page faults)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer sentences and settings (under a minute)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")

@@ -23,6 +23,7 @@ import torch
 from decode_speed import SMALL, SRC_LEN, make_sources, qkv_runner, timed
 from qkv import ModelConfig, build_model
 from qkv.interop.ct2 import require_ctranslate2, write_ct2
+from qkv.machine import keep_freed_memory
 
 
 def ct2_translator(model, quantize: str | None, out: Path):
@@ -42,6 +43,7 @@ def ct2_runner(translator, tokens: list[str], new_tokens: int, beam: int):
 
 
 def main() -> None:
+    keep_freed_memory()          # as the qkv command does (glibc keeps freed memory: no page faults)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer sentences and settings")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "decode_speed_ct2.json"))

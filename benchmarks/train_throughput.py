@@ -8,6 +8,10 @@ step time is reported, with tokens per CPU-second (process time), which a busy s
 distorts far less than wall time. Dropout 0.1 sits where qkv has it (embeddings, sublayer outputs and
 inside the feed-forward network: Marian's `activation_dropout`), and every system uses the same
 fused AdamW, so the systems do the same work. Tokens/s counts real source + target tokens (no padding).
+Every system gets qkv's loss (one autograd function, closed-form gradient); qkv's model also
+computes the output layer at real target tokens only (`keep`), as qkv's trainer does, while the
+others compute it at every padded position. qkv's dropout draws its masks with NumPy's PCG64
+(torch's CPU bernoulli_ is a serial Mersenne Twister); the others use torch's dropout.
 
 Model FLOP utilisation (MFU) = useful model FLOPs per second / measured matmul peak of the same
 precision (a large square matmul measured in this run); both in CPU time, so that other programs
@@ -35,9 +39,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from qkv import ModelConfig, build_model
+from qkv import DecoderOnly, EncoderDecoder, ModelConfig, build_model
 from qkv.model.layers import Embeddings
-from qkv.machine import cpu_has_fast_bf16, cpu_name
+from qkv.machine import cpu_has_fast_bf16, cpu_name, keep_freed_memory
 from qkv.train.loss import label_smoothed_nll
 
 CONFIGS = {
@@ -139,6 +143,7 @@ class Stepper:
     def __init__(self, model: nn.Module, dtype: torch.dtype | None):
         self.model = model.train()
         self.dtype = dtype
+        self.keep = isinstance(model, (EncoderDecoder, DecoderOnly))   # qkv's models take `keep`
         self.opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9, fused=True)
         self.times: list[float] = []
         self.cpu_times: list[float] = []
@@ -148,7 +153,11 @@ class Stepper:
         start, cpu_start = time.perf_counter(), time.process_time()
         autocast = torch.autocast("cpu", dtype=self.dtype) if self.dtype else contextlib.nullcontext()
         with autocast:
-            logits = self.model(src, tgt_in)
+            if self.keep:                   # as qkv's trainer: logits of the real target tokens only
+                real = tgt_out != 0
+                logits, tgt_out = self.model(src, tgt_in, keep=real), tgt_out[real]
+            else:
+                logits = self.model(src, tgt_in)
         loss, _, n = label_smoothed_nll(logits, tgt_out, 0.1, 0)
         (loss / n).backward()
         nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
@@ -219,6 +228,7 @@ def bench_config(name: str, dtype: torch.dtype | None, steps: int, peak: float) 
 
 
 def main() -> None:
+    keep_freed_memory()          # as the qkv command does (glibc keeps freed memory: no page faults)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small config only, fewer steps")
     parser.add_argument("--steps", type=int, default=None, help="measured steps per system and setting")

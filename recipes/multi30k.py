@@ -46,7 +46,9 @@ from shakespeare import machine  # noqa: E402  (the same machine description for
 
 def main(argv: list[str] | None = None) -> int:
     from qkv.errors import QkvError
+    from qkv.machine import keep_freed_memory
 
+    keep_freed_memory()                          # as the qkv command: big tensors reuse freed memory
     args = parse_args(argv)
     try:
         results = run_recipe(args)

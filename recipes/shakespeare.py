@@ -37,7 +37,9 @@ WORLD_RANK, WORLD_SIZE = int(os.environ.get("RANK", "0")), int(os.environ.get("W
 
 def main(argv: list[str] | None = None) -> int:
     from qkv.errors import QkvError
+    from qkv.machine import keep_freed_memory
 
+    keep_freed_memory()                          # as the qkv command: big tensors reuse freed memory
     args = parse_args(argv)
     try:
         results = run_recipe(args)

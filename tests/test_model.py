@@ -133,6 +133,20 @@ def test_padding_does_not_change_real_logits(norm_first):
     torch.testing.assert_close(batched[:1, :4], alone, atol=1e-5, rtol=0)
 
 
+def test_keep_returns_only_the_chosen_positions():
+    # training asks for the logits of real target tokens only: the same numbers, padding skipped
+    torch.manual_seed(0)
+    src, tgt = rand_ids(2, 6, 1), rand_ids(2, 5, 2)
+    keep = torch.tensor([[True, True, True, False, False], [True, True, True, True, True]])
+    for model, args in ((EncoderDecoder(small_cfg()).eval(), (src, tgt)), (DecoderOnly(lm_cfg()).eval(), (tgt,))):
+        full = model(*args)
+        kept = model(*args, keep=keep)
+        assert kept.shape == (8, V)
+        torch.testing.assert_close(kept, full[keep])
+        with pytest.raises(ShapeError, match="keep must be a boolean mask"):
+            model(*args, keep=keep[:, :3])
+
+
 def test_incremental_decoding_with_cache_matches_full_pass():
     torch.manual_seed(0)
     for model, args in ((EncoderDecoder(small_cfg()).eval(), "ed"), (DecoderOnly(lm_cfg(norm_first=True)).eval(), "lm")):
@@ -244,3 +258,37 @@ def test_tiny_model_learns_the_copy_task():
     accuracy = (logits.argmax(-1) == tgt_out).float().mean().item()
     assert held_out < 0.15, f"copy task held-out loss {held_out:.3f} did not fall below 0.15 (chance: 2.6)"
     assert accuracy > 0.97, f"copy task held-out token accuracy {accuracy:.3f}"
+
+
+# --- dropout ---------------------------------------------------------------------------------
+
+
+def test_dropout_drops_p_scales_the_rest_and_is_reproducible():
+    from qkv.model.layers import Dropout
+
+    drop = Dropout(0.1)
+    x = torch.ones(200, 500, requires_grad=True)
+    torch.manual_seed(3)
+    y = drop(x)
+    dropped = y == 0
+    assert abs(dropped.float().mean().item() - 0.1) < 0.005             # 100,000 draws: sd 0.001
+    torch.testing.assert_close(y[~dropped], torch.full_like(y[~dropped], 1 / 0.9))
+    y.sum().backward()                                                   # gradient: the same mask, scaled
+    torch.testing.assert_close(x.grad, y.detach())
+    torch.manual_seed(3)
+    assert torch.equal(drop(x), y)                                       # torch's seed decides the mask
+    assert not torch.equal(drop(x), y)                                   # and the next call differs
+    assert drop.eval()(x) is x
+    with pytest.raises(ShapeError, match="dropout probability"):
+        Dropout(1.0)
+
+
+def test_keep_freed_memory(monkeypatch):
+    import platform
+
+    from qkv.machine import keep_freed_memory
+
+    assert keep_freed_memory() is (platform.libc_ver()[0] == "glibc")   # applied wherever glibc runs
+    assert torch.randn(3000, 3000).clone().shape == (3000, 3000)        # big blocks still allocate
+    monkeypatch.setenv("QKV_KEEP_FREED_MEMORY", "0")
+    assert keep_freed_memory() is False

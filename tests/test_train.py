@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from qkv import CheckpointError, ConfigError, ModelConfig, build_model
+from qkv.errors import ShapeError
 from qkv.cli import main
 from qkv.train import task_config, train
 from qkv.train.checkpoint import load_run, load_weights, save_weights
@@ -55,6 +56,29 @@ def test_label_smoothing_matches_torch_and_ignores_padding(smoothing):
     logits2 = logits.clone()
     logits2[0, 5:] = 100.0
     assert torch.allclose(label_smoothed_nll(logits2, target, smoothing)[0], loss)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_label_smoothing_gradient_matches_torch(smoothing):
+    # the closed-form backward equals autograd through torch's cross_entropy; padding gets none
+    torch.manual_seed(1)
+    logits = torch.randn(2, 5, 9, dtype=torch.float64, requires_grad=True)
+    target = torch.randint(1, 9, (2, 5))
+    target[1, 2:] = 0
+    loss, _, _ = label_smoothed_nll(logits, target, smoothing, ignore_index=0)
+    (grad,) = torch.autograd.grad(loss * 0.7, logits)
+    ref = F.cross_entropy(logits.flatten(0, 1), target.flatten(), label_smoothing=smoothing,
+                          ignore_index=0, reduction="sum")
+    (ref_grad,) = torch.autograd.grad(ref * 0.7, logits)
+    assert torch.allclose(grad, ref_grad, atol=1e-12)
+    assert grad[1, 2:].abs().max() == 0
+    assert torch.autograd.gradcheck(
+        lambda z: label_smoothed_nll(z, target, smoothing, ignore_index=0)[0], (logits,))
+
+
+def test_label_smoothing_rejects_mismatched_shapes():
+    with pytest.raises(ShapeError, match="do not match"):
+        label_smoothed_nll(torch.randn(2, 3, 5), torch.ones(2, 4, dtype=torch.long))
 
 
 def test_noam_schedule_values():

@@ -14,6 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from qkv.errors import QkvError
+from qkv.machine import keep_freed_memory
 
 app = typer.Typer(
     name="qkv",
@@ -417,6 +418,7 @@ def history(
 
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point of the `qkv` console script: one line for deliberate errors, never a traceback."""
+    keep_freed_memory()                          # big tensors reuse memory instead of page-faulting
     try:
         app(args=argv, standalone_mode=True)     # click handles usage errors itself (exit 2)
     except SystemExit as exc:

@@ -102,6 +102,15 @@ def _init_linear_weights(module: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
+def _kept(h: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    """(B, T, d_model) -> (N, d_model): the rows where `keep` (B, T) is True; all rows if None."""
+    if keep is None:
+        return h
+    if keep.dtype != torch.bool or keep.shape != h.shape[:2]:
+        raise ShapeError(f"keep must be a boolean mask of shape {tuple(h.shape[:2])}, got {keep.dtype} {tuple(keep.shape)}")
+    return h[keep]
+
+
 def _check_ids(ids: torch.Tensor, vocab_size: int, name: str) -> None:
     if ids.dim() != 2:
         raise ShapeError(f"{name} must be token ids of shape (B, T), got shape {tuple(ids.shape)}")
@@ -147,17 +156,22 @@ class EncoderDecoder(nn.Module):
         memory: torch.Tensor,
         src_mask: torch.Tensor,
         cache: DecoderCache | None = None,
+        keep: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """tgt_in (B, T) -> logits (B, T, V). With a cache, tgt_in holds only the new positions."""
+        """tgt_in (B, T) -> logits (B, T, V). With a cache, tgt_in holds only the new positions.
+        With `keep` (boolean (B, T)), only the logits of the True positions: (N, V)."""
         _check_ids(tgt_in, self.cfg.tgt_vocab_size, "tgt_in")
         start = cache.length if cache is not None else 0
         x = self.tgt_embed(tgt_in, start)
         h = self.decoder(x, tgt_in, self.cfg.pad_id, memory, src_mask, cache)
-        return self.lm_head(h)
+        return self.lm_head(_kept(h, keep))
 
-    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher forcing. `keep` (boolean (B, T), optional) asks for the logits of the True positions
+        only, (N, V): training passes the real target tokens, so the output layer (a large share of
+        the FLOPs at vocabulary 8000) and the loss skip padding."""
         memory, src_mask = self.encode(src)
-        return self.decode(tgt_in, memory, src_mask)
+        return self.decode(tgt_in, memory, src_mask, keep=keep)
 
     def new_cache(self) -> DecoderCache:
         return self.decoder.new_cache()
@@ -186,12 +200,14 @@ class DecoderOnly(nn.Module):
         else:
             nn.init.normal_(self.lm_head.weight, std=cfg.d_model**-0.5)
 
-    def forward(self, ids: torch.Tensor, cache: DecoderCache | None = None) -> torch.Tensor:
-        """ids (B, T) -> logits (B, T, V). With a cache, ids holds only the new positions."""
+    def forward(self, ids: torch.Tensor, cache: DecoderCache | None = None,
+                keep: torch.Tensor | None = None) -> torch.Tensor:
+        """ids (B, T) -> logits (B, T, V). With a cache, ids holds only the new positions.
+        With `keep` (boolean (B, T)), only the logits of the True positions: (N, V)."""
         _check_ids(ids, self.cfg.tgt_vocab_size, "ids")
         start = cache.length if cache is not None else 0
         h = self.decoder(self.embed(ids, start), ids, self.cfg.pad_id, cache=cache)
-        return self.lm_head(h)
+        return self.lm_head(_kept(h, keep))
 
     def new_cache(self) -> DecoderCache:
         return self.decoder.new_cache()

@@ -3,7 +3,7 @@
 One optimizer step:
 
     for each of `accumulate` micro-batches (this rank's share of the global batch):
-        logits = model(src, tgt_in)                      # (B, T, V), bf16 autocast if asked
+        logits = model(src, tgt_in, keep=real)           # (N, V) at the N real target tokens
         loss   = label-smoothed cross-entropy vs tgt_out # summed over real tokens, fp32
         (loss / tokens in the whole global step).backward()
     clip the gradient norm, AdamW step, learning-rate schedule step
@@ -252,7 +252,8 @@ class Trainer:
             x, y = batch
             return self.net(x.to(self.device)), y.to(self.device)
         b = batch.to(self.device)
-        return self.net(b.src, b.tgt_in), b.tgt_out
+        real = b.tgt_out != self.cfg.pad_id                 # logits of real target tokens only: (N, V)
+        return self.net(b.src, b.tgt_in, keep=real), b.tgt_out[real]
 
     def _autocast(self):
         if self.dtype is None:
@@ -340,7 +341,8 @@ class Trainer:
                     logits, target = model(x.to(self.device)), y.to(self.device)
                 else:
                     b = batch.to(self.device)
-                    logits, target = model(b.src, b.tgt_in), b.tgt_out
+                    real = b.tgt_out != self.cfg.pad_id
+                    logits, target = model(b.src, b.tgt_in, keep=real), b.tgt_out[real]
             _, nll, n = label_smoothed_nll(logits, target, 0.0, self.cfg.pad_id)
             nll_sum, tokens = nll_sum + float(nll), tokens + n
         return nll_sum, max(tokens, 1)
