@@ -187,7 +187,7 @@ class PrefixModel:
         return src[:, :, None].float(), (src != PAD)[:, None, None, :]
 
     def new_cache(self):
-        return SimpleNamespace(length=0, reorder=lambda index: None)
+        return SimpleNamespace(length=0, reorder=lambda index, same_sources=False: None)
 
     def decode(self, tgt_in, memory, src_mask, cache=None):
         return self.log_table[tgt_in]                   # (B, T, V): depends on each position's token

@@ -109,11 +109,16 @@ class StepDecoder:
                 self.memory = None       # cross-attention keys/values now live in the cache
         return logits[:, -1]                                                    # (B, V)
 
-    def reorder(self, index: torch.Tensor) -> None:
+    def reorder(self, index: torch.Tensor, same_sources: bool = False) -> None:
+        """Keep rows `index`. `same_sources`: each kept row replaces a row of the same source
+        sentence (beams of one sentence), so the encoder side (memory, mask, cross-attention
+        cache) needs no copy."""
         if self.cache is not None:
-            self.cache.reorder(index)
+            self.cache.reorder(index, same_sources)
         if self.prefix is not None:
             self.prefix = self.prefix.index_select(0, index)
+        if same_sources:
+            return
         if self.memory is not None:
             self.memory = self.memory.index_select(0, index)
         if self.src_mask is not None:
@@ -272,13 +277,14 @@ def beam_search(model, src: torch.Tensor, dcfg: DecodeConfig) -> list[list[Hypot
         done = at_limit | (best_possible <= nth_best) | (scores[:, 0] == float("-inf"))
         if bool(done.all()):
             break
-        if bool(done.any()):
+        dropped = bool(done.any())
+        if dropped:
             keep = (~done).nonzero().squeeze(1)
             sent, scores, nth_best = sent[keep], scores[keep], nth_best[keep]
             rows, token = rows[keep], token[keep]
         rows = rows.reshape(-1)
         history = torch.cat([history.index_select(0, rows), token.reshape(-1, 1)], dim=1)
-        stepper.reorder(rows)
+        stepper.reorder(rows, same_sources=not dropped)      # the encoder side moves only when sentences leave
         ids = token.reshape(-1, 1)
     return [sorted(f, key=lambda h: -h.score)[: dcfg.n_best] for f in finished]
 

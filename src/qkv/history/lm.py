@@ -31,7 +31,7 @@ class WindowCache:
     tokens: torch.Tensor | None = None     # (B, n-1)
     length: int = 0
 
-    def reorder(self, index: torch.Tensor) -> None:
+    def reorder(self, index: torch.Tensor, same_sources: bool = False) -> None:
         if self.tokens is not None:
             self.tokens = self.tokens.index_select(0, index)
 

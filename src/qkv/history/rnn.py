@@ -73,13 +73,14 @@ class RecurrentCache:
     memory: torch.Tensor | None = None     # (B, S, H), kept for attention after the first step
     length: int = 0
 
-    def reorder(self, index: torch.Tensor) -> None:
-        """Keep batch rows `index` (beam search, finished rows)."""
+    def reorder(self, index: torch.Tensor, same_sources: bool = False) -> None:
+        """Keep batch rows `index` (beam search, finished rows); with `same_sources` (beams of
+        the same sentences) the encoder states stay as they are."""
         if isinstance(self.state, tuple):
             self.state = tuple(s.index_select(1, index) for s in self.state)
         elif self.state is not None:
             self.state = self.state.index_select(1, index)
-        if self.memory is not None:
+        if self.memory is not None and not same_sources:
             self.memory = self.memory.index_select(0, index)
 
 

@@ -113,11 +113,16 @@ class KVCache:
         self.length += t_new
         return self.k, self.v
 
+    def store(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keep (B, H, T, d) keys/values that will never grow (the encoder's, for cross-attention)."""
+        self._k, self._v, self.length = k.contiguous(), v.contiguous(), k.size(2)
+        return self._k, self._v
+
     def reorder(self, index: torch.Tensor) -> None:
-        """Select batch rows (beam search keeps the surviving hypotheses)."""
+        """Select batch rows (beam search keeps the surviving hypotheses); copies the used length only."""
         if self._k is not None:
-            self._k = self._k.index_select(0, index)
-            self._v = self._v.index_select(0, index)
+            self._k = self._k[:, :, : self.length].index_select(0, index)
+            self._v = self._v[:, :, : self.length].index_select(0, index)
 
 
 def _grow(buf: torch.Tensor, capacity: int, used: int) -> torch.Tensor:
@@ -182,7 +187,7 @@ class MultiHeadAttention(nn.Module):
                 k = self.split_heads(self.k_proj(memory))               # (B, H, T_src, d_head)
                 v = self.split_heads(self.v_proj(memory))
                 if cache is not None:
-                    k, v = cache.append(k, v)
+                    k, v = cache.store(k, v)
         else:
             k = self.split_heads(self.k_proj(x))                        # (B, H, T_q, d_head)
             v = self.split_heads(self.v_proj(x))

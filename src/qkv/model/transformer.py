@@ -31,9 +31,11 @@ class DecoderCache:
     def length(self) -> int:
         return 0 if self.key_mask is None else self.key_mask.size(1)
 
-    def reorder(self, index: torch.Tensor) -> None:
-        """Keep batch rows `index` (beam search), in every layer's cache."""
-        for c in (*self.self_attn, *self.cross_attn):
+    def reorder(self, index: torch.Tensor, same_sources: bool = False) -> None:
+        """Keep batch rows `index` (beam search), in every layer's cache. `same_sources`: every row
+        of `index` comes from a row of the same source sentence (beam search reordering its beams),
+        so the cross-attention keys/values, identical across those rows, stay as they are."""
+        for c in (*self.self_attn, *([] if same_sources else self.cross_attn)):
             c.reorder(index)
         if self.key_mask is not None:
             self.key_mask = self.key_mask.index_select(0, index)
