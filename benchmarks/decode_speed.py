@@ -79,7 +79,7 @@ def hf_runner(model, new_tokens: int, beam: int):
 
 
 def main() -> None:
-    keep_freed_memory()          # as the qkv command does (glibc keeps freed memory: no page faults)
+    kept = keep_freed_memory()   # as the qkv command does (glibc keeps freed memory: no page faults)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer sentences and settings (under a minute)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
@@ -124,7 +124,7 @@ def main() -> None:
                     print(json.dumps(rows[-1]), flush=True)
     result = dict(
         benchmark="decode_speed", config=SMALL, source_length=SRC_LEN, quick=args.quick,
-        torch=torch.__version__, threads=torch.get_num_threads(), machine=platform.machine(),
+        torch=torch.__version__, threads=torch.get_num_threads(), machine=platform.machine(), keep_freed_memory=kept,
         load_average_at_end=[round(x, 1) for x in os.getloadavg()],
         hf_note=None if hf is not None else "transformers is not installed (pip install 'qkv[bench]'); HF skipped",
         results=rows, speedups=speedups(rows), speedups_cpu_time=speedups(rows, "sentences_per_cpu_s"),

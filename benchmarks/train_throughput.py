@@ -228,7 +228,7 @@ def bench_config(name: str, dtype: torch.dtype | None, steps: int, peak: float) 
 
 
 def main() -> None:
-    keep_freed_memory()          # as the qkv command does (glibc keeps freed memory: no page faults)
+    kept = keep_freed_memory()   # as the qkv command does (glibc keeps freed memory: no page faults)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small config only, fewer steps")
     parser.add_argument("--steps", type=int, default=None, help="measured steps per system and setting")
@@ -252,7 +252,8 @@ def main() -> None:
     results = {
         "machine": {"cpu": cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                     "cpu_threads": torch.get_num_threads(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                    "python": platform.python_version(), "load_average_1min": _load()},
+                    "python": platform.python_version(), "load_average_1min": _load(),
+                    "keep_freed_memory": kept},
         "matmul_peak_gflops": {k: round(v, 1) for k, v in peaks.items()},
         "setup": {"vocab": VOCAB, "batch_tokens": BATCH_TOKENS, "sentence_lengths": [MIN_LEN, MAX_LEN],
                   "measured_steps": steps},

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from qkv import ModelConfig, build_model
+from qkv import ConfigError, ModelConfig, build_model
 from qkv.data.batching import LMBlocks, split_by_position
 from qkv.decode import Sampler, generate
 from qkv.train import train
@@ -121,7 +121,7 @@ def test_recipe_runs_and_writes_results(corpus, tmp_path, capsys):
     tiny = [f"model.{k}={v}" for k, v in dict(d_model=32, n_heads=2, n_decoder_layers=1, d_ff=64).items()]
     args = ["--data", str(corpus), "--out", str(out), "--samples", "2", "--sample-tokens", "40",
             "--set", "train.steps=6", "--set", "train.warmup_steps=2", "--set", "train.threads=1", *sum((["--set", s] for s in tiny), [])]
-    assert load_recipe().main(args) == 0
+    assert load_recipe().main(["--processes", "1", *args]) == 0
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert results["steps"] == 6 and results["valid_loss"] > 0 and results["valid_bpc"] > 0
     assert results["machine"]["torch"] == torch.__version__ and results["machine"]["cores"] >= 1
@@ -129,3 +129,30 @@ def test_recipe_runs_and_writes_results(corpus, tmp_path, capsys):
     assert all(len(s["text"]) > len(s["prompt"]) for s in results["samples"])
     assert json.loads(capsys.readouterr().out)["valid_loss"] == results["valid_loss"]
     assert load_run(out).cfg.arch == "decoder-only"
+
+
+def test_recipe_launches_ranks_with_a_share_of_the_batch(tmp_path):
+    recipe = load_recipe()
+    argv = ["--set", "train.steps=3"]
+    command = recipe.launch_command(2, recipe.parse_args(argv), argv)
+    assert command[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    assert command[5].endswith("shakespeare.py")
+    assert command[6:] == ["--set", "train.steps=3", "--set", "train.batch_tokens=1024"]   # the config's 2048 / 2
+    argv = ["--set", "train.batch_tokens=1000"]                                          # the user's global batch
+    assert recipe.launch_command(4, recipe.parse_args(argv), argv)[-1] == "train.batch_tokens=250"
+    args = recipe.parse_args([])
+    with pytest.raises(ConfigError, match="--processes must be at least 1"):
+        recipe.launch_command(0, args, [])
+
+
+def test_recipe_in_two_processes(corpus, tmp_path, capsys):
+    # the default on a 2-core CPU: torchrun, 2 DDP ranks over gloo, rank 0 writes the results
+    out = tmp_path / "run"
+    tiny = [f"model.{k}={v}" for k, v in dict(d_model=32, n_heads=2, n_decoder_layers=1, d_ff=64).items()]
+    args = ["--processes", "2", "--data", str(corpus), "--out", str(out), "--samples", "1", "--sample-tokens", "20",
+            "--set", "train.steps=4", "--set", "train.warmup_steps=1", "--set", "train.batch_tokens=512",
+            *sum((["--set", s] for s in tiny), [])]
+    assert load_recipe().main(args) == 0
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert results["processes"] == 2 and results["steps"] == 4
+    assert results["train_tokens"] == 4 * 512          # batch_tokens stays the global batch: 256 per rank
