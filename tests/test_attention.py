@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from qkv import EncoderDecoder, ModelConfig
 from qkv.errors import ShapeError
 from qkv.model.attention import KVCache, MultiHeadAttention, scaled_dot_product_attention
 from qkv.model.masks import causal_mask, combine, padding_mask
@@ -139,3 +140,24 @@ def test_kv_cache_grows_and_reorders():
     torch.testing.assert_close(v, -full)
     cache.reorder(torch.tensor([1, 1]))
     torch.testing.assert_close(cache.k, full[[1, 1]])
+    k, _ = cache.append(parts[0][:, :, :1], parts[0][:, :, :1])                 # grows after a reorder
+    torch.testing.assert_close(k, torch.cat([full[[1, 1]], parts[0][:, :, :1]], dim=2))
+
+
+def test_beam_reorder_leaves_the_encoder_side_alone():
+    # beams of one sentence share the encoder's keys/values: reordering them copies nothing there
+    cfg = ModelConfig(src_vocab_size=11, tgt_vocab_size=11, d_model=8, n_heads=2, n_encoder_layers=1,
+                      n_decoder_layers=1, d_ff=16, dropout=0.0)
+    model = EncoderDecoder(cfg).eval()
+    src = torch.randint(4, 11, (4, 5))
+    with torch.no_grad():
+        memory, src_mask = model.encode(src)
+        cache = model.new_cache()
+        model.decode(torch.full((4, 1), cfg.bos_id), memory, src_mask, cache)
+    cross_k = cache.cross_attn[0].k
+    self_k = cache.self_attn[0].k.clone()
+    cache.reorder(torch.tensor([1, 1, 3, 2]), same_sources=True)
+    assert cache.cross_attn[0].k.data_ptr() == cross_k.data_ptr()               # untouched, not copied
+    torch.testing.assert_close(cache.self_attn[0].k, self_k[[1, 1, 3, 2]])
+    cache.reorder(torch.tensor([2, 0]))                                          # sentences leave
+    torch.testing.assert_close(cache.cross_attn[0].k, cross_k[[2, 0]])
