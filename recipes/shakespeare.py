@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 
             config = load_toml(config_file(args.config))          # bad paths: one line here, not per rank
             data_file(args.data, config.get("data", {}).get("train_text", ""))
-            return launch(launch_command(processes, args, sys.argv[1:] if argv is None else argv))
+            return launch(launch_command(processes, args, sys.argv[1:] if argv is None else argv), processes)
         results = run_recipe(args)
         if results is None:                     # a DDP rank other than 0: rank 0 reports
             return 0
@@ -112,12 +112,12 @@ def launch_command(processes: int, args: argparse.Namespace, argv: list[str]) ->
             str(Path(__file__).resolve()), *argv, "--set", f"train.batch_tokens={max(1, batch_tokens // processes)}"]
 
 
-def launch(command: list[str]) -> int:
-    """Run `command` with the machine's cores shared out as threads; return its exit status."""
+def launch(command: list[str], processes: int) -> int:
+    """Run `command` with the machine's cores shared out as threads among `processes`; return its
+    exit status."""
     import subprocess
 
-    procs = int(command[4].split("=", 1)[1])
-    env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or procs) // procs)))
+    env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or processes) // processes)))
     child = subprocess.Popen(command, env=env)
     try:
         return child.wait()

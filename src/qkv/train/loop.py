@@ -230,7 +230,7 @@ class Trainer:
         for i, batch in enumerate(micro):
             sync = i == len(micro) - 1
             with self._no_sync(not sync), self._autocast():
-                logits, target = self._forward(batch)
+                logits, target = self._forward(self.net, batch)
             loss, nll, _ = label_smoothed_nll(logits, target, self.tc.label_smoothing, self.cfg.pad_id)
             with self._no_sync(not sync):
                 (loss * scale).backward()
@@ -247,13 +247,15 @@ class Trainer:
         return {"loss_sum": loss_sum, "nll_sum": nll_sum, "tokens": local_tokens, "all_tokens": seen,
                 "lr": lr, "seconds": time.perf_counter() - t0}
 
-    def _forward(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    def _forward(self, model: nn.Module, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and their targets: (B, T, V) and (B, T) for a language model; (N, V) and (N,) at
+        the N real target tokens for translation (the output layer skips padding)."""
         if self.inputs.is_lm:
             x, y = batch
-            return self.net(x.to(self.device)), y.to(self.device)
+            return model(x.to(self.device)), y.to(self.device)
         b = batch.to(self.device)
-        real = b.tgt_out != self.cfg.pad_id                 # logits of real target tokens only: (N, V)
-        return self.net(b.src, b.tgt_in, keep=real), b.tgt_out[real]
+        real = b.tgt_out != self.cfg.pad_id
+        return model(b.src, b.tgt_in, keep=real), b.tgt_out[real]
 
     def _autocast(self):
         if self.dtype is None:
@@ -336,13 +338,7 @@ class Trainer:
             if limit is not None and i >= limit:
                 break
             with self._autocast():
-                if self.inputs.is_lm:
-                    x, y = batch
-                    logits, target = model(x.to(self.device)), y.to(self.device)
-                else:
-                    b = batch.to(self.device)
-                    real = b.tgt_out != self.cfg.pad_id
-                    logits, target = model(b.src, b.tgt_in, keep=real), b.tgt_out[real]
+                logits, target = self._forward(model, batch)
             _, nll, n = label_smoothed_nll(logits, target, 0.0, self.cfg.pad_id)
             nll_sum, tokens = nll_sum + float(nll), tokens + n
         return nll_sum, max(tokens, 1)
