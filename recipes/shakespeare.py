@@ -39,6 +39,7 @@ WORLD_RANK, WORLD_SIZE = int(os.environ.get("RANK", "0")), int(os.environ.get("W
 def main(argv: list[str] | None = None) -> int:
     from qkv.errors import QkvError
     from qkv.machine import keep_freed_memory
+    from qkv.train.distributed import default_processes, local_launch
 
     keep_freed_memory()                          # as the qkv command: big tensors reuse freed memory
     args = parse_args(argv)
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
             config = load_toml(config_file(args.config))          # bad paths: one line here, not per rank
             data_file(args.data, config.get("data", {}).get("train_text", ""))
-            return launch(launch_command(processes, args, sys.argv[1:] if argv is None else argv), processes)
+            return local_launch(launch_command(processes, args, sys.argv[1:] if argv is None else argv), processes)
         results = run_recipe(args)
         if results is None:                     # a DDP rank other than 0: rank 0 reports
             return 0
@@ -79,50 +80,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def default_processes() -> int:
-    """2 processes on a CPU with 2+ cores, else 1 (and 1 with CUDA: one GPU).
-
-    A model this small keeps 2 threads of one process waiting on each other: on 2 cores without
-    AVX-512, 2 single-threaded DDP processes trained 12,200 characters/s against 9,000 for one
-    process with 2 threads (median step, d_model 128, 4 layers, 4096 characters a step)."""
-    import torch
-
-    if torch.cuda.is_available():
-        return 1
-    return 2 if (os.cpu_count() or 1) >= 2 else 1
-
-
 def launch_command(processes: int, args: argparse.Namespace, argv: list[str]) -> list[str]:
     """This script again under torchrun (--standalone: one machine). batch_tokens (the config's,
     or the user's --set) is the global batch: each rank is given its share."""
     from qkv.config import load_toml
-    from qkv.errors import ConfigError
+    from qkv.train.distributed import global_batch_tokens, local_launch_command
 
-    if processes < 1:
-        raise ConfigError(f"--processes must be at least 1, got {processes}")
-    batch_tokens = load_toml(config_file(args.config)).get("train", {}).get("batch_tokens", 4096)
-    for item in args.overrides:
-        key, _, value = item.partition("=")
-        if key.strip() == "train.batch_tokens":
-            try:
-                batch_tokens = int(value)
-            except ValueError:
-                raise ConfigError(f"train.batch_tokens must be an integer, got {value!r}") from None
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
-            str(Path(__file__).resolve()), *argv, "--set", f"train.batch_tokens={max(1, batch_tokens // processes)}"]
-
-
-def launch(command: list[str], processes: int) -> int:
-    """Run `command` with the machine's cores shared out as threads among `processes`; return its
-    exit status."""
-    import subprocess
-
-    env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or processes) // processes)))
-    child = subprocess.Popen(command, env=env)
-    try:
-        return child.wait()
-    except KeyboardInterrupt:                   # torchrun passes Ctrl-C on; the ranks save and stop
-        return child.wait()
+    configured = load_toml(config_file(args.config)).get("train", {}).get("batch_tokens", 4096)
+    return local_launch_command(str(Path(__file__).resolve()), argv, processes,
+                                global_batch_tokens(configured, args.overrides))
 
 
 def run_recipe(args: argparse.Namespace) -> dict[str, Any] | None:

@@ -47,7 +47,7 @@ def test_missing_data_is_one_line_naming_the_place(recipe, tmp_path, capsys):
 def test_tiny_end_to_end_run_writes_results(recipe, tmp_path, capsys):
     data = write_corpus(tmp_path / "m30k")
     out = tmp_path / "run"
-    args = ["--data", str(data), "--out", str(out), "--average", "2", "--beam", "2"]
+    args = ["--data", str(data), "--out", str(out), "--average", "2", "--beam", "2", "--processes", "1"]
     assert recipe.main(args + [x for s in TINY for x in ("--set", s)]) == 0
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert json.loads(capsys.readouterr().out) == results
@@ -57,6 +57,7 @@ def test_tiny_end_to_end_run_writes_results(recipe, tmp_path, capsys):
     assert test["set"] == "test_2016_flickr" and test["sentences"] == 12 and test["beam_size"] == 2
     assert test["bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
     assert 0 <= test["bleu"] <= 100 and 0 <= test["chrf"] <= 100
+    assert test["bleu_lowercased_signature"].startswith("nrefs:1|case:lc|") and test["bleu_lowercased"] >= test["bleu"]
     assert set(results["val_greedy"]) == {"best", "averaged"}
     assert results["training"]["steps"] == 6 and results["training"]["wall_clock_s"] >= 0
     assert {"cpu", "cores", "torch", "load_average_before"} <= set(results["machine"])
@@ -64,8 +65,27 @@ def test_tiny_end_to_end_run_writes_results(recipe, tmp_path, capsys):
     # --evaluate-only measures the same run again without training
     assert recipe.main(["--evaluate-only"] + args) == 0
     # a short run keeps fewer step checkpoints than --average asks for: average those it has
-    assert recipe.main(["--evaluate-only"] + args[:-4] + ["--average", "50", "--beam", "2"]) == 0
+    assert recipe.main(["--evaluate-only"] + args[:-6] + ["--average", "50", "--beam", "2"]) == 0
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert set(results["val_greedy"]) == {"best", "averaged"}
     kept = len(list(out.glob("step-*.safetensors")))
     assert kept >= 2 and results["weights"] in ("best", f"average of the last {kept} step checkpoints")
+
+
+def test_ranks_are_launched_with_a_share_of_the_global_batch(recipe, tmp_path):
+    data = write_corpus(tmp_path / "m30k")
+    argv = ["--data", str(data), "--set", "train.steps=3"]
+    command = recipe.launch_command(2, recipe.parse_args(argv), argv)
+    assert command[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    assert command[5].endswith("multi30k.py") and command[6:-2] == argv
+    assert command[-2:] == ["--set", "train.batch_tokens=2000"]           # the config's 4000 per side, halved
+    argv += ["--set", "train.batch_tokens=3000"]                          # the user's global batch
+    assert recipe.launch_command(3, recipe.parse_args(argv), argv)[-1] == "train.batch_tokens=1000"
+
+
+def test_a_bad_config_is_one_line_before_any_rank_starts(recipe, tmp_path, capsys):
+    data = write_corpus(tmp_path / "m30k")
+    args = ["--data", str(data), "--config", str(tmp_path / "missing.toml"), "--processes", "2"]
+    assert recipe.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: recipe config not found: {tmp_path / 'missing.toml'}"

@@ -115,3 +115,54 @@ def barrier() -> None:
 def cleanup() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+# --- one machine, several processes: how the recipes start their own ranks -----------------------
+
+
+def default_processes() -> int:
+    """2 training processes on a CPU with 2+ cores, else 1 (and 1 with CUDA: one GPU).
+
+    Small models keep the threads of one process waiting on each other: on 2 cores without
+    AVX-512, 2 single-threaded DDP processes trained a character GPT (d_model 128) at 12,200
+    characters/s against 9,000 for one process with 2 threads, and Multi30k's Transformer-tiny at
+    6,600 against 5,200 tokens/s (median step)."""
+    if torch.cuda.is_available():
+        return 1
+    return 2 if (os.cpu_count() or 1) >= 2 else 1
+
+
+def global_batch_tokens(configured: int, overrides: list[str]) -> int:
+    """train.batch_tokens as the user means it: the config's value unless a --set replaces it."""
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key.strip() == "train.batch_tokens":
+            try:
+                return int(value)
+            except ValueError:
+                raise ConfigError(f"train.batch_tokens must be an integer, got {value!r}") from None
+    return configured
+
+
+def local_launch_command(script: str, argv: list[str], processes: int, batch_tokens: int) -> list[str]:
+    """`script argv` again under torchrun on this machine (--standalone), `processes` ranks, each
+    given its share of the global batch `batch_tokens` (the last --set wins)."""
+    import sys
+
+    if processes < 1:
+        raise ConfigError(f"--processes must be at least 1, got {processes}")
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+            script, *argv, "--set", f"train.batch_tokens={max(1, batch_tokens // processes)}"]
+
+
+def local_launch(command: list[str], processes: int) -> int:
+    """Run `command` with the machine's cores shared out as threads among `processes`; return its
+    exit status. Ctrl-C reaches the ranks through torchrun: they save and stop."""
+    import subprocess
+
+    env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or processes) // processes)))
+    child = subprocess.Popen(command, env=env)
+    try:
+        return child.wait()
+    except KeyboardInterrupt:
+        return child.wait()
