@@ -52,3 +52,30 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path
     wa = load_run(tmp_path / "single", weights="last").model.state_dict()
     wb = load_run(tmp_path / "ddp", weights="last").model.state_dict()
     assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
+
+
+def test_cli_launch_command_shares_the_global_batch(tmp_path):
+    from qkv.cli import train_launch_command
+
+    command = train_launch_command(2, "reverse", None, tmp_path / "run", ["train.steps=3"], None, True)
+    assert command[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m"]
+    assert command[6:] == ["qkv", "train", "--quiet", "--set", "train.steps=3", "--task", "reverse",
+                           "--out", str(tmp_path / "run"), "--set", "train.batch_tokens=600"]   # the task's 1200 / 2
+    command = train_launch_command(4, None, None, None, ["train.batch_tokens=1000", "train.batch_tokens=2000"], None, False)
+    assert command[-4:] == ["--out", "runs/reverse", "--set", "train.batch_tokens=500"]        # the last --set wins
+    resumed = train_launch_command(2, None, None, None, [], tmp_path / "run", False)
+    assert resumed[7:] == ["train", "--resume", str(tmp_path / "run")]                         # the run keeps its share
+
+
+def test_cli_trains_in_two_processes(tmp_path, capsys):
+    from qkv.cli import main
+    from qkv.train.checkpoint import load_run_config
+
+    tiny = ["model.d_model=32", "model.n_heads=2", "model.n_encoder_layers=1", "model.n_decoder_layers=1",
+            "model.d_ff=64", "train.steps=3", "train.eval_every=0", "train.eval_examples=8", "train.batch_tokens=400",
+            "data.train_size=300", "data.valid_size=16"]
+    out = tmp_path / "run"
+    assert main(["train", "--task", "reverse", "--processes", "2", "--quiet", "--out", str(out),
+                 *sum((["--set", s] for s in tiny), [])]) == 0
+    assert [r["step"] for r in read_metrics(out) if r["kind"] == "train"][-1] == 3
+    assert load_run_config(out)["train"]["batch_tokens"] == 200                                # each rank's share

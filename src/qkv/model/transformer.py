@@ -26,6 +26,7 @@ class DecoderCache:
     self_attn: list[KVCache]
     cross_attn: list[KVCache] = field(default_factory=list)
     key_mask: torch.Tensor | None = None
+    source_unpadded: bool | None = None    # no source padding (set at the first step): no cross-attention mask
 
     @property
     def length(self) -> int:
@@ -85,7 +86,10 @@ class Decoder(nn.Module):
                 key_mask = torch.cat([cache.key_mask, key_mask], dim=1)     # (B, T_past + T)
             cache.key_mask = key_mask
         t, t_all = ids.size(1), key_mask.size(1)
-        self_mask = causal_mask(t, t_all, x.device) & key_mask[:, None, None, :]   # (B, 1, T, T_all)
+        if t == 1 and cache is not None and bool(key_mask.all()):
+            self_mask = None        # one new query, every cached key real: nothing to hide (the fast path)
+        else:
+            self_mask = causal_mask(t, t_all, x.device) & key_mask[:, None, None, :]   # (B, 1, T, T_all)
         for i, layer in enumerate(self.layers):
             x = layer(
                 x, self_mask, memory, memory_mask,
@@ -155,15 +159,21 @@ class EncoderDecoder(nn.Module):
     def decode(
         self,
         tgt_in: torch.Tensor,
-        memory: torch.Tensor,
+        memory: torch.Tensor | None,
         src_mask: torch.Tensor,
         cache: DecoderCache | None = None,
         keep: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """tgt_in (B, T) -> logits (B, T, V). With a cache, tgt_in holds only the new positions.
+        """tgt_in (B, T) -> logits (B, T, V). With a cache, tgt_in holds only the new positions
+        (and memory may be None once the cache holds the encoder's keys/values).
         With `keep` (boolean (B, T)), only the logits of the True positions: (N, V)."""
         _check_ids(tgt_in, self.cfg.tgt_vocab_size, "tgt_in")
         start = cache.length if cache is not None else 0
+        if cache is not None:
+            if cache.source_unpadded is None:        # decided once; rows leaving the batch cannot add padding
+                cache.source_unpadded = bool(src_mask.all())
+            if cache.source_unpadded:
+                src_mask = None                      # attention's unmasked fused kernel: one sentence, equal lengths
         x = self.tgt_embed(tgt_in, start)
         h = self.decoder(x, tgt_in, self.cfg.pad_id, memory, src_mask, cache)
         return self.lm_head(_kept(h, keep))

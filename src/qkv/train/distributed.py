@@ -133,26 +133,31 @@ def default_processes() -> int:
 
 
 def global_batch_tokens(configured: int, overrides: list[str]) -> int:
-    """train.batch_tokens as the user means it: the config's value unless a --set replaces it."""
+    """train.batch_tokens as the user means it: the config's value unless a --set replaces it
+    (the last one wins, as when the overrides are applied)."""
     for item in overrides:
         key, _, value = item.partition("=")
         if key.strip() == "train.batch_tokens":
             try:
-                return int(value)
+                configured = int(value)
             except ValueError:
                 raise ConfigError(f"train.batch_tokens must be an integer, got {value!r}") from None
     return configured
 
 
-def local_launch_command(script: str, argv: list[str], processes: int, batch_tokens: int) -> list[str]:
-    """`script argv` again under torchrun on this machine (--standalone), `processes` ranks, each
-    given its share of the global batch `batch_tokens` (the last --set wins)."""
+def local_launch_command(target: str | list[str], argv: list[str], processes: int,
+                         batch_tokens: int | None) -> list[str]:
+    """`target argv` under torchrun on this machine (--standalone) in `processes` ranks; target is a
+    script path or ["-m", "module"]. Each rank is given its share of the global batch
+    `batch_tokens` (appended as the last --set, so it wins); None adds nothing (a resumed run
+    keeps the share it was started with)."""
     import sys
 
     if processes < 1:
         raise ConfigError(f"--processes must be at least 1, got {processes}")
+    share = [] if batch_tokens is None else ["--set", f"train.batch_tokens={max(1, batch_tokens // processes)}"]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
-            script, *argv, "--set", f"train.batch_tokens={max(1, batch_tokens // processes)}"]
+            *([target] if isinstance(target, str) else target), *argv, *share]
 
 
 def local_launch(command: list[str], processes: int) -> int:

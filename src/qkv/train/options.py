@@ -32,7 +32,7 @@ class TrainConfig:
     """How to train. `lr` is the peak rate for "cosine"/"constant" and the paper's factor for "noam"."""
 
     steps: int = 2000                 # optimizer updates
-    batch_tokens: int = 4096          # tokens (source + target) per micro-batch, per process
+    batch_tokens: int = 4096          # per micro-batch and process: sentences x longest padded side (LM: rows x block)
     accumulate: int = 1               # micro-batches per optimizer update
     schedule: str = "noam"            # noam | cosine | constant
     lr: float = 1.0
