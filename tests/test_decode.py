@@ -242,3 +242,28 @@ def test_wrong_model_kind_and_bad_settings_are_one_line_errors():
                 dict(sample=True, beam_size=4), dict(top_k=-1)):
         with pytest.raises(ConfigError):
             DecodeConfig(**bad)
+
+
+def test_cached_steps_skip_masks_only_where_nothing_is_hidden(monkeypatch):
+    import qkv.model.attention as attention
+
+    masks = []
+    real = attention.scaled_dot_product_attention
+
+    def spy(q, k, v, mask=None, **kw):
+        masks.append(mask)
+        return real(q, k, v, mask=mask, **kw)
+
+    model = seq2seq()
+    monkeypatch.setattr(attention, "scaled_dot_product_attention", spy)
+    dcfg = DecodeConfig(max_len_a=0.0, max_len_b=6, min_len=6)
+    one = translate_ids(model, sources()[:1], dcfg)          # one sentence: no padding anywhere
+    steps = masks[model.cfg.n_encoder_layers:]               # after the encoder's layers
+    assert len(steps) == 6 * 2 * model.cfg.n_decoder_layers and all(m is None for m in steps)
+    masks.clear()
+    translate_ids(model, sources(), dcfg)                    # padded sources: cross-attention keeps its mask
+    cross = masks[model.cfg.n_encoder_layers + 1 :: 2]
+    assert all(m is not None for m in cross) and all(m is None for m in masks[model.cfg.n_encoder_layers :: 2])
+    monkeypatch.undo()
+    uncached = translate_ids(model, sources()[:1], DecodeConfig(max_len_a=0.0, max_len_b=6, min_len=6, use_cache=False))
+    assert_same(one, uncached)
