@@ -8,9 +8,10 @@ step time is reported, with tokens per CPU-second (process time), which a busy s
 distorts far less than wall time. Dropout 0.1 sits where qkv has it (embeddings, sublayer outputs and
 inside the feed-forward network: Marian's `activation_dropout`), and every system uses the same
 fused AdamW, so the systems do the same work. Tokens/s counts real source + target tokens (no padding).
-Every system gets qkv's loss (one autograd function, closed-form gradient); qkv's model also
-computes the output layer at real target tokens only (`keep`), as qkv's trainer does, while the
-others compute it at every padded position. qkv's dropout draws its masks with NumPy's PCG64
+Every system gets qkv's loss (one autograd function, closed-form gradient). qkv's model runs
+packed, as in qkv's trainer: every layer but attention (projections, feed-forward, LayerNorm,
+dropout, the output layer) sees only the real tokens (`keep` and qkv.model.masks.Packing), while
+the others compute every padded position (a quarter of them at these lengths). qkv's dropout draws its masks with NumPy's PCG64
 (torch's CPU bernoulli_ is a serial Mersenne Twister); the others use torch's dropout.
 
 Model FLOP utilisation (MFU) = useful model FLOPs per second / measured matmul peak of the same

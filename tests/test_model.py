@@ -8,7 +8,7 @@ from torch import nn
 
 from qkv import ConfigError, DecoderOnly, EncoderDecoder, ModelConfig, ShapeError
 from qkv.model.layers import LearnedPositionalEncoding, sinusoidal_table
-from qkv.model.masks import causal_mask
+from qkv.model.masks import Packing, causal_mask
 
 V = 23
 
@@ -145,6 +145,45 @@ def test_keep_returns_only_the_chosen_positions():
         torch.testing.assert_close(kept, full[keep])
         with pytest.raises(ShapeError, match="keep must be a boolean mask"):
             model(*args, keep=keep[:, :3])
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_packed_teacher_forcing_skips_padding_and_changes_nothing(norm_first, monkeypatch):
+    """With padding in the batch, the position-wise layers run on the real tokens only (Packing),
+    and the logits and every gradient are those of the padded computation."""
+    torch.manual_seed(0)
+    src, tgt = rand_ids(3, 9, 1), rand_ids(3, 7, 2)
+    src[0, 5:], src[2, 7:], tgt[1, 3:], tgt[2, 6:] = 0, 0, 0, 0
+    keep = tgt != 0
+    for model, args in ((EncoderDecoder(small_cfg(norm_first=norm_first)), (src, tgt)),
+                        (DecoderOnly(lm_cfg(norm_first=norm_first)), (tgt,))):
+        rows = []
+        hook = model.decoder.layers[0].ff.register_forward_hook(lambda m, i, o: rows.append(i[0].shape))
+        logits = model(*args, keep=keep)
+        loss = logits.logsumexp(-1).sum()
+        grads = torch.autograd.grad(loss, list(model.parameters()))
+        assert rows == [(int(keep.sum()), 32)]                        # (N real tokens, d_model): no padding rows
+        with monkeypatch.context() as m:                               # the same model, padded all the way
+            m.setattr(Packing, "of", classmethod(lambda cls, real, min_padding=0.05: None))
+            padded = model(*args, keep=keep)
+            padded_grads = torch.autograd.grad(padded.logsumexp(-1).sum(), list(model.parameters()))
+        assert rows[-1] == (3, 7, 32)
+        hook.remove()
+        torch.testing.assert_close(logits, padded, atol=1e-5, rtol=0)
+        for g, p in zip(grads, padded_grads):
+            torch.testing.assert_close(g, p, atol=1e-5, rtol=1e-4)
+
+
+def test_packing_only_where_padding_is_worth_removing():
+    real = torch.ones(4, 10, dtype=torch.bool)
+    assert Packing.of(real) is None                                    # nothing to remove
+    real[0, 9] = False
+    assert Packing.of(real) is None                                    # 2.5% padding: copies would cost more
+    real[1:, 8:] = False
+    p = Packing.of(real)
+    assert p is not None and p.n == 33
+    x = torch.randn(4, 10, 3)
+    torch.testing.assert_close(p.unpack(p.pack(x)), x * real[..., None])
 
 
 def test_incremental_decoding_with_cache_matches_full_pass():

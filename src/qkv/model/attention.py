@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from qkv.errors import ShapeError
+from qkv.model.masks import Packing
 
 
 def scaled_dot_product_attention(
@@ -168,31 +169,42 @@ class MultiHeadAttention(nn.Module):
         mask: torch.Tensor | None = None,
         cache: KVCache | None = None,
         need_weights: bool = False,
+        packing: Packing | None = None,
+        memory_packing: Packing | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x: (B, T_q, d_model); memory: (B, T_k, d_model) for cross-attention.
 
         mask: boolean, broadcastable to (B, H, T_q, T_k), True = may attend.
         cache: past keys/values (self-attention: appended to; cross-attention: filled once).
-        Returns the output (B, T_q, d_model) and, if asked, per-head weights (B, H, T_q, T_k).
+        packing / memory_packing: x / memory hold only the real tokens, (N, d_model) rows (see
+        Packing); the projections run on those rows, attention itself on the (B, T) layout.
+        Returns the output (B, T_q, d_model), or (N, d_model) when packed, and, if asked, per-head
+        weights (B, H, T_q, T_k).
         """
-        if x.dim() != 3 or x.size(-1) != self.d_model:
-            raise ShapeError(f"attention input must be (B, T, {self.d_model}), got {tuple(x.shape)}")
-        q = self.split_heads(self.q_proj(x))                            # (B, H, T_q, d_head)
+        if x.dim() != (2 if packing is not None else 3) or x.size(-1) != self.d_model:
+            shape = "(N, " if packing is not None else "(B, T, "
+            raise ShapeError(f"attention input must be {shape}{self.d_model}), got {tuple(x.shape)}")
+        q = self.split_heads(_unpacked(self.q_proj(x), packing))           # (B, H, T_q, d_head)
         if self.cross:
             if cache is not None and cache.length > 0:
                 k, v = cache.k, cache.v                                 # encoder K, V: computed once
             else:
                 if memory is None:
                     raise ShapeError("cross-attention needs the encoder output `memory`")
-                k = self.split_heads(self.k_proj(memory))               # (B, H, T_src, d_head)
-                v = self.split_heads(self.v_proj(memory))
+                k = self.split_heads(_unpacked(self.k_proj(memory), memory_packing))   # (B, H, T_src, d_head)
+                v = self.split_heads(_unpacked(self.v_proj(memory), memory_packing))
                 if cache is not None:
                     k, v = cache.store(k, v)
         else:
-            k = self.split_heads(self.k_proj(x))                        # (B, H, T_q, d_head)
-            v = self.split_heads(self.v_proj(x))
+            k = self.split_heads(_unpacked(self.k_proj(x), packing))   # (B, H, T_q, d_head)
+            v = self.split_heads(_unpacked(self.v_proj(x), packing))
             if cache is not None:
                 k, v = cache.append(k, v)                               # (B, H, T_past + T_q, d_head)
         p = self.dropout if self.training else 0.0
         out, weights = scaled_dot_product_attention(q, k, v, mask=mask, return_weights=need_weights, dropout_p=p)
-        return self.out_proj(self.merge_heads(out)), weights
+        out = self.merge_heads(out)                                     # (B, T_q, d_model)
+        return self.out_proj(packing.pack(out) if packing is not None else out), weights
+
+
+def _unpacked(x: torch.Tensor, packing: Packing | None) -> torch.Tensor:
+    return packing.unpack(x) if packing is not None else x

@@ -12,6 +12,7 @@ from torch import nn
 from qkv.config import ModelConfig
 from qkv.errors import ShapeError
 from qkv.model.attention import KVCache, MultiHeadAttention
+from qkv.model.masks import Packing
 
 
 def sinusoidal_table(max_len: int, d_model: int) -> torch.Tensor:
@@ -172,9 +173,9 @@ class EncoderLayer(nn.Module):
         self.attn_block = Sublayer(cfg)
         self.ff_block = Sublayer(cfg)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """x: (B, S, d_model); mask: (B, 1, 1, S) source padding mask."""
-        x = self.attn_block(x, lambda h: self.self_attn(h, mask=mask)[0])
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, packing: Packing | None = None) -> torch.Tensor:
+        """x: (B, S, d_model), or (N, d_model) real tokens with `packing`; mask: (B, 1, 1, S) source padding mask."""
+        x = self.attn_block(x, lambda h: self.self_attn(h, mask=mask, packing=packing)[0])
         return self.ff_block(x, self.ff)
 
 
@@ -198,10 +199,14 @@ class DecoderLayer(nn.Module):
         memory_mask: torch.Tensor | None = None,
         self_cache: KVCache | None = None,
         cross_cache: KVCache | None = None,
+        packing: Packing | None = None,
+        memory_packing: Packing | None = None,
     ) -> torch.Tensor:
         """x: (B, T, d_model); self_mask: causal (& padding), broadcastable to (B, H, T, T_past + T);
-        memory: encoder output (B, S, d_model) with memory_mask (B, 1, 1, S)."""
-        x = self.attn_block(x, lambda h: self.self_attn(h, mask=self_mask, cache=self_cache)[0])
+        memory: encoder output (B, S, d_model) with memory_mask (B, 1, 1, S). With `packing` /
+        `memory_packing`, x / memory are the (N, d_model) rows of the real tokens (teacher forcing)."""
+        x = self.attn_block(x, lambda h: self.self_attn(h, mask=self_mask, cache=self_cache, packing=packing)[0])
         if self.cross_attn is not None:
-            x = self.cross_block(x, lambda h: self.cross_attn(h, memory, mask=memory_mask, cache=cross_cache)[0])
+            x = self.cross_block(x, lambda h: self.cross_attn(h, memory, mask=memory_mask, cache=cross_cache,
+                                                              packing=packing, memory_packing=memory_packing)[0])
         return self.ff_block(x, self.ff)

@@ -11,7 +11,7 @@ from qkv.config import ModelConfig
 from qkv.errors import ConfigError, ShapeError
 from qkv.model.attention import KVCache
 from qkv.model.layers import DecoderLayer, Embeddings, EncoderLayer
-from qkv.model.masks import causal_mask, padding_mask
+from qkv.model.masks import Packing, causal_mask, padding_mask
 
 
 @dataclass
@@ -50,9 +50,10 @@ class Encoder(nn.Module):
         self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.n_encoder_layers))
         self.norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps) if cfg.norm_first else None
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, packing: Packing | None = None) -> torch.Tensor:
+        """x: embedded source (B, S, d_model), or its (N, d_model) real-token rows with `packing`."""
         for layer in self.layers:
-            x = layer(x, mask)
+            x = layer(x, mask, packing)
         return self.norm(x) if self.norm is not None else x
 
 
@@ -77,9 +78,12 @@ class Decoder(nn.Module):
         memory: torch.Tensor | None = None,
         memory_mask: torch.Tensor | None = None,
         cache: DecoderCache | None = None,
+        packing: Packing | None = None,
+        memory_packing: Packing | None = None,
     ) -> torch.Tensor:
         """x: embedded target (B, T, d_model) for token ids (B, T). Builds the causal & padding mask,
-        extending it over the cached past when decoding incrementally."""
+        extending it over the cached past when decoding incrementally. With `packing` /
+        `memory_packing`, x / memory are (N, d_model) rows of real tokens (teacher forcing)."""
         key_mask = ids != pad_id                                            # (B, T)
         if cache is not None:
             if cache.key_mask is not None:
@@ -95,6 +99,7 @@ class Decoder(nn.Module):
                 x, self_mask, memory, memory_mask,
                 self_cache=cache.self_attn[i] if cache is not None else None,
                 cross_cache=cache.cross_attn[i] if cache is not None and self.cross else None,
+                packing=packing, memory_packing=memory_packing,
             )
         return self.norm(x) if self.norm is not None else x
 
@@ -112,9 +117,20 @@ def _kept(h: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
     """(B, T, d_model) -> (N, d_model): the rows where `keep` (B, T) is True; all rows if None."""
     if keep is None:
         return h
-    if keep.dtype != torch.bool or keep.shape != h.shape[:2]:
-        raise ShapeError(f"keep must be a boolean mask of shape {tuple(h.shape[:2])}, got {keep.dtype} {tuple(keep.shape)}")
+    _check_keep(keep, h.shape[:2])
     return h[keep]
+
+
+def _check_keep(keep: torch.Tensor, shape: tuple[int, ...]) -> None:
+    if keep.dtype != torch.bool or keep.shape != shape:
+        raise ShapeError(f"keep must be a boolean mask of shape {tuple(shape)}, got {keep.dtype} {tuple(keep.shape)}")
+
+
+def _packing(ids: torch.Tensor, pad_id: int, keep: torch.Tensor) -> Packing | None:
+    """The Packing of the decoder positions that teacher forcing with `keep` needs: the real tokens
+    (keys of later positions) and the `keep` positions (None: run padded)."""
+    _check_keep(keep, tuple(ids.shape))
+    return Packing.of((ids != pad_id) | keep)
 
 
 def _check_ids(ids: torch.Tensor, vocab_size: int, name: str) -> None:
@@ -181,9 +197,21 @@ class EncoderDecoder(nn.Module):
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         """Teacher forcing. `keep` (boolean (B, T), optional) asks for the logits of the True positions
         only, (N, V): training passes the real target tokens, so the output layer (a large share of
-        the FLOPs at vocabulary 8000) and the loss skip padding."""
-        memory, src_mask = self.encode(src)
-        return self.decode(tgt_in, memory, src_mask, keep=keep)
+        the FLOPs at vocabulary 8000) and the loss skip padding. Batches with padding run packed (see
+        Packing): every layer but attention sees only the real source tokens and, with `keep`, only the
+        real target tokens (without `keep` every target position gets its logits, as before)."""
+        pad = self.cfg.pad_id
+        _check_ids(src, self.cfg.src_vocab_size, "src")
+        _check_ids(tgt_in, self.cfg.tgt_vocab_size, "tgt_in")
+        src_pack = Packing.of(src != pad)
+        tgt_pack = _packing(tgt_in, pad, keep) if keep is not None else None
+        src_mask = padding_mask(src, pad)
+        x = self.src_embed(src)
+        memory = self.encoder(src_pack.pack(x) if src_pack else x, src_mask, src_pack)
+        y = self.tgt_embed(tgt_in)
+        h = self.decoder(tgt_pack.pack(y) if tgt_pack else y, tgt_in, pad, memory, src_mask,
+                         packing=tgt_pack, memory_packing=src_pack)
+        return self.lm_head(tgt_pack.select(h, keep) if tgt_pack else _kept(h, keep))
 
     def new_cache(self) -> DecoderCache:
         return self.decoder.new_cache()
@@ -218,8 +246,12 @@ class DecoderOnly(nn.Module):
         With `keep` (boolean (B, T)), only the logits of the True positions: (N, V)."""
         _check_ids(ids, self.cfg.tgt_vocab_size, "ids")
         start = cache.length if cache is not None else 0
-        h = self.decoder(self.embed(ids, start), ids, self.cfg.pad_id, cache=cache)
-        return self.lm_head(_kept(h, keep))
+        pack = _packing(ids, self.cfg.pad_id, keep) if keep is not None and cache is None else None
+        if pack is None:
+            h = self.decoder(self.embed(ids, start), ids, self.cfg.pad_id, cache=cache)
+            return self.lm_head(_kept(h, keep))
+        h = self.decoder(pack.pack(self.embed(ids)), ids, self.cfg.pad_id, packing=pack)   # padded batch: packed
+        return self.lm_head(pack.select(h, keep))
 
     def new_cache(self) -> DecoderCache:
         return self.decoder.new_cache()
