@@ -11,7 +11,9 @@ fused AdamW, so the systems do the same work. Tokens/s counts real source + targ
 Every system gets qkv's loss (one autograd function, closed-form gradient). qkv's model runs
 packed, as in qkv's trainer: every layer but attention (projections, feed-forward, LayerNorm,
 dropout, the output layer) sees only the real tokens (`keep` and qkv.model.masks.Packing), while
-the others compute every padded position (a quarter of them at these lengths). qkv's dropout draws its masks with NumPy's PCG64
+the others compute every padded position (a quarter of them at these lengths). A last setting,
+`small_fp32_equal_lengths`, gives every sentence of a batch the same lengths: nothing to skip, the
+padded systems' best case (qkv's own length-bucketed batches of Multi30k hold ~4% padding). qkv's dropout draws its masks with NumPy's PCG64
 (torch's CPU bernoulli_ is a serial Mersenne Twister); the others use torch's dropout.
 
 Model FLOP utilisation (MFU) = useful model FLOPs per second / measured matmul peak of the same
@@ -55,14 +57,20 @@ VOCAB, BATCH_TOKENS, MIN_LEN, MAX_LEN = 8000, 4096, 10, 20
 # --- data ------------------------------------------------------------------------------------
 
 
-def make_batches(n: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """(src, tgt_in, tgt_out) batches of ~BATCH_TOKENS real tokens, padded with 0."""
+def make_batches(n: int, seed: int = 0, equal_lengths: bool = False) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(src, tgt_in, tgt_out) batches of ~BATCH_TOKENS real tokens, padded with 0. With `equal_lengths`
+    every sentence pair of a batch has the same lengths (drawn once per batch): no padding at all."""
     g = torch.Generator().manual_seed(seed)
+
+    def length() -> int:
+        return int(torch.randint(MIN_LEN, MAX_LEN + 1, (1,), generator=g))
+
     batches = []
     for _ in range(n):
         srcs, tgts, tokens = [], [], 0
+        lengths = (length(), length())
         while tokens < BATCH_TOKENS:
-            s, t = (int(torch.randint(MIN_LEN, MAX_LEN + 1, (1,), generator=g)) for _ in range(2))
+            s, t = lengths if equal_lengths else (length(), length())
             srcs.append(torch.randint(4, VOCAB, (s,), generator=g))
             tgts.append(torch.randint(4, VOCAB, (t,), generator=g))
             tokens += s + t + 1
@@ -180,7 +188,7 @@ def useful_flops(shape: dict, batch) -> float:
     return 3 * float(linear + attention)
 
 
-def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
     """GFLOP per CPU-second of an n x n matmul in `dtype` (best of `repeats`), times the thread
     count: the machine's matmul limit when every thread is busy (process time, so other
     programs on the machine do not lower it)."""
@@ -197,12 +205,12 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
 # --- the benchmark -----------------------------------------------------------------------------------
 
 
-def bench_config(name: str, dtype: torch.dtype | None, steps: int, peak: float) -> dict:
+def bench_config(name: str, dtype: torch.dtype | None, steps: int, peak: float, equal_lengths: bool = False) -> dict:
     shape = CONFIGS[name]
     torch.manual_seed(0)
     systems = {"qkv": qkv_model(shape), "marian": marian_model(shape), "torch_nn_transformer": TorchTransformer(shape)}
     steppers = {k: Stepper(m, dtype) for k, m in systems.items() if m is not None}
-    batches = make_batches(steps + 1)
+    batches = make_batches(steps + 1, equal_lengths=equal_lengths)
     for batch in batches:                   # round robin: step 0 warms up every system
         for stepper in steppers.values():
             stepper(batch)
@@ -225,6 +233,7 @@ def bench_config(name: str, dtype: torch.dtype | None, steps: int, peak: float) 
     else:
         rows["marian"] = "skipped: transformers is not installed (pip install 'qkv[bench]')"
     rows["tokens_per_batch"] = round(tokens)
+    rows["padding_fraction"] = round(1 - tokens / statistics.mean(b[0].numel() + b[2].numel() for b in batches[1:]), 3)
     return rows
 
 
@@ -264,6 +273,10 @@ def main() -> None:
             dtype = None if precision == "fp32" else dtypes[precision]
             results[f"{name}_{precision}"] = bench_config(name, dtype, steps, peaks[precision])
             print(f"{name} {precision}: {json.dumps(results[f'{name}_{precision}'])}", flush=True)
+    # the padded systems' best case: no padding to skip (qkv's own length-bucketed Multi30k batches hold ~4%)
+    results["small_fp32_equal_lengths"] = bench_config("small", None, steps, peaks.get("fp32") or matmul_peak(torch.float32),
+                                                       equal_lengths=True)
+    print(f"small fp32 equal lengths: {json.dumps(results['small_fp32_equal_lengths'])}", flush=True)
     results["machine"]["load_average_end"] = _load()
     text = json.dumps(results, indent=2)
     print(text)

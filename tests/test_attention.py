@@ -140,8 +140,30 @@ def test_kv_cache_grows_and_reorders():
     torch.testing.assert_close(v, -full)
     cache.reorder(torch.tensor([1, 1]))
     torch.testing.assert_close(cache.k, full[[1, 1]])
-    k, _ = cache.append(parts[0][:, :, :1], parts[0][:, :, :1])                 # grows after a reorder
+    k, _ = cache.append(parts[0][:, :, :1], parts[0][:, :, :1])                 # appends after a reorder
     torch.testing.assert_close(k, torch.cat([full[[1, 1]], parts[0][:, :, :1]], dim=2))
+
+
+def test_kv_cache_reorders_beams_in_place():
+    # beam search reshuffles rows at every step: in place, rows read before they are overwritten,
+    # and the spare capacity stays (the next step appends without growing)
+    cache = KVCache()
+    full = torch.randn(4, 2, 5, 3)
+    cache.append(full, -full)
+    ptr, capacity = cache._k.data_ptr(), cache._k.size(2)
+    index = torch.tensor([2, 0, 1, 1])                                           # a cycle and a copy
+    cache.reorder(index)
+    assert cache._k.data_ptr() == ptr and cache._k.size(2) == capacity
+    torch.testing.assert_close(cache.k, full[index])
+    torch.testing.assert_close(cache.v, -full[index])
+    cache.reorder(torch.arange(4))                                               # nothing moves
+    torch.testing.assert_close(cache.k, full[index])
+    new = torch.randn(4, 2, 1, 3)
+    k, _ = cache.append(new, new)
+    assert cache._k.data_ptr() == ptr
+    torch.testing.assert_close(k, torch.cat([full[index], new], dim=2))
+    cache.reorder(torch.tensor([3, 0]))                                          # rows leave: a new buffer
+    torch.testing.assert_close(cache.k, torch.cat([full[index], new], dim=2)[[3, 0]])
 
 
 def test_beam_reorder_leaves_the_encoder_side_alone():

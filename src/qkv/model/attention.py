@@ -119,11 +119,30 @@ class KVCache:
         self._k, self._v, self.length = k.contiguous(), v.contiguous(), k.size(2)
         return self._k, self._v
 
-    def reorder(self, index: torch.Tensor) -> None:
-        """Select batch rows (beam search keeps the surviving hypotheses); copies the used length only."""
-        if self._k is not None:
-            self._k = self._k[:, :, : self.length].index_select(0, index)
-            self._v = self._v[:, :, : self.length].index_select(0, index)
+    def reorder(self, index: torch.Tensor, moves: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        """Keep batch rows `index` (beam search keeps the surviving hypotheses).
+
+        When the batch keeps its size (beams of the same sentences reshuffled), only the rows that
+        change are copied, in place and over the used length; `moves` = row_moves(index), computed
+        once for all layers. When rows leave, the whole buffer moves, spare capacity included (each
+        row is one contiguous block), so the next append finds room instead of growing."""
+        if self._k is None:
+            return
+        if index.numel() != self._k.size(0):
+            self._k = self._k.index_select(0, index)
+            self._v = self._v.index_select(0, index)
+            return
+        dst, src = moves if moves is not None else row_moves(index)
+        if dst.numel():
+            used = self.length
+            self._k[dst, :, :used] = self._k[src, :, :used]       # the right side is gathered first
+            self._v[dst, :, :used] = self._v[src, :, :used]
+
+
+def row_moves(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For a reordering `index` of a batch into itself: the rows that change and where they come from."""
+    dst = (index != torch.arange(index.numel(), device=index.device)).nonzero().squeeze(1)
+    return dst, index[dst]
 
 
 def _grow(buf: torch.Tensor, capacity: int, used: int) -> torch.Tensor:

@@ -9,7 +9,7 @@ from torch import nn
 
 from qkv.config import ModelConfig
 from qkv.errors import ConfigError, ShapeError
-from qkv.model.attention import KVCache
+from qkv.model.attention import KVCache, row_moves
 from qkv.model.layers import DecoderLayer, Embeddings, EncoderLayer
 from qkv.model.masks import Packing, causal_mask, padding_mask
 
@@ -36,8 +36,10 @@ class DecoderCache:
         """Keep batch rows `index` (beam search), in every layer's cache. `same_sources`: every row
         of `index` comes from a row of the same source sentence (beam search reordering its beams),
         so the cross-attention keys/values, identical across those rows, stay as they are."""
+        same_size = self.key_mask is not None and index.numel() == self.key_mask.size(0)
+        moves = row_moves(index) if same_size else None       # the same rows move in every layer
         for c in (*self.self_attn, *([] if same_sources else self.cross_attn)):
-            c.reorder(index)
+            c.reorder(index, moves)
         if self.key_mask is not None:
             self.key_mask = self.key_mask.index_select(0, index)
 
