@@ -5,7 +5,7 @@ Every output is forced to exactly N new tokens (<eos> suppressed until N, stoppe
 system does the same number of steps. Systems are timed in turn, best of the repeats, in wall-clock
 and in CPU time (steadier on a machine shared with other jobs; with --threads 1 it is the work done). Prints JSON and saves benchmarks/results/decode_speed.json.
 
-    python benchmarks/decode_speed.py --threads 1            # a few minutes on 2 CPU cores
+    python benchmarks/decode_speed.py --threads 1            # about 6 minutes on 2 CPU cores
     python benchmarks/decode_speed.py --threads 1 --quick    # about a minute
 """
 
@@ -96,7 +96,7 @@ def main() -> None:
         hf = None
     lengths = (50,) if args.quick else (30, 50)
     n_sent = {1: 3 if args.quick else 6, 32: 32}
-    repeats = 1 if args.quick else 2
+    repeats = 1 if args.quick else 3
     rows = []
     for new_tokens in lengths:
         for batch_size, n in n_sent.items():
