@@ -127,8 +127,9 @@ def _kept(h: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
 def _project(lm_head: nn.Linear, h: torch.Tensor, cache: DecoderCache | None) -> torch.Tensor:
     """The output layer: (..., d_model) -> (..., V) logits. Incremental decoding multiplies by a
     (d_model, V) copy of the weight made once per cache: a step at batch 1 is a vector-matrix
-    product, which runs about 1.15x faster on a CPU in this layout than with the (V, d_model) one."""
-    if cache is None:
+    product, which runs about 1.15x faster on a CPU in this layout than with the (V, d_model) one.
+    (With gradients on, the layer itself, so that they reach its weight.)"""
+    if cache is None or torch.is_grad_enabled():
         return lm_head(h)
     if cache.output_weight_t is None:
         cache.output_weight_t = lm_head.weight.detach().t().contiguous()
