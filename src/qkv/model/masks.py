@@ -55,7 +55,6 @@ class Packing:
         if real.dim() != 2 or real.dtype != torch.bool:
             raise ShapeError(f"Packing needs a boolean (B, T) mask of real tokens, got {real.dtype} {tuple(real.shape)}")
         self.batch, self.length = real.shape
-        self.real = real
         self.index = real.flatten().nonzero().squeeze(1)                   # (N,) flat positions b*T + t
 
     @classmethod
