@@ -22,7 +22,7 @@ import torch
 
 from qkv import ModelConfig, build_model
 from qkv.decode import DecodeConfig, translate_ids
-from qkv.machine import keep_freed_memory
+from qkv.fast.malloc import keep_freed_memory
 
 SMALL = dict(d_model=256, n_heads=4, n_encoder_layers=3, n_decoder_layers=3, d_ff=1024,
              src_vocab_size=8000, tgt_vocab_size=8000, dropout=0.0, max_len=512)

@@ -23,7 +23,7 @@ import torch
 from decode_speed import SMALL, SRC_LEN, make_sources, qkv_runner, timed
 from qkv import ModelConfig, build_model
 from qkv.interop.ct2 import require_ctranslate2, write_ct2
-from qkv.machine import keep_freed_memory
+from qkv.fast.malloc import keep_freed_memory
 
 
 def ct2_translator(model, quantize: str | None, out: Path):

@@ -8,13 +8,12 @@ step time is reported, with tokens per CPU-second (process time), which a busy s
 distorts far less than wall time. Dropout 0.1 sits where qkv has it (embeddings, sublayer outputs and
 inside the feed-forward network: Marian's `activation_dropout`), and every system uses the same
 fused AdamW, so the systems do the same work. Tokens/s counts real source + target tokens (no padding).
-Every system gets qkv's loss (one autograd function, closed-form gradient). qkv's model runs
-packed, as in qkv's trainer: every layer but attention (projections, feed-forward, LayerNorm,
-dropout, the output layer) sees only the real tokens (`keep` and qkv.model.masks.Packing), while
-the others compute every padded position (a quarter of them at these lengths). A last setting,
-`small_fp32_equal_lengths`, gives every sentence of a batch the same lengths: nothing to skip, the
-padded systems' best case (qkv's own length-bucketed batches of Multi30k hold ~4% padding). qkv's dropout draws its masks with NumPy's PCG64
-(torch's CPU bernoulli_ is a serial Mersenne Twister); the others use torch's dropout.
+Every system gets qkv's loss (one autograd function, closed-form gradient) and computes every
+padded position (a quarter of them at these lengths). A last setting, `small_fp32_equal_lengths`,
+gives every sentence of a batch the same lengths (qkv's own length-bucketed batches of Multi30k hold
+~4% padding). qkv's model gets what qkv's trainer applies from the fast layer: dropout masks drawn
+with NumPy's PCG64 (`qkv.fast.dropout`; torch's CPU bernoulli_ is a serial Mersenne Twister); the
+others use torch's dropout.
 
 Model FLOP utilisation (MFU) = useful model FLOPs per second / measured matmul peak of the same
 precision (a large square matmul measured in this run); both in CPU time, so that other programs
@@ -44,7 +43,9 @@ from torch import nn
 
 from qkv import DecoderOnly, EncoderDecoder, ModelConfig, build_model
 from qkv.model.layers import Embeddings
-from qkv.machine import cpu_has_fast_bf16, cpu_name, keep_freed_memory
+from qkv.fast.dropout import use_fast_dropout
+from qkv.fast.malloc import keep_freed_memory
+from qkv.machine import cpu_has_fast_bf16, cpu_name
 from qkv.train.loss import label_smoothed_nll
 
 CONFIGS = {
@@ -152,7 +153,8 @@ class Stepper:
     def __init__(self, model: nn.Module, dtype: torch.dtype | None):
         self.model = model.train()
         self.dtype = dtype
-        self.keep = isinstance(model, (EncoderDecoder, DecoderOnly))   # qkv's models take `keep`
+        if isinstance(model, (EncoderDecoder, DecoderOnly)):
+            use_fast_dropout(model)                                    # as qkv's trainer does
         self.opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9, fused=True)
         self.times: list[float] = []
         self.cpu_times: list[float] = []
@@ -162,11 +164,7 @@ class Stepper:
         start, cpu_start = time.perf_counter(), time.process_time()
         autocast = torch.autocast("cpu", dtype=self.dtype) if self.dtype else contextlib.nullcontext()
         with autocast:
-            if self.keep:                   # as qkv's trainer: logits of the real target tokens only
-                real = tgt_out != 0
-                logits, tgt_out = self.model(src, tgt_in, keep=real), tgt_out[real]
-            else:
-                logits = self.model(src, tgt_in)
+            logits = self.model(src, tgt_in)
         loss, _, n = label_smoothed_nll(logits, tgt_out, 0.1, 0)
         (loss / n).backward()
         nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)

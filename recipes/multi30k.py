@@ -47,7 +47,7 @@ from shakespeare import machine  # noqa: E402  (the same machine description for
 
 def main(argv: list[str] | None = None) -> int:
     from qkv.errors import QkvError
-    from qkv.machine import keep_freed_memory
+    from qkv.fast.malloc import keep_freed_memory
     from qkv.train.distributed import default_processes, local_launch
 
     keep_freed_memory()                          # as the qkv command: big tensors reuse freed memory

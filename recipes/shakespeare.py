@@ -38,7 +38,7 @@ WORLD_RANK, WORLD_SIZE = int(os.environ.get("RANK", "0")), int(os.environ.get("W
 
 def main(argv: list[str] | None = None) -> int:
     from qkv.errors import QkvError
-    from qkv.machine import keep_freed_memory
+    from qkv.fast.malloc import keep_freed_memory
     from qkv.train.distributed import default_processes, local_launch
 
     keep_freed_memory()                          # as the qkv command: big tensors reuse freed memory

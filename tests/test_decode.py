@@ -97,11 +97,42 @@ def test_step_logits_with_and_without_cache_agree(arch):
             torch.testing.assert_close(fast.step(ids), slow.step(ids), atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("padded", [False, True], ids=["unpadded", "padded"])
+@pytest.mark.parametrize("arch", ["encoder-decoder", "decoder-only"])
+def test_fast_steps_equal_the_paper_path(arch, padded):
+    """qkv.fast.decoding.CachedSteps (no mask where nothing is hidden, last position only, the
+    output weight transposed) gives the paper path's cached logits: model.decode / model(ids, cache)."""
+    model = seq2seq() if arch == "encoder-decoder" else language_model()
+    feed = torch.randint(4, V, (3, 10), generator=torch.Generator().manual_seed(5))
+    if padded:
+        feed[2, 1] = PAD                                                # a padded key in the past
+    kwargs = {}
+    if arch == "encoder-decoder":
+        src = sources() if padded else sources()[:1].repeat(3, 1)
+        memory, src_mask = model.encode(src)
+        kwargs = dict(memory=memory, src_mask=src_mask)
+    with torch.inference_mode():
+        fast = StepDecoder(model, **kwargs)
+        paper = StepDecoder(model, fast=False, **kwargs)
+        assert fast.steps is not None and paper.steps is None and paper.cache is not None
+        rows = torch.arange(3)
+        for i, ids in enumerate([feed[:, :3]] + list(feed[:, 3:].split(1, dim=1))):
+            if i == 2:                                                  # beams swap rows
+                rows = torch.tensor([2, 0, 1])
+                fast.reorder(rows)
+                paper.reorder(rows)
+            if i == 5:                                                  # a row leaves the batch
+                fast.reorder(torch.tensor([0, 2]))
+                paper.reorder(torch.tensor([0, 2]))
+                rows = rows[[0, 2]]
+            ids = ids[rows]
+            torch.testing.assert_close(fast.step(ids), paper.step(ids), atol=2e-6, rtol=1e-5)
+
+
 def test_cached_decoding_feeds_one_token_and_encodes_cross_attention_once():
     model, src = seq2seq(), sources()
     widths, cross_kv = [], []
-    original = model.decode
-    model.decode = lambda tgt_in, *a, **k: (widths.append(tgt_in.size(1)), original(tgt_in, *a, **k))[1]
+    model.decoder.register_forward_pre_hook(lambda m, args: widths.append(args[0].size(1)))
     model.decoder.layers[0].cross_attn.k_proj.register_forward_hook(lambda *_: cross_kv.append(1))
     beam_search(model, src, DecodeConfig(beam_size=3, max_len_a=0, max_len_b=8, min_len=8))
     assert widths == [1] * 8
@@ -117,8 +148,7 @@ def test_decoder_only_cache_agrees_and_processes_the_prompt_once():
         slow = generate(model, prompt, 20, sampler=sampler, use_cache=False)
         assert fast == slow and len(fast) > 0
     widths = []
-    original = model.forward
-    model.forward = lambda ids, cache=None: (widths.append(ids.size(1)), original(ids, cache))[1]
+    model.decoder.register_forward_pre_hook(lambda m, args: widths.append(args[0].size(1)))
     generate(model, prompt, 6, min_new_tokens=6)
     assert widths == [len(prompt)] + [1] * 5
 

@@ -105,3 +105,14 @@ def test_bad_requests_fail_on_one_line(runs, tmp_path, capsys, args, message):
 def test_missing_run_is_a_one_line_error(tmp_path, capsys):
     assert main(["explain", "--model", str(tmp_path / "nope"), "abc"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_overlong_source_is_cut_by_the_one_text_rule(runs, tmp_path, capsys):
+    # qkv explain follows qkv.decode's OVER_LONG_RULE, as `qkv translate` and the server do
+    out = tmp_path / "long.html"
+    long = "abc" * 40                                                        # 120 characters, max_len 64
+    assert main(["explain", "--model", str(runs["ed"]), long, "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "the source has 120 tokens; the model reads at most 64, so the rest was cut" in err
+    t, _ = trace_run(load_run(runs["ed"]), long)
+    assert len(t.src.ids) == 64

@@ -37,6 +37,46 @@ def test_logits_equal_forward(arch, norm_first):
     torch.testing.assert_close(t.probs.sum(-1), torch.ones(ref.size(0)))
 
 
+def same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """The same tensor of the forward pass: the same memory, shape and strides (not a copy)."""
+    return a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+@pytest.mark.parametrize("arch", ["encoder-decoder", "decoder-only"])
+def test_recorded_tensors_are_the_forwards_own(arch, norm_first):
+    """The trace holds the tensors the model's forward computed (qkv.model.record), not a re-run:
+    each step's output is the next step's input, object for object, and what the trace derives
+    from them differs from the forward's own result by exactly 0."""
+    model = make_model(arch, norm_first)
+    t = trace(model, SRC, TGT)
+    first = t.encoder_layers[0] if arch == "encoder-decoder" else t.decoder_layers[0]
+    assert same(first.self_block.input, (t.src or t.tgt).sum)             # embedding -> first layer
+    for stack in (t.encoder_layers, t.decoder_layers):
+        for layer, nxt in zip(stack, stack[1:]):
+            assert same(layer.output, nxt.self_block.input)                   # layer -> next layer
+        for layer in stack:
+            blocks = [(layer.self_attn, layer.self_block), (layer.cross_attn, layer.cross_block)]
+            for att, block in blocks:
+                if att is None:
+                    continue
+                assert same(att.x, block.fn_input) and same(att.out, block.fn_output)
+                assert same(block.fn_input, block.input) is (not norm_first)   # post-LN: no norm before
+                masked = att.scaled.masked_fill(~att.mask, float("-inf"))
+                assert torch.equal(att.weights, torch.softmax(masked, dim=-1).masked_fill(~att.mask, 0.0))
+                assert torch.equal(att.scaled, att.scores / math.sqrt(att.d_head))
+            assert same(layer.ff.input, layer.ff_block.fn_input) and same(layer.ff.output, layer.ff_block.fn_output)
+            after_attn = layer.cross_block or layer.ff_block                  # the residual stream goes on
+            assert same(layer.self_block.output, after_attn.input)
+            if layer.cross_block is not None:
+                assert same(layer.cross_block.output, layer.ff_block.input)
+    if arch == "encoder-decoder":
+        assert same(t.memory, t.encoder_layers[-1].output) is (not norm_first)   # pre-LN: a final norm
+        assert all(same(layer.cross_attn.memory, t.memory) for layer in t.decoder_layers)
+    assert torch.equal(model.lm_head(t.final), t.logits)                     # the output layer, exactly
+    assert same(t.final, t.decoder_layers[-1].output) is (not norm_first)
+
+
 def test_trace_runs_in_eval_mode_and_restores_training():
     model = make_model().train()                     # dropout 0.1 would make the trace random
     a, b = trace(model, SRC, TGT), trace(model, SRC, TGT)
@@ -145,7 +185,7 @@ def test_bad_requests_raise_one_line_errors():
         trace(make_model("decoder-only"), SRC).attention("enc", 0)
     with pytest.raises(DataError, match="outside the vocabulary"):
         trace(model, [5, 99])
-    with pytest.raises(DataError, match="at most 31"):
+    with pytest.raises(DataError, match="at most 32"):
         trace(model, [5] * 40)
     with pytest.raises(ConfigError, match="no tokenizer"):
         trace(model, "text")

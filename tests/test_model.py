@@ -8,7 +8,7 @@ from torch import nn
 
 from qkv import ConfigError, DecoderOnly, EncoderDecoder, ModelConfig, ShapeError
 from qkv.model.layers import LearnedPositionalEncoding, sinusoidal_table
-from qkv.model.masks import Packing, causal_mask
+from qkv.model.masks import causal_mask
 
 V = 23
 
@@ -133,59 +133,6 @@ def test_padding_does_not_change_real_logits(norm_first):
     torch.testing.assert_close(batched[:1, :4], alone, atol=1e-5, rtol=0)
 
 
-def test_keep_returns_only_the_chosen_positions():
-    # training asks for the logits of real target tokens only: the same numbers, padding skipped
-    torch.manual_seed(0)
-    src, tgt = rand_ids(2, 6, 1), rand_ids(2, 5, 2)
-    keep = torch.tensor([[True, True, True, False, False], [True, True, True, True, True]])
-    for model, args in ((EncoderDecoder(small_cfg()).eval(), (src, tgt)), (DecoderOnly(lm_cfg()).eval(), (tgt,))):
-        full = model(*args)
-        kept = model(*args, keep=keep)
-        assert kept.shape == (8, V)
-        torch.testing.assert_close(kept, full[keep])
-        with pytest.raises(ShapeError, match="keep must be a boolean mask"):
-            model(*args, keep=keep[:, :3])
-
-
-@pytest.mark.parametrize("norm_first", [False, True])
-def test_packed_teacher_forcing_skips_padding_and_changes_nothing(norm_first, monkeypatch):
-    """With padding in the batch, the position-wise layers run on the real tokens only (Packing),
-    and the logits and every gradient are those of the padded computation."""
-    torch.manual_seed(0)
-    src, tgt = rand_ids(3, 9, 1), rand_ids(3, 7, 2)
-    src[0, 5:], src[2, 7:], tgt[1, 3:], tgt[2, 6:] = 0, 0, 0, 0
-    keep = tgt != 0
-    for model, args in ((EncoderDecoder(small_cfg(norm_first=norm_first)), (src, tgt)),
-                        (DecoderOnly(lm_cfg(norm_first=norm_first)), (tgt,))):
-        rows = []
-        hook = model.decoder.layers[0].ff.register_forward_hook(lambda m, i, o: rows.append(i[0].shape))
-        logits = model(*args, keep=keep)
-        loss = logits.logsumexp(-1).sum()
-        grads = torch.autograd.grad(loss, list(model.parameters()))
-        assert rows == [(int(keep.sum()), 32)]                        # (N real tokens, d_model): no padding rows
-        with monkeypatch.context() as m:                               # the same model, padded all the way
-            m.setattr(Packing, "of", classmethod(lambda cls, real, min_padding=0.05: None))
-            padded = model(*args, keep=keep)
-            padded_grads = torch.autograd.grad(padded.logsumexp(-1).sum(), list(model.parameters()))
-        assert rows[-1] == (3, 7, 32)
-        hook.remove()
-        torch.testing.assert_close(logits, padded, atol=1e-5, rtol=0)
-        for g, p in zip(grads, padded_grads):
-            torch.testing.assert_close(g, p, atol=1e-5, rtol=1e-4)
-
-
-def test_packing_only_where_padding_is_worth_removing():
-    real = torch.ones(4, 10, dtype=torch.bool)
-    assert Packing.of(real) is None                                    # nothing to remove
-    real[0, 9] = False
-    assert Packing.of(real) is None                                    # 2.5% padding: copies would cost more
-    real[1:, 8:] = False
-    p = Packing.of(real)
-    assert p is not None and p.n == 33
-    x = torch.randn(4, 10, 3)
-    torch.testing.assert_close(p.unpack(p.pack(x)), x * real[..., None])
-
-
 def test_incremental_decoding_with_cache_matches_full_pass():
     torch.manual_seed(0)
     for model, args in ((EncoderDecoder(small_cfg()).eval(), "ed"), (DecoderOnly(lm_cfg(norm_first=True)).eval(), "lm")):
@@ -302,10 +249,13 @@ def test_tiny_model_learns_the_copy_task():
 # --- dropout ---------------------------------------------------------------------------------
 
 
-def test_dropout_drops_p_scales_the_rest_and_is_reproducible():
-    from qkv.model.layers import Dropout
+def test_fast_dropout_is_dropout():
+    """qkv.fast.dropout: nn.Dropout's law (rate p, survivors scaled by 1/(1-p), the gradient through
+    the same mask, identity in eval), reproducible from torch's seed; swapped in without changing
+    any parameter."""
+    from qkv.fast.dropout import FastDropout, use_fast_dropout
 
-    drop = Dropout(0.1)
+    drop = FastDropout(0.1)
     x = torch.ones(200, 500, requires_grad=True)
     torch.manual_seed(3)
     y = drop(x)
@@ -318,14 +268,18 @@ def test_dropout_drops_p_scales_the_rest_and_is_reproducible():
     assert torch.equal(drop(x), y)                                       # torch's seed decides the mask
     assert not torch.equal(drop(x), y)                                   # and the next call differs
     assert drop.eval()(x) is x
-    with pytest.raises(ShapeError, match="dropout probability"):
-        Dropout(1.0)
+    model = EncoderDecoder(small_cfg(dropout=0.1))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    n_dropouts = sum(type(m) is nn.Dropout for m in model.modules())
+    assert n_dropouts > 0 and use_fast_dropout(model) == n_dropouts
+    assert not any(type(m) is nn.Dropout for m in model.modules())
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
 
 
 def test_keep_freed_memory(monkeypatch):
     import platform
 
-    from qkv.machine import keep_freed_memory
+    from qkv.fast.malloc import keep_freed_memory
 
     assert keep_freed_memory() is (platform.libc_ver()[0] == "glibc")   # applied wherever glibc runs
     assert torch.randn(3000, 3000).clone().shape == (3000, 3000)        # big blocks still allocate

@@ -131,10 +131,17 @@ def test_malformed_json_is_422(mt: TestClient) -> None:
     assert "not valid JSON" in r.json()["message"]
 
 
-def test_text_longer_than_the_model_is_422(mt: TestClient) -> None:
+def test_text_longer_than_the_model_is_cut_with_a_warning(mt: TestClient) -> None:
+    # the one over-long rule of qkv.decode (OVER_LONG_RULE), as in `qkv translate` and `qkv explain`
     r = mt.post("/v1/translate", json={"texts": ["ok", "a" * 100]})
-    assert r.status_code == 422
-    assert r.json()["message"] == "text 1 has 100 tokens but the model reads at most 64; shorten it"
+    assert r.status_code == 200
+    first, second = r.json()["translations"]
+    assert first["warnings"] == []
+    assert second["warnings"] == ["text 1 has 100 tokens; the model reads at most 64, so the rest was cut"]
+    r = mt.post("/v1/explain", json={"text": "a" * 100})
+    assert r.status_code == 200
+    assert r.json()["warnings"] == ["the text has 100 tokens; the model reads at most 64, so the rest was cut"]
+    assert len(r.json()["source_tokens"]) == 64
 
 
 def test_oversize_body_is_413(mt: TestClient) -> None:

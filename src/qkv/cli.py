@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from qkv.errors import QkvError
-from qkv.machine import keep_freed_memory
+from qkv.fast.malloc import keep_freed_memory
 
 app = typer.Typer(
     name="qkv",

@@ -12,7 +12,8 @@ at a time and chooses the next from the predicted distribution:
 
 Every mode runs on `StepDecoder`, which feeds only the new token per step and keeps the decoder's
 self-attention keys/values in the model's cache (`model.new_cache()`); the encoder's keys/values
-for cross-attention are computed at the first step and reused. `use_cache=False` recomputes the
+for cross-attention are computed at the first step and reused. The cached steps run through the
+fast layer (`qkv.fast.decoding`), proven equal to the paper path by the tests. `use_cache=False` recomputes the
 whole prefix at every step instead: the same numbers, much slower; it exists for tests and for
 the benchmark.
 """
@@ -27,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from qkv.errors import ConfigError, DataError, ShapeError
+from qkv.fast.decoding import CachedSteps
 
 
 @dataclass
@@ -88,31 +90,44 @@ class StepDecoder:
     Encoder-decoder: pass the encoder output `memory` (B, S, d_model) and `src_mask` (B, 1, 1, S).
     Decoder-only: pass neither. `step(ids)` feeds new tokens (B, T_new) and returns the logits of
     the last position (B, V); `reorder(index)` keeps rows `index` (beam search, finished rows).
+
+    With the cache, a Transformer's steps run through `qkv.fast.decoding.CachedSteps` (the model's
+    own modules, minus masks that hide nothing, with the output layer in a faster layout;
+    `fast=False` runs the paper path's `decode(ids, memory, src_mask, cache)` instead); without
+    the cache, every step is the full forward over the whole prefix.
     """
 
     def __init__(self, model, memory: torch.Tensor | None = None, src_mask: torch.Tensor | None = None,
-                 use_cache: bool = True):
+                 use_cache: bool = True, fast: bool = True):
         self.model = model
         self.memory, self.src_mask = memory, src_mask
-        self.cache = model.new_cache() if use_cache else None
+        self.steps = CachedSteps(model) if use_cache and fast and CachedSteps.supports(model) else None
+        self.cache = model.new_cache() if use_cache and self.steps is None else None
         self.prefix: torch.Tensor | None = None      # without a cache: every token fed so far (B, T)
 
     def step(self, ids: torch.Tensor) -> torch.Tensor:
+        """New token ids (B, T_new) -> logits of the last position (B, V)."""
+        if self.steps is not None:
+            logits = self.steps(ids, self.memory, self.src_mask)                   # (B, V)
+            self.memory = None           # cross-attention keys/values now live in the cache
+            return logits
         if self.cache is None:
             self.prefix = ids if self.prefix is None else torch.cat([self.prefix, ids], dim=1)
             ids = self.prefix
         if self.src_mask is None:
-            logits = self.model(ids, self.cache)                                # (B, T, V)
+            logits = self.model(ids, self.cache)                                   # (B, T, V)
         else:
             logits = self.model.decode(ids, self.memory, self.src_mask, self.cache)
             if self.cache is not None:
-                self.memory = None       # cross-attention keys/values now live in the cache
-        return logits[:, -1]                                                    # (B, V)
+                self.memory = None
+        return logits[:, -1]
 
     def reorder(self, index: torch.Tensor, same_sources: bool = False) -> None:
         """Keep rows `index`. `same_sources`: each kept row replaces a row of the same source
         sentence (beams of one sentence), so the encoder side (memory, mask, cross-attention
         cache) needs no copy."""
+        if self.steps is not None:
+            self.steps.reorder(index, same_sources)
         if self.cache is not None:
             self.cache.reorder(index, same_sources)
         if self.prefix is not None:
@@ -365,7 +380,8 @@ def generate(model, prompt: list[int], max_new_tokens: int, **kwargs) -> list[in
     return list(generate_stream(model, prompt, max_new_tokens, **kwargs))
 
 
-# --- text in, text out: what `qkv translate`, `qkv evaluate` and `qkv generate` run -------------
+# --- text in, text out: the one text pipeline of `qkv translate/evaluate/generate`, the server ---
+# --- and `qkv explain` (text -> ids -> search -> text) -----------------------------------------
 
 
 def require_arch(run, arch: str) -> None:
@@ -378,37 +394,63 @@ def require_arch(run, arch: str) -> None:
     raise ConfigError(f"{run.path} is a translation model; translate with `qkv translate --model {run.path} \"...\"`")
 
 
-def translate_lines(run, lines: list[str], dcfg: DecodeConfig, batch_size: int = 32,
-                    warn: Callable[[str], None] | None = None) -> list[list[tuple[str, float]]]:
-    """Translate `lines` with a loaded run; returns each line's n-best list of (text, score).
+OVER_LONG_RULE = (
+    "Input longer than the model reads is cut, never refused: a source keeps its first max_len "
+    "tokens, a prompt its last max_len - 1 (room for the next token), and a warning says so."
+)
 
-    Lines are sorted by length and decoded `batch_size` at a time (little padding), then put back
-    in order. An empty line translates to an empty line; a line longer than the model's max_len
-    is cut to max_len tokens and `warn` is called with a message.
+
+def source_ids(run, text: str, name: str = "the text", warn: Callable[[str], None] | None = None) -> list[int]:
+    """Source text -> token ids, cut to the model's max_len by the one rule (OVER_LONG_RULE)."""
+    ids = run.src_tokenizer.encode(text) if text.strip() else []
+    limit = run.cfg.max_len
+    if len(ids) > limit:
+        if warn is not None:
+            warn(f"{name} has {len(ids)} tokens; the model reads at most {limit}, so the rest was cut")
+        ids = ids[:limit]
+    return ids
+
+
+def prompt_ids(run, prompt: str, warn: Callable[[str], None] | None = None) -> list[int]:
+    """Prompt text -> token ids, keeping the last max_len - 1 by the one rule (OVER_LONG_RULE)."""
+    ids = run.tgt_tokenizer.encode(prompt) if prompt else []
+    limit = run.cfg.max_len - 1
+    if len(ids) > limit:
+        if warn is not None:
+            warn(f"the prompt has {len(ids)} tokens; kept the last {limit} (the model's max_len is {limit + 1})")
+        ids = ids[-limit:]
+    return ids
+
+
+def translate_texts(run, texts: list[str], dcfg: DecodeConfig, batch_size: int = 32,
+                    warn: Callable[[str], None] | None = None,
+                    name: Callable[[int], str] = lambda i: f"line {i + 1}") -> list[list[Hypothesis]]:
+    """Translate `texts` with a loaded run: each text's n-best hypotheses (token ids and scores).
+
+    Texts are sorted by length and decoded `batch_size` at a time (little padding), then put back
+    in order. An empty text gets one empty hypothesis; an over-long one is cut (OVER_LONG_RULE),
+    `warn` getting a message that names it with `name(index)`.
     """
     require_arch(run, "encoder-decoder")
     if batch_size < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
-    ids = [_source_ids(run, line, n, warn) for n, line in enumerate(lines, start=1)]
-    results: list[list[tuple[str, float]]] = [[("", 0.0)] for _ in lines]
+    ids = [source_ids(run, text, name(i), warn) for i, text in enumerate(texts)]
+    results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, 0.0)] for _ in texts]
     order = sorted((i for i, x in enumerate(ids) if x), key=lambda i: -len(ids[i]))
     device = next(run.model.parameters()).device
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         src = _pad([ids[i] for i in chunk], run.cfg.pad_id).to(device)
         for i, hyps in zip(chunk, translate_ids(run.model, src, dcfg)):
-            results[i] = [(run.tgt_tokenizer.decode(h.tokens), h.score) for h in hyps]
+            results[i] = hyps
     return results
 
 
-def _source_ids(run, line: str, number: int, warn: Callable[[str], None] | None) -> list[int]:
-    ids = run.src_tokenizer.encode(line) if line.strip() else []
-    limit = run.cfg.max_len
-    if len(ids) > limit:
-        if warn is not None:
-            warn(f"line {number} has {len(ids)} tokens; the model reads at most {limit}, so the rest was cut")
-        ids = ids[:limit]
-    return ids
+def translate_lines(run, lines: list[str], dcfg: DecodeConfig, batch_size: int = 32,
+                    warn: Callable[[str], None] | None = None) -> list[list[tuple[str, float]]]:
+    """`translate_texts` as text: each line's n-best list of (text, score)."""
+    return [[(run.tgt_tokenizer.decode(h.tokens), h.score) for h in hyps]
+            for hyps in translate_texts(run, lines, dcfg, batch_size, warn)]
 
 
 def _pad(rows: list[list[int]], pad_id: int) -> torch.Tensor:
@@ -449,17 +491,12 @@ def generate_text(run, prompt: str, max_new_tokens: int, sampler: Sampler,
 
     Each piece is the growth of decode(prompt + new tokens), so multi-byte characters and
     tokenizers that join words with spaces come out right. A prompt that leaves no room in the
-    model's max_len keeps its last tokens, and `warn` is called.
+    model's max_len keeps its last tokens (OVER_LONG_RULE), and `warn` is called.
     """
     require_arch(run, "decoder-only")
-    tok, limit = run.tgt_tokenizer, run.cfg.max_len - 1
-    prompt_ids = tok.encode(prompt) if prompt else []
-    if len(prompt_ids) > limit:
-        if warn is not None:
-            warn(f"the prompt has {len(prompt_ids)} tokens; kept the last {limit} (the model's max_len is {limit + 1})")
-        prompt_ids = prompt_ids[-limit:]
+    tok, ids = run.tgt_tokenizer, prompt_ids(run, prompt, warn)
     window = run.cfg.max_len * 3 // 4            # past max_len, go on from the last 3/4 of the context
-    return _text_pieces(tok, prompt_ids, generate_stream(run.model, prompt_ids, max_new_tokens, sampler, window=window))
+    return _text_pieces(tok, ids, generate_stream(run.model, ids, max_new_tokens, sampler, window=window))
 
 
 def _text_pieces(tok, prompt_ids: list[int], tokens: Iterator[int]) -> Iterator[str]:

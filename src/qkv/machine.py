@@ -23,32 +23,3 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4          # glibc's mallopt parameters (malloc.h)
-
-
-def keep_freed_memory() -> bool:
-    """Make glibc's malloc keep freed memory for reuse instead of handing big blocks back to the OS.
-
-    By default glibc serves an allocation above 32 MB with a fresh mmap and unmaps it when it is
-    freed, so every training step page-faults its largest tensors in again (a batch of logits at
-    vocabulary 8000 is ~70 MB, and so is its gradient). On a 2-core VM a page fault costs microseconds:
-    copying a 69 MB tensor into new memory took 50 ms against 5 ms with the memory kept, and a
-    translation training step ran 1.5x slower. This does what the PyTorch CPU tuning guide gets
-    from preloading jemalloc or tcmalloc, with no extra library: mallopt(M_MMAP_MAX, 0) and a high
-    M_TRIM_THRESHOLD. The process then holds on to its peak memory until it exits.
-
-    Called by qkv's command line, recipes and benchmarks, never on import. Linux with glibc only;
-    QKV_KEEP_FREED_MEMORY=0 turns it off. Returns whether it was applied.
-    """
-    import ctypes
-    import os
-
-    if os.environ.get("QKV_KEEP_FREED_MEMORY", "1") == "0" or platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from qkv.errors import DataError
-from qkv.explain.trace import SPECIALS, display_token
+from qkv.explain.trace import display_token
+from qkv.tokenizers import SPECIAL_TOKENS
 
 
 @dataclass
@@ -41,7 +42,8 @@ def nearest_neighbours(weight: torch.Tensor, tokenizer, word: str, k: int = 10) 
         raise DataError(f"k must be at least 1, got {k}")
     i = token_id(tokenizer, word)
     sims = F.cosine_similarity(weight[i][None, :], weight, dim=-1)          # (V,)
-    sims[list(SPECIALS)] = float("-inf")
+    specials = [j for j in map(tokenizer.token_to_id, SPECIAL_TOKENS) if j is not None]
+    sims[specials] = float("-inf")
     sims[i] = float("-inf")
     k = min(k, int(torch.isfinite(sims).sum()))
     top = torch.topk(sims, k)

@@ -364,22 +364,25 @@ def trace_run(run, text: str, target: str | None = None) -> tuple[Trace, list[st
     A translation model without `target` first translates `text` greedily and explains its own
     output; a language model explains the text (and `target`, if given, appended to it).
     """
-    from qkv.decode import DecodeConfig, translate_ids
+    from qkv.decode import DecodeConfig, prompt_ids, source_ids, translate_texts
     from qkv.explain.trace import trace
 
     warnings = []
     if not (run.path / "metrics.jsonl").is_file():
         warnings.append(f"{run.path} has no training log (metrics.jsonl): the model may be untrained, "
                         "so its attention and predictions are close to random")
-    if run.cfg.arch == "encoder-decoder" and target is None:
-        src = run.src_tokenizer.encode(text)
-        if not src:
-            raise DataError("the source has no tokens; give some text")
-        out = translate_ids(run.model, torch.tensor([src]), DecodeConfig())[0][0].tokens[: run.cfg.max_len - 1]
+    if run.cfg.arch == "decoder-only":
+        text_ids = prompt_ids(run, text, warnings.append) if target is None else text
+        return trace(run.model, text_ids, target, run.src_tokenizer, run.tgt_tokenizer), warnings
+    src = source_ids(run, text, "the source", warnings.append)         # the one over-long rule (qkv.decode)
+    if not src:
+        raise DataError("the source has no tokens; give some text")
+    if target is None:
+        out = translate_texts(run, [text], DecodeConfig())[0][0].tokens[: run.cfg.max_len - 1]
         warnings.append(f"no --target given: explaining the model's own greedy translation "
                         f"{run.tgt_tokenizer.decode(out)!r}")
         return trace(run.model, src, out, run.src_tokenizer, run.tgt_tokenizer), warnings
-    return trace(run.model, text, target, run.src_tokenizer, run.tgt_tokenizer), warnings
+    return trace(run.model, src, target, run.src_tokenizer, run.tgt_tokenizer), warnings
 
 
 def write_report(path: str | os.PathLike, run, text: str, target: str | None = None, layer: int = 0,

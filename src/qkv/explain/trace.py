@@ -1,8 +1,9 @@
-"""Every intermediate tensor of one forward pass, computed with the paper's equations.
+"""Every intermediate tensor of one forward pass, read from the model's own forward.
 
 `trace(model, src, tgt)` runs one sentence (batch of 1) through an `EncoderDecoder` or a
-`DecoderOnly` model by walking its modules in the same order as their `forward`, using their own
-parameters, and keeps everything on the way:
+`DecoderOnly` model inside `qkv.model.record.recording`: the model's embeddings, attention,
+feed-forward and residual sublayers record what they compute as they run, and the trace arranges
+those tensors in the order of the paper:
 
     tokens -> token embedding * sqrt(d_model) + positional encoding
     for each layer:   (post-LN, the paper)             (pre-LN)
@@ -15,16 +16,15 @@ and inside every multi-head attention, for every head h:
 
     Q = x W_Q,  K = m W_K,  V = m W_V                  (split into H heads of d_head)
     scores = Q K^T,  scaled = scores / sqrt(d_head),  masked positions -> -inf
-    weights = softmax(scaled),  mixed = weights V,  head_out_h = mixed_h W_O[:, h]
-    MHA(x) = sum_h head_out_h + b_O
+    weights = softmax(scaled),  mixed = weights V,  MHA(x) = concat_h(mixed_h) W_O + b_O
 
-The model code is not touched: the trace recomputes the same numbers from the same weights, and
-the tests check that its logits equal the model's own forward pass.
+Nothing is recomputed except each head's share of the output projection, mixed_h W_O[:, h]
+(`head_outputs`, which add up to the attention output): the tests check that the recorded
+tensors are the forward's own.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -33,13 +33,17 @@ from torch import nn
 
 from qkv.errors import ConfigError, DataError, ShapeError
 from qkv.model.attention import MultiHeadAttention
-from qkv.model.layers import Embeddings, FeedForward, Sublayer
-from qkv.model.masks import causal_mask
+from qkv.model.record import Record, recording
 from qkv.model.transformer import DecoderOnly, EncoderDecoder
+from qkv.tokenizers import SPECIAL_TOKENS
 
 KINDS = ("enc", "dec", "cross")
 KIND_NAMES = {"enc": "encoder self-attention", "dec": "decoder masked self-attention", "cross": "cross-attention"}
-SPECIALS = {0: "<pad>", 1: "<bos>", 2: "<eos>", 3: "<unk>"}
+
+
+def special_labels(cfg) -> dict[int, str]:
+    """The names of the model's special ids (from its config: pad, bos, eos, unk)."""
+    return dict(zip((cfg.pad_id, cfg.bos_id, cfg.eos_id, cfg.unk_id), SPECIAL_TOKENS))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -144,6 +148,7 @@ class Trace:
     next_ids: list[int | None]                  # the true next token at each step, when known
     vocab: list[str] | None = None              # display string of every output id, if known
     warnings: list[str] = field(default_factory=list)
+    specials: dict[int, str] = field(default_factory=dict)   # special id -> its name
 
     def attention(self, kind: str, layer: int) -> AttentionTrace:
         """The attention of `kind` ("enc", "dec", "cross") in layer `layer` (0-based)."""
@@ -172,7 +177,7 @@ class Trace:
     def label(self, token_id: int) -> str:
         if self.vocab is not None and 0 <= token_id < len(self.vocab):
             return self.vocab[token_id]
-        return SPECIALS.get(token_id, str(token_id))
+        return self.specials.get(token_id, str(token_id))
 
     def top_k(self, k: int = 5) -> list[dict[str, Any]]:
         """For every decoder step: its input token, the k most likely next tokens, the true one."""
@@ -242,6 +247,8 @@ def trace(
     if not isinstance(model, (EncoderDecoder, DecoderOnly)):
         raise ConfigError(f"trace needs an EncoderDecoder or DecoderOnly model, got {type(model).__name__}")
     cfg = model.cfg
+    specials = special_labels(cfg)
+    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     try:
@@ -251,26 +258,32 @@ def trace(
             tgt_body = [] if tgt is None else _ids(tgt, tgt_tokenizer, "target", cfg, allow_empty=True)
             tgt_ids = [cfg.bos_id] + tgt_body
             next_ids: list[int | None] = tgt_body + [cfg.eos_id] if tgt is not None else [None]
-            src_emb = _embed(model.src_embed, src_ids, src_tokenizer)
-            src_mask = torch.tensor(src_ids) != cfg.pad_id                       # (S,)
-            x, enc_layers = src_emb.sum, []
-            for i, layer in enumerate(model.encoder.layers):
-                lt = _encoder_layer(layer, i, x, src_mask[None, :], src_emb.tokens)
-                enc_layers.append(lt)
-                x = lt.output
-            memory = model.encoder.norm(x) if model.encoder.norm is not None else x
-            tgt_emb = _embed(model.tgt_embed, tgt_ids, tgt_tokenizer)
-            dec_layers, h = _decoder_stack(model, tgt_emb, cfg.pad_id, memory, src_mask, src_emb.tokens)
+            with recording(model) as rec:
+                logits = model(_batch(src_ids, device), _batch(tgt_ids, device))[0]      # (T, V)
+            src_tokens = token_strings(src_ids, src_tokenizer, specials)
+            tgt_tokens = token_strings(tgt_ids, tgt_tokenizer, specials)
+            embed_calls = rec.of(model.src_embed) + (rec.of(model.tgt_embed) if model.tgt_embed is not model.src_embed else [])
+            src_emb = _embedding(embed_calls[0], src_ids, src_tokens, model.src_embed.scale)
+            tgt_emb = _embedding(embed_calls[1], tgt_ids, tgt_tokens, model.tgt_embed.scale)
+            enc_layers = [_layer(rec, layer, "encoder", i, src_tokens, src_tokens)
+                          for i, layer in enumerate(model.encoder.layers)]
+            memory = rec.of(model.encoder)[0]["output"][0]
         else:
             text = _ids(src, tgt_tokenizer, "text", cfg, allow_empty=True)
             if tgt is not None:
                 text = text + _ids(tgt, tgt_tokenizer, "target", cfg, allow_empty=True)
             text = text or [cfg.bos_id]
-            src_emb, memory, enc_layers = None, None, []
-            tgt_emb = _embed(model.embed, text, tgt_tokenizer)
+            if len(text) > cfg.max_len:
+                raise DataError(f"the text and target have {len(text)} tokens but the model handles at most {cfg.max_len}; shorten them")
+            with recording(model) as rec:
+                logits = model(_batch(text, device))[0]                                  # (T, V)
+            src_tokens, src_emb, memory, enc_layers = None, None, None, []
+            tgt_tokens = token_strings(text, tgt_tokenizer, specials)
+            tgt_emb = _embedding(rec.of(model.embed)[0], text, tgt_tokens, model.embed.scale)
             next_ids = list(text[1:]) + [None]
-            dec_layers, h = _decoder_stack(model, tgt_emb, cfg.pad_id, None, None, None)
-        logits = model.lm_head(h)                                                   # (T, V)
+        dec_layers = [_layer(rec, layer, "decoder", i, tgt_tokens, src_tokens)
+                      for i, layer in enumerate(model.decoder.layers)]
+        final = rec.of(model.decoder)[0]["output"][0]
     finally:
         model.train(was_training)
     return Trace(
@@ -281,103 +294,57 @@ def trace(
         encoder_layers=enc_layers,
         decoder_layers=dec_layers,
         memory=memory,
-        final=h,
+        final=final,
         logits=logits,
         probs=torch.softmax(logits.float(), dim=-1),
         next_ids=next_ids,
         vocab=_vocab(tgt_tokenizer, cfg.tgt_vocab_size),
+        specials=specials,
     )
 
 
-def _decoder_stack(model, emb: EmbeddingTrace, pad_id: int, memory, src_mask, src_tokens):
-    """Run the decoder layers (+ final LN for pre-LN) on embedded tokens; return (layers, output)."""
-    ids = torch.tensor(emb.ids)
-    t = len(emb.ids)
-    self_mask = causal_mask(t) & (ids != pad_id)[None, :]                        # (T, T)
-    cross_mask = None if src_mask is None else src_mask[None, :].expand(t, -1)   # (T, S)
-    x, layers = emb.sum, []
-    for i, layer in enumerate(model.decoder.layers):
-        lt = _decoder_layer(layer, i, x, self_mask, memory, cross_mask, emb.tokens, src_tokens)
-        layers.append(lt)
-        x = lt.output
-    h = model.decoder.norm(x) if model.decoder.norm is not None else x
-    return layers, h
+def _batch(ids: list[int], device: torch.device) -> torch.Tensor:
+    return torch.tensor([ids], dtype=torch.long, device=device)                          # (1, T)
 
 
-def _embed(embed: Embeddings, ids: list[int], tokenizer: Any | None) -> EmbeddingTrace:
-    t = torch.tensor(ids)
-    tok = embed.token.weight[t] * embed.scale                                    # (T, d_model)
-    pos = embed.position(len(ids)).detach()                                      # (T, d_model); learned: a view of a parameter
-    return EmbeddingTrace(ids, token_strings(ids, tokenizer), tok, float(embed.scale), pos, tok + pos)
+def _embedding(call: dict[str, torch.Tensor], ids: list[int], tokens: list[str], scale: float) -> EmbeddingTrace:
+    """What an Embeddings module recorded, for the one sentence."""
+    return EmbeddingTrace(ids, tokens, call["token"][0], float(scale), call["position"], call["sum"][0])
 
 
-def _encoder_layer(layer, index: int, x: torch.Tensor, mask: torch.Tensor, tokens: list[str]) -> LayerTrace:
-    mask = mask.expand(x.size(0), -1)                                            # (S, S)
-    self_attn, self_block = _attention_block(layer.self_attn, layer.attn_block, x, None, mask, "enc", index, tokens, tokens)
-    ff, ff_block = _ff_block(layer.ff, layer.ff_block, self_block.output)
-    return LayerTrace("encoder", index, self_attn, self_block, None, None, ff, ff_block)
-
-
-def _decoder_layer(layer, index, x, self_mask, memory, cross_mask, tokens, src_tokens) -> LayerTrace:
-    self_attn, self_block = _attention_block(layer.self_attn, layer.attn_block, x, None, self_mask, "dec", index, tokens, tokens)
-    x = self_block.output
+def _layer(rec: Record, layer: nn.Module, stack: str, index: int, tokens: list[str],
+           src_tokens: list[str] | None) -> LayerTrace:
+    """One encoder or decoder layer as its modules recorded it."""
+    own = "enc" if stack == "encoder" else "dec"
+    self_attn = attention_trace(rec.of(layer.self_attn)[0], own, index, tokens, tokens, layer.self_attn)
     cross_attn = cross_block = None
-    if layer.cross_attn is not None:
-        cross_attn, cross_block = _attention_block(
-            layer.cross_attn, layer.cross_block, x, memory, cross_mask, "cross", index, tokens, src_tokens
-        )
-        x = cross_block.output
-    ff, ff_block = _ff_block(layer.ff, layer.ff_block, x)
-    return LayerTrace("decoder", index, self_attn, self_block, cross_attn, cross_block, ff, ff_block)
+    if getattr(layer, "cross_attn", None) is not None:
+        cross_attn = attention_trace(rec.of(layer.cross_attn)[0], "cross", index, tokens, src_tokens, layer.cross_attn)
+        cross_block = SublayerTrace(**_one(rec.of(layer.cross_block)[0]))
+    ff = rec.of(layer.ff)[0]
+    return LayerTrace(stack, index, self_attn, SublayerTrace(**_one(rec.of(layer.attn_block)[0])), cross_attn,
+                      cross_block, FeedForwardTrace(ff["input"][0], ff["hidden"][0], ff["output"][0]),
+                      SublayerTrace(**_one(rec.of(layer.ff_block)[0])))
 
 
-def _attention_block(attn, block, x, memory, mask, kind, index, q_tokens, k_tokens):
-    fn_input = block.norm(x) if block.norm_first else x
-    source = fn_input if memory is None else memory      # self-attention: keys come from the same stream
-    at = attend(attn, fn_input, source, mask, kind, index, q_tokens, k_tokens)
-    return at, _residual(block, x, fn_input, at.out)
+def _one(call: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The first (only) sentence of every recorded (1, ...) tensor."""
+    return {name: t[0] for name, t in call.items()}
 
 
-def _ff_block(ff: FeedForward, block: Sublayer, x: torch.Tensor) -> tuple[FeedForwardTrace, SublayerTrace]:
-    fn_input = block.norm(x) if block.norm_first else x
-    hidden = ff.act(ff.w1(fn_input))                                             # (T, d_ff)
-    out = ff.w2(hidden)                                                          # (T, d_model)
-    return FeedForwardTrace(fn_input, hidden, out), _residual(block, x, fn_input, out)
-
-
-def _residual(block: Sublayer, x, fn_input, fn_output) -> SublayerTrace:
-    residual = x + fn_output
-    output = residual if block.norm_first else block.norm(residual)
-    return SublayerTrace(x, fn_input, fn_output, residual, output)
-
-
-def attend(
-    attn: MultiHeadAttention,
-    x: torch.Tensor,
-    memory: torch.Tensor,
-    mask: torch.Tensor,
-    kind: str,
-    layer: int,
-    query_tokens: list[str],
-    key_tokens: list[str],
-) -> AttentionTrace:
-    """Multi-head attention, step by step, for one sequence: x (T_q, d_model), memory (T_k, d_model)."""
+def attention_trace(call: dict[str, torch.Tensor], kind: str, layer: int, query_tokens: list[str],
+                    key_tokens: list[str], attn: MultiHeadAttention) -> AttentionTrace:
+    """A MultiHeadAttention's recorded call (batch of one) as an AttentionTrace. The only number
+    computed here is each head's share of the output projection: mixed_h W_O[:, h]."""
     h, d = attn.n_heads, attn.d_head
-    q = attn.q_proj(x).view(-1, h, d).transpose(0, 1)                            # (H, T_q, d_head)
-    k = attn.k_proj(memory).view(-1, h, d).transpose(0, 1)                       # (H, T_k, d_head)
-    v = attn.v_proj(memory).view(-1, h, d).transpose(0, 1)                       # (H, T_k, d_head)
-    scores = q @ k.transpose(-2, -1)                                             # (H, T_q, T_k)
-    scaled = scores / math.sqrt(d)
-    weights = torch.softmax(scaled.masked_fill(~mask, float("-inf")), dim=-1)
-    weights = weights.masked_fill(~mask, 0.0)                                    # all-masked rows: NaN -> 0
-    mixed = weights @ v                                                          # (H, T_q, d_head)
+    scores = call["scores"][0]                                                   # (H, T_q, T_k)
+    mask = call["mask"]
+    mask = torch.ones_like(scores[0], dtype=torch.bool) if mask is None else torch.broadcast_to(mask, call["scores"].shape)[0, 0]
+    mixed = call["mixed"][0]                                                     # (H, T_q, d_head)
     w_o = attn.out_proj.weight.view(attn.d_model, h, d).permute(1, 2, 0)         # (H, d_head, d_model)
-    head_outputs = mixed @ w_o                                                   # (H, T_q, d_model)
-    out = head_outputs.sum(0)
-    if attn.out_proj.bias is not None:
-        out = out + attn.out_proj.bias
-    return AttentionTrace(kind, layer, query_tokens, key_tokens, x, memory, q, k, v, scores, scaled,
-                          mask, weights, mixed, head_outputs, out)
+    return AttentionTrace(kind, layer, query_tokens, key_tokens, call["x"][0], call["memory"][0], call["q"][0],
+                          call["k"][0], call["v"][0], scores, call["scaled"][0], mask, call["weights"][0], mixed,
+                          mixed @ w_o, call["out"][0])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -405,15 +372,16 @@ def _ids(value, tokenizer, what: str, cfg, allow_empty: bool = False) -> list[in
     bad = [i for i in ids if not 0 <= i < vocab]
     if bad:
         raise DataError(f"the {what} holds id {bad[0]} outside the vocabulary [0, {vocab})")
-    if len(ids) + 1 > cfg.max_len:
-        raise DataError(f"the {what} has {len(ids)} tokens but the model handles at most {cfg.max_len - 1}; shorten it")
+    limit = cfg.max_len - 1 if what == "target" else cfg.max_len          # the decoder reads <bos> + target
+    if len(ids) > limit:
+        raise DataError(f"the {what} has {len(ids)} tokens but the model handles at most {limit}; shorten it")
     return ids
 
 
-def token_strings(ids: list[int], tokenizer: Any | None) -> list[str]:
+def token_strings(ids: list[int], tokenizer: Any | None, specials: dict[int, str] | None = None) -> list[str]:
     """Readable display strings: specials by name, byte-level BPE markers made visible."""
     if tokenizer is None:
-        return [SPECIALS.get(i, str(i)) for i in ids]
+        return [(specials or {}).get(i, str(i)) for i in ids]
     return [display_token(tokenizer, i) for i in ids]
 
 

@@ -226,24 +226,17 @@ def load_sentence_encoder(run_dir: str | os.PathLike) -> tuple[SentenceEncoder, 
 
 @torch.no_grad()
 def encoder_attentions(model: SentenceEncoder, tokenizer: Any, text: str) -> list[Any]:
-    """One `qkv.explain.trace.AttentionTrace` per layer for `text` ([CLS] ... [SEP]).
-
-    `qkv.explain.trace.trace` walks encoder-decoders and language models; an encoder alone is walked
-    here with the same `attend` step (every head's Q, K, V, scores and weights), while the layers'
-    own forward carries the residual stream from one layer to the next.
-    """
-    from qkv.explain.trace import attend
+    """One `qkv.explain.trace.AttentionTrace` per layer for `text` ([CLS] ... [SEP]), recorded
+    during the encoder's own forward pass (qkv.model.record)."""
+    from qkv.explain.trace import attention_trace
+    from qkv.model.record import recording
 
     encoding = tokenizer.encode(text)
     ids, tokens = torch.tensor([encoding.ids]), encoding.tokens
-    everything = torch.ones(len(tokens), len(tokens), dtype=torch.bool)      # one sentence: no padding
-    x = model.embed_norm(model.embed(ids) + model.token_type)                 # (1, T, d_model)
-    traces = []
-    for i, layer in enumerate(model.encoder.layers):
-        h = layer.attn_block.norm(x[0]) if layer.attn_block.norm_first else x[0]
-        traces.append(attend(layer.self_attn, h, h, everything, "enc", i, tokens, tokens))
-        x = layer(x, None)
-    return traces
+    with recording(model) as rec:
+        model.encode(ids)
+    return [attention_trace(rec.of(layer.self_attn)[0], "enc", i, tokens, tokens, layer.self_attn)
+            for i, layer in enumerate(model.encoder.layers)]
 
 
 def write_encoder_attention(path: str | os.PathLike, run_dir: str | os.PathLike, text: str, layer: int = 0,

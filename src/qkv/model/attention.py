@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from qkv.errors import ShapeError
-from qkv.model.masks import Packing
+from qkv.model.record import note
 
 
 def scaled_dot_product_attention(
@@ -28,6 +28,7 @@ def scaled_dot_product_attention(
     mask: torch.Tensor | None = None,
     return_weights: bool = False,
     dropout_p: float = 0.0,
+    record: dict[str, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """softmax(q k^T / sqrt(d_k)) v with a boolean mask (True = may attend).
 
@@ -37,19 +38,22 @@ def scaled_dot_product_attention(
     With `return_weights=False` the fused kernel `torch.nn.functional.scaled_dot_product_attention`
     does the work; with `return_weights=True` the same maths runs step by step so the weights can
     be returned. Masked keys get exactly zero weight; a query whose keys are all masked gets zero
-    weights and a zero output (never NaN).
+    weights and a zero output (never NaN). A `record` dict (see qkv.model.record) receives the
+    step-by-step `scores`, `scaled` and `weights`.
     """
     _check_qkv(q, k, v, mask)
-    if not return_weights:
+    if not return_weights and record is None:
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
         return out, None
 
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))       # (..., T_q, T_k)
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    weights = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+    scores = q @ k.transpose(-2, -1)                                # (..., T_q, T_k) Q K^T
+    scaled = scores / math.sqrt(q.size(-1))                         # / sqrt(d_k)
+    masked = scaled if mask is None else scaled.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(masked.float(), dim=-1).to(q.dtype)
     if mask is not None:
         weights = weights.masked_fill(~mask, 0.0)                   # rows of all -inf: NaN -> 0
+    if record is not None:
+        record.update(scores=scores, scaled=scaled, weights=weights)
     if dropout_p > 0.0:
         weights = F.dropout(weights, p=dropout_p)
     return weights @ v, weights
@@ -159,6 +163,8 @@ class MultiHeadAttention(nn.Module):
     the encoder output `memory`.
     """
 
+    record: list | None = None          # see qkv.model.record
+
     def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True, cross: bool = False):
         super().__init__()
         if d_model % n_heads != 0:
@@ -188,42 +194,30 @@ class MultiHeadAttention(nn.Module):
         mask: torch.Tensor | None = None,
         cache: KVCache | None = None,
         need_weights: bool = False,
-        packing: Packing | None = None,
-        memory_packing: Packing | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x: (B, T_q, d_model); memory: (B, T_k, d_model) for cross-attention.
 
         mask: boolean, broadcastable to (B, H, T_q, T_k), True = may attend.
         cache: past keys/values (self-attention: appended to; cross-attention: filled once).
-        packing / memory_packing: x / memory hold only the real tokens, (N, d_model) rows (see
-        Packing); the projections run on those rows, attention itself on the (B, T) layout.
-        Returns the output (B, T_q, d_model), or (N, d_model) when packed, and, if asked, per-head
-        weights (B, H, T_q, T_k).
+        Returns the output (B, T_q, d_model) and, if asked, the per-head weights (B, H, T_q, T_k).
         """
-        if x.dim() != (2 if packing is not None else 3) or x.size(-1) != self.d_model:
-            shape = "(N, " if packing is not None else "(B, T, "
-            raise ShapeError(f"attention input must be {shape}{self.d_model}), got {tuple(x.shape)}")
-        q = self.split_heads(_unpacked(self.q_proj(x), packing))           # (B, H, T_q, d_head)
-        if self.cross:
-            if cache is not None and cache.length > 0:
-                k, v = cache.k, cache.v                                 # encoder K, V: computed once
-            else:
-                if memory is None:
-                    raise ShapeError("cross-attention needs the encoder output `memory`")
-                k = self.split_heads(_unpacked(self.k_proj(memory), memory_packing))   # (B, H, T_src, d_head)
-                v = self.split_heads(_unpacked(self.v_proj(memory), memory_packing))
-                if cache is not None:
-                    k, v = cache.store(k, v)
+        if x.dim() != 3 or x.size(-1) != self.d_model:
+            raise ShapeError(f"attention input must be (B, T, {self.d_model}), got {tuple(x.shape)}")
+        source = memory if self.cross else x                            # where keys and values come from
+        q = self.split_heads(self.q_proj(x))                            # (B, H, T_q, d_head)
+        if self.cross and cache is not None and cache.length > 0:
+            k, v = cache.k, cache.v                                     # encoder K, V: computed once
         else:
-            k = self.split_heads(_unpacked(self.k_proj(x), packing))   # (B, H, T_q, d_head)
-            v = self.split_heads(_unpacked(self.v_proj(x), packing))
+            if source is None:
+                raise ShapeError("cross-attention needs the encoder output `memory`")
+            k = self.split_heads(self.k_proj(source))                   # (B, H, T_k, d_head)
+            v = self.split_heads(self.v_proj(source))
             if cache is not None:
-                k, v = cache.append(k, v)                               # (B, H, T_past + T_q, d_head)
+                k, v = cache.store(k, v) if self.cross else cache.append(k, v)   # self: T_past + T_q keys
         p = self.dropout if self.training else 0.0
-        out, weights = scaled_dot_product_attention(q, k, v, mask=mask, return_weights=need_weights, dropout_p=p)
-        out = self.merge_heads(out)                                     # (B, T_q, d_model)
-        return self.out_proj(packing.pack(out) if packing is not None else out), weights
-
-
-def _unpacked(x: torch.Tensor, packing: Packing | None) -> torch.Tensor:
-    return packing.unpack(x) if packing is not None else x
+        steps = {} if self.record is not None else None
+        mixed, weights = scaled_dot_product_attention(q, k, v, mask=mask, return_weights=need_weights,
+                                                      dropout_p=p, record=steps)
+        out = self.out_proj(self.merge_heads(mixed))                    # concat heads, W_O: (B, T_q, d_model)
+        note(self, x=x, memory=source, q=q, k=k, v=v, mask=mask, **(steps or {}), mixed=mixed, out=out)
+        return out, weights

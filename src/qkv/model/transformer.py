@@ -11,7 +11,8 @@ from qkv.config import ModelConfig
 from qkv.errors import ConfigError, ShapeError
 from qkv.model.attention import KVCache, row_moves
 from qkv.model.layers import DecoderLayer, Embeddings, EncoderLayer
-from qkv.model.masks import Packing, causal_mask, padding_mask
+from qkv.model.masks import causal_mask, padding_mask
+from qkv.model.record import note
 
 
 @dataclass
@@ -26,12 +27,15 @@ class DecoderCache:
     self_attn: list[KVCache]
     cross_attn: list[KVCache] = field(default_factory=list)
     key_mask: torch.Tensor | None = None
-    source_unpadded: bool | None = None    # no source padding (set at the first step): no cross-attention mask
-    output_weight_t: torch.Tensor | None = None   # (d_model, V) copy of the output layer, made at the first step
 
     @property
     def length(self) -> int:
         return 0 if self.key_mask is None else self.key_mask.size(1)
+
+    def extend_keys(self, real: torch.Tensor) -> torch.Tensor:
+        """Remember which new positions (B, T) are real; return the mask of all keys (B, T_past + T)."""
+        self.key_mask = real if self.key_mask is None else torch.cat([self.key_mask, real], dim=1)
+        return self.key_mask
 
     def reorder(self, index: torch.Tensor, same_sources: bool = False) -> None:
         """Keep batch rows `index` (beam search), in every layer's cache. `same_sources`: every row
@@ -45,23 +49,37 @@ class DecoderCache:
             self.key_mask = self.key_mask.index_select(0, index)
 
 
+def decoder_mask(ids: torch.Tensor, pad_id: int, cache: DecoderCache | None = None) -> torch.Tensor:
+    """The decoder's self-attention mask for token ids (B, T): causal and hiding padded keys,
+    over the cached past when decoding incrementally: (B, 1, T, T_past + T)."""
+    real = ids != pad_id                                                # (B, T)
+    keys = cache.extend_keys(real) if cache is not None else real       # (B, T_past + T)
+    return causal_mask(ids.size(1), keys.size(1), ids.device) & keys[:, None, None, :]
+
+
 class Encoder(nn.Module):
     """A stack of encoder layers (plus a final LayerNorm for pre-LN)."""
+
+    record: list | None = None          # see qkv.model.record
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.n_encoder_layers))
         self.norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps) if cfg.norm_first else None
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, packing: Packing | None = None) -> torch.Tensor:
-        """x: embedded source (B, S, d_model), or its (N, d_model) real-token rows with `packing`."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """x: embedded source (B, S, d_model); mask: (B, 1, 1, S) -> memory (B, S, d_model)."""
         for layer in self.layers:
-            x = layer(x, mask, packing)
-        return self.norm(x) if self.norm is not None else x
+            x = layer(x, mask)
+        out = self.norm(x) if self.norm is not None else x
+        note(self, output=out)
+        return out
 
 
 class Decoder(nn.Module):
     """A stack of decoder layers; `cross=False` drops cross-attention (decoder-only models)."""
+
+    record: list | None = None          # see qkv.model.record
 
     def __init__(self, cfg: ModelConfig, cross: bool = True):
         super().__init__()
@@ -76,35 +94,22 @@ class Decoder(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        ids: torch.Tensor,
-        pad_id: int,
+        self_mask: torch.Tensor | None,
         memory: torch.Tensor | None = None,
         memory_mask: torch.Tensor | None = None,
         cache: DecoderCache | None = None,
-        packing: Packing | None = None,
-        memory_packing: Packing | None = None,
     ) -> torch.Tensor:
-        """x: embedded target (B, T, d_model) for token ids (B, T). Builds the causal & padding mask,
-        extending it over the cached past when decoding incrementally. With `packing` /
-        `memory_packing`, x / memory are (N, d_model) rows of real tokens (teacher forcing)."""
-        key_mask = ids != pad_id                                            # (B, T)
-        if cache is not None:
-            if cache.key_mask is not None:
-                key_mask = torch.cat([cache.key_mask, key_mask], dim=1)     # (B, T_past + T)
-            cache.key_mask = key_mask
-        t, t_all = ids.size(1), key_mask.size(1)
-        if t == 1 and cache is not None and bool(key_mask.all()):
-            self_mask = None        # one new query, every cached key real: nothing to hide (the fast path)
-        else:
-            self_mask = causal_mask(t, t_all, x.device) & key_mask[:, None, None, :]   # (B, 1, T, T_all)
+        """x: embedded target (B, T, d_model); self_mask: see `decoder_mask`; memory: the encoder
+        output (B, S, d_model) with its padding mask (B, 1, 1, S). Returns (B, T, d_model)."""
         for i, layer in enumerate(self.layers):
             x = layer(
                 x, self_mask, memory, memory_mask,
                 self_cache=cache.self_attn[i] if cache is not None else None,
                 cross_cache=cache.cross_attn[i] if cache is not None and self.cross else None,
-                packing=packing, memory_packing=memory_packing,
             )
-        return self.norm(x) if self.norm is not None else x
+        out = self.norm(x) if self.norm is not None else x
+        note(self, output=out)
+        return out
 
 
 def _init_linear_weights(module: nn.Module) -> None:
@@ -114,38 +119,6 @@ def _init_linear_weights(module: nn.Module) -> None:
             nn.init.xavier_uniform_(m.weight)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-
-
-def _kept(h: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
-    """(B, T, d_model) -> (N, d_model): the rows where `keep` (B, T) is True; all rows if None."""
-    if keep is None:
-        return h
-    _check_keep(keep, h.shape[:2])
-    return h[keep]
-
-
-def _project(lm_head: nn.Linear, h: torch.Tensor, cache: DecoderCache | None) -> torch.Tensor:
-    """The output layer: (..., d_model) -> (..., V) logits. Incremental decoding multiplies by a
-    (d_model, V) copy of the weight made once per cache: a step at batch 1 is a vector-matrix
-    product, which runs about 1.15x faster on a CPU in this layout than with the (V, d_model) one.
-    (With gradients on, the layer itself, so that they reach its weight.)"""
-    if cache is None or torch.is_grad_enabled():
-        return lm_head(h)
-    if cache.output_weight_t is None:
-        cache.output_weight_t = lm_head.weight.detach().t().contiguous()
-    return h @ cache.output_weight_t
-
-
-def _check_keep(keep: torch.Tensor, shape: tuple[int, ...]) -> None:
-    if keep.dtype != torch.bool or keep.shape != shape:
-        raise ShapeError(f"keep must be a boolean mask of shape {tuple(shape)}, got {keep.dtype} {tuple(keep.shape)}")
-
-
-def _packing(ids: torch.Tensor, pad_id: int, keep: torch.Tensor) -> Packing | None:
-    """The Packing of the decoder positions that teacher forcing with `keep` needs: the real tokens
-    (keys of later positions) and the `keep` positions (None: run padded)."""
-    _check_keep(keep, tuple(ids.shape))
-    return Packing.of((ids != pad_id) | keep)
 
 
 def _check_ids(ids: torch.Tensor, vocab_size: int, name: str) -> None:
@@ -193,40 +166,19 @@ class EncoderDecoder(nn.Module):
         memory: torch.Tensor | None,
         src_mask: torch.Tensor,
         cache: DecoderCache | None = None,
-        keep: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """tgt_in (B, T) -> logits (B, T, V). With a cache, tgt_in holds only the new positions
-        (and memory may be None once the cache holds the encoder's keys/values).
-        With `keep` (boolean (B, T)), only the logits of the True positions: (N, V)."""
+        (and memory may be None once the cache holds the encoder's keys/values)."""
         _check_ids(tgt_in, self.cfg.tgt_vocab_size, "tgt_in")
         start = cache.length if cache is not None else 0
-        if cache is not None:
-            if cache.source_unpadded is None:        # decided once; rows leaving the batch cannot add padding
-                cache.source_unpadded = bool(src_mask.all())
-            if cache.source_unpadded:
-                src_mask = None                      # attention's unmasked fused kernel: one sentence, equal lengths
-        x = self.tgt_embed(tgt_in, start)
-        h = self.decoder(x, tgt_in, self.cfg.pad_id, memory, src_mask, cache)
-        return _project(self.lm_head, _kept(h, keep), cache)
+        self_mask = decoder_mask(tgt_in, self.cfg.pad_id, cache)          # (B, 1, T, T_past + T)
+        h = self.decoder(self.tgt_embed(tgt_in, start), self_mask, memory, src_mask, cache)
+        return self.lm_head(h)                                           # (B, T, V)
 
-    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-        """Teacher forcing. `keep` (boolean (B, T), optional) asks for the logits of the True positions
-        only, (N, V): training passes the real target tokens, so the output layer (a large share of
-        the FLOPs at vocabulary 8000) and the loss skip padding. Batches with padding run packed (see
-        Packing): every layer but attention sees only the real source tokens and, with `keep`, only the
-        real target tokens (without `keep` every target position gets its logits, as before)."""
-        pad = self.cfg.pad_id
-        _check_ids(src, self.cfg.src_vocab_size, "src")
-        _check_ids(tgt_in, self.cfg.tgt_vocab_size, "tgt_in")
-        src_pack = Packing.of(src != pad)
-        tgt_pack = _packing(tgt_in, pad, keep) if keep is not None else None
-        src_mask = padding_mask(src, pad)
-        x = self.src_embed(src)
-        memory = self.encoder(src_pack.pack(x) if src_pack else x, src_mask, src_pack)
-        y = self.tgt_embed(tgt_in)
-        h = self.decoder(tgt_pack.pack(y) if tgt_pack else y, tgt_in, pad, memory, src_mask,
-                         packing=tgt_pack, memory_packing=src_pack)
-        return self.lm_head(tgt_pack.select(h, keep) if tgt_pack else _kept(h, keep))
+    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing: src (B, S), tgt_in (B, T) -> logits (B, T, V)."""
+        memory, src_mask = self.encode(src)
+        return self.decode(tgt_in, memory, src_mask)
 
     def new_cache(self) -> DecoderCache:
         return self.decoder.new_cache()
@@ -255,18 +207,13 @@ class DecoderOnly(nn.Module):
         else:
             nn.init.normal_(self.lm_head.weight, std=cfg.d_model**-0.5)
 
-    def forward(self, ids: torch.Tensor, cache: DecoderCache | None = None,
-                keep: torch.Tensor | None = None) -> torch.Tensor:
-        """ids (B, T) -> logits (B, T, V). With a cache, ids holds only the new positions.
-        With `keep` (boolean (B, T)), only the logits of the True positions: (N, V)."""
+    def forward(self, ids: torch.Tensor, cache: DecoderCache | None = None) -> torch.Tensor:
+        """ids (B, T) -> logits (B, T, V). With a cache, ids holds only the new positions."""
         _check_ids(ids, self.cfg.tgt_vocab_size, "ids")
         start = cache.length if cache is not None else 0
-        pack = _packing(ids, self.cfg.pad_id, keep) if keep is not None and cache is None else None
-        if pack is None:
-            h = self.decoder(self.embed(ids, start), ids, self.cfg.pad_id, cache=cache)
-            return _project(self.lm_head, _kept(h, keep), cache)
-        h = self.decoder(pack.pack(self.embed(ids)), ids, self.cfg.pad_id, packing=pack)   # padded batch: packed
-        return self.lm_head(pack.select(h, keep))
+        mask = decoder_mask(ids, self.cfg.pad_id, cache)                   # (B, 1, T, T_past + T)
+        h = self.decoder(self.embed(ids, start), mask, cache=cache)
+        return self.lm_head(h)                                           # (B, T, V)
 
     def new_cache(self) -> DecoderCache:
         return self.decoder.new_cache()

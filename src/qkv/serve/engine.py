@@ -1,4 +1,4 @@
-"""The model behind the server: tokenize, check the limits, decode, detokenize.
+"""The model behind the server: tokenize, check the limits, decode, detokenize (qkv.decode's text pipeline).
 
 `Engine` does the model's work for each endpoint synchronously; `qkv.serve.worker` decides
 when (one call at a time, in a worker thread, compatible requests batched together).
@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from qkv.decode import DecodeConfig, Sampler, generate, translate_ids
+from qkv.decode import DecodeConfig, Sampler, generate, prompt_ids, source_ids, translate_texts
 from qkv.errors import QkvError
 from qkv.explain.trace import display_token, trace
 from qkv.serve import explain_view
@@ -68,29 +68,23 @@ class Engine:
     # --- translation ---------------------------------------------------------------------
 
     def translate(self, req: TranslateRequest) -> list[dict[str, Any]]:
-        """`Translation` dicts for `req.texts`, in order, decoded as one batch."""
+        """`Translation` dicts for `req.texts`, in order, decoded as one batch (the one text
+        pipeline of qkv.decode: an over-long text is cut, with a warning)."""
         self.require(TRANSLATION)
-        ids = [self.source_ids(text, i) for i, text in enumerate(req.texts)]
-        hyps = translate_ids(self.model, self.pad(ids), decode_config(req))
+        warnings = [self.check_source(text, f"text {i}") for i, text in enumerate(req.texts)]
+        hyps = translate_texts(self.run, req.texts, decode_config(req), batch_size=len(req.texts))
         return [
-            {"source": text, "text": self.tgt.decode(h[0].tokens), "hypotheses": [self.hypothesis(x) for x in h]}
-            for text, h in zip(req.texts, hyps)
+            {"source": text, "text": self.tgt.decode(h[0].tokens), "hypotheses": [self.hypothesis(x) for x in h],
+             "warnings": w}
+            for text, h, w in zip(req.texts, hyps, warnings)
         ]
 
-    def source_ids(self, text: str, index: int = 0) -> list[int]:
-        ids = self.src.encode(text)
-        if not ids:
-            raise ServeError(f"text {index} has no tokens after tokenization; send some text")
-        if len(ids) > self.cfg.max_len:
-            raise ServeError(
-                f"text {index} has {len(ids)} tokens but the model reads at most {self.cfg.max_len}; shorten it"
-            )
-        return ids
-
-    def pad(self, ids: list[list[int]]) -> torch.Tensor:
-        """Right-pad token lists into one (B, S) batch."""
-        width = max(len(x) for x in ids)
-        return torch.tensor([x + [self.cfg.pad_id] * (width - len(x)) for x in ids], dtype=torch.long)
+    def check_source(self, text: str, name: str) -> list[str]:
+        """Refuse a text with no tokens; return the warnings of the over-long rule."""
+        warnings: list[str] = []
+        if not source_ids(self.run, text, name, warnings.append):
+            raise ServeError(f"{name} has no tokens after tokenization; send some text")
+        return warnings
 
     def hypothesis(self, h: Any) -> dict[str, Any]:
         return {"text": self.tgt.decode(h.tokens), "tokens": self.labels(h.tokens), "score": h.score,
@@ -104,19 +98,11 @@ class Engine:
 
     def generate(self, req: GenerateRequest) -> dict[str, Any]:
         self.require(LANGUAGE_MODEL)
-        prompt = self.prompt_ids(req.prompt)
+        warnings: list[str] = []
+        prompt = prompt_ids(self.run, req.prompt, warnings.append)
         sampler = Sampler(req.sample, req.temperature, req.top_k, req.top_p, req.seed)
         new = generate(self.model, prompt, req.max_new_tokens, sampler=sampler)
-        return {"prompt": req.prompt, "text": self.tgt.decode(new), "tokens": self.labels(new)}
-
-    def prompt_ids(self, prompt: str) -> list[int]:
-        ids = self.tgt.encode(prompt) if prompt else []
-        if len(ids) >= self.cfg.max_len:
-            raise ServeError(
-                f"the prompt has {len(ids)} tokens but the model holds at most {self.cfg.max_len - 1} "
-                f"before generating; shorten it"
-            )
-        return ids
+        return {"prompt": req.prompt, "text": self.tgt.decode(new), "tokens": self.labels(new), "warnings": warnings}
 
     # --- the explorer --------------------------------------------------------------------
 
@@ -131,9 +117,10 @@ class Engine:
         return result
 
     def explain_translation(self, text: str, top_k: int, max_new_tokens: int) -> dict[str, Any]:
-        src = self.source_ids(text)
+        warnings = self.check_source(text, "the text")
+        src = source_ids(self.run, text)
         dcfg = DecodeConfig(max_len_a=0.0, max_len_b=max_new_tokens)
-        out = translate_ids(self.model, torch.tensor([src]), dcfg)[0][0].tokens[: self.cfg.max_len - 1]
+        out = translate_texts(self.run, [text], dcfg)[0][0].tokens[: self.cfg.max_len - 1]
         tr = trace(self.model, src, out, self.src, self.tgt)
         return {
             "kind": TRANSLATION,
@@ -141,13 +128,15 @@ class Engine:
             "source_tokens": tr.src.tokens,
             "output": self.tgt.decode(out),
             "output_tokens": tr.tgt.tokens[1:],
+            "warnings": warnings,
             **explain_view.explain_json(tr, top_k),
         }
 
     def explain_generation(self, text: str, top_k: int, max_new_tokens: int) -> dict[str, Any]:
-        prompt = self.prompt_ids(text) or [self.cfg.bos_id]
+        warnings: list[str] = []
+        prompt = prompt_ids(self.run, text, warnings.append) or [self.cfg.bos_id]
         new = generate(self.model, prompt, max_new_tokens, sampler=Sampler())
-        new = new[: self.cfg.max_len - 1 - len(prompt)]
+        new = new[: self.cfg.max_len - len(prompt)]
         tr = trace(self.model, prompt + new, None, None, self.tgt)
         return {
             "kind": LANGUAGE_MODEL,
@@ -155,6 +144,7 @@ class Engine:
             "source_tokens": [],
             "output": self.tgt.decode(new),
             "output_tokens": tr.tgt.tokens,
+            "warnings": warnings,
             **explain_view.explain_json(tr, top_k, first_step=len(prompt) - 1),
         }
 

@@ -85,6 +85,7 @@ class Translation(BaseModel):
     source: str
     text: str = Field(description="the best hypothesis")
     hypotheses: list[Hypothesis] = Field(description="n_best hypotheses, best first")
+    warnings: list[str] = Field(default_factory=list, description="input cut to what the model reads, if any")
 
 
 class TranslateResponse(BaseModel):
@@ -96,6 +97,7 @@ class GenerateResponse(BaseModel):
     prompt: str
     text: str = Field(description="the continuation only")
     tokens: list[str]
+    warnings: list[str] = Field(default_factory=list, description="input cut to what the model reads, if any")
     elapsed_ms: float
 
 
@@ -129,6 +131,7 @@ class ExplainResponse(BaseModel):
     source_tokens: list[str] = Field(description="empty for a language model")
     output: str
     output_tokens: list[str]
+    warnings: list[str] = Field(default_factory=list, description="input cut to what the model reads, if any")
     attention: list[AttentionMap]
     steps: list[Step]
     elapsed_ms: float

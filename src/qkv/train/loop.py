@@ -3,7 +3,7 @@
 One optimizer step:
 
     for each of `accumulate` micro-batches (this rank's share of the global batch):
-        logits = model(src, tgt_in, keep=real)           # (N, V) at the N real target tokens
+        logits = model(src, tgt_in)                      # (B, T, V), teacher forcing
         loss   = label-smoothed cross-entropy vs tgt_out # summed over real tokens, fp32
         (loss / tokens in the whole global step).backward()
     clip the gradient norm, AdamW step, learning-rate schedule step
@@ -33,6 +33,7 @@ from torch import nn
 
 from qkv.config import ModelConfig, atomic_write_bytes, save_toml
 from qkv.errors import CheckpointError, ConfigError
+from qkv.fast.dropout import use_fast_dropout
 from qkv.machine import cpu_has_fast_bf16
 from qkv.model import build_model
 from qkv.train import distributed
@@ -80,11 +81,24 @@ def train(
     resume=True continues the run in `out_dir` from its train_state.pt (config = None reads its
     config.toml; `overrides` may still change e.g. train.steps).
     """
-    trainer = Trainer(config, out_dir, overrides, quiet, resume)
+    with _global_settings_restored():
+        trainer = Trainer(config, out_dir, overrides, quiet, resume)
+        try:
+            return trainer.run()
+        finally:
+            distributed.cleanup()
+
+
+@contextlib.contextmanager
+def _global_settings_restored():
+    """Training seeds torch's global generator (train.seed) and sets the CPU thread count
+    (train.threads); the caller gets both back as they were when training ends."""
+    rng, threads = torch.get_rng_state(), torch.get_num_threads()
     try:
-        return trainer.run()
+        yield
     finally:
-        distributed.cleanup()
+        torch.set_rng_state(rng)
+        torch.set_num_threads(threads)
 
 
 class Trainer:
@@ -118,6 +132,7 @@ class Trainer:
         self.cfg = self._model_config()
         self.config["model"] = self.cfg.to_dict()
         self.model = build_model(self.cfg).to(self.device)
+        use_fast_dropout(self.model)          # the fast layer: same masks in law, drawn ~3x cheaper on CPUs
         self.dtype = _autocast_dtype(self.tc.precision, self.device)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=1.0, betas=(self.tc.beta1, self.tc.beta2), eps=self.tc.eps,
@@ -248,14 +263,12 @@ class Trainer:
                 "lr": lr, "seconds": time.perf_counter() - t0}
 
     def _forward(self, model: nn.Module, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits and their targets: (B, T, V) and (B, T) for a language model; (N, V) and (N,) at
-        the N real target tokens for translation (the output layer skips padding)."""
+        """Logits (B, T, V) and their targets (B, T); the loss skips padded targets."""
         if self.inputs.is_lm:
             x, y = batch
             return model(x.to(self.device)), y.to(self.device)
         b = batch.to(self.device)
-        real = b.tgt_out != self.cfg.pad_id
-        return model(b.src, b.tgt_in, keep=real), b.tgt_out[real]
+        return model(b.src, b.tgt_in), b.tgt_out
 
     def _autocast(self):
         if self.dtype is None:
