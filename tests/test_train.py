@@ -259,6 +259,22 @@ def test_resume_continues_exactly(tmp_path):
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
 
 
+def test_training_gives_back_the_global_seed_and_threads(tmp_path):
+    """train() seeds torch's generator and sets the thread count for its run; the caller gets
+    both back as they were (no process-wide change as a side effect of a library call)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2 if threads != 2 else 1)
+    try:
+        before_threads = torch.get_num_threads()
+        torch.manual_seed(1234)
+        before = torch.get_rng_state()
+        train(tiny_task(steps=2, eval_every=0, threads=3 if before_threads != 3 else 1), tmp_path / "r", quiet=True)
+        assert torch.get_num_threads() == before_threads
+        assert torch.equal(torch.get_rng_state(), before)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_interrupt_saves_a_checkpoint_that_resumes(tmp_path, monkeypatch):
     """SIGINT/SIGTERM stop the loop after the current step with a checkpoint."""
     import signal

@@ -1,0 +1,193 @@
+"""A/B of each speed-up of the fast layer (qkv.fast) against the paper path, on qkv's own workloads.
+
+Each speed-up lives outside `qkv.model` and must pay on the work qkv really does; this script
+measures each one against the paper path in one process (or two, for the allocator), interleaved
+round by round so a change in machine load hits both sides alike:
+
+- decoding: `StepDecoder` steps through `qkv.fast.decoding.CachedSteps` vs the paper path's cached
+  `model.decode` (fast=False). The small translation config (d_model 256, 3+3 layers, vocabulary
+  8000), 25-token sources, 30 forced steps, batch 1 and 32 (unpadded sources, as one sentence or a
+  length-sorted batch has), and batch 32 with padded sources.
+- dropout: a training step (forward, qkv's loss, backward, AdamW) of the same model on
+  length-bucketed batches like qkv's trainer makes (~4% padding, ~4,000 tokens), with torch's
+  nn.Dropout vs `qkv.fast.dropout.FastDropout`.
+- malloc: the same training steps in a child process with and without
+  `qkv.fast.malloc.keep_freed_memory` (QKV_KEEP_FREED_MEMORY=0), alternating.
+
+    python benchmarks/fast_layer.py                 # all three, about 3 minutes on 2 cores
+    python benchmarks/fast_layer.py --only decoding
+
+Prints JSON and saves benchmarks/results/fast_layer.json (with the machine it ran on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from qkv import ModelConfig, build_model
+from qkv.decode import StepDecoder
+from qkv.fast.dropout import use_fast_dropout
+from qkv.fast.malloc import keep_freed_memory
+from qkv.machine import cpu_has_fast_bf16, cpu_name
+from qkv.train.loss import label_smoothed_nll
+
+SMALL = dict(src_vocab_size=8000, tgt_vocab_size=8000, d_model=256, n_heads=4, n_encoder_layers=3,
+             n_decoder_layers=3, d_ff=1024, max_len=256)
+
+
+def small_model(dropout: float = 0.0):
+    torch.manual_seed(0)
+    return build_model(ModelConfig(**SMALL, dropout=dropout))
+
+
+# --- decoding --------------------------------------------------------------------------------
+
+
+def decode_steps(model, src: torch.Tensor, steps: int, fast: bool) -> float:
+    """Seconds for `steps` forced decoding steps (the encoder excluded)."""
+    with torch.inference_mode():
+        memory, src_mask = model.encode(src)
+        stepper = StepDecoder(model, memory, src_mask, fast=fast)
+        ids = torch.full((src.size(0), 1), model.cfg.bos_id)
+        start = time.perf_counter()
+        for t in range(steps):
+            stepper.step(ids)
+            ids = torch.full_like(ids, 4 + t)
+        return time.perf_counter() - start
+
+
+def bench_decoding(repeats: int) -> dict:
+    model = small_model().eval()
+    g = torch.Generator().manual_seed(0)
+    settings = {"b1": torch.randint(4, 8000, (1, 25), generator=g),
+                "b32": torch.randint(4, 8000, (32, 25), generator=g)}
+    padded = torch.randint(4, 8000, (32, 25), generator=g)
+    padded[::2, 18:] = 0                                       # half the sentences 18 tokens long
+    settings["b32_padded_sources"] = padded
+    rows = {}
+    for name, src in settings.items():
+        times = {"paper": [], "fast": []}
+        decode_steps(model, src, 5, True)                      # warm-up
+        for _ in range(repeats):                               # interleaved
+            for side in ("paper", "fast"):
+                times[side].append(decode_steps(model, src, 30, side == "fast"))
+        paper, fast = min(times["paper"]), min(times["fast"])
+        rows[name] = {"paper_s": round(paper, 4), "fast_s": round(fast, 4), "speedup": round(paper / fast, 3)}
+    return rows
+
+
+# --- training steps --------------------------------------------------------------------------
+
+
+def bucketed_batches(n: int, seed: int = 0, tokens: int = 4000) -> list[tuple[torch.Tensor, ...]]:
+    """Batches like qkv's Seq2SeqBatches makes: sentences of nearly equal length (~4% padding)."""
+    g = torch.Generator().manual_seed(seed)
+    batches = []
+    for _ in range(n):
+        length = int(torch.randint(8, 24, (1,), generator=g))
+        rows = tokens // (2 * (length + 1))
+        lengths = length - torch.randint(0, 2, (rows,), generator=g)               # L or L - 1
+        src = torch.randint(4, 8000, (rows, length), generator=g)
+        tgt = torch.randint(4, 8000, (rows, length + 1), generator=g)
+        for i, n_real in enumerate(lengths.tolist()):
+            src[i, n_real:] = 0
+            tgt[i, n_real + 1:] = 0
+        tgt[:, 0] = 1
+        batches.append((src, tgt[:, :-1].contiguous(), tgt[:, 1:].contiguous()))
+    return batches
+
+
+class Steps:
+    def __init__(self, fast_dropout: bool):
+        self.model = small_model(dropout=0.1).train()
+        if fast_dropout:
+            use_fast_dropout(self.model)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4, fused=True)
+
+    def __call__(self, batch) -> float:
+        src, tgt_in, tgt_out = batch
+        start = time.perf_counter()
+        loss, _, n = label_smoothed_nll(self.model(src, tgt_in), tgt_out, 0.1, 0)
+        (loss / n).backward()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        return time.perf_counter() - start
+
+
+def bench_dropout(steps: int) -> dict:
+    sides = {"paper": Steps(False), "fast": Steps(True)}
+    batches = bucketed_batches(steps + 1)
+    times = {k: [] for k in sides}
+    for batch in batches:
+        for k, run in sides.items():
+            times[k].append(run(batch))
+    paper, fast = statistics.median(times["paper"][1:]), statistics.median(times["fast"][1:])
+    tokens = statistics.mean(int((b[0] != 0).sum() + (b[2] != 0).sum()) for b in batches)
+    padding = 1 - tokens / statistics.mean(b[0].numel() + b[2].numel() for b in batches)
+    return {"paper_step_s": round(paper, 4), "fast_step_s": round(fast, 4), "speedup": round(paper / fast, 3),
+            "tokens_per_batch": round(tokens), "padding_fraction": round(padding, 3)}
+
+
+def child_steps(steps: int) -> None:
+    """In a child process: keep freed memory unless QKV_KEEP_FREED_MEMORY=0, then time steps."""
+    keep_freed_memory()
+    run = Steps(True)
+    times = [run(b) for b in bucketed_batches(steps + 1)]
+    print(json.dumps(statistics.median(times[1:])))
+
+
+def bench_malloc(steps: int, rounds: int) -> dict:
+    times = {"paper": [], "fast": []}
+    for _ in range(rounds):
+        for side in ("paper", "fast"):
+            env = {**os.environ, "QKV_KEEP_FREED_MEMORY": "1" if side == "fast" else "0"}
+            out = subprocess.run([sys.executable, __file__, "--child", str(steps), "--threads",
+                                  str(torch.get_num_threads())], env=env, check=True, capture_output=True, text=True)
+            times[side].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    paper, fast = min(times["paper"]), min(times["fast"])
+    return {"paper_step_s": round(paper, 4), "fast_step_s": round(fast, 4), "speedup": round(paper / fast, 3),
+            "applies": platform.libc_ver()[0] == "glibc"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=["decoding", "dropout", "malloc"], default=None)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: steady on a shared machine)")
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (under a minute)")
+    parser.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "fast_layer.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.child:
+        child_steps(args.child)
+        return
+    steps, repeats = (4, 2) if args.quick else (8, 3)
+    result = {
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "fast_bf16": cpu_has_fast_bf16(),
+                    "torch": torch.__version__, "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d")},
+        "note": "speedup = paper path time / fast layer time, interleaved in one sitting",
+    }
+    if args.only in (None, "decoding"):
+        result["decoding_30_steps"] = bench_decoding(repeats)
+    if args.only in (None, "dropout"):
+        result["train_step_dropout"] = bench_dropout(steps * 2)
+    if args.only in (None, "malloc"):
+        result["train_step_malloc"] = bench_malloc(steps, repeats - 1)
+    text = json.dumps(result, indent=2)
+    print(text)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
