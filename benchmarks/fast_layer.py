@@ -2,7 +2,7 @@
 
 Each speed-up lives outside `qkv.model` and must pay on the work qkv really does; this script
 measures each one against the paper path in one process (or two, for the allocator), interleaved
-round by round so a change in machine load hits both sides alike:
+round by round, in CPU time of one thread (what other programs on a shared machine change least):
 
 - decoding: `StepDecoder` steps through `qkv.fast.decoding.CachedSteps` vs the paper path's cached
   `model.decode` (fast=False). The small translation config (d_model 256, 3+3 layers, vocabulary
@@ -59,11 +59,11 @@ def decode_steps(model, src: torch.Tensor, steps: int, fast: bool) -> float:
         memory, src_mask = model.encode(src)
         stepper = StepDecoder(model, memory, src_mask, fast=fast)
         ids = torch.full((src.size(0), 1), model.cfg.bos_id)
-        start = time.perf_counter()
+        start = time.process_time()
         for t in range(steps):
             stepper.step(ids)
             ids = torch.full_like(ids, 4 + t)
-        return time.perf_counter() - start
+        return time.process_time() - start
 
 
 def bench_decoding(repeats: int) -> dict:
@@ -116,12 +116,12 @@ class Steps:
 
     def __call__(self, batch) -> float:
         src, tgt_in, tgt_out = batch
-        start = time.perf_counter()
+        start = time.process_time()
         loss, _, n = label_smoothed_nll(self.model(src, tgt_in), tgt_out, 0.1, 0)
         (loss / n).backward()
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
-        return time.perf_counter() - start
+        return time.process_time() - start
 
 
 def bench_dropout(steps: int) -> dict:

@@ -34,6 +34,7 @@ async function loadModel() {
 
 async function explain(text) {
   $("error").hidden = true;
+  $("warning").hidden = true;
   $("go").disabled = true;
   try {
     state.data = await postJSON("/v1/explain", { text, top_k: 5, max_new_tokens: 60 });
@@ -41,6 +42,9 @@ async function explain(text) {
     state.kind = Math.max(0, kinds.indexOf("cross"));
     state.layer = state.data.attention[state.kind].weights.length - 1;
     state.head = -1;
+    const warnings = state.data.warnings || [];            // e.g. a text cut to what the model reads
+    $("warning").textContent = warnings.join(" ");
+    $("warning").hidden = warnings.length === 0;
     render();
   } catch (err) {
     $("error").textContent = err.message;
