@@ -26,6 +26,7 @@ from typing import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
+from qkv.config import check_ranges
 from qkv.errors import ConfigError, DataError, ShapeError
 
 
@@ -50,6 +51,7 @@ class DecodeConfig:
         self.validate()
 
     def validate(self) -> None:
+        check_ranges("", self, {"seed": f"[0, {2**63 - 1}]", "length_penalty": "[-10, 10]"})
         if self.beam_size < 1:
             raise ConfigError(f"beam size must be >= 1, got {self.beam_size}")
         if not 1 <= self.n_best <= self.beam_size:
