@@ -399,12 +399,19 @@ def translate_lines(run, lines: list[str], dcfg: DecodeConfig, batch_size: int =
         chunk = order[start : start + batch_size]
         src = _pad([ids[i] for i in chunk], run.cfg.pad_id).to(device)
         for i, hyps in zip(chunk, translate_ids(run.model, src, dcfg)):
+            if math.isnan(hyps[0].score):
+                raise DataError(f"line {i + 1}: the model's scores are NaN, so its output means nothing; "
+                                f"the weights are broken or overflow ({run.path}); retrain or use another checkpoint")
             results[i] = [(run.tgt_tokenizer.decode(h.tokens), h.score) for h in hyps]
     return results
 
 
 def _source_ids(run, line: str, number: int, warn: Callable[[str], None] | None) -> list[int]:
     ids = run.src_tokenizer.encode(line) if line.strip() else []
+    unknown = sum(i == run.cfg.unk_id for i in ids)
+    if ids and unknown * 2 > len(ids) and warn is not None:
+        warn(f"line {number}: {unknown} of its {len(ids)} tokens are unknown to the model (<unk>); "
+             f"is it in the language and script the model was trained on?")
     limit = run.cfg.max_len
     if len(ids) > limit:
         if warn is not None:
@@ -489,6 +496,10 @@ def read_input_lines(text: str | None, input_path: str | None, stdin=None) -> li
         return [line for _, line in iter_lines(input_path)]
     if stdin.isatty():
         raise ConfigError("nothing to translate: give TEXT, --input FILE, or pipe lines on stdin")
+    if hasattr(stdin, "buffer"):                 # the bytes, decoded by the same rule as --input
+        from qkv.data.corpus import iter_byte_lines
+
+        return [line for _, line in iter_byte_lines(stdin.buffer, "stdin")]
     return [line.rstrip("\n").removesuffix("\r") for line in stdin]
 
 

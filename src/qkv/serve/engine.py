@@ -54,6 +54,7 @@ class Engine:
                 "max_batch": MAX_BATCH,
                 "max_new_tokens": MAX_NEW_TOKENS,
                 "max_len": self.cfg.max_len,
+                "max_source_tokens": self.max_source_tokens,
             },
         }
 
@@ -77,13 +78,18 @@ class Engine:
             for text, h in zip(req.texts, hyps)
         ]
 
+    @property
+    def max_source_tokens(self) -> int:
+        """One source limit for /v1/translate and /v1/explain (the explainer also places <eos>)."""
+        return self.cfg.max_len - 1
+
     def source_ids(self, text: str, index: int = 0) -> list[int]:
         ids = self.src.encode(text)
         if not ids:
             raise ServeError(f"text {index} has no tokens after tokenization; send some text")
-        if len(ids) > self.cfg.max_len:
+        if len(ids) > self.max_source_tokens:
             raise ServeError(
-                f"text {index} has {len(ids)} tokens but the model reads at most {self.cfg.max_len}; shorten it"
+                f"text {index} has {len(ids)} tokens but the model reads at most {self.max_source_tokens}; shorten it"
             )
         return ids
 

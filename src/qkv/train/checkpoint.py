@@ -156,6 +156,11 @@ def load_weights(path: str | os.PathLike, model: nn.Module) -> None:
             f"({len(unexpected)} such); it was saved from a different architecture"
         )
     for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(
+                f"{path}: weight {name!r} holds NaN or infinite values; the model is broken (training "
+                f"diverged); use an earlier checkpoint or retrain with a lower train.lr"
+            )
         want = tuple(expected[name].shape)
         if tuple(tensor.shape) != want:
             raise CheckpointError(
