@@ -399,7 +399,7 @@ def translate_lines(run, lines: list[str], dcfg: DecodeConfig, batch_size: int =
         chunk = order[start : start + batch_size]
         src = _pad([ids[i] for i in chunk], run.cfg.pad_id).to(device)
         for i, hyps in zip(chunk, translate_ids(run.model, src, dcfg)):
-            if math.isnan(hyps[0].score):
+            if not hyps or math.isnan(hyps[0].score):
                 raise DataError(f"line {i + 1}: the model's scores are NaN, so its output means nothing; "
                                 f"the weights are broken or overflow ({run.path}); retrain or use another checkpoint")
             results[i] = [(run.tgt_tokenizer.decode(h.tokens), h.score) for h in hyps]
