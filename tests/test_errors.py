@@ -64,7 +64,8 @@ def one_line_error(capsys, args, code=2):
     ("data.valid_fraction", "-0.5", "data.valid_fraction must be in [0, 1)"),
 ])
 def test_option_values_are_checked_in_the_config_layer(option, value, says, tmp_path, capsys):
-    err = one_line_error(capsys, ["train", "--task", "reverse", "--out", str(tmp_path / "r"), "--set", f"{option}={value}"])
+    args = ["train", "-q", "--task", "reverse", "--out", str(tmp_path / "r"), *TINY_ARGS, "--set", "train.steps=2"]
+    err = one_line_error(capsys, [*args, "--set", f"{option}={value}"])
     assert says in err
     assert not (tmp_path / "r" / "model.safetensors").exists()
 
