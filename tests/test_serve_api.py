@@ -144,6 +144,30 @@ def test_text_longer_than_the_model_is_cut_with_a_warning(mt: TestClient) -> Non
     assert len(r.json()["source_tokens"]) == 64
 
 
+def test_translate_and_explain_share_one_source_limit(mt: TestClient) -> None:
+    """max_len 64: both endpoints read 64 source tokens and cut a longer text to them, saying so."""
+    limit = mt.get("/v1/model").json()["limits"]["max_source_tokens"]
+    assert limit == 64
+    for n in (limit, limit + 1):
+        a = mt.post("/v1/translate", json={"texts": ["a" * n], "max_new_tokens": 2})
+        b = mt.post("/v1/explain", json={"text": "a" * n, "max_new_tokens": 2})
+        assert (a.status_code, b.status_code) == (200, 200), n
+        warned = (a.json()["translations"][0]["warnings"], b.json()["warnings"])
+        assert warned == (([], []) if n == limit else ([f"text 0 has {n} tokens; the model reads at most 64, so the rest was cut"],
+                                                      [f"the text has {n} tokens; the model reads at most 64, so the rest was cut"]))
+
+
+@pytest.mark.parametrize("kind", ["text/plain", None, "application/x-www-form-urlencoded"])
+def test_a_body_not_sent_as_json_is_415_saying_so(mt: TestClient, kind) -> None:
+    headers = {"content-type": kind} if kind else {}
+    r = mt.post("/v1/translate", content=b'{"texts": ["ab"]}', headers=headers)
+    assert r.status_code == 415
+    message = r.json()["message"]
+    assert "Content-Type: application/json" in message and "\n" not in message
+    ok = mt.post("/v1/translate", content=b'{"texts": ["ab"]}', headers={"content-type": "application/json; charset=utf-8"})
+    assert ok.status_code == 200
+
+
 def test_oversize_body_is_413(mt: TestClient) -> None:
     big = json.dumps({"texts": ["a" * 1000] * 1100}).encode()
     assert len(big) > MAX_BODY_BYTES
@@ -237,3 +261,58 @@ def test_cli_serve_port_in_use_is_one_line(tmp_path, capsys) -> None:
         assert main(["serve", "--model", str(run), "--port", str(port)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: cannot listen on 127.0.0.1:{port}") and "\n" not in err
+
+
+def test_a_request_whose_client_left_is_never_decoded(mt: TestClient, monkeypatch) -> None:
+    """The client disconnects while its job waits behind a slow one: the job is cancelled, skipped."""
+    import asyncio
+
+    app = mt.app
+    worker, engine = app.state.worker, app.state.engine
+    calls = []
+    real = engine.translate
+    monkeypatch.setattr(engine, "translate", lambda req: calls.append(req) or real(req))
+    busy = worker.call(lambda: time.sleep(0.6))            # the worker is busy for a while
+    skipped = worker.skipped
+    body = json.dumps({"texts": ["abc"]}).encode()
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+    sent = []
+
+    async def receive():
+        if messages:
+            return messages.pop(0)
+        await asyncio.sleep(0.1)                           # then the client goes away
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+             "scheme": "http", "path": "/v1/translate", "raw_path": b"/v1/translate", "query_string": b"",
+             "root_path": "", "headers": [(b"content-type", b"application/json"),
+                                          (b"content-length", str(len(body)).encode())],
+             "client": ("127.0.0.1", 1234), "server": ("127.0.0.1", 80)}
+    asyncio.run(app(scope, receive, send))
+    busy.result(timeout=10)
+    deadline = time.time() + 5
+    while worker.skipped == skipped and time.time() < deadline:
+        time.sleep(0.01)
+    assert worker.skipped == skipped + 1 and calls == []
+    assert mt.get("/health").json()["queued"] == 0
+    assert mt.post("/v1/translate", json={"texts": ["abc"]}).status_code == 200   # the worker goes on
+
+
+def test_bind_errors_blame_the_right_option() -> None:
+    import socket
+
+    from qkv.errors import QkvError
+    from qkv.serve.app import _check_bindable
+
+    with pytest.raises(QkvError, match="--host") as not_here:
+        _check_bindable("192.0.2.1", 8000)                 # TEST-NET-1: no interface has it
+    assert "--port" not in str(not_here.value)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(QkvError, match="pick another --port"):
+            _check_bindable("127.0.0.1", taken.getsockname()[1])

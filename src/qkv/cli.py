@@ -358,9 +358,14 @@ def train(
              "single-threaded processes than in one with 2 threads. Resume with the same N.")] = 1,
 ) -> None:
     """Train a Transformer: a built-in task (default reverse), a config file, or resume a run."""
+    from qkv.errors import ConfigError
     from qkv.train.loop import train as run_training
     from qkv.train.options import command_config
 
+    if resume is not None and (task or config or out):
+        given = ", ".join(n for n, v in (("--task", task), ("--config", config), ("--out", out)) if v)
+        raise ConfigError(f"--resume continues {resume} with its own config.toml, so {given} would be ignored; "
+                          f"drop {given} (change values such as train.steps with --set)")
     if processes != 1 and "WORLD_SIZE" not in os.environ:
         from qkv.train.distributed import local_launch
 

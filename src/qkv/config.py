@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import tempfile
 import tomllib
@@ -18,7 +19,7 @@ from typing import Any, TypeVar
 
 import tomli_w
 
-from qkv.errors import ConfigError
+from qkv.errors import ConfigError, OutputError
 
 T = TypeVar("T")
 
@@ -162,10 +163,50 @@ def _coerce(name: str, value: Any, field: dataclasses.Field) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{name} must be a number, got {value!r}")
         value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{name} must be a finite number, got {value}")
     elif kind == "str":
         if not isinstance(value, str):
             raise ConfigError(f"{name} must be a string, got {value!r}")
     return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Ranges: every option's valid values, declared next to its dataclass and checked here
+# ---------------------------------------------------------------------------------------------
+
+INT64_MAX = 2**63 - 1
+
+
+def check_ranges(section: str, obj: Any, ranges: dict[str, str]) -> None:
+    """Check the fields of dataclass `obj` against interval rules; one ConfigError for the first miss.
+
+    ranges: field name -> an interval in maths notation, e.g. "(0, inf)", "[0, 1)", "[1, inf)".
+    Every float field must also be finite (NaN and infinity are never a meaningful option), and
+    every int field must fit in 64 bits (what seeds and counters are stored in).
+
+        check_ranges("train", cfg, {"lr": "(0, inf)", "beta2": "[0, 1)"})
+    """
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        name = f"{section}.{f.name}" if section else f.name
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{name} must be a finite number, got {value}")
+        if isinstance(value, int) and abs(value) > INT64_MAX:
+            raise ConfigError(f"{name} must fit in 64 bits (|x| <= {INT64_MAX}), got {value}")
+        rule = ranges.get(f.name)
+        if rule is not None and not _in_interval(value, rule):
+            raise ConfigError(f"{name} must be in {rule}, got {value}")
+
+
+def _in_interval(value: float, rule: str) -> bool:
+    low_open, high_open = rule[0] == "(", rule[-1] == ")"
+    low, high = (float(x) for x in rule[1:-1].split(","))
+    above = value > low if low_open else value >= low
+    below = value < high if high_open else value <= high
+    return above and below
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -213,22 +254,60 @@ def load_toml(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` so a crash leaves either the old file or the new one, never half."""
+    """Write `data` to `path` so a crash leaves either the old file or the new one, never half.
+
+    A path that cannot be a file (a directory, under a file, no permission) raises OutputError
+    with one line. A kill between the two steps leaves a `.<name>.*.tmp` file beside `path`;
+    `remove_temporary_files` clears those.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: it is a directory; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError) and not isinstance(exc, OutputError):
+            raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
         raise
+
+
+def ensure_directory(path: str | os.PathLike, what: str = "directory") -> Path:
+    """Create directory `path` (and its parents), or say in one line why it cannot be one."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{what} {path} is a file; give a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create {what} {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def remove_temporary_files(directory: str | os.PathLike) -> list[Path]:
+    """Delete the `.<name>.*.tmp` files that a kill during `atomic_write_bytes` left in `directory`.
+
+    Only for a directory this process owns (e.g. a locked run directory): another writer's
+    temporary file would vanish under it.
+    """
+    removed = []
+    for tmp in Path(directory).glob(".*.tmp"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
 
 
 def save_toml(path: str | os.PathLike, data: dict[str, Any]) -> None:

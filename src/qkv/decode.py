@@ -27,6 +27,7 @@ from typing import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
+from qkv.config import check_ranges
 from qkv.errors import ConfigError, DataError, ShapeError
 from qkv.fast.decoding import CachedSteps
 
@@ -52,6 +53,7 @@ class DecodeConfig:
         self.validate()
 
     def validate(self) -> None:
+        check_ranges("", self, {"seed": f"[0, {2**63 - 1}]", "length_penalty": "[-10, 10]"})
         if self.beam_size < 1:
             raise ConfigError(f"beam size must be >= 1, got {self.beam_size}")
         if not 1 <= self.n_best <= self.beam_size:
@@ -403,6 +405,10 @@ OVER_LONG_RULE = (
 def source_ids(run, text: str, name: str = "the text", warn: Callable[[str], None] | None = None) -> list[int]:
     """Source text -> token ids, cut to the model's max_len by the one rule (OVER_LONG_RULE)."""
     ids = run.src_tokenizer.encode(text) if text.strip() else []
+    unknown = sum(i == run.cfg.unk_id for i in ids)
+    if ids and unknown * 2 > len(ids) and warn is not None:
+        warn(f"{name}: {unknown} of its {len(ids)} tokens are unknown to the model (<unk>); "
+             f"is it in the language and script the model was trained on?")
     limit = run.cfg.max_len
     if len(ids) > limit:
         if warn is not None:
@@ -442,6 +448,9 @@ def translate_texts(run, texts: list[str], dcfg: DecodeConfig, batch_size: int =
         chunk = order[start : start + batch_size]
         src = _pad([ids[i] for i in chunk], run.cfg.pad_id).to(device)
         for i, hyps in zip(chunk, translate_ids(run.model, src, dcfg)):
+            if not hyps or math.isnan(hyps[0].score):
+                raise DataError(f"{name(i)}: the model's scores are NaN, so its output means nothing; "
+                                f"the weights are broken or overflow ({run.path}); retrain or use another checkpoint")
             results[i] = hyps
     return results
 
@@ -524,6 +533,10 @@ def read_input_lines(text: str | None, input_path: str | None, stdin=None) -> li
         return [line for _, line in iter_lines(input_path)]
     if stdin.isatty():
         raise ConfigError("nothing to translate: give TEXT, --input FILE, or pipe lines on stdin")
+    if hasattr(stdin, "buffer"):                 # the bytes, decoded by the same rule as --input
+        from qkv.data.corpus import iter_byte_lines
+
+        return [line for _, line in iter_byte_lines(stdin.buffer, "stdin")]
     return [line.rstrip("\n").removesuffix("\r") for line in stdin]
 
 

@@ -23,3 +23,11 @@ class DataError(QkvError, ValueError):
 
 class CheckpointError(QkvError):
     """A run directory or checkpoint is missing, corrupted or does not fit the model."""
+
+
+class OutputError(QkvError, OSError):
+    """A file or directory cannot be written (it is a directory, a parent is a file, no permission...)."""
+
+
+class TrainingError(QkvError):
+    """Training cannot go on (e.g. the loss became NaN or infinite); the last good checkpoint is kept."""

@@ -102,6 +102,23 @@ class Tokenizer(ABC):
         return f"{type(self).__name__}(vocab_size={self.vocab_size})"
 
 
+def checked_text(text: str, where: str = "the text") -> str:
+    """`text` itself if it is valid Unicode (encodable as UTF-8), else one DataError.
+
+    Python keeps undecodable bytes of a command-line argument or a file read with
+    errors="surrogateescape" as lone surrogates (\\udc80-\\udcff); every tokenizer refuses them the
+    same way, instead of mapping them to <unk> (char, word) or failing deep inside (BPE).
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise DataError(f"{where} is not valid UTF-8: character {exc.start} is {text[exc.start]!r} "
+                        f"(an undecodable byte or lone surrogate); convert the input to UTF-8") from None
+    except AttributeError:
+        raise DataError(f"{where} must be a string, got {type(text).__name__}") from None
+    return text
+
+
 class VocabTokenizer(Tokenizer):
     """A tokenizer with an explicit list of tokens: id i is `vocab[i]`; the first four are special."""
 
@@ -127,7 +144,7 @@ class VocabTokenizer(Tokenizer):
 
     def encode(self, text: str) -> list[int]:
         get = self._ids.get
-        return [get(t, UNK_ID) for t in self.split(text)]
+        return [get(t, UNK_ID) for t in self.split(checked_text(text))]
 
     def decode(self, ids: Iterable[int]) -> str:
         ids = list(ids)
@@ -167,7 +184,7 @@ class VocabTokenizer(Tokenizer):
         deterministic."""
         counts: Counter[str] = Counter()
         for text in texts:
-            counts.update(cls.split(text))
+            counts.update(cls.split(checked_text(text, "training text")))
         kept = sorted((t for t, c in counts.items() if c >= min_freq and t not in SPECIAL_TOKENS),
                       key=lambda t: (-counts[t], t))
         if vocab_size is not None:
@@ -254,14 +271,14 @@ class BPETokenizer(Tokenizer):
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
             show_progress=False,
         )
-        hf.train_from_iterator(texts, trainer)
+        hf.train_from_iterator((checked_text(t, "training text") for t in texts), trainer)
         return cls(hf)
 
     def encode(self, text: str) -> list[int]:
-        return self.hf.encode(text).ids
+        return self.hf.encode(checked_text(text)).ids
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        return [e.ids for e in self.hf.encode_batch(list(texts))]
+        return [e.ids for e in self.hf.encode_batch([checked_text(t) for t in texts])]
 
     def decode(self, ids: Iterable[int]) -> str:
         return self.hf.decode(list(ids), skip_special_tokens=True)
@@ -269,7 +286,7 @@ class BPETokenizer(Tokenizer):
     def tokens(self, text: str) -> list[str]:
         """The text each token covers. A token holding part of a multi-byte character (emoji,
         Korean) shows its bytes as `\\xNN` escapes."""
-        return [self.display(t) for t in self.hf.encode(text).tokens]
+        return [self.display(t) for t in self.hf.encode(checked_text(text)).tokens]
 
     def display(self, token: str) -> str:
         """A byte-level token string ("Ġcat") as readable text (" cat")."""

@@ -38,17 +38,24 @@ def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
         raise DataError(f"file not found: {path}")
     n = 0
     with path.open("rb") as f:
-        for n, raw in enumerate(f, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise DataError(f"{path}:{n}: invalid UTF-8 at byte {exc.start} of the line; "
-                                f"convert the file to UTF-8 (e.g. iconv -t UTF-8)") from None
-            if n == 1:
-                line = line.removeprefix("\ufeff")
-            yield n, line.rstrip("\n").removesuffix("\r")
+        for n, line in iter_byte_lines(f, str(path)):
+            yield n, line
     if n == 0:
         raise DataError(f"{path} is empty; give a file with one sentence per line")
+
+
+def iter_byte_lines(stream, name: str) -> Iterator[tuple[int, str]]:
+    """(line number from 1, text) of a binary stream (a file, stdin's buffer) decoded as strict
+    UTF-8: one rule for files and pipes, an invalid byte is an error naming the line."""
+    for n, raw in enumerate(stream, start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{name}:{n}: invalid UTF-8 at byte {exc.start} of the line; "
+                            f"convert the input to UTF-8 (e.g. iconv -t UTF-8)") from None
+        if n == 1:
+            line = line.removeprefix("\ufeff")
+        yield n, line.rstrip("\n").removesuffix("\r")
 
 
 def _check_empty(text: str, empty: EmptyPolicy, where: str) -> bool:

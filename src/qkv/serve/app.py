@@ -10,10 +10,12 @@ Every deliberate error answers with a 4xx (or 503 when the queue is full) and a 
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import os
 import socket
 import time
+from concurrent.futures import Future
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,7 @@ class ErrorMessage(BaseModel):
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorMessage, "description": "the endpoint does not fit the model"},
     413: {"model": ErrorMessage, "description": "the request body is too large"},
+    415: {"model": ErrorMessage, "description": "the body is not sent as application/json"},
     503: {"model": ErrorMessage, "description": "too many requests queued"},
 }
 
@@ -92,25 +95,51 @@ def _add_routes(app: FastAPI, engine: Engine, worker: ModelWorker) -> None:
         return engine.info()
 
     @app.post("/v1/translate", response_model=TranslateResponse, responses=ERRORS)
-    async def translate(req: TranslateRequest) -> dict[str, Any]:
+    async def translate(req: TranslateRequest, request: Request) -> dict[str, Any]:
         """Translate a batch of texts (greedy, beam search or sampling)."""
         engine.require(TRANSLATION)
         start = time.perf_counter()
-        translations = await asyncio.wrap_future(worker.translate(req))
+        translations = await answer(request, worker.translate(req))
         return {"translations": translations, "elapsed_ms": _ms_since(start)}
 
     @app.post("/v1/generate", response_model=GenerateResponse, responses=ERRORS)
-    async def generate(req: GenerateRequest) -> dict[str, Any]:
+    async def generate(req: GenerateRequest, request: Request) -> dict[str, Any]:
         """Continue a prompt with a language model."""
         engine.require(LANGUAGE_MODEL)
         start = time.perf_counter()
-        result = await asyncio.wrap_future(worker.call(lambda: engine.generate(req)))
+        result = await answer(request, worker.call(lambda: engine.generate(req)))
         return {**result, "elapsed_ms": _ms_since(start)}
 
     @app.post("/v1/explain", response_model=ExplainResponse, responses=ERRORS)
-    async def explain(req: ExplainRequest) -> dict[str, Any]:
+    async def explain(req: ExplainRequest, request: Request) -> dict[str, Any]:
         """One sentence with its output, tokens, every attention map and the top-k per step."""
-        return await asyncio.wrap_future(worker.call(lambda: engine.explain(req.text, req.top_k, req.max_new_tokens)))
+        return await answer(request, worker.call(lambda: engine.explain(req.text, req.top_k, req.max_new_tokens)))
+
+
+async def answer(request: Request, job: Future) -> Any:
+    """The worker's result for `job`; if the client disconnects while the job waits in the queue,
+    the job is cancelled and never runs (a job already running finishes and is dropped)."""
+    result = asyncio.wrap_future(job)
+    gone = asyncio.ensure_future(_disconnect(request))
+    try:
+        done, _ = await asyncio.wait({result, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if result in done:
+            return result.result()
+        job.cancel()
+        result.cancel()
+        raise ClientGone()
+    finally:
+        gone.cancel()
+
+
+async def _disconnect(request: Request) -> None:
+    """Returns when the client closes the connection (the body has been read: nothing else comes)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+class ClientGone(Exception):
+    """The client closed the connection before its answer was ready (nobody reads the response)."""
 
 
 def _ms_since(start: float) -> float:
@@ -118,6 +147,10 @@ def _ms_since(start: float) -> float:
 
 
 def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ClientGone)
+    async def client_gone(request: Request, exc: ClientGone) -> JSONResponse:
+        return error_response("the client closed the connection; the request was cancelled", 499)
+
     @app.exception_handler(QkvError)
     async def qkv_error(request: Request, exc: QkvError) -> JSONResponse:
         return error_response(_one_line(exc), getattr(exc, "status", 422))
@@ -169,7 +202,18 @@ def _add_body_limit(app: FastAPI) -> None:
             return error_response(
                 f"the request body is larger than {MAX_BODY_BYTES} bytes; send fewer or shorter texts", 413
             )
+        if request.method == "POST" and request.url.path.startswith("/v1/") and not _is_json(request):
+            kind = request.headers.get("content-type") or "none"
+            return error_response(
+                f"the body must be JSON sent with Content-Type: application/json (got {kind}); "
+                f"e.g. curl -H 'Content-Type: application/json' -d '{{\"texts\": [\"hello\"]}}'", 415
+            )
         return await call_next(request)
+
+
+def _is_json(request: Request) -> bool:
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))
 
 
 def serve(run_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
@@ -196,7 +240,11 @@ def _check_bindable(host: str, port: int) -> None:
         try:
             s.bind(address)
         except OSError as exc:
-            raise QkvError(f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port") from None
+            if exc.errno == errno.EADDRINUSE or (exc.errno == errno.EACCES and port < 1024):
+                advice = "pick another --port"
+            else:                                # e.g. EADDRNOTAVAIL: no interface has this address
+                advice = "give an address of this machine as --host (127.0.0.1 for this machine only, 0.0.0.0 for all)"
+            raise QkvError(f"cannot listen on {host}:{port} ({exc.strerror}); {advice}") from None
 
 
 def _is_loopback(host: str) -> bool:

@@ -54,6 +54,7 @@ class Engine:
                 "max_batch": MAX_BATCH,
                 "max_new_tokens": MAX_NEW_TOKENS,
                 "max_len": self.cfg.max_len,
+                "max_source_tokens": self.cfg.max_len,         # longer texts are cut (qkv.decode.OVER_LONG_RULE)
             },
         }
 

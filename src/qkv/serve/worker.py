@@ -47,8 +47,12 @@ class ModelWorker:
         self.backlog: deque[Job] = deque()                   # taken off the queue, not yet run
         self.pending = 0
         self.lock = threading.Lock()
+        self.skipped = 0                                     # jobs cancelled before they ran
         self.thread = threading.Thread(target=self._loop, name="qkv-model-worker", daemon=True)
         self.thread.start()
+
+    # Futures follow concurrent.futures: `future.cancel()` (e.g. when the client disconnects)
+    # succeeds while the job waits, and the worker then skips it.
 
     def call(self, fn: Callable[[], Any]) -> Future:
         """Run `fn()` on the worker thread."""
@@ -82,6 +86,12 @@ class ModelWorker:
             group = self._next_group()
             if group[0] is _STOP:
                 return
+            # a job whose client went away was cancelled while it waited: it never runs
+            live = [job for job in group if job.future.set_running_or_notify_cancel()]
+            self.skipped += len(group) - len(live)
+            group = live
+            if not group:
+                continue
             if group[0].call is not None:
                 _settle(group[0].future, group[0].call)
             else:

@@ -5,13 +5,19 @@
       tokenizer.json       one tokenizer shared by source and target (or a language model's)
       src_tokenizer.json   \\ instead of tokenizer.json when source and target differ
       tgt_tokenizer.json   /
-      model.safetensors    the best weights (never pickled)
+      model.safetensors    the best weights (never pickled; written at the first validation)
       last.safetensors     the latest weights (training writes it at every checkpoint)
-      train_state.pt       optimizer, scheduler, RNG states, data position, step (for --resume)
+      train_state.pt       the checkpoint: weights, optimizer, scheduler, RNG states, data
+                           position and step in one file (what --resume reads)
       metrics.jsonl        one JSON object per logged step or validation
+      .qkv-lock            held by the process training in the directory (one at a time)
 
 Every file is written atomically (a temporary file, then `os.replace`), so a crash or kill -9
-leaves the previous version of a file, never half of one.
+leaves the previous version of a file, never half of one. Every weights file records the step
+it was saved at (`qkv_step` in its metadata). A checkpoint is one unit: last.safetensors first,
+then train_state.pt, which holds the same weights and is written last; a kill between the two
+leaves the previous train_state.pt, and resume continues from it exactly (rewriting
+last.safetensors to match).
 
     save_run(run_dir, model, config, src_tokenizer, tgt_tokenizer)
     run = load_run(run_dir)          # run.model (eval mode), run.cfg, run.src_tokenizer, ...
@@ -19,6 +25,7 @@ leaves the previous version of a file, never half of one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -31,7 +38,14 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
-from qkv.config import ModelConfig, atomic_write_bytes, load_toml, save_toml
+from qkv.config import (
+    ModelConfig,
+    atomic_write_bytes,
+    ensure_directory,
+    load_toml,
+    remove_temporary_files,
+    save_toml,
+)
 from qkv.errors import CheckpointError, QkvError
 from qkv.model import build_model
 
@@ -79,14 +93,30 @@ def _unique_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def save_weights(path: str | os.PathLike, model: nn.Module) -> None:
-    """Write the model's weights as safetensors, with its ModelConfig in the file's metadata."""
+def save_weights(path: str | os.PathLike, model: nn.Module, step: int | None = None) -> None:
+    """Write the model's weights as safetensors, with its ModelConfig (and the training step they
+    were saved at) in the file's metadata."""
     model = _unwrap(model)
     metadata = {"format": "pt"}
     cfg = getattr(model, "cfg", None)
     if isinstance(cfg, ModelConfig):
         metadata["qkv_model_config"] = json.dumps(cfg.to_dict(), sort_keys=True)
+    if step is not None:
+        metadata["qkv_step"] = str(step)
     atomic_write_bytes(path, save_safetensors(_unique_state(model), metadata=metadata))
+
+
+def weights_step(path: str | os.PathLike) -> int | None:
+    """The training step recorded in a weights file (None: not recorded, missing or unreadable)."""
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if not 0 < n <= 100_000_000:
+                return None
+            header = json.loads(f.read(n))
+        return int(header["__metadata__"]["qkv_step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def load_weights(path: str | os.PathLike, model: nn.Module) -> None:
@@ -126,6 +156,11 @@ def load_weights(path: str | os.PathLike, model: nn.Module) -> None:
             f"({len(unexpected)} such); it was saved from a different architecture"
         )
     for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(
+                f"{path}: weight {name!r} holds NaN or infinite values; the model is broken (training "
+                f"diverged); use an earlier checkpoint or retrain with a lower train.lr"
+            )
         want = tuple(expected[name].shape)
         if tuple(tensor.shape) != want:
             raise CheckpointError(
@@ -145,7 +180,15 @@ def _check_saved_config(path: Path, metadata: dict[str, str], cfg: Any) -> None:
     """Name the first ModelConfig field where the file and the model disagree."""
     if not isinstance(cfg, ModelConfig) or "qkv_model_config" not in metadata:
         return
-    saved = json.loads(metadata["qkv_model_config"])
+    try:
+        saved = json.loads(metadata["qkv_model_config"])
+    except ValueError:
+        saved = None
+    if not isinstance(saved, dict):
+        raise CheckpointError(
+            f"{path}: its qkv_model_config metadata is not a JSON table of model settings; "
+            f"the file was not written by qkv (or was edited); restore it or retrain"
+        )
     current = cfg.to_dict()
     for key in current:
         if key in saved and saved[key] != current[key] and key not in _RUNTIME_FIELDS:
@@ -237,22 +280,23 @@ def save_run(
     config: dict[str, Any],
     src_tokenizer: Any | None,
     tgt_tokenizer: Any,
-    weights: str = "model",
+    weights: str | None = "model",
 ) -> Path:
-    """Write config.toml, the tokenizer file(s) and `<weights>.safetensors` into `run_dir`.
+    """Write config.toml, the tokenizer file(s) and `<weights>.safetensors` (none for weights=None)
+    into `run_dir`.
 
     config: the whole configuration ([model], [train], [data] ...); its [model] section is set
     from the model itself so the two can never disagree. Pass `src_tokenizer=None` (or the same
     object as `tgt_tokenizer`) to write a single `tokenizer.json`.
     """
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = ensure_directory(run_dir, "run directory")
     plain = _unwrap(model)
     config = dict(config)
     config["model"] = plain.cfg.to_dict()
     save_toml(run_dir / CONFIG_FILE, config)
     save_tokenizers(run_dir, src_tokenizer, tgt_tokenizer)
-    save_weights(run_dir / f"{weights}.safetensors", plain)
+    if weights:
+        save_weights(run_dir / f"{weights}.safetensors", plain)
     return run_dir
 
 
@@ -291,3 +335,48 @@ def _model_config(run_dir: Path, config: dict[str, Any]) -> ModelConfig:
         return ModelConfig.from_dict(config["model"])
     except QkvError as exc:
         raise CheckpointError(f"{run_dir / CONFIG_FILE}: {_short(exc)}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# One trainer per run directory
+# ---------------------------------------------------------------------------------------------
+
+LOCK_FILE = ".qkv-lock"
+
+
+@contextlib.contextmanager
+def lock_run(run_dir: str | os.PathLike, create: bool = True):
+    """Hold the run directory's lock while training in it; a second trainer gets a one-line error.
+
+    The lock is an advisory `flock` on RUN/.qkv-lock, so the operating system drops it when the
+    process dies (even by kill -9); the file keeps the last holder's pid for the message. Once
+    the lock is held, temporary files that an earlier kill left behind are removed.
+    create: make the directory if it does not exist (a new run); resume needs it to exist.
+    """
+    import fcntl
+
+    run_dir = Path(run_dir)
+    if create:
+        ensure_directory(run_dir, "run directory")
+    elif not run_dir.is_dir():
+        yield                                    # the trainer says "run directory not found"
+        return
+    try:
+        fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise CheckpointError(f"cannot lock {run_dir}: {exc.strerror or exc}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            raise CheckpointError(
+                f"{run_dir} is in use by another qkv train (pid {holder}); wait for it to finish "
+                f"(or stop it) before resuming, or choose another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        remove_temporary_files(run_dir)
+        yield
+    finally:
+        os.close(fd)                             # closing releases the lock

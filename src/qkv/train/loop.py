@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from qkv.config import ModelConfig, atomic_write_bytes, save_toml
-from qkv.errors import CheckpointError, ConfigError
+from qkv.errors import CheckpointError, ConfigError, TrainingError
 from qkv.fast.dropout import use_fast_dropout
 from qkv.machine import cpu_has_fast_bf16
 from qkv.model import build_model
@@ -41,8 +41,10 @@ from qkv.train.checkpoint import (
     load_run_config,
     load_tokenizers,
     load_weights,
+    lock_run,
     save_run,
     save_weights,
+    weights_step,
 )
 from qkv.train.inputs import Inputs, MicroBatches, prepare
 from qkv.train.loss import label_smoothed_nll
@@ -81,7 +83,9 @@ def train(
     resume=True continues the run in `out_dir` from its train_state.pt (config = None reads its
     config.toml; `overrides` may still change e.g. train.steps).
     """
-    with _global_settings_restored():
+    # one trainer per run directory: a second (e.g. two --resume at once) gets a one-line error
+    locked = lock_run(out_dir, create=not resume) if distributed.from_env().is_main else contextlib.nullcontext()
+    with locked, _global_settings_restored():
         trainer = Trainer(config, out_dir, overrides, quiet, resume)
         try:
             return trainer.run()
@@ -149,6 +153,7 @@ class Trainer:
         self.bad_evals = 0
         self.metric = _metric_name(self.tc.metric, self.dc.kind)
         self.log = MetricsLog(self.run_dir)
+        self._saved_step: int | None = None      # the step of the checkpoint on disk
         if resume:
             self._load_state()
         self.net = self._wrap(self.model)
@@ -252,8 +257,10 @@ class Trainer:
             loss_sum += float(loss.detach())
             nll_sum += float(nll)
             seen += _all_tokens(batch, self.cfg.pad_id)
-        if self.tc.clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tc.clip_norm)
+        # the gradient norm is the same on every DDP rank (gradients are all-reduced), so all stop together
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tc.clip_norm or math.inf)
+        if not (math.isfinite(loss_sum) and math.isfinite(float(norm))):
+            self._diverged(loss_sum, float(norm))
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
         self.scheduler.step()
@@ -261,6 +268,16 @@ class Trainer:
         self.step += 1
         return {"loss_sum": loss_sum, "nll_sum": nll_sum, "tokens": local_tokens, "all_tokens": seen,
                 "lr": lr, "seconds": time.perf_counter() - t0}
+
+    def _diverged(self, loss: float, norm: float) -> None:
+        """Stop before a non-finite update reaches the weights; the last checkpoint stays as it was."""
+        what = f"the loss is {loss}" if not math.isfinite(loss) else f"the gradient norm is {norm}"
+        kept = (f"the last good checkpoint ({STATE_FILE}, step {self._saved_step}) is kept"
+                if self._saved_step is not None else "no checkpoint was written")
+        raise TrainingError(
+            f"training diverged at step {self.step + 1}: {what}; stopped before the update, {kept} "
+            f"in {self.run_dir}; lower train.lr, raise train.warmup_steps or use train.precision=fp32"
+        )
 
     def _forward(self, model: nn.Module, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits (B, T, V) and their targets (B, T); the loss skips padded targets."""
@@ -300,7 +317,7 @@ class Trainer:
             improved = value is not None and is_better(self.metric, value, self.best)
             if improved:
                 self.best, self.bad_evals = value, 0
-                save_weights(self.run_dir / BEST_WEIGHTS, self.model)
+                save_weights(self.run_dir / BEST_WEIGHTS, self.model, step=self.step)
             else:
                 self.bad_evals += 1
             record["best"] = improved
@@ -383,17 +400,24 @@ class Trainer:
             save_toml(self.run_dir / "config.toml", self.config)
             return
         (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
-        save_run(self.run_dir, self.model, self.config, self.inputs.src_tokenizer, self.inputs.tgt_tokenizer)
+        # model.safetensors comes with the first validation: never untrained weights that look usable
+        save_run(self.run_dir, self.model, self.config, self.inputs.src_tokenizer, self.inputs.tgt_tokenizer,
+                 weights=None)
 
     def save_checkpoint(self) -> None:
-        """last.safetensors, then train_state.pt (rank 0); both atomic."""
+        """One consistent checkpoint (rank 0): last.safetensors (+ step-<N>.safetensors), each
+        stamped with the step, then train_state.pt, written last, with the same weights and
+        everything else resume needs. A kill before train_state.pt is replaced leaves the previous
+        checkpoint whole: resume reads train_state.pt alone and then rewrites last.safetensors."""
         if not self.is_main:
             return
-        save_weights(self.run_dir / LAST_WEIGHTS, self.model)
+        save_weights(self.run_dir / LAST_WEIGHTS, self.model, step=self.step)
         if self.tc.keep_checkpoints:
             self._keep_step_weights()
         state = {
+            "format": 2,
             "step": self.step,
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng": {"torch": torch.get_rng_state(),
@@ -405,10 +429,11 @@ class Trainer:
         buf = io.BytesIO()
         torch.save(state, buf)
         atomic_write_bytes(self.run_dir / STATE_FILE, buf.getvalue())
+        self._saved_step = self.step
 
     def _keep_step_weights(self) -> None:
         """step-<N>.safetensors for this step; only the newest train.keep_checkpoints stay."""
-        save_weights(self.run_dir / f"step-{self.step}.safetensors", self.model)
+        save_weights(self.run_dir / f"step-{self.step}.safetensors", self.model, step=self.step)
         for old in step_checkpoints(self.run_dir)[: -self.tc.keep_checkpoints]:
             old.unlink(missing_ok=True)
 
@@ -420,15 +445,39 @@ class Trainer:
             state = torch.load(path, map_location="cpu", weights_only=True)
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
+            if "model" in state:
+                self.model.load_state_dict(state["model"], strict=True)
         except Exception as exc:  # pickle/zip errors of a torn or foreign file, or a mismatched optimizer
             raise CheckpointError(f"{path} is corrupted or from another model ({_first_line(exc)}); "
                                   f"start a new run or restore the file") from None
-        load_weights(self.run_dir / LAST_WEIGHTS, self.model)
-        self.step, self.best, self.bad_evals = state["step"], state["best"], state["bad_evals"]
+        step = state["step"]
+        last = self.run_dir / LAST_WEIGHTS
+        if "model" not in state:                # written before train_state.pt held the weights
+            load_weights(last, self.model)
+            stamped = weights_step(last)
+            if stamped is not None and stamped != step:
+                raise CheckpointError(
+                    f"{last} is from step {stamped} but {path} from step {step} (a kill between the two "
+                    f"writes); this run cannot continue exactly: start a new run"
+                )
+        if self.is_main:
+            self._drop_later_files(step)
+        self.step, self.best, self.bad_evals = step, state["best"], state["bad_evals"]
+        self._saved_step = step
         self.stream.load_state(state["data"])
         torch.set_rng_state(state["rng"]["torch"])
         if state["rng"]["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+
+    def _drop_later_files(self, step: int) -> None:
+        """Undo what a killed run wrote after its last complete checkpoint: last.safetensors goes
+        back to the checkpoint's weights, step files past it go (resume writes them again)."""
+        last = self.run_dir / LAST_WEIGHTS
+        if weights_step(last) != step:
+            save_weights(last, self.model, step=step)
+        for path in step_checkpoints(self.run_dir):
+            if weights_step(path) is not None and weights_step(path) > step:
+                path.unlink(missing_ok=True)
 
     def _describe(self) -> str:
         n = sum(p.numel() for p in self.model.parameters())

@@ -63,6 +63,8 @@ def _finite(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def is_better(metric: str, new: float, best: float | None) -> bool:
+    if new is None or math.isnan(new):           # a NaN score is never "best"
+        return False
     if best is None:
         return True
     return new > best if HIGHER_IS_BETTER.get(metric, False) else new < best

@@ -17,7 +17,7 @@ import difflib
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from qkv.config import ModelConfig, apply_overrides, from_dict, unknown_key_message
+from qkv.config import ModelConfig, apply_overrides, check_ranges, from_dict, unknown_key_message
 from qkv.errors import ConfigError
 from qkv.train.schedule import SCHEDULES
 
@@ -65,15 +65,19 @@ class TrainConfig:
             raise ConfigError(f"train.schedule must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"train.precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
-        for name in ("steps", "batch_tokens", "accumulate", "log_every", "eval_examples"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ConfigError(f"train.label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.lr <= 0:
-            raise ConfigError(f"train.lr must be positive, got {self.lr}")
-        if self.max_minutes < 0 or self.keep_checkpoints < 0:
-            raise ConfigError("train.max_minutes and train.keep_checkpoints must be >= 0")
+        check_ranges("train", self, TRAIN_RANGES)
+
+
+# The valid values of every numeric [train] option (interval notation; all floats must be finite).
+_POSITIVE, _COUNT, _FRACTION = "[1, inf)", "[0, inf)", "[0, 1)"
+TRAIN_RANGES = {
+    "steps": _POSITIVE, "batch_tokens": _POSITIVE, "accumulate": _POSITIVE, "log_every": _POSITIVE,
+    "eval_examples": _POSITIVE, "warmup_steps": _COUNT, "eval_every": _COUNT, "checkpoint_every": _COUNT,
+    "threads": "[0, 4096]", "seed": f"[0, {2**63 - 1}]", "patience": _COUNT, "keep_checkpoints": _COUNT,
+    "lr": "(0, inf)", "min_lr": _COUNT, "beta1": _FRACTION, "beta2": _FRACTION, "eps": "(0, inf)",
+    "weight_decay": _COUNT, "label_smoothing": _FRACTION, "clip_norm": _COUNT, "target_metric": _COUNT,
+    "max_decode_ratio": "(0, inf)", "max_minutes": _COUNT,
+}
 
 
 @dataclass
@@ -115,6 +119,14 @@ class DataConfig:
             raise ConfigError(f"data.kind must be one of {', '.join(DATA_KINDS)}; got {self.kind!r}")
         if self.tokenizer not in TOKENIZERS:
             raise ConfigError(f"data.tokenizer must be one of {', '.join(TOKENIZERS)}; got {self.tokenizer!r}")
+        check_ranges("data", self, DATA_RANGES)
+
+
+DATA_RANGES = {
+    "train_size": "[1, inf)", "valid_size": "[1, inf)", "min_len": "[0, inf)", "max_len": "[0, inf)",
+    "valid_fraction": "[0, 1)", "vocab_size": "[5, inf)", "min_freq": "[1, inf)", "max_tokens": "[1, inf)",
+    "block_size": "[1, inf)",
+}
 
 
 # ---------------------------------------------------------------------------------------------

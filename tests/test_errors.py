@@ -1,0 +1,220 @@
+"""Bad input gets one clear line and a non-zero exit; nothing is silently wrong.
+
+Each case here once ended in a traceback or in exit 0 with a wrong result (a NaN model saved as
+"best", an empty translation, bytes dropped from stdin...).
+"""
+
+import io
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from serve_runs import tiny_run
+
+from qkv import CheckpointError, ConfigError
+from qkv.cli import main
+from qkv.errors import OutputError, TrainingError
+from qkv.train import task_config, train
+from qkv.train.checkpoint import LOCK_FILE, load_run, lock_run, save_weights
+from qkv.train.metrics import read_metrics
+from qkv.train.options import parse_config
+
+TINY = [
+    "model.d_model=16", "model.n_heads=2", "model.n_encoder_layers=1", "model.n_decoder_layers=1",
+    "model.d_ff=32", "train.batch_tokens=120", "train.precision=fp32", "train.threads=1",
+    "train.log_every=1", "train.eval_examples=8", "train.schedule=constant", "train.lr=3e-3",
+    "train.warmup_steps=0", "data.train_size=120", "data.valid_size=8", "data.max_len=5",
+]
+TINY_ARGS = [a for kv in TINY for a in ("--set", kv)]
+
+
+@pytest.fixture(scope="module")
+def mt(tmp_path_factory):
+    return str(tiny_run(tmp_path_factory.mktemp("runs") / "mt"))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "trained"
+    train(parse_config(task_config("reverse"), TINY + ["train.steps=2", "train.eval_every=2"]), out, quiet=True)
+    return out
+
+
+def one_line_error(capsys, args, code=2):
+    got = main(list(args))
+    err = capsys.readouterr().err.strip()
+    assert got == code, err
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+# --- tracebacks that are now one line ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("option, value, says", [
+    ("train.threads", "-1", "train.threads must be in [0, 4096], got -1"),
+    ("train.beta2", "2", "train.beta2 must be in [0, 1), got 2.0"),
+    ("train.lr", "nan", "train.lr must be a finite number, got nan"),
+    ("train.lr", "inf", "train.lr must be a finite number, got inf"),
+    ("train.eps", "0", "train.eps must be in (0, inf), got 0.0"),
+    ("train.seed", "99999999999999999999999", "train.seed must fit in 64 bits"),
+    ("train.label_smoothing", "1", "train.label_smoothing must be in [0, 1)"),
+    ("data.valid_fraction", "-0.5", "data.valid_fraction must be in [0, 1)"),
+])
+def test_option_values_are_checked_in_the_config_layer(option, value, says, tmp_path, capsys):
+    args = ["train", "-q", "--task", "reverse", "--out", str(tmp_path / "r"), *TINY_ARGS, "--set", "train.steps=2"]
+    err = one_line_error(capsys, [*args, "--set", f"{option}={value}"])
+    assert says in err
+    assert not (tmp_path / "r" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--temperature", "nan", "--sample"], "temperature must be a finite number"),
+    (["--seed", str(10**30), "--sample"], "seed must fit in 64 bits"),
+    (["--length-penalty", "nan"], "length_penalty must be a finite number"),
+    (["--top-p", "nan", "--sample"], "top_p must be a finite number"),
+])
+def test_decoding_options_are_checked(mt, args, says, capsys):
+    assert says in one_line_error(capsys, ["translate", "--model", mt, *args, "abc"])
+
+
+def test_outputs_that_cannot_be_files(mt, tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert "is a directory" in one_line_error(capsys, ["translate", "-m", mt, "--output", str(tmp_path), "abc"])
+    assert "is a directory" in one_line_error(capsys, ["tokenize", "--kind", "char", "--save", str(tmp_path), "abc"])
+    assert "is a file" in one_line_error(capsys, ["train", "--out", str(tmp_path / "file"), *TINY_ARGS])
+    assert "Not a directory" in one_line_error(capsys, ["train", "--out", str(tmp_path / "file" / "sub"), *TINY_ARGS])
+    with pytest.raises(OutputError):
+        save_weights(tmp_path / "file" / "w.safetensors", load_run(mt).model)
+
+
+@pytest.mark.parametrize("kind", ["char", "word", "bpe"])
+def test_lone_surrogates_are_refused_by_every_tokenizer(kind, tmp_path, capsys):
+    bad = "ab\udcffc"                     # how Python keeps an undecodable byte of a command-line argument
+    err = one_line_error(capsys, ["tokenize", "--kind", kind, "--save", str(tmp_path / "t.json"), bad])
+    assert "not valid UTF-8" in err and not (tmp_path / "t.json").exists()
+    good = tmp_path / "good.json"
+    assert main(["tokenize", "--kind", kind, "--save", str(good), "abc abc"]) == 0
+    assert "not valid UTF-8" in one_line_error(capsys, ["tokenize", "--tokenizer", str(good), bad])
+
+
+def test_weights_metadata_that_is_not_qkv_json(mt, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    path = Path(mt) / "model.safetensors"
+    for junk in ("not json", "[1, 2]", "{"):
+        bad = tmp_path / "bad.safetensors"
+        save_file(load_file(path), bad, metadata={"format": "pt", "qkv_model_config": junk})
+        with pytest.raises(CheckpointError, match="not a JSON table"):
+            from qkv.train.checkpoint import load_weights
+            load_weights(bad, load_run(mt).model)
+
+
+# --- silent nonsense that is now an error or a warning ----------------------------------------------
+
+
+def test_non_utf8_stdin_is_refused_like_the_same_file(mt, tmp_path, capsys, monkeypatch):
+    data = b"abc\nab\xffc\n"
+    (tmp_path / "in.txt").write_bytes(data)
+    by_file = one_line_error(capsys, ["translate", "-m", mt, "--input", str(tmp_path / "in.txt")])
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="replace"))
+    by_pipe = one_line_error(capsys, ["translate", "-m", mt])
+    assert "invalid UTF-8 at byte 2" in by_file and "invalid UTF-8 at byte 2" in by_pipe
+    assert by_pipe.startswith("error: stdin:2:")
+
+
+def test_resume_refuses_options_it_would_ignore(trained, capsys):
+    for extra in (["--task", "dates"], ["--config", "x.toml"], ["--out", "elsewhere"]):
+        err = one_line_error(capsys, ["train", "--resume", str(trained), *extra])
+        assert extra[0] in err and "would be ignored" in err
+
+
+def test_a_failed_start_leaves_no_usable_looking_model(tmp_path, capsys):
+    out = tmp_path / "r"
+    err = one_line_error(capsys, ["train", "-q", "--task", "reverse", "--out", str(out), *TINY_ARGS, "--set", "model.max_len=3"])
+    assert "max_len=3" in err
+    assert not (out / "model.safetensors").exists()
+    assert "weights file not found" in one_line_error(capsys, ["translate", "-m", str(out), "abc"])
+
+
+def test_training_stops_at_the_first_non_finite_loss_keeping_the_last_good_checkpoint(tmp_path):
+    out = tmp_path / "r"
+    cfg = parse_config(task_config("reverse"), TINY + ["train.steps=20", "train.lr=1e30", "train.checkpoint_every=1",
+                                                       "train.eval_every=1"])
+    with pytest.raises(TrainingError, match=r"training diverged at step \d+: the loss is nan") as stop:
+        train(cfg, out, quiet=True)
+    assert "\n" not in str(stop.value) and "last good checkpoint" in str(stop.value)
+    state = torch.load(out / "train_state.pt", weights_only=True)
+    assert f"step {state['step']}) is kept" in str(stop.value)
+    assert all(bool(torch.isfinite(t).all()) for t in state["model"].values())
+    for record in read_metrics(out):
+        assert all(not isinstance(v, float) or math.isfinite(v) for v in record.values()), record
+    load_run(out)                                     # the best weights are finite and load
+    load_run(out, weights="last")
+
+
+def test_is_better_never_picks_nan():
+    from qkv.train.metrics import is_better
+
+    assert not is_better("loss", float("nan"), None) and not is_better("bleu", float("nan"), 1.0)
+
+
+def test_nan_weights_and_nan_scores_are_errors_not_empty_lines(mt, tmp_path, capsys):
+    import shutil
+
+    broken = tmp_path / "nan"
+    shutil.copytree(mt, broken)
+    run = load_run(mt)
+    with torch.no_grad():
+        next(run.model.parameters()).fill_(float("nan"))
+    save_weights(broken / "model.safetensors", run.model)
+    assert "NaN or infinite" in one_line_error(capsys, ["translate", "-m", str(broken), "abc"])
+    run = load_run(mt)                                # finite weights whose outputs overflow to NaN
+    with torch.no_grad():
+        run.model.src_embed.token.weight.mul_(1e38)
+    save_weights(broken / "model.safetensors", run.model)
+    assert "scores are NaN" in one_line_error(capsys, ["translate", "-m", str(broken), "abc"])
+
+
+def test_input_the_vocabulary_does_not_know_is_warned_about(mt, capsys):
+    assert main(["translate", "-m", mt, "--beam", "1", "안녕하세요"]) == 0      # the model knows a-z and space
+    err = capsys.readouterr().err
+    assert "warning: line 1: 5 of its 5 tokens are unknown to the model (<unk>)" in err
+    assert main(["translate", "-m", mt, "--beam", "1", "abc def"]) == 0
+    assert "unknown" not in capsys.readouterr().err
+
+
+# --- the run directory: one trainer, no leftovers ---------------------------------------------------
+
+
+def test_a_second_trainer_on_one_run_directory_is_refused(trained, capsys):
+    with lock_run(trained, create=False):
+        err = one_line_error(capsys, ["train", "--resume", str(trained), "--set", "train.steps=3"])
+        assert f"is in use by another qkv train (pid {__import__('os').getpid()})" in err
+    assert (trained / LOCK_FILE).exists()
+    before = len(read_metrics(trained))
+    assert main(["train", "--resume", str(trained), "--quiet", "--set", "train.steps=3"]) == 0  # free again
+    assert len(read_metrics(trained)) > before
+
+
+def test_leftover_temporary_files_are_removed_on_resume(trained):
+    leftover = trained / ".last.safetensors.x1y2z3.tmp"
+    leftover.write_bytes(b"\0" * 1000)
+    train(None, trained, ["train.steps=4"], quiet=True, resume=True)
+    assert not leftover.exists() and not list(trained.glob(".*.tmp"))
+
+
+def test_resume_refuses_weights_and_state_from_different_steps_in_an_old_run(trained, tmp_path):
+    """A train_state.pt written before it held the weights: last.safetensors must be from its step."""
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(trained, old)
+    state = torch.load(old / "train_state.pt", weights_only=True)
+    del state["model"]
+    state["step"] -= 1
+    torch.save(state, old / "train_state.pt")
+    with pytest.raises(CheckpointError, match="cannot continue exactly"):
+        train(None, old, ["train.steps=8"], quiet=True, resume=True)
