@@ -79,3 +79,65 @@ def test_cli_trains_in_two_processes(tmp_path, capsys):
                  *sum((["--set", s] for s in tiny), [])]) == 0
     assert [r["step"] for r in read_metrics(out) if r["kind"] == "train"][-1] == 3
     assert load_run_config(out)["train"]["batch_tokens"] == 200                                # each rank's share
+
+
+# --- a prepared (memory-mapped) corpus --------------------------------------------------------------
+
+
+def _recording_worker(rank: int, world: int, port: int, out: str, config: dict, record: str, window: int) -> None:
+    """_worker that also writes the pair indices of every micro-batch this rank trains on."""
+    _record_batches(f"{record}.{rank}")
+    from qkv.data import shards
+
+    shards.WINDOW = window
+    _worker(rank, world, port, out, config)
+
+
+def _record_batches(path: str) -> None:
+    import json
+
+    from qkv.train import inputs
+
+    original = inputs.MicroBatches.next
+
+    def next_and_record(self):
+        batch = original(self)
+        with open(path, "a") as f:
+            f.write(json.dumps(batch.indices.tolist()) + "\n")
+        return batch
+
+    inputs.MicroBatches.next = next_and_record
+
+
+def test_ddp_ranks_read_disjoint_batches_from_a_prepared_corpus(tmp_path, monkeypatch):
+    import json
+
+    from qkv.data import shards
+    from qkv.data.shards import prepare_corpus
+    from qkv.train.inputs import MicroBatches
+    from qkv.train.options import DataConfig
+
+    from test_shards import TINY_MODEL, TINY_TRAIN, translation_data, write_pairs
+
+    (tmp_path / "corpus").mkdir()
+    data = translation_data(write_pairs(tmp_path / "corpus"))
+    prepare_corpus(DataConfig(**data), tmp_path / "prepared")
+    window = 60                                          # 8 micro-batches of ~10 pairs reach a second window
+    config = {"model": TINY_MODEL, "train": dict(TINY_TRAIN, steps=STEPS, checkpoint_every=STEPS),
+              "data": dict(data, prepared=str(tmp_path / "prepared"))}
+    monkeypatch.setattr(shards, "WINDOW", window)
+    monkeypatch.setattr(MicroBatches, "next", MicroBatches.next)   # undone after the test
+    _record_batches(str(tmp_path / "seen.single"))
+    train(dict(config, train=dict(config["train"], accumulate=2)), tmp_path / "single", quiet=True)
+    mp.start_processes(_recording_worker, nprocs=2, join=True, start_method="spawn",
+                       args=(2, _free_port(), str(tmp_path / "ddp"), config, str(tmp_path / "seen"), window))
+
+    def seen(name):
+        return [json.loads(line) for line in (tmp_path / f"seen.{name}").read_text().splitlines()]
+
+    single, rank0, rank1 = seen("single"), seen("0"), seen("1")
+    assert len(rank0) == len(rank1) == STEPS and len(single) == 2 * STEPS
+    assert not {i for b in rank0 for i in b} & {i for b in rank1 for i in b}          # disjoint pairs
+    assert single == [b for step in zip(rank0, rank1) for b in step]                 # one stream, shared out
+    a, b = _losses(tmp_path / "single"), _losses(tmp_path / "ddp")
+    assert len(a) == len(b) == STEPS and max(abs(x - y) for x, y in zip(a, b)) < 1e-5, (a, b)
