@@ -34,9 +34,11 @@ def _losses(run_dir) -> list[float]:
     return [r["loss"] for r in read_metrics(run_dir) if r["kind"] == "train"]
 
 
-def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
+def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path, device):
+    if device.type == "cuda" and torch.cuda.device_count() < 2:
+        pytest.skip("DDP on CUDA needs two GPUs")
     # dropout off: the two setups draw their dropout masks from different generators
-    config = tiny_task(steps=STEPS, eval_every=0, checkpoint_every=STEPS)
+    config = tiny_task(steps=STEPS, eval_every=0, checkpoint_every=STEPS, device=device.type)
     config["model"]["dropout"] = 0.0
     single = dict(config, train=dict(config["train"], accumulate=2))
     train(single, tmp_path / "single", quiet=True)
@@ -45,13 +47,13 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path
                        join=True, start_method="spawn")
     a, b = _losses(tmp_path / "single"), _losses(tmp_path / "ddp")
     assert len(a) == len(b) == STEPS
-    assert max(abs(x - y) for x, y in zip(a, b)) < 1e-5, (a, b)
+    assert max(abs(x - y) for x, y in zip(a, b)) < (1e-5 if device.type == "cpu" else 1e-4), (a, b)
     # only rank 0 wrote files, and the weights agree
     from qkv.train.checkpoint import load_run
 
     wa = load_run(tmp_path / "single", weights="last").model.state_dict()
     wb = load_run(tmp_path / "ddp", weights="last").model.state_dict()
-    assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-5 if device.type == "cpu" else 1e-4) for k in wa)
 
 
 def test_cli_launch_command_shares_the_global_batch(tmp_path):
