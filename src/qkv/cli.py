@@ -382,6 +382,31 @@ def train(
         raise typer.Exit(130)
 
 
+@app.command()
+def prepare(
+    config: Annotated[Path, typer.Option("--config", "-c", help="TOML config whose [data] section names the corpus (translation or lm).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write (must not exist or be empty).")],
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config value, e.g. data.vocab_size=16000 (repeatable).")] = None,
+    sample: Annotated[int, typer.Option(help="Learn the tokenizer from at most this many training sentences (lines), sampled evenly.", min=1)] = 1_000_000,
+    seed: Annotated[int, typer.Option(help="Seed of the tokenizer sample.")] = 0,
+) -> None:
+    """Write a corpus once as memory-mapped token files (for corpora bigger than memory).
+
+    Train from it with `qkv train --config CONFIG --set data.prepared=OUT`: every process reads
+    only the sentences of its own batches from the files.
+    """
+    from qkv.config import load_toml
+    from qkv.data.shards import prepare_corpus
+    from qkv.train.options import DataConfig, parse_config
+
+    data = DataConfig(**parse_config(load_toml(config), set_ or [])["data"])
+    report = prepare_corpus(data, out, sample, seed, log=typer.echo)
+    unit = "pairs" if report.kind == "translation" else "tokens"
+    counts = ", ".join(f"{split} {n:,} {unit}" for split, n in report.counts.items())
+    typer.echo(f"wrote {report.out}: {counts}; tokenizer from {report.sampled:,} sampled "
+               f"{'pairs' if report.kind == 'translation' else 'lines'} ({report.seconds:.1f} s)")
+
+
 def train_launch_command(processes: int, task: str | None, config: Path | None, out: Path | None,
                          overrides: list[str], resume: Path | None, quiet: bool) -> list[str]:
     """`qkv train ...` again under torchrun in `processes` ranks, each with its share of the global

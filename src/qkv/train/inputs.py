@@ -6,6 +6,10 @@ Three kinds of data, one result (`Inputs`):
     translation  parallel files or a multi30k-style directory (qkv.data.corpus), char/word/BPE
     lm           monolingual text cut into blocks (qkv.data.batching.LMBlocks)
 
+With data.prepared (a directory written by `qkv prepare`, qkv.data.shards) the training split
+of a translation or lm corpus is read in place from memory-mapped token files instead; the
+tokenizer comes from that directory.
+
 Training reads one global stream of micro-batches; with DDP, rank r takes items r, r+W, ... so
 W processes see exactly what one process with W-fold gradient accumulation would see. The
 stream's position is part of train_state.pt, so a resumed run reads the same batches next.
@@ -43,6 +47,8 @@ class Inputs:
 
 def prepare(data: DataConfig, batch_tokens: int, seed: int, model_max_len: int, tokenizers=None) -> Inputs:
     """Read the data, build (or reuse, on resume) the tokenizers, encode and batch."""
+    if data.prepared:
+        return _prepared_inputs(data, batch_tokens, seed, model_max_len, tokenizers)
     if data.kind == "task":
         return _task_inputs(data, batch_tokens, seed, tokenizers)
     if data.kind == "translation":
@@ -141,6 +147,44 @@ def _lm_inputs(data: DataConfig, seed: int, tokenizers) -> Inputs:
     )
 
 
+# --- prepared (memory-mapped) corpora --------------------------------------------------------
+
+
+def _prepared_inputs(data: DataConfig, batch_tokens: int, seed: int, model_max_len: int, tokenizers) -> Inputs:
+    """Training batches read in place from a prepared directory; the (small) validation split in
+    memory, as the in-memory path has it."""
+    from qkv.data.shards import PairShards, TokenShard, open_prepared
+
+    prepared = open_prepared(data.prepared)
+    if prepared.kind != data.kind:
+        raise DataError(f"{data.prepared} holds {prepared.kind} data but data.kind is {data.kind!r}; "
+                        f"set data.kind={prepared.kind}")
+    src_tok, tgt_tok = prepared.src_tokenizer, prepared.tgt_tokenizer
+    if tokenizers and any(a is not None and a.to_dict() != b.to_dict()
+                          for a, b in zip(tokenizers, (src_tok, tgt_tok))):
+        raise DataError(f"the run's tokenizer differs from the one in {data.prepared}; resume with the "
+                        f"prepared corpus the run was trained on")
+    if prepared.kind == "lm":
+        return Inputs(
+            kind="lm", src_tokenizer=None, tgt_tokenizer=tgt_tok,
+            train=TokenShard(prepared.path / "train.bin", prepared.dtype, data.block_size, seed),
+            valid=TokenShard(prepared.path / "valid.bin", prepared.dtype, data.block_size, seed),
+            valid_pairs=[],
+        )
+    limit = min(data.max_tokens, model_max_len - 1)
+    train = PairShards(prepared, "train", limit, batch_tokens, seed)
+    v_src, v_tgt = PairShards(prepared, "valid", model_max_len - 1, batch_tokens, seed).read_ids()
+    v_keep = [i for i, (s, t) in enumerate(zip(v_src, v_tgt)) if 0 < len(s) and max(len(s), len(t)) <= model_max_len - 1]
+    if not v_keep:
+        raise DataError("the validation set is empty (after dropping empty or over-long pairs)")
+    return Inputs(
+        kind="seq2seq", src_tokenizer=src_tok, tgt_tokenizer=tgt_tok, train=train,
+        valid=Seq2SeqBatches([v_src[i] for i in v_keep], [v_tgt[i] for i in v_keep], batch_tokens, seed),
+        valid_pairs=[(src_tok.decode(v_src[i]), tgt_tok.decode(v_tgt[i])) for i in v_keep],
+        dropped=len(train) - train.kept,
+    )
+
+
 # --- the global micro-batch stream -----------------------------------------------------------
 
 
@@ -149,20 +193,23 @@ class MicroBatches:
     every `world`-th of them, starting at its `rank`.
 
     seq2seq: the stream runs through epochs of shuffled, length-bucketed batches; the state is
-    (epoch, batch index). lm: micro-batch m is `lm_batch_size` random blocks seeded by m.
+    (epoch, window, batch index), where a prepared corpus plans one window of pairs at a time
+    and the in-memory data is one window. lm: micro-batch m is `lm_batch_size` random blocks
+    seeded by m.
     """
 
     def __init__(self, inputs: Inputs, rank: int, world: int, lm_batch_size: int):
         self.inputs, self.rank, self.world = inputs, rank, world
         self.lm_batch_size = lm_batch_size
-        self.epoch, self.index, self.position = 0, 0, 0
-        self._plan: tuple[int, list] | None = None
+        self.epoch, self.window, self.index, self.position = 0, 0, 0, 0
+        self._plan: tuple[tuple[int, int], list] | None = None
 
     def state(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "index": self.index, "position": self.position}
+        return {"epoch": self.epoch, "window": self.window, "index": self.index, "position": self.position}
 
     def load_state(self, state: dict[str, int]) -> None:
         self.epoch, self.index, self.position = state["epoch"], state["index"], state["position"]
+        self.window = state.get("window", 0)
 
     def next(self) -> Batch | tuple[torch.Tensor, torch.Tensor]:
         """This rank's next micro-batch (and the stream moves past the other ranks' ones)."""
@@ -176,7 +223,7 @@ class MicroBatches:
         if self.inputs.is_lm:
             batch = self.inputs.train.batch(self.position, self.lm_batch_size)
         else:
-            batch = self.inputs.train.collate(self._plan_of_epoch()[self.index])
+            batch = self.inputs.train.collate(self._current_plan()[self.index])
         self._skip()
         return batch
 
@@ -184,10 +231,16 @@ class MicroBatches:
         self.position += 1
         if not self.inputs.is_lm:
             self.index += 1
-            if self.index >= len(self._plan_of_epoch()):
-                self.epoch, self.index = self.epoch + 1, 0
+            while self.index >= len(self._current_plan()):    # a window may have no batch at all
+                self.window, self.index = self.window + 1, 0
+                if self.window >= getattr(self.inputs.train, "windows", 1):
+                    self.epoch, self.window = self.epoch + 1, 0
 
-    def _plan_of_epoch(self) -> list:
-        if self._plan is None or self._plan[0] != self.epoch:
-            self._plan = (self.epoch, self.inputs.train.batches_for_epoch(self.epoch))
+    def _current_plan(self) -> list:
+        key = (self.epoch, self.window)
+        if self._plan is None or self._plan[0] != key:
+            train = self.inputs.train
+            plan = (train.window_batches(*key) if hasattr(train, "window_batches")
+                    else train.batches_for_epoch(self.epoch))
+            self._plan = (key, plan)
         return self._plan[1]

@@ -89,6 +89,8 @@ class DataConfig:
                   ...) or explicit `train_src`/`train_tgt`/`valid_src`/`valid_tgt` files
     lm:           monolingual text `train_text` (+ `valid_text`, or the last `valid_fraction`)
                   cut into contiguous blocks of `block_size` tokens
+    prepared:     (translation or lm) a directory written by `qkv prepare`; training reads its
+                  memory-mapped token files and tokenizer instead of the file keys
     """
 
     kind: str = "task"
@@ -113,6 +115,7 @@ class DataConfig:
     shared_vocab: bool = True         # one tokenizer for source and target
     max_tokens: int = 128             # drop training pairs longer than this (tokens, either side)
     block_size: int = 256             # language models: tokens per training block
+    prepared: str = ""                # a directory written by `qkv prepare`: read translation/lm data from it
 
     def __post_init__(self) -> None:
         if self.kind not in DATA_KINDS:
