@@ -12,12 +12,17 @@ The vocabulary lists each id's token string, so ids map one to one.
 
 `quantize="int8"` stores the matrices as 8-bit integers with one scale per row: about 4x smaller
 and faster on CPU, at a small cost in accuracy (measure it with BLEU, see docs/interop.md).
+
+Loading picks per machine, never process-wide: the compute type (`compute_type_for_machine`: int8
+only where CTranslate2's int8 kernels keep 32-bit sums) and the threads (`default_threads`: never
+more than the cores; CTranslate2's own default of 4 threads on a 2-core machine was the 5-10x).
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import platform
 from pathlib import Path
 from typing import Any
 
@@ -30,21 +35,44 @@ QUANTIZATIONS = ("int8", "int8_float32", "int16", "float16", "bfloat16")
 ENGINES = ("qkv", "ct2")
 
 
-def use_mkl_for_int8() -> None:
-    """Ask CTranslate2 for its Intel MKL kernels on every x86-64 CPU, unless the user chose.
+def int8_kernels_are_exact(flags: frozenset[str] | None = None, vendor: str | None = None,
+                           arch: str | None = None, use_mkl: str | None = None) -> bool:
+    """Whether CTranslate2's int8 matrix products keep their 32-bit sums on this machine.
 
-    On non-Intel x86 CPUs CTranslate2 defaults to oneDNN, whose u8s8 int8 GEMM saturates 16-bit
-    intermediate sums on CPUs without VNNI: measured here on an AMD EPYC without AVX-512, a 32-wide
-    reverse model lost 17.8 BLEU in int8 (47.7 -> 29.9) with oneDNN and gained 1.7 with MKL
-    (-> 49.4). MKL is the default on Intel CPUs already; aarch64 builds have no MKL.
+    On x86-64 CTranslate2 uses Intel MKL on Intel CPUs (or where CT2_USE_MKL=1) and oneDNN elsewhere.
+    oneDNN's int8 product is exact where the CPU has VNNI (one instruction, 32-bit sums) and saturates
+    16-bit partial sums where it has not: measured on an AMD EPYC without VNNI, a 32-wide reverse model
+    lost 17.8 BLEU in int8 (47.7 -> 29.9). MKL is exact everywhere (and on AMD CPUs very slow: int8
+    ran 20x slower than without it on an AMD EPYC with VNNI). aarch64 builds use Ruy, which is exact.
     """
-    import platform
+    from qkv.machine import cpu_flags, cpu_has_vnni, cpu_vendor
 
-    if platform.machine().lower() in ("x86_64", "amd64"):
-        os.environ.setdefault("CT2_USE_MKL", "1")
+    arch = (platform.machine() if arch is None else arch).lower()
+    if arch not in ("x86_64", "amd64"):
+        return True
+    use_mkl = os.environ.get("CT2_USE_MKL") if use_mkl is None else use_mkl
+    vendor = cpu_vendor() if vendor is None else vendor
+    if use_mkl == "1" or (use_mkl is None and vendor == "GenuineIntel"):
+        return True
+    return cpu_has_vnni(cpu_flags() if flags is None else flags)
 
 
-use_mkl_for_int8()   # before anything loads ctranslate2: it reads the variable once
+def compute_type_for_machine(requested: str = "auto") -> str:
+    """The CTranslate2 compute type to load a model with: `requested`, or for "auto" the model's own
+    type ("default": an int8 export runs in int8) where int8 kernels are exact here, else "float32"
+    (an int8 export is then dequantized when it loads: float32 speed, int8-rounded weights). No
+    process-wide backend switch: CT2_USE_MKL is read, never set."""
+    if requested != "auto":
+        return requested
+    return "default" if int8_kernels_are_exact() else "float32"
+
+
+def default_threads() -> int:
+    """CTranslate2's intra-op threads: one per CPU this process may use, at most 4. CTranslate2's own
+    default is 4 whatever the machine, so on 2 cores it ran 4 OpenMP threads on 2 cores, 5-10x slower
+    at batch 1 than with 1 thread (benchmarks/decode_speed_ct2.py)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(4, cores))
 
 
 def require_ctranslate2() -> Any:
@@ -178,13 +206,16 @@ class Ct2Translator:
     """A CTranslate2 model that takes and returns qkv token ids."""
 
     def __init__(self, model_dir: str | os.PathLike, src_tokens: list[str], tgt_tokens: list[str],
-                 compute_type: str = "default", threads: int = 0):
+                 compute_type: str = "auto", threads: int = 0):
+        """`compute_type`: "auto" (`compute_type_for_machine`) or a CTranslate2 compute type;
+        `threads`: intra-op threads, 0 for `default_threads()`."""
         ctranslate2 = require_ctranslate2()
         if not (Path(model_dir) / "model.bin").is_file():
             raise QkvError(f"{model_dir} is not a CTranslate2 model (no model.bin); "
                            f"create it with `qkv export --format ct2 --out {model_dir}`")
-        self.translator = ctranslate2.Translator(str(model_dir), device="cpu", compute_type=compute_type,
-                                                 intra_threads=threads)
+        self.translator = ctranslate2.Translator(str(model_dir), device="cpu",
+                                                 compute_type=compute_type_for_machine(compute_type),
+                                                 intra_threads=threads or default_threads())
         self.src_tokens = src_tokens
         self.tgt_ids = {t: i for i, t in enumerate(tgt_tokens)}
 
