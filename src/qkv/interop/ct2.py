@@ -210,61 +210,121 @@ class Ct2Translator:
         """`compute_type`: "auto" (`compute_type_for_machine`) or a CTranslate2 compute type;
         `threads`: intra-op threads, 0 for `default_threads()`."""
         ctranslate2 = require_ctranslate2()
-        if not (Path(model_dir) / "model.bin").is_file():
+        model_dir = Path(model_dir)
+        if not (model_dir / "model.bin").is_file():
             raise QkvError(f"{model_dir} is not a CTranslate2 model (no model.bin); "
                            f"create it with `qkv export --format ct2 --out {model_dir}`")
+        _check_vocabularies(model_dir, src_tokens, tgt_tokens)
         self.translator = ctranslate2.Translator(str(model_dir), device="cpu",
                                                  compute_type=compute_type_for_machine(compute_type),
                                                  intra_threads=threads or default_threads())
         self.src_tokens = src_tokens
         self.tgt_ids = {t: i for i, t in enumerate(tgt_tokens)}
+        self.eos_id = self.tgt_ids.get(_read_json(model_dir / "config.json").get("eos_token"), -1)
 
     def translate_ids(self, src: list[list[int]], max_len: list[int], beam_size: int = 1,
                       length_penalty: float = 0.0) -> list[list[int]]:
         """Output ids (no <bos>/<eos>) of each source, at most `max_len[i]` tokens for sentence i."""
-        batch = [[self.src_tokens[i] for i in ids] for ids in src]
-        results = self.translator.translate_batch(
-            batch, beam_size=beam_size, max_decoding_length=max(max_len), length_penalty=length_penalty,
-        )
-        return [[self.tgt_ids[t] for t in r.hypotheses[0]][:n] for r, n in zip(results, max_len)]
+        from qkv.decode import DecodeConfig
+
+        dcfg = DecodeConfig(beam_size=beam_size, length_penalty=length_penalty)
+        return [h[0].tokens for h in self.search(src, max_len, dcfg)]
+
+    def search(self, src: list[list[int]], limits: list[int], dcfg: Any, batch_size: int = 0) -> list[list[Any]]:
+        """`qkv.decode.translate_ids` on CTranslate2: each source's n-best `Hypothesis` list (ids without
+        <bos>/<eos>), at most `limits[i]` new tokens for source i. Empty sources give one empty hypothesis.
+
+        CTranslate2 has one output limit per call, so sources are decoded in groups of equal limit (as
+        qkv's search stops each sentence at its own limit). Scores mean what they mean in qkv:
+        CTranslate2 returns log p / n ** alpha (n counting <eos>, greedy too), so the log-probability
+        is recovered exactly and rescored with qkv's GNMT length penalty (beam search) or kept as it is
+        (greedy, sampling). The ranking inside the beam is still CTranslate2's: with a length penalty
+        above 0 the chosen hypothesis can differ from qkv's.
+        """
+        ctranslate2 = require_ctranslate2()
+        if dcfg.seed is not None:
+            ctranslate2.set_random_seed(dcfg.seed)
+        from qkv.decode import Hypothesis
+
+        out: list[list[Any]] = [[Hypothesis([], 0.0, 0.0)] for _ in src]
+        groups: dict[int, list[int]] = {}
+        for i, (x, limit) in enumerate(zip(src, limits)):
+            if x:
+                groups.setdefault(limit, []).append(i)
+        for limit, rows in groups.items():
+            results = self.translator.translate_batch(
+                [[self.src_tokens[i] for i in src[r]] for r in rows], max_batch_size=batch_size,
+                beam_size=dcfg.beam_size, num_hypotheses=dcfg.n_best, length_penalty=dcfg.length_penalty,
+                max_decoding_length=limit, min_decoding_length=dcfg.min_len, return_scores=True,
+                return_end_token=True, sampling_topk=(dcfg.top_k or 0) if dcfg.sample else 1,
+                sampling_topp=dcfg.top_p, sampling_temperature=dcfg.temperature,
+            )
+            for r, result in zip(rows, results):
+                out[r] = [self._hypothesis(h, score, dcfg) for h, score in zip(result.hypotheses, result.scores)]
+        return out
+
+    def _hypothesis(self, tokens: list[str], score: float, dcfg: Any) -> Any:
+        from qkv.decode import Hypothesis, length_penalty
+
+        ids = [self.tgt_ids[t] for t in tokens]
+        n, alpha = max(1, len(ids)), dcfg.length_penalty                 # n counts <eos> when produced
+        log_prob = score * n ** alpha
+        if ids and ids[-1] == self.eos_id:
+            ids = ids[:-1]
+        return Hypothesis(ids, log_prob / length_penalty(n, alpha) if dcfg.beam_size > 1 else log_prob, log_prob)
+
+
+def _read_json(path: Path, default: Any = None) -> Any:
+    import json
+
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {} if default is None else default
+
+
+def _check_vocabularies(model_dir: Path, src_tokens: list[str], tgt_tokens: list[str]) -> None:
+    """A one-line error when the CTranslate2 model was exported from another run (other vocabularies)."""
+    saved = {name: model_dir / f"{name}_vocabulary.json" for name in ("shared", "source", "target")}
+    expected = {"shared": src_tokens, "source": src_tokens, "target": tgt_tokens}
+    for name, path in saved.items():
+        if path.is_file() and _read_json(path, []) != expected[name]:
+            raise QkvError(f"{model_dir} was exported from another model (its {name} vocabulary differs from "
+                           f"this run's); export this run with `qkv export --format ct2 --out DIR`")
 
 
 def translate_lines_ct2(run: Any, lines: list[str], dcfg: Any, batch_size: int = 32, warn: Any = None, *,
                         model_dir: str | os.PathLike) -> list[list[tuple[str, float]]]:
     """`qkv.decode.translate_lines` on CTranslate2: each line's n-best list of (text, score).
 
-    CTranslate2 batches, sorts by length and searches by itself. Two differences from qkv's own
-    search: its beam length penalty divides by length ** alpha (not GNMT's ((5 + len) / 6) ** alpha),
-    and the output limit a * src_len + b is applied per batch, then cut per sentence.
+    CTranslate2 batches, sorts by length and searches by itself (`Ct2Translator.search`). One
+    difference from qkv's own search: its beam ranks by log p / length ** alpha (not GNMT's
+    ((5 + len) / 6) ** alpha); scores are reported on qkv's scale.
     """
-    ctranslate2 = require_ctranslate2()
     translator = Ct2Translator(model_dir, vocabulary(run.src_tokenizer), vocabulary(run.tgt_tokenizer))
     ids = [run.src_tokenizer.encode(line)[: run.cfg.max_len] if line.strip() else [] for line in lines]
-    limits = [min(run.cfg.max_len, max(1, int(dcfg.max_len_a * len(x) + dcfg.max_len_b))) for x in ids]
-    if dcfg.seed is not None:
-        ctranslate2.set_random_seed(dcfg.seed)
-    results = translator.translator.translate_batch(
-        [[translator.src_tokens[i] for i in x] for x in ids], max_batch_size=batch_size,
-        beam_size=dcfg.beam_size, num_hypotheses=dcfg.n_best, length_penalty=dcfg.length_penalty,
-        max_decoding_length=max(limits, default=1), min_decoding_length=dcfg.min_len, return_scores=True,
-        sampling_topk=(dcfg.top_k or 0) if dcfg.sample else 1, sampling_topp=dcfg.top_p,
-        sampling_temperature=dcfg.temperature,
-    )
-    out = []
-    for x, limit, result in zip(ids, limits, results):
-        hyps = [([translator.tgt_ids[t] for t in h][:limit], s) for h, s in zip(result.hypotheses, result.scores)]
-        out.append([(run.tgt_tokenizer.decode(h), s) for h, s in hyps] if x else [("", 0.0)])
-    return out
+    hyps = translator.search(ids, ct2_limits(ids, dcfg, run.cfg.max_len), dcfg, batch_size)
+    return [[(run.tgt_tokenizer.decode(h.tokens), h.score) for h in n_best] for n_best in hyps]
+
+
+def ct2_limits(ids: list[list[int]], dcfg: Any, model_max_len: int) -> list[int]:
+    """Each source's output limit, as `qkv.decode.max_new_tokens` computes it."""
+    return [min(model_max_len, max(1, int(dcfg.max_len_a * len(x) + dcfg.max_len_b))) for x in ids]
+
+
+def check_engine(engine: str, ct2_model: str | os.PathLike | None) -> None:
+    """`--engine` and `--ct2-model` go together: a one-line ConfigError when they do not."""
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if engine == "qkv" and ct2_model is not None:
+        raise ConfigError("--ct2-model is used with --engine ct2 only")
+    if engine == "ct2" and ct2_model is None:
+        raise ConfigError("--engine ct2 needs --ct2-model DIR; write DIR with `qkv export --model RUN --format ct2 --out DIR`")
 
 
 def engine_translate_lines(engine: str, ct2_model: str | os.PathLike | None, qkv_translate_lines: Any) -> Any:
     """`qkv translate --engine`: qkv's own `translate_lines`, or the same call on a CTranslate2 export."""
-    if engine not in ENGINES:
-        raise ConfigError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    check_engine(engine, ct2_model)
     if engine == "qkv":
-        if ct2_model is not None:
-            raise ConfigError("--ct2-model is used with --engine ct2 only")
         return qkv_translate_lines
-    if ct2_model is None:
-        raise ConfigError("--engine ct2 needs --ct2-model DIR; write DIR with `qkv export --model RUN --format ct2 --out DIR`")
     return functools.partial(translate_lines_ct2, model_dir=ct2_model)

@@ -29,21 +29,32 @@ class ServeError(QkvError):
 
 
 class Engine:
-    """Serves one loaded run (`qkv.train.checkpoint.Run`)."""
+    """Serves one loaded run (`qkv.train.checkpoint.Run`). With `ct2_model` (the run exported by
+    `qkv export --format ct2`) translations run on CTranslate2; explain stays on the PyTorch weights."""
 
-    def __init__(self, run: Any):
+    def __init__(self, run: Any, ct2_model: Any = None):
         self.run = run
         self.model = run.model.eval()
         self.cfg = run.cfg
         self.kind = LANGUAGE_MODEL if self.cfg.arch == "decoder-only" else TRANSLATION
         self.tgt = run.tgt_tokenizer
         self.src = run.src_tokenizer
+        self.ct2 = None if ct2_model is None else self.load_ct2(ct2_model)
+        self.engine = "qkv" if self.ct2 is None else "ct2"
+
+    def load_ct2(self, model_dir: Any) -> Any:
+        from qkv.interop.ct2 import Ct2Translator, vocabulary
+
+        if self.kind != TRANSLATION:
+            raise ServeError("--engine ct2 serves translation models; this run is a language model", 400)
+        return Ct2Translator(model_dir, vocabulary(self.src), vocabulary(self.tgt))
 
     # --- what the model is ---------------------------------------------------------------
 
     def info(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
+            "engine": self.engine,
             "path": str(self.run.path),
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "src_vocab_size": None if self.src is None else self.src.vocab_size,
@@ -71,11 +82,19 @@ class Engine:
         """`Translation` dicts for `req.texts`, in order, decoded as one batch."""
         self.require(TRANSLATION)
         ids = [self.source_ids(text, i) for i, text in enumerate(req.texts)]
-        hyps = translate_ids(self.model, self.pad(ids), decode_config(req))
+        hyps = self.search(ids, decode_config(req))
         return [
             {"source": text, "text": self.tgt.decode(h[0].tokens), "hypotheses": [self.hypothesis(x) for x in h]}
             for text, h in zip(req.texts, hyps)
         ]
+
+    def search(self, ids: list[list[int]], dcfg: DecodeConfig) -> list[list[Any]]:
+        """n-best hypotheses of each source: qkv's own search, or CTranslate2's (same tokens)."""
+        if self.ct2 is not None:
+            from qkv.interop.ct2 import ct2_limits
+
+            return self.ct2.search(ids, ct2_limits(ids, dcfg, self.cfg.max_len), dcfg)
+        return translate_ids(self.model, self.pad(ids), dcfg)
 
     def source_ids(self, text: str, index: int = 0) -> list[int]:
         ids = self.src.encode(text)
