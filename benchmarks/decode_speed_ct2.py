@@ -8,6 +8,9 @@ random weights; the HF model is qkv's own Marian export of them (`qkv.interop.hf
 below 7999). Every output is forced to exactly N new tokens (CTranslate2: min = max decoding
 length; qkv and HF: <eos> suppressed until N), batch 1 and 32, greedy and beam 4, 30 and 50 tokens.
 
+On CPUs with native bf16 (qkv.machine.cpu_has_fast_bf16) "qkv-bf16" is qkv's own decoding of a bf16
+copy of the model (qkv.fast.bf16), the same search code.
+
 Each system runs at every thread setting in THREADS (torch threads for qkv and HF, intra_threads
 for CTranslate2), all interleaved within each repeat so a busy machine hits every system alike;
 a row keeps the best of the repeats, and `best` keeps each system's best thread setting (stated).
@@ -32,7 +35,7 @@ import torch
 from decode_speed import SMALL, SRC_LEN, make_sources, qkv_runner
 from qkv import ModelConfig, build_model
 from qkv.interop.ct2 import require_ctranslate2, write_ct2
-from qkv.machine import describe, keep_freed_memory
+from qkv.machine import cpu_has_fast_bf16, describe, keep_freed_memory
 
 THREADS = (1, 2)
 CT2_SYSTEMS = ("ct2-float32", "ct2-int8", "ct2-marian-float32", "ct2-marian-int8")
@@ -112,6 +115,11 @@ def main() -> None:
     torch.manual_seed(0)
     model = build_model(ModelConfig(**SMALL)).eval()
     hf = to_hf(model).eval()
+    model16 = None
+    if cpu_has_fast_bf16():
+        from qkv.fast.bf16 import bf16_model
+
+        model16 = bf16_model(model)
     dirs = ct2_models(model, hf, Path(tempfile.mkdtemp(prefix="qkv-ct2-bench-")))
     translators = {(name, t): ctranslate2.Translator(str(d), device="cpu", compute_type="int8" if "int8" in name
                                                      else "float32", intra_threads=t)
@@ -130,6 +138,8 @@ def main() -> None:
                 systems = {}
                 for t in THREADS:
                     systems[("qkv", t)] = with_torch_threads(qkv_runner(model, new_tokens, beam, True), t)
+                    if model16 is not None:
+                        systems[("qkv-bf16", t)] = with_torch_threads(qkv_runner(model16, new_tokens, beam, True), t)
                     systems[("hf-generate", t)] = with_torch_threads(hf_runner(hf, new_tokens, beam), t)
                     for name in CT2_SYSTEMS:
                         systems[(name, t)] = ct2_runner(translators[(name, t)], new_tokens, beam)
@@ -185,6 +195,9 @@ def goals(best: dict[str, dict[str, list]]) -> dict[str, dict[str, object]]:
             "export / marian, float32": round(speed["ct2-float32"] / speed["ct2-marian-float32"], 2),
             "export / marian, int8": round(speed["ct2-int8"] / speed["ct2-marian-int8"], 2),
         }
+        if "qkv-bf16" in speed:
+            ratios["qkv-bf16 / hf-generate"] = round(speed["qkv-bf16"] / speed["hf-generate"], 2)
+            ratios["qkv-bf16 / best ct2 float32"] = round(speed["qkv-bf16"] / ct2_f32, 2)
         out[setting] = dict(ratios, met={
             "qkv >= 1.5x hf": ratios["qkv / hf-generate"] >= 1.5,
             f"qkv >= {need}x ct2 float32": ratios["qkv / best ct2 float32"] >= need,
