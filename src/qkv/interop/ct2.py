@@ -14,8 +14,8 @@ The vocabulary lists each id's token string, so ids map one to one.
 and faster on CPU, at a small cost in accuracy (measure it with BLEU, see docs/interop.md).
 
 Loading picks per machine, never process-wide: the compute type (`compute_type_for_machine`: int8
-only where CTranslate2's int8 kernels keep 32-bit sums) and the threads (`default_threads`: never
-more than the cores; CTranslate2's own default of 4 threads on a 2-core machine was the 5-10x).
+only where CTranslate2's int8 kernels keep 32-bit sums) and the threads (`default_threads`:
+one on a 2-core machine; CTranslate2's own default of 4 threads ran 4-9x slower there).
 """
 
 from __future__ import annotations
@@ -68,11 +68,14 @@ def compute_type_for_machine(requested: str = "auto") -> str:
 
 
 def default_threads() -> int:
-    """CTranslate2's intra-op threads: one per CPU this process may use, at most 4. CTranslate2's own
-    default is 4 whatever the machine, so on 2 cores it ran 4 OpenMP threads on 2 cores, 5-10x slower
-    at batch 1 than with 1 thread (benchmarks/decode_speed_ct2.py)."""
+    """CTranslate2's intra-op threads: 1 on machines of 1-2 cores, else one per core, at most 4.
+
+    CTranslate2's own default is 4 whatever the machine. On 2 cores that ran 4-9x slower than 1 thread,
+    and 2 threads were as slow as 4 there (benchmarks/ct2_settings.py): with the Python process, a
+    server or other jobs on the other core, every parallel operation waits for a busy core. Not
+    measured on larger machines, where one thread per core is CTranslate2's advice."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(4, cores))
+    return 1 if cores <= 2 else min(4, cores)
 
 
 def require_ctranslate2() -> Any:
