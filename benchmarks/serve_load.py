@@ -2,6 +2,7 @@
 
     python benchmarks/serve_load.py --model runs/reverse [--requests 200 --concurrency 16]
         > benchmarks/results/serve_load.json
+    python benchmarks/serve_load.py --model runs/reverse --engine ct2 --ct2-model exported/reverse-ct2
 
 Starts `python -m qkv serve` on a free 127.0.0.1 port (and only there), sends `--requests`
 POST /v1/translate requests (one short sentence each, from a fixed seed) with at most
@@ -31,6 +32,8 @@ from typing import Iterator
 import httpx
 import numpy as np
 
+from qkv.machine import describe
+
 HOST = "127.0.0.1"
 
 
@@ -41,10 +44,10 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(model: str, startup_timeout: float = 120.0) -> Iterator[str]:
-    """`qkv serve --model MODEL` in a child process on a free loopback port; yields its URL."""
+def server(model: str, startup_timeout: float = 120.0, extra: tuple[str, ...] = ()) -> Iterator[str]:
+    """`qkv serve --model MODEL [EXTRA]` in a child process on a free loopback port; yields its URL."""
     port = free_port()
-    cmd = [sys.executable, "-m", "qkv", "serve", "--model", model, "--host", HOST, "--port", str(port)]
+    cmd = [sys.executable, "-m", "qkv", "serve", "--model", model, "--host", HOST, "--port", str(port), *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://{HOST}:{port}"
     try:
@@ -128,13 +131,16 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds for the whole load")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    parser.add_argument("--engine", default="qkv", help="qkv or ct2 (qkv serve --engine)")
+    parser.add_argument("--ct2-model", default=None, help="with --engine ct2: the run exported by qkv export --format ct2")
     args = parser.parse_args()
     if not 1 <= args.requests <= 5000 or not 1 <= args.concurrency <= 64:
         raise SystemExit("keep the load bounded: 1-5000 requests, concurrency 1-64")
 
     texts = sentences(args.requests, args.seed)
     body = {"beam_size": args.beam}
-    with server(args.model) as url:
+    extra = ("--engine", args.engine) + (("--ct2-model", args.ct2_model) if args.ct2_model else ())
+    with server(args.model, extra=extra) as url:
         asyncio.run(run_load(url, texts[:8], min(args.concurrency, 8), body))          # warm-up
         result = asyncio.run(asyncio.wait_for(run_load(url, texts, args.concurrency, body), args.timeout))
     ok = len(result["latencies"])
@@ -142,6 +148,7 @@ def main() -> None:
         "benchmark": "serve_load",
         "endpoint": "POST /v1/translate (one text per request)",
         "model": args.model,
+        "engine": args.engine,
         "search": "greedy" if args.beam == 1 else f"beam {args.beam}",
         "requests": args.requests,
         "concurrency": args.concurrency,
@@ -151,7 +158,7 @@ def main() -> None:
         "throughput_rps": round(ok / result["wall"], 1),
         "latency_ms": percentiles_ms(result["latencies"]),
         "health_during_load_ms": percentiles_ms(result["health"]),
-        "machine": {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 1), "python": platform.python_version()},
+        "machine": {**describe(), "load_avg_1m": round(os.getloadavg()[0], 1), "python": platform.python_version()},
     }
     text = json.dumps(report, indent=2)
     print(text)

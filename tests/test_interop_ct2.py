@@ -9,7 +9,10 @@ from interop_models import (
 from qkv import ConfigError, EncoderDecoder
 from qkv.decode import DecodeConfig, translate_ids
 from qkv.interop import export_run
-from qkv.interop.ct2 import Ct2Translator, to_ct2_spec, translate_lines_ct2, vocabulary
+from qkv.interop.ct2 import (
+    Ct2Translator, compute_type_for_machine, default_threads, int8_kernels_are_exact, to_ct2_spec,
+    translate_lines_ct2, vocabulary,
+)
 from qkv.train.checkpoint import load_run
 
 pytest.importorskip("ctranslate2")
@@ -49,10 +52,13 @@ def test_int8_bleu_is_close_to_float32(run, tmp_path):
     """On this 32-wide toy model int8 moves BLEU by 1 to 3 points (one int8 scale per 32 weights, an
     undertrained model with small margins); docs/interop.md reports the gap on a trained model (well
     under 0.5). With oneDNN's int8 kernels on an AMD CPU without VNNI the gap was 17.8 BLEU: this test
-    is what caught it (qkv.interop.ct2 now asks CTranslate2 for MKL on x86-64)."""
+    is what caught it. The translator runs with this machine's choice (int8 where the kernels keep
+    32-bit sums, else the int8 weights in float32), so the test checks the choice made here."""
     import sacrebleu
 
     ct2 = ct2_translator(run, tmp_path / "int8", quantize="int8")
+    expected = "int8" if int8_kernels_are_exact() else "float32"
+    assert ct2.translator.compute_type.startswith(expected)
     src, tgt = reverse_batch(torch.Generator().manual_seed(7), 64)
     tok = run.tgt_tokenizer
     refs = [" ".join(tok.decode([i for i in row if i > 3])) for row in tgt.tolist()]
@@ -107,3 +113,31 @@ def test_missing_ct2_model_is_a_one_line_error(run, tmp_path):
 
     with pytest.raises(QkvError, match="qkv export --format ct2"):
         Ct2Translator(tmp_path, ["a"], ["a"])
+
+
+def test_int8_choice_per_machine():
+    """Exact int8 kernels: MKL (Intel, or CT2_USE_MKL=1), oneDNN with VNNI, aarch64; not oneDNN without VNNI."""
+    avx2, vnni = frozenset({"avx2", "fma"}), frozenset({"avx2", "avx512f", "avx512_vnni"})
+    amd, intel = "AuthenticAMD", "GenuineIntel"
+    assert not int8_kernels_are_exact(avx2, amd, "x86_64", None)
+    assert int8_kernels_are_exact(vnni, amd, "x86_64", None)
+    assert int8_kernels_are_exact(frozenset({"avx2", "avx_vnni"}), amd, "x86_64", None)
+    assert int8_kernels_are_exact(avx2, intel, "x86_64", None)          # MKL by default on Intel
+    assert not int8_kernels_are_exact(avx2, intel, "x86_64", "0")        # oneDNN forced, no VNNI
+    assert int8_kernels_are_exact(avx2, amd, "x86_64", "1")              # MKL asked for by the user
+    assert int8_kernels_are_exact(frozenset(), "", "aarch64", None)
+    assert compute_type_for_machine("int8") == "int8"
+    assert compute_type_for_machine() == ("default" if int8_kernels_are_exact() else "float32")
+    assert 1 <= default_threads() <= 4
+
+
+def test_importing_the_ct2_module_switches_no_backend():
+    """No process-wide setting as a side effect of an import: CT2_USE_MKL stays unset."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "CT2_USE_MKL"}
+    code = "import os, qkv.interop.ct2, qkv.interop; print(os.environ.get('CT2_USE_MKL'))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "None"

@@ -130,11 +130,13 @@ def serve(
     model: Annotated[Path, typer.Option("--model", "-m", help="Run directory to serve.")],
     host: Annotated[str, typer.Option(help="Address to bind; only this machine by default.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.", min=1, max=65535)] = 8000,
+    engine: Annotated[str, typer.Option(help="What translates: qkv (PyTorch) or ct2 (CTranslate2, with --ct2-model); explain stays on PyTorch.")] = "qkv",
+    ct2_model: Annotated[Optional[Path], typer.Option("--ct2-model", help="This run exported by `qkv export --format ct2`.")] = None,
 ) -> None:
     """Serve a model over HTTP with the explorer page at / (API docs at /docs)."""
     from qkv import serve as serving
 
-    serving.serve(model, host=host, port=port)
+    serving.serve(model, host=host, port=port, engine=engine, ct2_model=ct2_model)
 
 
 # options shared by `qkv explain` and `qkv viz attention`

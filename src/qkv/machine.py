@@ -14,6 +14,60 @@ def cpu_has_fast_bf16() -> bool:
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def _cpuinfo_field(name: str) -> str:
+    """The first `name : value` of /proc/cpuinfo (Linux), or "" where there is none."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.split(":", 1)[0].strip() == name:
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as Linux names them (avx2, avx512f, avx512_vnni, avx_vnni, ...);
+    empty where /proc/cpuinfo is not available."""
+    return frozenset((_cpuinfo_field("flags") or _cpuinfo_field("Features")).split())
+
+
+def cpu_vendor() -> str:
+    """GenuineIntel, AuthenticAMD, ... ("" where unknown)."""
+    return _cpuinfo_field("vendor_id")
+
+
+def cpu_has_vnni(flags: frozenset[str] | None = None) -> bool:
+    """Whether the CPU multiplies int8 with 32-bit sums in one instruction (AVX-512 VNNI, AVX-VNNI or
+    AMX-INT8). Without it, x86 int8 kernels either saturate 16-bit partial sums or run slowly."""
+    flags = cpu_flags() if flags is None else flags
+    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def describe() -> dict[str, object]:
+    """The machine beside a measurement: CPU, SIMD flags, cores, torch (and CTranslate2) versions."""
+    import os
+
+    import torch
+
+    flags = cpu_flags()
+    info: dict[str, object] = {
+        "cpu": cpu_name(), "vendor": cpu_vendor(), "arch": platform.machine(),
+        "flags": [f for f in SIMD_FLAGS if f in flags],
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+    }
+    try:
+        import ctranslate2
+
+        info["ctranslate2"] = ctranslate2.__version__
+    except ImportError:
+        pass
+    return info
+
+
 def cpu_name() -> str:
     """The CPU's model name (from /proc/cpuinfo on Linux), else what the platform reports."""
     try:

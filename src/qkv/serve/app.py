@@ -60,18 +60,20 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def create_app(run: Any) -> FastAPI:
-    """The app for a loaded run (`qkv.train.checkpoint.Run`) or a run directory path."""
+def create_app(run: Any, ct2_model: str | os.PathLike | None = None) -> FastAPI:
+    """The app for a loaded run (`qkv.train.checkpoint.Run`) or a run directory path; with `ct2_model`
+    (the run exported by `qkv export --format ct2`) translations run on CTranslate2."""
     if isinstance(run, (str, os.PathLike)):
         from qkv.train.checkpoint import load_run
 
         run = load_run(run)
-    engine = Engine(run)
+    engine = Engine(run, ct2_model)
     worker = ModelWorker(engine)
     app = FastAPI(
         title="qkv",
         version=qkv.__version__,
-        description=f"A {engine.kind} Transformer from {run.path}. The explorer page is at /.",
+        description=f"A {engine.kind} Transformer from {run.path} (translating on {engine.engine}). "
+                    f"The explorer page is at /.",
     )
     app.state.engine, app.state.worker = engine, worker
     _add_error_handlers(app)
@@ -216,15 +218,20 @@ def _is_json(request: Request) -> bool:
     return kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))
 
 
-def serve(run_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
-    """Load `run_dir` and serve it with uvicorn until Ctrl-C."""
+def serve(run_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",
+          engine: str = "qkv", ct2_model: str | os.PathLike | None = None) -> None:
+    """Load `run_dir` and serve it with uvicorn until Ctrl-C (translating on `engine`)."""
     import uvicorn
 
-    app = create_app(run_dir)
+    from qkv.interop.ct2 import check_engine
+
+    check_engine(engine, ct2_model)
+    app = create_app(run_dir, ct2_model)
     _check_bindable(host, port)
     if not _is_loopback(host):
         print(f"warning: serving on {host}: anyone who can reach this machine can use the model")
-    print(f"qkv: {app.state.engine.kind} model from {run_dir}; open http://{_url_host(host)}:{port}/")
+    print(f"qkv: {app.state.engine.kind} model from {run_dir} on {app.state.engine.engine}; "
+          f"open http://{_url_host(host)}:{port}/")
     uvicorn.run(app, host=host, port=port, log_level=log_level)
 
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import torch
-
 from qkv.decode import DecodeConfig, Sampler, generate, prompt_ids, source_ids, translate_texts
 from qkv.errors import QkvError
 from qkv.explain.trace import display_token, trace
@@ -29,21 +27,32 @@ class ServeError(QkvError):
 
 
 class Engine:
-    """Serves one loaded run (`qkv.train.checkpoint.Run`)."""
+    """Serves one loaded run (`qkv.train.checkpoint.Run`). With `ct2_model` (the run exported by
+    `qkv export --format ct2`) translations run on CTranslate2; explain stays on the PyTorch weights."""
 
-    def __init__(self, run: Any):
+    def __init__(self, run: Any, ct2_model: Any = None):
         self.run = run
         self.model = run.model.eval()
         self.cfg = run.cfg
         self.kind = LANGUAGE_MODEL if self.cfg.arch == "decoder-only" else TRANSLATION
         self.tgt = run.tgt_tokenizer
         self.src = run.src_tokenizer
+        self.ct2 = None if ct2_model is None else self.load_ct2(ct2_model)
+        self.engine = "qkv" if self.ct2 is None else "ct2"
+
+    def load_ct2(self, model_dir: Any) -> Any:
+        from qkv.interop.ct2 import Ct2Translator, vocabulary
+
+        if self.kind != TRANSLATION:
+            raise ServeError("--engine ct2 serves translation models; this run is a language model", 400)
+        return Ct2Translator(model_dir, vocabulary(self.src), vocabulary(self.tgt))
 
     # --- what the model is ---------------------------------------------------------------
 
     def info(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
+            "engine": self.engine,
             "path": str(self.run.path),
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "src_vocab_size": None if self.src is None else self.src.vocab_size,
@@ -73,7 +82,7 @@ class Engine:
         pipeline of qkv.decode: an over-long text is cut, with a warning)."""
         self.require(TRANSLATION)
         warnings = [self.check_source(text, f"text {i}") for i, text in enumerate(req.texts)]
-        hyps = translate_texts(self.run, req.texts, decode_config(req), batch_size=len(req.texts))
+        hyps = self.search(req.texts, decode_config(req))
         return [
             {"source": text, "text": self.tgt.decode(h[0].tokens), "hypotheses": [self.hypothesis(x) for x in h],
              "warnings": w}
@@ -86,6 +95,15 @@ class Engine:
         if not source_ids(self.run, text, name, warnings.append):
             raise ServeError(f"{name} has no tokens after tokenization; send some text")
         return warnings
+
+    def search(self, texts: list[str], dcfg: DecodeConfig) -> list[list[Any]]:
+        """n-best hypotheses of each text: qkv's own search, or CTranslate2's (same tokens)."""
+        if self.ct2 is not None:
+            from qkv.interop.ct2 import ct2_limits
+
+            ids = [source_ids(self.run, text) for text in texts]
+            return self.ct2.search(ids, ct2_limits(ids, dcfg, self.cfg.max_len), dcfg)
+        return translate_texts(self.run, texts, dcfg, batch_size=len(texts))
 
     def hypothesis(self, h: Any) -> dict[str, Any]:
         return {"text": self.tgt.decode(h.tokens), "tokens": self.labels(h.tokens), "score": h.score,

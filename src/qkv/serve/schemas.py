@@ -139,6 +139,7 @@ class ExplainResponse(BaseModel):
 
 class ModelInfo(BaseModel):
     kind: Literal["translation", "language-model"]
+    engine: Literal["qkv", "ct2"] = Field("qkv", description="what translates: qkv (PyTorch) or ct2 (CTranslate2)")
     path: str
     parameters: int
     src_vocab_size: int | None
