@@ -419,13 +419,15 @@ def average(
 
 @app.command("import")
 def import_(
-    source: Annotated[str, typer.Option("--from", help="Pretrained model to import: minilm (all-MiniLM-L6-v2).")],
+    source: Annotated[str, typer.Option("--from", help="Pretrained model to import: minilm (all-MiniLM-L6-v2), "
+                                                  "or a Llama-format directory (config.json, safetensors, tokenizer.json).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to write.")],
 ) -> None:
-    """Load a real pretrained encoder into qkv's own layers and write it as a run directory."""
+    """Load a pretrained model (the MiniLM encoder, or a Llama directory) into qkv's own layers as a run directory."""
+    from qkv.interop.llama import import_llama
     from qkv.interop.minilm import import_model
 
-    typer.echo(f"wrote {import_model(source, out)}")
+    typer.echo(f"wrote {import_llama(source, out) if Path(source).is_dir() else import_model(source, out)}")
 
 
 @app.command()
