@@ -237,3 +237,31 @@ def test_old_runs_without_the_new_fields_still_load(tmp_path):
     assert loaded.cfg.norm == "layernorm" and loaded.cfg.kv_heads == loaded.cfg.n_heads
     ids = torch.randint(4, tok.vocab_size, (1, 8))
     torch.testing.assert_close(loaded.model(ids), model(ids))
+
+
+# --- the explanation shows the new steps ------------------------------------------------------------
+
+
+def test_trace_and_report_show_the_rope_rotation_and_the_rmsnorm():
+    from qkv.explain import trace
+    from qkv.explain.report import render_html
+
+    model = lm(**MODERN)
+    ids = [5, 9, 11, 4, 30, 7]
+    t = trace(model, ids)
+    torch.testing.assert_close(t.logits, model(torch.tensor([ids]))[0])
+    a = t.attention("dec", 1)
+    rope = model.decoder.layers[1].self_attn.rope
+    torch.testing.assert_close(a.q, rope(a.q_before_rope[None])[0])              # q is Q rotated
+    torch.testing.assert_close(a.k, rope(a.k_before_rope[None])[0])
+    torch.testing.assert_close(a.scores, a.q @ a.k.transpose(-2, -1))            # the scores use the rotated ones
+    assert a.n_kv_heads == 2 and torch.equal(a.k[0], a.k[1]) and not torch.equal(a.k[1], a.k[2])   # GQA groups
+    block = t.decoder_layers[0].self_block
+    torch.testing.assert_close(block.rms, torch.sqrt(block.input.pow(2).mean(-1, keepdim=True) + 1e-5))
+    assert t.tgt.positional.abs().sum() == 0                                      # nothing added to the embedding
+    html = render_html(t)
+    for text in ("Rotate queries and keys by their positions (RoPE)", "Q rotated", "K before", "RMSNorm(x) = x",
+                 "SwiGLU", "since 2017"):
+        assert text in html, text
+    plain = render_html(trace(lm(), ids))
+    assert "RoPE" not in plain and "RMSNorm(x)" not in plain
