@@ -18,7 +18,9 @@ decoder stack, output layer) and saves three things:
    beam 4 2.43 -> 2.15 s; batch 32 1.02x).
 
 Proof of equality: tests/test_decode.py::test_fast_steps_equal_the_paper_path (logits equal the
-paper path's within float rounding, with and without padding, both model shapes) and every
+paper path's within float rounding, with and without padding, both model shapes, and a language
+model with every option since 2017: RoPE takes its positions from the cache length inside
+attention, grouped-query attention caches its H_kv heads, so nothing here changes) and every
 cached == uncached decoding test. A/B: `python benchmarks/fast_layer.py --only decoding`.
 """
 
