@@ -161,6 +161,10 @@ def test_config_validates_the_new_fields():
 def test_bias_false_leaves_no_bias_in_any_linear_or_norm():
     model = lm(**MODERN)
     assert not [n for n, _ in model.named_parameters() if "bias" in n]
+    for kw in (dict(), dict(activation="swiglu"), dict(arch="encoder-decoder", src_vocab_size=V)):
+        plain = lm(bias=False, **kw)                                    # only LayerNorm's own bias remains
+        linears = [m for m in plain.modules() if isinstance(m, torch.nn.Linear)]
+        assert linears and all(m.bias is None for m in linears)
 
 
 # --- decoding: cached == uncached, fast == paper ---------------------------------------------------

@@ -50,7 +50,7 @@ class ModelConfig:
     share_embeddings: bool = False   # source and target share one embedding (needs one vocabulary)
     scale_embeddings: bool = True    # multiply token embeddings by sqrt(d_model), as in the paper
     layer_norm_eps: float = 1e-5
-    bias: bool = True                # biases in the linear layers
+    bias: bool = True                # biases in every linear layer (q, k, v, out, FFN); LayerNorm keeps its own
     norm: str = "layernorm"          # or "rmsnorm" (no centring, no bias; Llama and most since)
     n_kv_heads: int = 0              # key/value heads; 0 = n_heads (multi-head), 1 = multi-query, else grouped
     rope_theta: float = 10000.0      # base of RoPE's wavelengths (the paper's 10000)
