@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -186,6 +187,7 @@ def run_modern(mc: ModernConfig, log: Callable[[str], None] = print) -> dict[str
         "experiment": "qkv history --modern: Tiny Shakespeare (char), one change since 2017 at a time",
         "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(mc).items()},
         "machine": {"cpu": cpu_name(), "torch": torch.__version__, "threads": 1, "python": platform.python_version(),
+                    "cores": os.cpu_count(), "load_average_before": list(os.getloadavg()),
                     "clock": mc.clock, "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")},
         "validation_characters": int(valid[:, 1:].numel()), "variants": {},
     }
