@@ -164,7 +164,8 @@ class FeedForward(nn.Module):
 class RMSNorm(nn.Module):
     """Root mean square normalisation (Zhang & Sennrich, 2019): RMSNorm(x) = x / RMS(x) * g with
     RMS(x) = sqrt(mean_i(x_i^2) + eps). LayerNorm without subtracting the mean and without a bias:
-    cheaper, and it trains as well."""
+    fewer operations, and the paper finds it trains as well (written out here as the formula, it is
+    slower on a CPU than PyTorch's fused LayerNorm kernel: see docs/language_model.md)."""
 
     record: list | None = None          # see qkv.model.record
 
