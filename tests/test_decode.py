@@ -37,11 +37,21 @@ def seq2seq(seed: int = 0, **kw):
     return build_model(ModelConfig(**{**base, **kw})).eval()   # untied: random outputs do not just repeat
 
 
-def language_model(seed: int = 0):
+def language_model(seed: int = 0, **kw):
     torch.manual_seed(seed)
-    cfg = ModelConfig(arch="decoder-only", tgt_vocab_size=V, d_model=32, n_heads=4, n_decoder_layers=2,
-                      d_ff=64, dropout=0.0, max_len=48, norm_first=True)
+    cfg = ModelConfig(**{**dict(arch="decoder-only", tgt_vocab_size=V, d_model=32, n_heads=4, n_decoder_layers=2,
+                                d_ff=64, dropout=0.0, max_len=48, norm_first=True), **kw})
     return build_model(cfg).eval()
+
+
+# the options since 2017 together (a Llama): rotary positions, RMSNorm, SwiGLU, grouped-query attention
+LLAMA = dict(positional="rope", norm="rmsnorm", activation="swiglu", n_kv_heads=2, bias=False, scale_embeddings=False)
+
+
+def model_of(arch: str):
+    if arch == "encoder-decoder":
+        return seq2seq()
+    return language_model(**(LLAMA if arch == "llama" else {}))
 
 
 def sources(seed: int = 1) -> torch.Tensor:
@@ -77,10 +87,10 @@ def test_cached_and_uncached_decoding_agree(dcfg, device):
     assert any(len(set(h.tokens)) > 2 for x in cached for h in x)     # not a degenerate output
 
 
-@pytest.mark.parametrize("arch", ["encoder-decoder", "decoder-only"])
+@pytest.mark.parametrize("arch", ["encoder-decoder", "decoder-only", "llama"])
 def test_step_logits_with_and_without_cache_agree(arch):
     """Feeding the same tokens step by step gives the same logits either way (1e-5)."""
-    model = seq2seq() if arch == "encoder-decoder" else language_model()
+    model = model_of(arch)
     feed = torch.randint(4, V, (2, 12), generator=torch.Generator().manual_seed(3))
     kwargs = {}
     if arch == "encoder-decoder":
@@ -98,11 +108,11 @@ def test_step_logits_with_and_without_cache_agree(arch):
 
 
 @pytest.mark.parametrize("padded", [False, True], ids=["unpadded", "padded"])
-@pytest.mark.parametrize("arch", ["encoder-decoder", "decoder-only"])
+@pytest.mark.parametrize("arch", ["encoder-decoder", "decoder-only", "llama"])
 def test_fast_steps_equal_the_paper_path(arch, padded):
     """qkv.fast.decoding.CachedSteps (no mask where nothing is hidden, last position only, the
     output weight transposed) gives the paper path's cached logits: model.decode / model(ids, cache)."""
-    model = seq2seq() if arch == "encoder-decoder" else language_model()
+    model = model_of(arch)
     feed = torch.randint(4, V, (3, 10), generator=torch.Generator().manual_seed(5))
     if padded:
         feed[2, 1] = PAD                                                # a padded key in the past

@@ -451,13 +451,15 @@ def average(
 
 @app.command("import")
 def import_(
-    source: Annotated[str, typer.Option("--from", help="Pretrained model to import: minilm (all-MiniLM-L6-v2).")],
+    source: Annotated[str, typer.Option("--from", help="Pretrained model to import: minilm (all-MiniLM-L6-v2), "
+                                                  "or a Llama-format directory (config.json, safetensors, tokenizer.json).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to write.")],
 ) -> None:
-    """Load a real pretrained encoder into qkv's own layers and write it as a run directory."""
+    """Load a pretrained model (the MiniLM encoder, or a Llama directory) into qkv's own layers as a run directory."""
+    from qkv.interop.llama import import_llama
     from qkv.interop.minilm import import_model
 
-    typer.echo(f"wrote {import_model(source, out)}")
+    typer.echo(f"wrote {import_llama(source, out) if Path(source).is_dir() else import_model(source, out)}")
 
 
 @app.command()
@@ -469,12 +471,23 @@ def history(
     budget_seconds: Annotated[Optional[float], typer.Option("--budget-seconds", help="Training time per model (default 100, --quick 15).")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Also stop each model after this many steps (a step budget).")] = None,
     clock: Annotated[str, typer.Option(help="cpu: CPU time of the training thread (fair on a busy machine); wall.")] = "cpu",
-    seed: Annotated[int, typer.Option(help="Random seed (data, initialization).")] = 0,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed (data, initialization; default 0, --modern 1337).")] = None,
+    modern: Annotated[bool, typer.Option("--modern", help="Instead: the 2017 GPT, then RoPE, RMSNorm, SwiGLU, GQA one at a time, "
+                                                         "then all (a Llama), on Tiny Shakespeare (default 75 s each, --quick 2 s).")] = False,
+    data: Annotated[Optional[Path], typer.Option(help="With --modern: Tiny Shakespeare's input.txt (default ../shared/data/tinyshakespeare/input.txt).")] = None,
 ) -> None:
-    """Why the Transformer won: train RNN, LSTM, GRU, GRU+attention and a Transformer for the same time and compare."""
+    """Why the Transformer won: train RNN, LSTM, GRU, GRU+attention and a Transformer for the same time and compare.
+    With --modern: what changed since 2017, each change trained alone and all together, same budget and seed."""
+    if modern:
+        from qkv.history.modern import run_modern_history
+
+        written = run_modern_history(out, quick, budget_seconds, steps, clock, 1337 if seed is None else seed, data,
+                                     log=typer.echo)
+        typer.echo(f"wrote {written}")
+        return
     from qkv.history.lab import run_history
 
-    typer.echo(f"wrote {run_history(out, task, quick, models, budget_seconds, steps, clock, seed, log=typer.echo)}")
+    typer.echo(f"wrote {run_history(out, task, quick, models, budget_seconds, steps, clock, seed or 0, log=typer.echo)}")
 
 
 def main(argv: Optional[list[str]] = None) -> int:

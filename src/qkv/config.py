@@ -24,8 +24,9 @@ from qkv.errors import ConfigError, OutputError
 T = TypeVar("T")
 
 ARCHS = ("encoder-decoder", "decoder-only")
-POSITIONALS = ("sinusoidal", "learned")
-ACTIVATIONS = ("relu", "gelu")
+POSITIONALS = ("sinusoidal", "learned", "rope")
+ACTIVATIONS = ("relu", "gelu", "swiglu")
+NORMS = ("layernorm", "rmsnorm")
 
 
 @dataclass
@@ -42,15 +43,18 @@ class ModelConfig:
     d_ff: int = 2048
     dropout: float = 0.1             # on embeddings, attention outputs and FFN outputs
     attention_dropout: float = 0.0   # on the softmax weights
-    activation: str = "relu"         # position-wise feed-forward non-linearity
+    activation: str = "relu"         # position-wise feed-forward non-linearity; "swiglu": gated, 2/3 d_ff wide
     norm_first: bool = False         # False: post-LN (the paper); True: pre-LN (GPT-2 and most since)
-    positional: str = "sinusoidal"   # or "learned"
+    positional: str = "sinusoidal"   # or "learned", or "rope" (rotary: rotates q and k in attention)
     max_len: int = 512               # longest sequence the positional encoding covers
     tie_embeddings: bool = True      # output projection shares the target embedding matrix
     share_embeddings: bool = False   # source and target share one embedding (needs one vocabulary)
     scale_embeddings: bool = True    # multiply token embeddings by sqrt(d_model), as in the paper
     layer_norm_eps: float = 1e-5
-    bias: bool = True                # biases in the linear layers
+    bias: bool = True                # biases in every linear layer (q, k, v, out, FFN); LayerNorm keeps its own
+    norm: str = "layernorm"          # or "rmsnorm" (no centring, no bias; Llama and most since)
+    n_kv_heads: int = 0              # key/value heads; 0 = n_heads (multi-head), 1 = multi-query, else grouped
+    rope_theta: float = 10000.0      # base of RoPE's wavelengths (the paper's 10000)
     pad_id: int = 0
     bos_id: int = 1
     eos_id: int = 2
@@ -64,6 +68,11 @@ class ModelConfig:
         return self.d_model // self.n_heads
 
     @property
+    def kv_heads(self) -> int:
+        """Heads of keys and values: n_heads unless grouped-query / multi-query attention."""
+        return self.n_kv_heads or self.n_heads
+
+    @property
     def vocab_size(self) -> int:
         """The output vocabulary size (the only vocabulary of a decoder-only model)."""
         return self.tgt_vocab_size
@@ -72,6 +81,7 @@ class ModelConfig:
         _check_choice("arch", self.arch, ARCHS)
         _check_choice("positional", self.positional, POSITIONALS)
         _check_choice("activation", self.activation, ACTIVATIONS)
+        _check_choice("norm", self.norm, NORMS)
         for name in ("d_model", "n_heads", "d_ff", "max_len", "tgt_vocab_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -83,6 +93,15 @@ class ModelConfig:
             )
         if self.positional == "sinusoidal" and self.d_model % 2 != 0:
             raise ConfigError(f"sinusoidal positions need an even model.d_model, got {self.d_model}")
+        if self.positional == "rope" and self.d_head % 2 != 0:
+            raise ConfigError(f"rope rotates pairs of dimensions: d_model/n_heads must be even, got {self.d_head}")
+        if self.n_kv_heads < 0 or self.n_kv_heads > self.n_heads or self.n_heads % self.kv_heads != 0:
+            raise ConfigError(
+                f"model.n_kv_heads ({self.n_kv_heads}) must divide model.n_heads ({self.n_heads}); "
+                f"try one of {_divisors(self.n_heads)} (or 0 for n_heads)"
+            )
+        if self.rope_theta <= 1.0:
+            raise ConfigError(f"model.rope_theta must be > 1, got {self.rope_theta}")
         if self.n_decoder_layers < 1:
             raise ConfigError(f"model.n_decoder_layers must be >= 1, got {self.n_decoder_layers}")
         if self.arch == "encoder-decoder":

@@ -136,6 +136,12 @@ def _header(t: Trace, title: str, warnings: Sequence[str]) -> str:
         ("model", f"{t.arch}, {layers}, d_model={a.x.size(-1)}, {a.n_heads} heads of d_head={a.d_head}, "
                   f"{'pre-LN' if t.norm_first else 'post-LN (as in the paper)'}"),
     ]
+    since = [text for on, text in (
+        (t.positional == "rope", "rotary positions (RoPE)"), (t.norm == "rmsnorm", "RMSNorm"),
+        (a.n_kv_heads is not None and a.n_kv_heads < a.n_heads, f"grouped-query attention ({a.n_kv_heads} key/value heads)"),
+    ) if on]
+    if since:
+        rows.append(("since 2017", ", ".join(since)))
     if t.src is not None:
         rows.append(("source", " ".join(t.src.tokens)))
     rows.append(("decoder input", " ".join(t.tgt.tokens)))
@@ -173,6 +179,15 @@ def _embedding_section(t: Trace) -> str:
         matrix_table(emb.positional, emb.tokens, cols, "+ positional encoding"),
         matrix_table(emb.sum, emb.tokens, cols, "= input of layer 0"),
     ])
+    if t.positional == "rope":
+        return (
+            "<h2>2. Embeddings (positions come later, by rotation)</h2>"
+            "<p>Each token id selects a row of the embedding matrix (a learned vector). This model uses "
+            "rotary positions (RoPE): nothing is added here; instead every attention turns each query and "
+            "key by an angle proportional to its position (section 3, step 1b).</p>"
+            f"<p class='eq'>x<sub>t</sub> = E[token<sub>t</sub>] · {emb.scale:.2f}</p>"
+            f"<div class='mats'>{matrix_table(emb.sum, emb.tokens, cols, '= input of layer 0')}</div>"
+        )
     return (
         "<h2>2. Embeddings and positions</h2>"
         "<p>Each token id selects a row of the embedding matrix (a learned vector), scaled by "
@@ -205,6 +220,7 @@ def _step_by_step(a: AttentionTrace, head: int, open_: bool) -> str:
          "Q = x W_Q,   K = m W_K,   V = m W_V",
          [matrix_table(a.q[head], a.query_tokens, dims, "Q"), matrix_table(a.k[head], a.key_tokens, dims, "K"),
           matrix_table(a.v[head], a.key_tokens, dims, "V")]),
+        *_rope_step(a, head),
         ("2. Compare every query with every key", "A dot product: large when the query and key point the same way.",
          "scores = Q Kᵀ", [matrix_table(a.scores[head], a.query_tokens, a.key_tokens, "Q Kᵀ")]),
         ("3. Scale", f"Divide by √d_head = √{d} = {math.sqrt(d):.3f}, so the spread of the scores "
@@ -231,6 +247,25 @@ def _step_by_step(a: AttentionTrace, head: int, open_: bool) -> str:
     )
     return (f"<details{' open' if open_ else ''}><summary>{esc(a.title)}, head {head}</summary>"
             f"{body}</details>")
+
+
+def _rope_step(a: AttentionTrace, head: int) -> list[tuple[str, str, str, list[str]]]:
+    """Step 1b when the model uses rotary positions: Q and K before and after their rotation."""
+    if a.q_before_rope is None or a.k_before_rope is None:
+        return []
+    dims = [str(j) for j in range(a.d_head)]
+    return [(
+        "1b. Rotate queries and keys by their positions (RoPE)",
+        "Each pair of dimensions (2i, 2i+1) of a query or key at position p is turned by the angle "
+        f"p · 10000^(−2i/{a.d_head}): fast clocks in the first pairs, slow ones in the last. A rotation keeps "
+        "the vector's length, and the dot product of a query turned by m and a key turned by n depends only "
+        "on m − n, so the scores below see relative positions.",
+        "(q₂ᵢ, q₂ᵢ₊₁) ← (q₂ᵢ cos pθᵢ − q₂ᵢ₊₁ sin pθᵢ,  q₂ᵢ sin pθᵢ + q₂ᵢ₊₁ cos pθᵢ),   the same for k",
+        [matrix_table(a.q_before_rope[head], a.query_tokens, dims, "Q before"),
+         matrix_table(a.q[head], a.query_tokens, dims, "Q rotated"),
+         matrix_table(a.k_before_rope[head], a.key_tokens, dims, "K before"),
+         matrix_table(a.k[head], a.key_tokens, dims, "K rotated")],
+    )]
 
 
 def _layer_attentions(t: Trace, layer: int) -> list[AttentionTrace]:
@@ -277,7 +312,8 @@ def _heatmap_caption(kind: str) -> str:
 def _ffn_section(t: Trace, layer: int) -> str:
     stack = t.encoder_layers if layer < len(t.encoder_layers) else t.decoder_layers
     lt: LayerTrace = stack[layer]
-    where = "pre-LN: x + sublayer(LayerNorm(x))" if t.norm_first else "post-LN: LayerNorm(x + sublayer(x))"
+    norm = "RMSNorm" if t.norm == "rmsnorm" else "LayerNorm"
+    where = f"pre-LN: x + sublayer({norm}(x))" if t.norm_first else f"post-LN: {norm}(x + sublayer(x))"
     blocks = [("attention", lt.self_block), ("feed-forward", lt.ff_block)]
     rows = []
     for i, tok in enumerate(lt.self_attn.query_tokens):
@@ -293,13 +329,38 @@ def _ffn_section(t: Trace, layer: int) -> str:
         f"<h2>6. Feed-forward and residual stream ({lt.stack} layer {layer})</h2>"
         "<p>After attention, every position goes through the same two-layer network on its own. "
         f"Each sublayer adds its output to the residual stream ({esc(where)}).</p>"
-        "<p class='eq'>FFN(x) = max(0, x W₁ + b₁) W₂ + b₂</p>"
+        f"<p class='eq'>{_FFN_EQ.get(t.activation, _FFN_EQ['relu'])}</p>"
         f"<p>Hidden layer: {hidden.size(-1)} units, {active:.0%} of them active (positive) on average.</p>"
         f"<table class='m'><tr><th>token</th>{head}</tr>{''.join(rows)}</table>"
         "<p class='caption'>Vector lengths (L2 norms) going into and out of each sublayer."
-        f"{_NORM_NOTE if not t.norm_first else ''}</p>"
+        f"{_NORM_NOTE if not t.norm_first else ''}</p>{_rmsnorm_note(lt)}"
     )
 
+
+def _rmsnorm_note(lt: LayerTrace) -> str:
+    """With RMSNorm: the formula and each token's RMS, the number its stream was divided by."""
+    blocks = [(name, b) for name, b in (("attention", lt.self_block), ("feed-forward", lt.ff_block)) if b.rms is not None]
+    if not blocks:
+        return ""
+    cells = "".join(f"<th>{esc(name)}</th>" for name, _ in blocks)
+    rows = "".join(
+        f"<tr><th>{esc(tok)}</th>" + "".join(f"<td>{float(b.rms[i]):.3f}</td>" for _, b in blocks) + "</tr>"
+        for i, tok in enumerate(lt.self_attn.query_tokens)
+    )
+    return (
+        "<h3>RMSNorm</h3><p>This model normalises with RMSNorm (Zhang &amp; Sennrich, 2019): no mean is "
+        "subtracted and no bias added; each vector is divided by its root mean square and multiplied by a "
+        "learned gain g.</p><p class='eq'>RMSNorm(x) = x / √(mean(x²) + ε) · g</p>"
+        f"<table class='m'><tr><th>token</th>{cells}</tr>{rows}</table>"
+        "<p class='caption'>RMS of the vector each sublayer's norm divided by.</p>"
+    )
+
+
+_FFN_EQ = {
+    "relu": "FFN(x) = max(0, x W₁ + b₁) W₂ + b₂",
+    "gelu": "FFN(x) = GELU(x W₁ + b₁) W₂ + b₂",
+    "swiglu": "FFN(x) = (SiLU(x W₁) ⊙ x W₃) W₂   (SwiGLU, Shazeer 2020: a gate, 2/3 d_ff wide)",
+}
 
 _NORM_NOTE = (" With post-LN every sublayer ends in LayerNorm, so the stream leaves it with length "
               "≈ √d_model (times the norm's gain) whatever the sublayer added.")

@@ -15,6 +15,7 @@ those tensors in the order of the paper:
 and inside every multi-head attention, for every head h:
 
     Q = x W_Q,  K = m W_K,  V = m W_V                  (split into H heads of d_head)
+    [RoPE: Q, K = rotate(Q, position), rotate(K, position)   when model.positional = "rope"]
     scores = Q K^T,  scaled = scores / sqrt(d_head),  masked positions -> -inf
     weights = softmax(scaled),  mixed = weights V,  MHA(x) = concat_h(mixed_h) W_O + b_O
 
@@ -59,7 +60,7 @@ class EmbeddingTrace:
     tokens: list[str]                 # display strings (ids as text when no tokenizer is given)
     token_embedding: torch.Tensor     # (T, d_model), already multiplied by `scale`
     scale: float                      # sqrt(d_model) in the paper, 1.0 if scaling is off
-    positional: torch.Tensor          # (T, d_model)
+    positional: torch.Tensor          # (T, d_model); zeros with RoPE (positions enter attention instead)
     sum: torch.Tensor                 # (T, d_model): the input of the first layer
 
 
@@ -83,6 +84,9 @@ class AttentionTrace:
     mixed: torch.Tensor               # (H, T_q, d_head) weights @ V
     head_outputs: torch.Tensor        # (H, T_q, d_model) each head's share of the output projection
     out: torch.Tensor                 # (T_q, d_model) sum of head outputs + output bias
+    q_before_rope: torch.Tensor | None = None   # (H, T_q, d_head) with RoPE: Q before its rotation (q is after)
+    k_before_rope: torch.Tensor | None = None   # (H, T_k, d_head) the same for K (each query head's K/V head)
+    n_kv_heads: int | None = None               # key/value heads (fewer than H with grouped-query attention)
 
     @property
     def n_heads(self) -> int:
@@ -106,6 +110,7 @@ class SublayerTrace:
     fn_output: torch.Tensor           # attention or feed-forward output
     residual: torch.Tensor            # input + fn_output
     output: torch.Tensor              # LN(residual) for post-LN, residual for pre-LN
+    rms: torch.Tensor | None = None   # (T, 1) with RMSNorm: sqrt(mean(x^2) + eps) of what it normalised
 
 
 @dataclass
@@ -149,6 +154,9 @@ class Trace:
     vocab: list[str] | None = None              # display string of every output id, if known
     warnings: list[str] = field(default_factory=list)
     specials: dict[int, str] = field(default_factory=dict)   # special id -> its name
+    positional: str = "sinusoidal"              # model.positional ("rope": rotations inside attention)
+    norm: str = "layernorm"                     # model.norm ("rmsnorm")
+    activation: str = "relu"                    # model.activation ("gelu", "swiglu")
 
     def attention(self, kind: str, layer: int) -> AttentionTrace:
         """The attention of `kind` ("enc", "dec", "cross") in layer `layer` (0-based)."""
@@ -300,6 +308,9 @@ def trace(
         next_ids=next_ids,
         vocab=_vocab(tgt_tokenizer, cfg.tgt_vocab_size),
         specials=specials,
+        positional=cfg.positional,
+        norm=cfg.norm,
+        activation=cfg.activation,
     )
 
 
@@ -309,7 +320,8 @@ def _batch(ids: list[int], device: torch.device) -> torch.Tensor:
 
 def _embedding(call: dict[str, torch.Tensor], ids: list[int], tokens: list[str], scale: float) -> EmbeddingTrace:
     """What an Embeddings module recorded, for the one sentence."""
-    return EmbeddingTrace(ids, tokens, call["token"][0], float(scale), call["position"], call["sum"][0])
+    position = call["position"] if call["position"] is not None else torch.zeros_like(call["token"][0])
+    return EmbeddingTrace(ids, tokens, call["token"][0], float(scale), position, call["sum"][0])
 
 
 def _layer(rec: Record, layer: nn.Module, stack: str, index: int, tokens: list[str],
@@ -320,11 +332,18 @@ def _layer(rec: Record, layer: nn.Module, stack: str, index: int, tokens: list[s
     cross_attn = cross_block = None
     if getattr(layer, "cross_attn", None) is not None:
         cross_attn = attention_trace(rec.of(layer.cross_attn)[0], "cross", index, tokens, src_tokens, layer.cross_attn)
-        cross_block = SublayerTrace(**_one(rec.of(layer.cross_block)[0]))
+        cross_block = _sublayer(rec, layer.cross_block)
     ff = rec.of(layer.ff)[0]
-    return LayerTrace(stack, index, self_attn, SublayerTrace(**_one(rec.of(layer.attn_block)[0])), cross_attn,
+    return LayerTrace(stack, index, self_attn, _sublayer(rec, layer.attn_block), cross_attn,
                       cross_block, FeedForwardTrace(ff["input"][0], ff["hidden"][0], ff["output"][0]),
-                      SublayerTrace(**_one(rec.of(layer.ff_block)[0])))
+                      _sublayer(rec, layer.ff_block))
+
+
+def _sublayer(rec: Record, block: nn.Module) -> SublayerTrace:
+    """A residual block as it recorded itself, with its RMSNorm's RMS when it has one."""
+    norm_calls = rec.of(block.norm)                       # only RMSNorm records (nn.LayerNorm does not)
+    rms = norm_calls[0]["rms"][0] if norm_calls else None
+    return SublayerTrace(**_one(rec.of(block)[0]), rms=rms)
 
 
 def _one(call: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -342,9 +361,13 @@ def attention_trace(call: dict[str, torch.Tensor], kind: str, layer: int, query_
     mask = torch.ones_like(scores[0], dtype=torch.bool) if mask is None else torch.broadcast_to(mask, call["scores"].shape)[0, 0]
     mixed = call["mixed"][0]                                                     # (H, T_q, d_head)
     w_o = attn.out_proj.weight.view(attn.d_model, h, d).permute(1, 2, 0)         # (H, d_head, d_model)
+    q_before, k_before = call.get("q_before_rope"), call.get("k_before_rope")
     return AttentionTrace(kind, layer, query_tokens, key_tokens, call["x"][0], call["memory"][0], call["q"][0],
                           call["k"][0], call["v"][0], scores, call["scaled"][0], mask, call["weights"][0], mixed,
-                          mixed @ w_o, call["out"][0])
+                          mixed @ w_o, call["out"][0],
+                          q_before_rope=None if q_before is None else q_before[0],
+                          k_before_rope=None if k_before is None else attn.share_kv_heads(k_before)[0],
+                          n_kv_heads=attn.n_kv_heads)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,7 +22,9 @@ thread; 2 AVX-512 EPYC cores shared with other work, 2026-12-01): the fast steps
 paper path's time at batch 1 and 1/1.04 at batch 32 (1.05x with padded sources).
 
 Proof of equality: tests/test_decode.py::test_fast_steps_equal_the_paper_path (logits equal the
-paper path's within float rounding, with and without padding, both model shapes) and every
+paper path's within float rounding, with and without padding, both model shapes, and a language
+model with every option since 2017: RoPE takes its positions from the cache length inside
+attention, grouped-query attention caches its H_kv heads, so nothing here changes) and every
 cached == uncached decoding test.
 """
 

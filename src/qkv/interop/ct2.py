@@ -138,6 +138,10 @@ def to_ct2_spec(model: nn.Module, src_tokens: list[str], tgt_tokens: list[str]) 
     if cfg.arch != "encoder-decoder":
         raise ConfigError("CTranslate2 export covers translation (encoder-decoder) models; this run is a "
                           "decoder-only language model: export it with --format hf")
+    from qkv.interop.llama import post_2017_options
+
+    if post_2017_options(cfg):
+        raise ConfigError(f"{post_2017_options(cfg)[0]} is not covered by the CTranslate2 export (2017 Transformer options only)")
     activation = common_spec.Activation.GELU if cfg.activation == "gelu" else common_spec.Activation.RELU
     spec = transformer_spec.TransformerSpec.from_config(
         (cfg.n_encoder_layers, cfg.n_decoder_layers), cfg.n_heads, pre_norm=cfg.norm_first, activation=activation

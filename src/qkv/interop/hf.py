@@ -11,6 +11,8 @@ Which architecture, and why it is exact:
   final LayerNorm after each stack, the same sinusoidal positions.
 - decoder-only, pre-LN                   -> `GPT2LMHeadModel`: its learned position table holds
   qkv's positions (learned or sinusoidal), the sqrt(d_model) scale is folded into the weights.
+- decoder-only with RoPE, RMSNorm, SwiGLU (and grouped-query attention) -> `LlamaForCausalLM`,
+  see qkv.interop.llama.
 
 Marian and Pegasus lay the sinusoidal table out as [sin half | cos half] while qkv interleaves
 sin and cos (the paper's PE[pos, 2i] = sin, PE[pos, 2i+1] = cos). The two differ by a fixed
@@ -53,7 +55,16 @@ def require_transformers() -> Any:
 
 
 def hf_architecture(cfg: ModelConfig) -> str:
-    """"marian", "pegasus" or "gpt2"; a ConfigError naming the option that has no exact equivalent."""
+    """"marian", "pegasus", "gpt2" or "llama"; a ConfigError naming the option that has no exact equivalent."""
+    from qkv.interop.llama import check_llama, post_2017_options
+
+    modern = post_2017_options(cfg)
+    if modern and cfg.arch == "decoder-only":
+        check_llama(cfg)
+        return "llama"
+    if modern:
+        raise ConfigError(f"{modern[0]} has no exact Hugging Face encoder-decoder equivalent (Marian and "
+                          "Pegasus are 2017-style); export a language model with it as Llama instead")
     if cfg.arch == "decoder-only":
         if not cfg.norm_first:
             raise ConfigError("model.norm_first=false (post-LN) has no exact GPT-2 equivalent (GPT-2 is "
@@ -252,6 +263,10 @@ def _gpt2_block(dst: nn.Module, src: nn.Module) -> None:
 def to_hf(model: nn.Module) -> Any:
     """The `transformers` model (eval mode) that computes exactly what qkv's `model` computes."""
     arch = hf_architecture(model.cfg)
+    if arch == "llama":
+        from qkv.interop.llama import to_llama
+
+        return to_llama(model)
     hf = _gpt2_model(model) if arch == "gpt2" else _seq2seq_model(model, arch)
     _set_generation_defaults(hf, model.cfg)
     return hf

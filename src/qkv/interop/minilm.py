@@ -259,5 +259,5 @@ def write_encoder_attention(path: str | os.PathLike, run_dir: str | os.PathLike,
 def import_model(source: str, out_dir: str | os.PathLike) -> Path:
     """`qkv import --from SOURCE --out DIR`."""
     if source not in SOURCES:
-        raise ConfigError(f"unknown model to import {source!r}; choose one of {', '.join(SOURCES)}")
+        raise ConfigError(f"unknown model to import {source!r}; choose one of {', '.join(SOURCES)} or give a Llama-format directory")
     return import_minilm(out_dir)

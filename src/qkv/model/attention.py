@@ -7,6 +7,11 @@ are scaled by 1/sqrt(d_k) so their spread does not grow with the head size, mask
 removed, softmax turns the scores into weights that sum to 1, and the weights mix the values.
 Multi-head attention does this H times in parallel on d_model/H-dimensional projections and
 concatenates the results.
+
+Two changes since 2017 are options of MultiHeadAttention: grouped-query attention (Ainslie et al.,
+2023), where H_kv < H key/value heads each serve a group of query heads (H_kv = 1: multi-query
+attention, Shazeer 2019), so the KV cache shrinks by H/H_kv; and rotary positions (RoPE, see
+qkv.model.layers.RotaryPositionalEncoding), which turn queries and keys by their positions.
 """
 
 from __future__ import annotations
@@ -82,7 +87,8 @@ def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Te
 
 
 class KVCache:
-    """Keys and values already computed for one attention layer, shape (B, H, T, d_head).
+    """Keys and values already computed for one attention layer, shape (B, H_kv, T, d_head)
+    (H_kv = H for multi-head attention; keys already rotated when the model uses RoPE).
 
     Incremental decoding appends one step at a time; storage grows by doubling so that a step
     costs a copy of the new keys only. For cross-attention the encoder's keys and values are
@@ -161,26 +167,40 @@ class MultiHeadAttention(nn.Module):
     Self-attention: queries, keys and values all come from `x`.
     Cross-attention (`cross=True`): queries come from the decoder stream `x`, keys and values from
     the encoder output `memory`.
+    `n_kv_heads` < n_heads: grouped-query attention (Ainslie et al., 2023), fewer key/value heads,
+    each shared by n_heads / n_kv_heads consecutive query heads; 1 is multi-query attention.
+    `rope`: rotary positions (Su et al., 2021) applied to queries and keys (self-attention).
     """
 
     record: list | None = None          # see qkv.model.record
 
-    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True, cross: bool = False):
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True, cross: bool = False,
+                 n_kv_heads: int | None = None, rope: nn.Module | None = None):
         super().__init__()
         if d_model % n_heads != 0:
             raise ShapeError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        n_kv_heads = n_kv_heads or n_heads
+        if n_heads % n_kv_heads != 0:
+            raise ShapeError(f"n_kv_heads ({n_kv_heads}) must divide n_heads ({n_heads})")
         self.d_model, self.n_heads, self.d_head = d_model, n_heads, d_model // n_heads
+        self.n_kv_heads = n_kv_heads
         self.cross = cross
         self.dropout = dropout
+        self.rope = rope
         self.q_proj = nn.Linear(d_model, d_model, bias=bias)
-        self.k_proj = nn.Linear(d_model, d_model, bias=bias)
-        self.v_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.k_proj = nn.Linear(d_model, n_kv_heads * self.d_head, bias=bias)
+        self.v_proj = nn.Linear(d_model, n_kv_heads * self.d_head, bias=bias)
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, T, d_model) -> (B, H, T, d_head)"""
+        """(B, T, heads * d_head) -> (B, heads, T, d_head)"""
         b, t, _ = x.shape
-        return x.view(b, t, self.n_heads, self.d_head).transpose(1, 2)
+        return x.view(b, t, -1, self.d_head).transpose(1, 2)
+
+    def share_kv_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, H_kv, T, d_head) -> (B, H, T, d_head): each key/value head serves H/H_kv query heads."""
+        group = self.n_heads // self.n_kv_heads
+        return x if group == 1 else x.repeat_interleave(group, dim=1)
 
     def merge_heads(self, x: torch.Tensor) -> torch.Tensor:
         """(B, H, T, d_head) -> (B, T, d_model)"""
@@ -205,19 +225,25 @@ class MultiHeadAttention(nn.Module):
             raise ShapeError(f"attention input must be (B, T, {self.d_model}), got {tuple(x.shape)}")
         source = memory if self.cross else x                            # where keys and values come from
         q = self.split_heads(self.q_proj(x))                            # (B, H, T_q, d_head)
+        unrotated = {}
         if self.cross and cache is not None and cache.length > 0:
             k, v = cache.k, cache.v                                     # encoder K, V: computed once
         else:
             if source is None:
                 raise ShapeError("cross-attention needs the encoder output `memory`")
-            k = self.split_heads(self.k_proj(source))                   # (B, H, T_k, d_head)
+            k = self.split_heads(self.k_proj(source))                   # (B, H_kv, T_k, d_head)
             v = self.split_heads(self.v_proj(source))
+            if self.rope is not None:                                   # RoPE: turn q and k by their positions
+                start = cache.length if cache is not None else 0
+                unrotated = {"q_before_rope": q, "k_before_rope": k}
+                q, k = self.rope(q, start), self.rope(k, start)
             if cache is not None:
                 k, v = cache.store(k, v) if self.cross else cache.append(k, v)   # self: T_past + T_q keys
+        k, v = self.share_kv_heads(k), self.share_kv_heads(v)           # (B, H, T_k, d_head)
         p = self.dropout if self.training else 0.0
         steps = {} if self.record is not None else None
         mixed, weights = scaled_dot_product_attention(q, k, v, mask=mask, return_weights=need_weights,
                                                       dropout_p=p, record=steps)
         out = self.out_proj(self.merge_heads(mixed))                    # concat heads, W_O: (B, T_q, d_model)
-        note(self, x=x, memory=source, q=q, k=k, v=v, mask=mask, **(steps or {}), mixed=mixed, out=out)
+        note(self, x=x, memory=source, **unrotated, q=q, k=k, v=v, mask=mask, **(steps or {}), mixed=mixed, out=out)
         return out, weights

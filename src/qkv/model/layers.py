@@ -1,4 +1,9 @@
-"""Building blocks: embeddings, positional encodings, feed-forward, encoder and decoder layers."""
+"""Building blocks: embeddings, positional encodings, feed-forward, norms, encoder and decoder layers.
+
+Besides the paper's choices, the changes that today's decoder-only models made since 2017 are
+options here, each a few lines with its paper: rotary positions (RotaryPositionalEncoding), RMSNorm,
+the SwiGLU feed-forward, and (in attention.py) grouped-query attention.
+"""
 
 from __future__ import annotations
 
@@ -57,6 +62,32 @@ class LearnedPositionalEncoding(nn.Module):
         return self.weight[start : start + length]
 
 
+class RotaryPositionalEncoding(nn.Module):
+    """RoPE (Su et al., 2021, "RoFormer", eq. 34): instead of adding a vector to the embedding,
+    rotate every pair of dimensions (x_2i, x_2i+1) of each query and key by the angle
+    pos * theta^(-2i/d_head). A rotation keeps lengths, and the dot product of a query rotated by
+    m and a key rotated by n depends only on m - n: attention scores see relative positions.
+    Used inside self-attention (see MultiHeadAttention); no parameters.
+    """
+
+    def __init__(self, max_len: int, d_head: int, theta: float = 10000.0):
+        super().__init__()
+        self.max_len = max_len
+        pos = torch.arange(max_len, dtype=torch.float64)[:, None]               # (L, 1)
+        freq = torch.pow(theta, -torch.arange(0, d_head, 2, dtype=torch.float64) / d_head)   # theta^(-2i/d)
+        angle = pos * freq                                                     # (L, d_head/2)
+        self.register_buffer("cos", torch.cos(angle).float(), persistent=False)
+        self.register_buffer("sin", torch.sin(angle).float(), persistent=False)
+
+    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """x: (B, H, T, d_head) queries or keys at positions start .. start+T-1 -> rotated, same shape."""
+        _check_positions(x.size(-2), start, self.max_len)
+        cos, sin = self.cos[start : start + x.size(-2)], self.sin[start : start + x.size(-2)]   # (T, d_head/2)
+        x1, x2 = x[..., 0::2].float(), x[..., 1::2].float()                    # the pairs (x_2i, x_2i+1)
+        rotated = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)   # (B, H, T, d_head/2, 2)
+        return rotated.flatten(-2).to(x.dtype)
+
+
 def _check_positions(length: int, start: int, max_len: int) -> None:
     if start + length > max_len:
         raise ShapeError(
@@ -77,8 +108,8 @@ class Embeddings(nn.Module):
         with torch.no_grad():
             self.token.weight[cfg.pad_id].zero_()
         self.scale = math.sqrt(cfg.d_model) if cfg.scale_embeddings else 1.0
-        pos_cls = SinusoidalPositionalEncoding if cfg.positional == "sinusoidal" else LearnedPositionalEncoding
-        self.position = pos_cls(cfg.max_len, cfg.d_model)
+        pos_cls = {"sinusoidal": SinusoidalPositionalEncoding, "learned": LearnedPositionalEncoding}.get(cfg.positional)
+        self.position = pos_cls(cfg.max_len, cfg.d_model) if pos_cls else None   # None: RoPE, in attention
         self.dropout = nn.Dropout(cfg.dropout)
 
     @property
@@ -90,29 +121,78 @@ class Embeddings(nn.Module):
         if ids.dim() != 2 or ids.dtype not in (torch.long, torch.int32, torch.int64):
             raise ShapeError(f"token ids must be an integer tensor of shape (B, T), got {ids.dtype} {tuple(ids.shape)}")
         token = self.token(ids) * self.scale                               # (B, T, d_model)
-        position = self.position(ids.size(1), start)                       # (T, d_model)
-        x = token + position
+        position = self.position(ids.size(1), start) if self.position is not None else None  # (T, d_model)
+        x = token + position if position is not None else token
         note(self, ids=ids, token=token, position=position, sum=x)
         return self.dropout(x)
 
 
+def swiglu_width(d_ff: int) -> int:
+    """The hidden width of SwiGLU that holds as many parameters as a ReLU FFN of width d_ff:
+    three d_model x h matrices instead of two, so h = 2/3 d_ff (rounded)."""
+    return round(2 * d_ff / 3)
+
+
 class FeedForward(nn.Module):
-    """Position-wise feed-forward: FFN(x) = W2 act(W1 x + b1) + b2, the same for every position."""
+    """Position-wise feed-forward: FFN(x) = W2 act(W1 x + b1) + b2, the same for every position.
+
+    activation="swiglu" (Shazeer, 2020, "GLU Variants Improve Transformer"; Llama): a gated unit,
+    FFN(x) = W2 (Swish(W1 x) * W3 x), Swish = SiLU, hidden width 2/3 d_ff (see swiglu_width).
+    """
 
     record: list | None = None          # see qkv.model.record
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.w1 = nn.Linear(cfg.d_model, cfg.d_ff, bias=cfg.bias)
-        self.w2 = nn.Linear(cfg.d_ff, cfg.d_model, bias=cfg.bias)
-        self.act = F.relu if cfg.activation == "relu" else F.gelu
+        gated = cfg.activation == "swiglu"
+        hidden = swiglu_width(cfg.d_ff) if gated else cfg.d_ff
+        self.w1 = nn.Linear(cfg.d_model, hidden, bias=cfg.bias)
+        self.w3 = nn.Linear(cfg.d_model, hidden, bias=cfg.bias) if gated else None   # the gate's other half
+        self.w2 = nn.Linear(hidden, cfg.d_model, bias=cfg.bias)
+        self.act = {"relu": F.relu, "gelu": F.gelu, "swiglu": F.silu}[cfg.activation]
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         hidden = self.act(self.w1(x))                                      # (B, T, d_ff)
+        if self.w3 is not None:
+            hidden = hidden * self.w3(x)                                   # SwiGLU: Swish(x W1) * (x W3)
         out = self.w2(self.dropout(hidden))                                # (B, T, d_model)
         note(self, input=x, hidden=hidden, output=out)
         return out
+
+
+class RMSNorm(nn.Module):
+    """Root mean square normalisation (Zhang & Sennrich, 2019): RMSNorm(x) = x / RMS(x) * g with
+    RMS(x) = sqrt(mean_i(x_i^2) + eps). LayerNorm without subtracting the mean and without a bias:
+    fewer operations, and the paper finds it trains as well (written out here as the formula, it is
+    slower on a CPU than PyTorch's fused LayerNorm kernel: see docs/language_model.md)."""
+
+    record: list | None = None          # see qkv.model.record
+
+    def __init__(self, d_model: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d_model))                      # the gain g
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rms = torch.sqrt(x.float().pow(2).mean(dim=-1, keepdim=True) + self.eps)   # (B, T, 1)
+        out = (x.float() / rms).to(x.dtype) * self.weight
+        note(self, input=x, rms=rms, output=out)
+        return out
+
+
+def make_norm(cfg: ModelConfig) -> nn.Module:
+    """The normalisation the config names: LayerNorm (the paper) or RMSNorm."""
+    if cfg.norm == "rmsnorm":
+        return RMSNorm(cfg.d_model, eps=cfg.layer_norm_eps)
+    return nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
+
+
+def self_attention(cfg: ModelConfig) -> MultiHeadAttention:
+    """Self-attention as the config shapes it: key/value heads, and rotary positions if chosen."""
+    rope = RotaryPositionalEncoding(cfg.max_len, cfg.d_head, cfg.rope_theta) if cfg.positional == "rope" else None
+    return MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout, cfg.bias,
+                              n_kv_heads=cfg.kv_heads, rope=rope)
 
 
 class Sublayer(nn.Module):
@@ -120,13 +200,14 @@ class Sublayer(nn.Module):
 
     post-LN (the paper):  x = LayerNorm(x + Dropout(fn(x)))
     pre-LN  (GPT-2):      x = x + Dropout(fn(LayerNorm(x)))
+    (RMSNorm in place of LayerNorm when model.norm = "rmsnorm".)
     """
 
     record: list | None = None          # see qkv.model.record
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
+        self.norm = make_norm(cfg)
         self.dropout = nn.Dropout(cfg.dropout)
         self.norm_first = cfg.norm_first
 
@@ -144,7 +225,7 @@ class EncoderLayer(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.self_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout, cfg.bias)
+        self.self_attn = self_attention(cfg)
         self.ff = FeedForward(cfg)
         self.attn_block = Sublayer(cfg)
         self.ff_block = Sublayer(cfg)
@@ -160,9 +241,10 @@ class DecoderLayer(nn.Module):
 
     def __init__(self, cfg: ModelConfig, cross: bool = True):
         super().__init__()
-        self.self_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout, cfg.bias)
+        self.self_attn = self_attention(cfg)
         self.attn_block = Sublayer(cfg)
-        self.cross_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout, cfg.bias, cross=True) if cross else None
+        self.cross_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout, cfg.bias, cross=True,
+                                             n_kv_heads=cfg.kv_heads) if cross else None
         self.cross_block = Sublayer(cfg) if cross else None
         self.ff = FeedForward(cfg)
         self.ff_block = Sublayer(cfg)

@@ -10,7 +10,7 @@ from torch import nn
 from qkv.config import ModelConfig
 from qkv.errors import ConfigError, ShapeError
 from qkv.model.attention import KVCache, row_moves
-from qkv.model.layers import DecoderLayer, Embeddings, EncoderLayer
+from qkv.model.layers import DecoderLayer, Embeddings, EncoderLayer, make_norm
 from qkv.model.masks import causal_mask, padding_mask
 from qkv.model.record import note
 
@@ -65,7 +65,7 @@ class Encoder(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.n_encoder_layers))
-        self.norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps) if cfg.norm_first else None
+        self.norm = make_norm(cfg) if cfg.norm_first else None
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """x: embedded source (B, S, d_model); mask: (B, 1, 1, S) -> memory (B, S, d_model)."""
@@ -84,7 +84,7 @@ class Decoder(nn.Module):
     def __init__(self, cfg: ModelConfig, cross: bool = True):
         super().__init__()
         self.layers = nn.ModuleList(DecoderLayer(cfg, cross) for _ in range(cfg.n_decoder_layers))
-        self.norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps) if cfg.norm_first else None
+        self.norm = make_norm(cfg) if cfg.norm_first else None
         self.cross = cross
 
     def new_cache(self) -> DecoderCache:

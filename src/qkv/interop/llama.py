@@ -1,0 +1,231 @@
+"""A qkv language model as Hugging Face `LlamaForCausalLM`, and a Llama-format directory back into qkv.
+
+    to_llama(model)                              # LlamaForCausalLM, the same logits
+    import_llama("exported/lm-llama", "runs/lm")  # `qkv import --from DIR --out RUN`
+
+Llama is the 2017 decoder with the changes of docs/paper-map.md ("After 2017"): pre-norm RMSNorm,
+rotary positions, SwiGLU, grouped-query attention, no biases, no sqrt(d_model) embedding scale.
+A qkv decoder-only model with exactly those options computes the same function; any other
+option is refused with a one-line ConfigError naming it.
+
+The one layout difference: qkv's RoPE rotates the pairs of neighbouring dimensions (2i, 2i+1), as
+in the RoFormer paper, while Llama's `rotate_half` pairs dimension i with i + d_head/2. Both use
+frequency theta^(-2i/d_head) for pair i, so within every head the export renames the rows of W_Q
+and W_K by P = [0, 2, 4, ..., 1, 3, 5, ...] (the even dimensions, then the odd). Q K^T sums over
+dimensions in any order, so the scores are unchanged; W_V and W_O are copied as they are. The
+import applies the inverse permutation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from qkv.config import ModelConfig
+from qkv.errors import CheckpointError, ConfigError
+from qkv.interop.hf import halves_permutation, require_transformers
+from qkv.model.layers import swiglu_width
+
+# what a qkv config must say to be a Llama (option -> the value Llama has)
+LLAMA_OPTIONS = {
+    "arch": "decoder-only", "norm_first": True, "norm": "rmsnorm", "positional": "rope",
+    "activation": "swiglu", "scale_embeddings": False,
+}
+
+
+def post_2017_options(cfg: ModelConfig) -> list[str]:
+    """The options of `cfg` that the 2017 Transformer (and GPT-2, Marian, Pegasus) does not have."""
+    used = {"positional": cfg.positional == "rope", "norm": cfg.norm == "rmsnorm",
+            "activation": cfg.activation == "swiglu", "n_kv_heads": cfg.kv_heads != cfg.n_heads}
+    return [f"model.{name}={getattr(cfg, name)!r}" for name, on in used.items() if on]
+
+
+def check_llama(cfg: ModelConfig) -> None:
+    """A ConfigError naming the first option that Llama does not have."""
+    for name, want in LLAMA_OPTIONS.items():
+        if getattr(cfg, name) != want:
+            raise ConfigError(f"model.{name}={getattr(cfg, name)!r} has no Llama equivalent (Llama has "
+                              f"{name}={want!r}); train with model.{name}={json.dumps(want)} to export as Llama")
+
+
+def llama_config(cfg: ModelConfig) -> Any:
+    """The LlamaConfig that mirrors `cfg`."""
+    transformers = require_transformers()
+    return transformers.LlamaConfig(
+        vocab_size=cfg.tgt_vocab_size, hidden_size=cfg.d_model, intermediate_size=swiglu_width(cfg.d_ff),
+        num_hidden_layers=cfg.n_decoder_layers, num_attention_heads=cfg.n_heads,
+        num_key_value_heads=cfg.kv_heads, hidden_act="silu", max_position_embeddings=cfg.max_len,
+        rms_norm_eps=cfg.layer_norm_eps, rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
+        attention_bias=cfg.bias, mlp_bias=cfg.bias, attention_dropout=cfg.attention_dropout,
+        tie_word_embeddings=cfg.tie_embeddings,
+        pad_token_id=cfg.pad_id, bos_token_id=cfg.bos_id, eos_token_id=cfg.eos_id,
+    )
+
+
+def _rope_rows(heads: int, d_head: int, inverse: bool = False) -> torch.Tensor:
+    """Row order of a (heads * d_head, ...) q or k projection: qkv's pairs (2i, 2i+1) -> Llama's (i, i + d/2)."""
+    p = halves_permutation(d_head)
+    if inverse:
+        p = torch.argsort(p)
+    return (torch.arange(heads)[:, None] * d_head + p).flatten()
+
+
+# qkv parameter name -> Llama parameter name, per layer (the q and k rows are permuted, see above)
+_LAYER_NAMES = {
+    "self_attn.q_proj": "self_attn.q_proj", "self_attn.k_proj": "self_attn.k_proj",
+    "self_attn.v_proj": "self_attn.v_proj", "self_attn.out_proj": "self_attn.o_proj",
+    "ff.w1": "mlp.gate_proj", "ff.w3": "mlp.up_proj", "ff.w2": "mlp.down_proj",
+    "attn_block.norm": "input_layernorm", "ff_block.norm": "post_attention_layernorm",
+}
+
+
+def _name_pairs(cfg: ModelConfig) -> list[tuple[str, str, torch.Tensor | None]]:
+    """(qkv name, Llama name, row permutation or None) for every parameter."""
+    pairs: list[tuple[str, str, torch.Tensor | None]] = [("embed.token.weight", "model.embed_tokens.weight", None)]
+    rows = {"self_attn.q_proj": _rope_rows(cfg.n_heads, cfg.d_head), "self_attn.k_proj": _rope_rows(cfg.kv_heads, cfg.d_head)}
+    kinds = ("weight", "bias") if cfg.bias else ("weight",)
+    for i in range(cfg.n_decoder_layers):
+        for ours, theirs in _LAYER_NAMES.items():
+            for kind in ("weight",) if ours.endswith("norm") else kinds:
+                pairs.append((f"decoder.layers.{i}.{ours}.{kind}", f"model.layers.{i}.{theirs}.{kind}", rows.get(ours)))
+    pairs.append(("decoder.norm.weight", "model.norm.weight", None))
+    if not cfg.tie_embeddings:
+        pairs.append(("lm_head.weight", "lm_head.weight", None))
+    return pairs
+
+
+def to_llama(model: nn.Module) -> Any:
+    """The `LlamaForCausalLM` (eval mode) that computes what the qkv language model `model` computes."""
+    transformers = require_transformers()
+    cfg = model.cfg
+    check_llama(cfg)
+    llama = transformers.LlamaForCausalLM(llama_config(cfg)).eval()
+    ours, theirs = model.state_dict(), llama.state_dict()
+    with torch.no_grad():
+        for src, dst, rows in _name_pairs(cfg):
+            theirs[dst].copy_(ours[src] if rows is None else ours[src][rows])
+    gen = llama.generation_config
+    gen.bos_token_id, gen.eos_token_id, gen.pad_token_id = cfg.bos_id, cfg.eos_id, cfg.pad_id
+    gen.max_length = cfg.max_len
+    return llama
+
+
+def export_llama(run_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """Write run `run_dir` as a Llama model directory: config.json, model.safetensors, tokenizer."""
+    from qkv.interop.hf_tokenizer import save_hf_tokenizers
+    from qkv.train.checkpoint import load_run
+
+    run = load_run(run_dir)
+    llama = to_llama(run.model)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    llama.save_pretrained(out)
+    save_hf_tokenizers(out, None, run.tgt_tokenizer, run.cfg)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Import: a Llama-format directory (config.json + safetensors + tokenizer.json) -> a qkv run
+# ---------------------------------------------------------------------------------------------
+
+
+def model_config_from_llama(hf: dict[str, Any]) -> ModelConfig:
+    """The qkv ModelConfig of a Llama config.json."""
+    if hf.get("model_type") != "llama":
+        raise ConfigError(f"config.json describes model_type={hf.get('model_type')!r}, not 'llama'")
+    rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
+    if rope.get("rope_type", rope.get("type", "default")) != "default":
+        raise ConfigError(f"RoPE scaling {rope.get('rope_type', rope.get('type'))!r} is not supported; "
+                          "only the original RoPE (rope_type 'default')")
+    if hf.get("hidden_act", "silu") != "silu":
+        raise ConfigError(f"hidden_act={hf['hidden_act']!r} is not SwiGLU's silu")
+    d_model, n_heads = hf["hidden_size"], hf["num_attention_heads"]
+    if hf.get("head_dim") not in (None, d_model // n_heads):
+        raise ConfigError(f"head_dim={hf['head_dim']} differs from hidden_size / num_attention_heads")
+    if bool(hf.get("attention_bias", False)) != bool(hf.get("mlp_bias", False)):
+        raise ConfigError("attention_bias and mlp_bias differ; qkv has one `bias` option for all linear layers")
+    d_ff = round(1.5 * hf["intermediate_size"])                        # swiglu_width(d_ff) == intermediate_size
+    cfg = ModelConfig(
+        arch="decoder-only", tgt_vocab_size=hf["vocab_size"], d_model=d_model, n_heads=n_heads,
+        n_kv_heads=hf.get("num_key_value_heads") or n_heads, n_decoder_layers=hf["num_hidden_layers"],
+        d_ff=d_ff, dropout=0.0, attention_dropout=float(hf.get("attention_dropout", 0.0)),
+        max_len=hf["max_position_embeddings"], layer_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+        rope_theta=float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))),
+        tie_embeddings=bool(hf.get("tie_word_embeddings", False)), bias=bool(hf.get("attention_bias", False)),
+        pad_id=hf.get("pad_token_id") if hf.get("pad_token_id") is not None else 0,
+        bos_id=hf.get("bos_token_id", 1), eos_id=hf.get("eos_token_id", 2),
+        **{k: v for k, v in LLAMA_OPTIONS.items() if k != "arch"},
+    )
+    assert swiglu_width(cfg.d_ff) == hf["intermediate_size"]
+    return cfg
+
+
+def _read_weights(src: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    single, index = src / "model.safetensors", src / "model.safetensors.index.json"
+    if single.is_file():
+        return load_file(single)
+    if index.is_file():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return {k: v for f in files for k, v in load_file(src / f).items()}
+    raise CheckpointError(f"{src} holds no model.safetensors (or model.safetensors.index.json)")
+
+
+def _read_tokenizer(src: Path) -> Any:
+    """The qkv tokenizer of `src/tokenizer.json` (as qkv exports them: char, word or byte-level BPE)."""
+    from tokenizers import Tokenizer as HFTokenizer
+
+    from qkv.tokenizers import BPETokenizer, CharTokenizer, WordTokenizer
+
+    path = src / "tokenizer.json"
+    if not path.is_file():
+        raise CheckpointError(f"{src} has no tokenizer.json; qkv needs the tokenizer to write a run")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    model = data.get("model") or {}
+    try:
+        if model.get("type") == "BPE":
+            return BPETokenizer(HFTokenizer.from_file(str(path)))
+        if model.get("type") == "WordLevel":
+            vocab = [t for t, _ in sorted(model["vocab"].items(), key=lambda kv: kv[1])]
+            char = (data.get("pre_tokenizer") or {}).get("type") == "Split"
+            return (CharTokenizer if char else WordTokenizer)(vocab)
+    except Exception as exc:  # DataError from the qkv classes, or the Rust parser's plain Exception
+        raise CheckpointError(f"{path} cannot be read as a qkv tokenizer ({' '.join(str(exc).split())[:160]})") from None
+    raise CheckpointError(f"{path} holds a {model.get('type')!r} tokenizer; qkv reads byte-level BPE, char or word")
+
+
+def import_llama(src_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """Write the Llama-format directory `src_dir` as a qkv run directory `out_dir`."""
+    from qkv.model import DecoderOnly
+    from qkv.train.checkpoint import save_run
+
+    src = Path(src_dir)
+    if not (src / "config.json").is_file():
+        raise CheckpointError(f"{src} is not a Hugging Face model directory: config.json is missing")
+    cfg = model_config_from_llama(json.loads((src / "config.json").read_text()))
+    tokenizer = _read_tokenizer(src)
+    if tokenizer.vocab_size != cfg.tgt_vocab_size:
+        raise CheckpointError(f"{src}: tokenizer has {tokenizer.vocab_size} tokens, config.json vocab_size="
+                              f"{cfg.tgt_vocab_size}")
+    weights = _read_weights(src)
+    model = DecoderOnly(cfg)
+    state = model.state_dict()
+    inverse = {"self_attn.q_proj": _rope_rows(cfg.n_heads, cfg.d_head, inverse=True),
+               "self_attn.k_proj": _rope_rows(cfg.kv_heads, cfg.d_head, inverse=True)}
+    with torch.no_grad():
+        for ours, theirs, rows in _name_pairs(cfg):
+            if theirs not in weights:
+                raise CheckpointError(f"{src} lacks the weight {theirs!r} that a Llama of this config.json has")
+            tensor = weights[theirs].float()
+            if rows is not None:
+                tensor = tensor[inverse[next(k for k in inverse if k in ours)]]
+            if tensor.shape != state[ours].shape:
+                raise CheckpointError(f"{src}: {theirs} has shape {tuple(tensor.shape)}, expected {tuple(state[ours].shape)}")
+            state[ours].copy_(tensor)
+    return save_run(out_dir, model.eval(), {}, None, tokenizer)
