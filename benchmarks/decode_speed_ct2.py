@@ -9,7 +9,9 @@ below 7999). Every output is forced to exactly N new tokens (CTranslate2: min = 
 length; qkv and HF: <eos> suppressed until N), batch 1 and 32, greedy and beam 4, 30 and 50 tokens.
 
 On CPUs with native bf16 (qkv.machine.cpu_has_fast_bf16) "qkv-bf16" is qkv's own decoding of a bf16
-copy of the model (qkv.fast.bf16), the same search code.
+copy of the model (qkv.fast.bf16), the same search code. On x86 CPUs that are not Intel's
+"qkv-onednn" is qkv's decoding with the linears multiplied by oneDNN instead of MKL (qkv.fast.onednn;
+same fp32 arithmetic, same tokens).
 
 Each system runs at every thread setting in THREADS (torch threads for qkv and HF, intra_threads
 for CTranslate2), all interleaved within each repeat so a busy machine hits every system alike;
@@ -116,6 +118,9 @@ def main() -> None:
     torch.manual_seed(0)
     model = build_model(ModelConfig(**SMALL)).eval()
     hf = to_hf(model).eval()
+    from qkv.fast.onednn import onednn_model, onednn_pays
+
+    model_onednn = onednn_model(model) if onednn_pays() else None
     model16 = None
     if cpu_has_fast_bf16():
         from qkv.fast.bf16 import bf16_model
@@ -139,6 +144,8 @@ def main() -> None:
                 systems = {}
                 for t in THREADS:
                     systems[("qkv", t)] = with_torch_threads(qkv_runner(model, new_tokens, beam, True), t)
+                    if model_onednn is not None:
+                        systems[("qkv-onednn", t)] = with_torch_threads(qkv_runner(model_onednn, new_tokens, beam, True), t)
                     if model16 is not None:
                         systems[("qkv-bf16", t)] = with_torch_threads(qkv_runner(model16, new_tokens, beam, True), t)
                     systems[("hf-generate", t)] = with_torch_threads(hf_runner(hf, new_tokens, beam), t)
@@ -196,6 +203,9 @@ def goals(best: dict[str, dict[str, list]]) -> dict[str, dict[str, object]]:
             "export / marian, float32": round(speed["ct2-float32"] / speed["ct2-marian-float32"], 2),
             "export / marian, int8": round(speed["ct2-int8"] / speed["ct2-marian-int8"], 2),
         }
+        if "qkv-onednn" in speed:
+            ratios["qkv-onednn / hf-generate"] = round(speed["qkv-onednn"] / speed["hf-generate"], 2)
+            ratios["qkv-onednn / best ct2 float32"] = round(speed["qkv-onednn"] / ct2_f32, 2)
         if "qkv-bf16" in speed:
             ratios["qkv-bf16 / hf-generate"] = round(speed["qkv-bf16"] / speed["hf-generate"], 2)
             ratios["qkv-bf16 / best ct2 float32"] = round(speed["qkv-bf16"] / ct2_f32, 2)

@@ -128,7 +128,15 @@ def test_int8_choice_per_machine():
     assert int8_kernels_are_exact(frozenset(), "", "aarch64", None)
     assert compute_type_for_machine("int8") == "int8"
     assert compute_type_for_machine() == ("default" if int8_kernels_are_exact() else "float32")
-    assert 1 <= default_threads() <= 4
+
+
+@pytest.mark.parametrize("cores, threads", [(1, 1), (2, 1), (3, 3), (8, 4)])
+def test_ct2_threads_per_machine(monkeypatch, cores, threads):
+    """Never CTranslate2's 4 threads on 2 cores (4-9x slower there, benchmarks/ct2_settings.py)."""
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert default_threads() == threads
 
 
 def test_importing_the_ct2_module_switches_no_backend():

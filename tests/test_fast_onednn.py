@@ -1,0 +1,50 @@
+"""qkv.fast.onednn: the decoder's linears through oneDNN give the paper path's tokens on a trained model."""
+
+import pytest
+import torch
+
+from interop_models import assert_not_degenerate, reverse_run, sample_sources
+from qkv.decode import DecodeConfig, translate_ids
+from qkv.fast import onednn
+from qkv.train.checkpoint import load_run
+
+pytestmark = pytest.mark.skipif(not onednn._has_op(), reason="this PyTorch has no oneDNN linear op")
+
+
+def outputs(model, src, beam: int) -> list[list[int]]:
+    dcfg = DecodeConfig(beam_size=beam, length_penalty=0.0, max_len_a=0.0, max_len_b=12)
+    return [h[0].tokens for h in translate_ids(model, src, dcfg)]
+
+
+def test_onednn_linear_equals_nn_linear_and_shares_its_weights():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 96)
+    fast = onednn.OneDnnLinear(linear)
+    assert fast.weight is linear.weight
+    with torch.inference_mode():
+        for rows in (1, 7, 8, 40):                          # below and above MIN_ROWS
+            x = torch.randn(rows, 3, 64)
+            torch.testing.assert_close(fast(x), linear(x), rtol=1e-5, atol=1e-5)
+
+
+def test_onednn_model_gives_the_paper_paths_tokens(tmp_path_factory):
+    run = load_run(reverse_run(str(tmp_path_factory.getbasetemp())))
+    fast = onednn.onednn_model(run.model)
+    assert any(isinstance(m, onednn.OneDnnLinear) for m in fast.modules())
+    assert not any(isinstance(m, onednn.OneDnnLinear) for m in run.model.modules())     # untouched
+    assert fast.src_embed.token.weight is run.model.src_embed.token.weight              # weights shared
+    src = sample_sources(64)                                  # 64 rows: the oneDNN products run
+    for beam in (1, 4):
+        ours = outputs(run.model, src, beam)
+        assert_not_degenerate(ours)
+        assert outputs(fast, src, beam) == ours
+    with torch.inference_mode():
+        tgt = torch.full((64, 1), run.cfg.bos_id)
+        torch.testing.assert_close(fast.decode(tgt, *fast.encode(src)), run.model.decode(tgt, *run.model.encode(src)),
+                                   rtol=1e-4, atol=1e-4)
+
+
+def test_onednn_is_chosen_off_intel_x86_only():
+    assert onednn.onednn_pays("AuthenticAMD", "x86_64") == onednn._has_op()
+    assert not onednn.onednn_pays("GenuineIntel", "x86_64")
+    assert not onednn.onednn_pays("", "aarch64")
