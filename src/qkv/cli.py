@@ -351,7 +351,7 @@ def train(
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config ([model], [train], [data]).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory; default runs/<task or config name>.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config value, e.g. model.d_model=256 (repeatable).")] = None,
-    resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this directory from its last checkpoint.")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this directory from its last checkpoint, with its own config.toml (--set may change values; --task/--config/--out are refused).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
     processes: Annotated[int, typer.Option(
         "--processes", "-n",

@@ -1,0 +1,255 @@
+"""Try many bad inputs on the command line and count how each ends: a clean one-line error, a
+traceback, or a silent wrong result (exit 0 where an error or a warning was due).
+
+    python benchmarks/bad_inputs.py          # prints JSON, saves benchmarks/results/bad_inputs.json
+
+Every case runs `qkv.cli.main` in this process (seconds in all; the tiny runs it needs are built
+in a temporary directory). The [train] and [data] cases are generated from the declared ranges
+(`TRAIN_RANGES`, `DATA_RANGES`): for every option a value below its interval, a value above it
+where it has a finite bound, NaN or infinity for floats and 2**64 for integers. A case is clean when the exit
+status is non-zero and stderr is exactly one line starting with "error:"; a case that expects a
+warning must exit 0 with a "warning:" line. Some cases also check what was left on disk (no
+weights after a failed start, no NaN checkpoint after a divergence).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from qkv.cli import main as qkv_main
+from qkv.config import ModelConfig
+from qkv.machine import cpu_has_fast_bf16, cpu_name
+from qkv.model import build_model
+from qkv.tokenizers import CharTokenizer
+from qkv.train.checkpoint import save_run
+from qkv.train.options import DATA_RANGES, TRAIN_RANGES, DataConfig, TrainConfig
+
+TINY = [
+    "model.d_model=16", "model.n_heads=2", "model.n_encoder_layers=1", "model.n_decoder_layers=1",
+    "model.d_ff=32", "train.batch_tokens=120", "train.precision=fp32", "train.threads=1",
+    "train.eval_examples=8", "train.steps=2", "train.eval_every=2", "data.train_size=60",
+    "data.valid_size=8", "data.max_len=5",
+]
+
+
+@dataclass
+class Case:
+    name: str
+    args: list[str]
+    expect: str = "error"                          # or "warning"
+    stdin: bytes | None = None
+    check: Callable[[], str | None] | None = None  # after the run: a problem found on disk, or None
+    outcome: str = ""
+    detail: str = ""
+
+
+def tiny_run(path: Path, arch: str = "encoder-decoder") -> Path:
+    torch.manual_seed(0)
+    tok = CharTokenizer.from_alphabet("abcdefghijklmnopqrstuvwxyz ")
+    v = tok.vocab_size
+    cfg = ModelConfig(arch=arch, src_vocab_size=v if arch == "encoder-decoder" else 0, tgt_vocab_size=v,
+                      d_model=16, n_heads=2, n_encoder_layers=1, n_decoder_layers=1, d_ff=32, max_len=32)
+    return save_run(path, build_model(cfg), {"data": {"task": "test"}}, tok if arch == "encoder-decoder" else None, tok)
+
+
+def train_cases(root: Path) -> list[Case]:
+    """One case per bad value of every numeric [train] / [data] option."""
+    cases = []
+    for section, cls, ranges in (("train", TrainConfig, TRAIN_RANGES), ("data", DataConfig, DATA_RANGES)):
+        for name, rule in ranges.items():
+            low, high = (float(x) for x in rule[1:-1].split(","))
+            is_float = cls.__dataclass_fields__[name].type == "float"
+            if is_float:
+                bad: list = [low if rule[0] == "(" else low - 0.5, "nan", "inf"]
+                if math.isfinite(high):
+                    bad.append(high if rule[-1] == ")" else high + 0.5)
+            else:
+                bad = [int(low) - 1, 2**64]
+                if math.isfinite(high):
+                    bad.append(int(high) + 1)
+            for value in bad:
+                out = root / f"t-{section}-{name}-{value}"
+                cases.append(Case(f"--set {section}.{name}={value}",
+                                  ["train", "-q", "--task", "reverse", "--out", str(out),
+                                   *sum((["--set", kv] for kv in TINY), []), "--set", f"{section}.{name}={value}"],
+                                  check=_no_weights(out)))
+    return cases
+
+
+def _no_weights(out: Path) -> Callable[[], str | None]:
+    return lambda: f"{out / 'model.safetensors'} was written" if (out / "model.safetensors").exists() else None
+
+
+def _finite_checkpoint(out: Path) -> Callable[[], str | None]:
+    def check() -> str | None:
+        for name in ("model.safetensors", "last.safetensors"):
+            if (out / name).exists() and not all(bool(torch.isfinite(t).all()) for t in load_file(out / name).values()):
+                return f"{name} holds NaN"
+        return None
+    return check
+
+
+def other_cases(root: Path) -> list[Case]:
+    mt, lm = str(tiny_run(root / "mt")), str(tiny_run(root / "lm", "decoder-only"))
+    (root / "file").write_text("x")
+    (root / "latin1.txt").write_bytes("Grüße\n".encode("latin-1"))
+    (root / "bad.toml").write_text("[train\n")
+    (root / "notok.json").write_text("[]")
+    broken = Path(tiny_run(root / "broken"))
+    (broken / "model.safetensors").write_bytes(b"\0" * 64)
+    meta = Path(tiny_run(root / "meta"))
+    save_file(load_file(meta / "model.safetensors"), meta / "model.safetensors",
+              metadata={"format": "pt", "qkv_model_config": "not json"})
+    nan = Path(tiny_run(root / "nan"))
+    weights = load_file(nan / "model.safetensors")
+    save_file({k: torch.full_like(v, float("nan")) for k, v in weights.items()}, nan / "model.safetensors",
+              metadata={"format": "pt"})
+    tr = lambda *a: ["translate", "-m", mt, *a]        # noqa: E731
+    tiny = sum((["--set", kv] for kv in TINY), [])
+    surrogate = "ab\udcffc"
+    return [
+        Case("translate --temperature nan", tr("--sample", "--temperature", "nan", "abc")),
+        Case("translate --temperature 0", tr("--sample", "--temperature", "0", "abc")),
+        Case("translate --top-p nan", tr("--sample", "--top-p", "nan", "abc")),
+        Case("translate --top-p 2", tr("--sample", "--top-p", "2", "abc")),
+        Case("translate --seed 10**30", tr("--sample", "--seed", str(10**30), "abc")),
+        Case("translate --seed -1", tr("--sample", "--seed", "-1", "abc")),
+        Case("translate --length-penalty nan", tr("--length-penalty", "nan", "abc")),
+        Case("translate --length-penalty inf", tr("--length-penalty", "inf", "abc")),
+        Case("translate --beam 0", tr("--beam", "0", "abc")),
+        Case("translate --n-best 9 --beam 2", tr("--beam", "2", "--n-best", "9", "abc")),
+        Case("translate --output DIR", tr("--output", str(root), "abc")),
+        Case("translate --output FILE/x", tr("--output", str(root / "file" / "x"), "abc")),
+        Case("translate --input missing", tr("--input", str(root / "missing.txt"))),
+        Case("translate --input latin-1", tr("--input", str(root / "latin1.txt"))),
+        Case("translate stdin latin-1", tr(), stdin="Grüße\n".encode("latin-1")),
+        Case("translate TEXT with a lone surrogate", tr(surrogate)),
+        Case("translate TEXT and --input", tr("--input", str(root / "latin1.txt"), "abc")),
+        Case("translate --engine bogus", tr("--engine", "bogus", "abc")),
+        Case("translate all <unk>", tr("--beam", "1", "안녕하세요"), expect="warning"),
+        Case("translate a language model", ["translate", "-m", lm, "abc"]),
+        Case("translate missing run", ["translate", "-m", str(root / "nowhere"), "abc"]),
+        Case("translate corrupt weights", ["translate", "-m", str(broken), "abc"]),
+        Case("translate weights metadata not JSON", ["translate", "-m", str(meta), "abc"]),
+        Case("translate NaN weights", ["translate", "-m", str(nan), "abc"]),
+        Case("generate with a translation model", ["generate", "-m", mt, "--prompt", "ab"]),
+        Case("generate --prompt lone surrogate", ["generate", "-m", lm, "--prompt", surrogate]),
+        Case("generate --temperature nan", ["generate", "-m", lm, "--temperature", "nan"]),
+        Case("evaluate misaligned", ["evaluate", "-m", mt, "--src", str(root / "latin1.txt"), "--ref", str(root / "file")]),
+        Case("tokenize --save DIR", ["tokenize", "--kind", "char", "--save", str(root), "abc"]),
+        Case("tokenize --save FILE/x", ["tokenize", "--kind", "char", "--save", str(root / "file" / "x"), "abc"]),
+        *[Case(f"tokenize --kind {k} lone surrogate", ["tokenize", "--kind", k, "--save", str(root / f"s-{k}.json"), surrogate],
+               check=lambda k=k: f"s-{k}.json written" if (root / f"s-{k}.json").exists() else None)
+          for k in ("char", "word", "bpe")],
+        Case("tokenize --kind bogus", ["tokenize", "--kind", "bogus", "abc"]),
+        Case("tokenize --tokenizer missing", ["tokenize", "--tokenizer", str(root / "none.json"), "abc"]),
+        Case("tokenize --tokenizer not a tokenizer", ["tokenize", "--tokenizer", str(root / "notok.json"), "abc"]),
+        Case("tokenize --vocab-size 3", ["tokenize", "--vocab-size", "3", "abc"]),
+        Case("train --out FILE", ["train", "-q", "--out", str(root / "file"), *tiny]),
+        Case("train --out FILE/sub", ["train", "-q", "--out", str(root / "file" / "sub"), *tiny]),
+        Case("train --config missing", ["train", "-q", "--config", str(root / "none.toml")]),
+        Case("train --config not TOML", ["train", "-q", "--config", str(root / "bad.toml")]),
+        Case("train --task and --config", ["train", "-q", "--task", "copy", "--config", str(root / "bad.toml")]),
+        Case("train --task bogus", ["train", "-q", "--task", "bogus"]),
+        Case("train --set unknown key", ["train", "-q", "--out", str(root / "u"), "--set", "train.warmup=3"]),
+        Case("train --set model.d_model=0", ["train", "-q", "--out", str(root / "d0"), *tiny, "--set", "model.d_model=0"]),
+        Case("train --set model.max_len=3", ["train", "-q", "--out", str(root / "ml3"), *tiny, "--set", "model.max_len=3"],
+             check=_no_weights(root / "ml3")),
+        Case("train --set train.lr=1e30 (diverges)",
+             ["train", "-q", "--out", str(root / "div"), *tiny, "--set", "train.lr=1e30", "--set", "train.steps=20",
+              "--set", "train.checkpoint_every=1", "--set", "train.eval_every=1"],
+             check=_finite_checkpoint(root / "div")),
+        Case("train --resume missing", ["train", "-q", "--resume", str(root / "nowhere")]),
+        Case("train --resume a run with no checkpoint", ["train", "-q", "--resume", mt]),
+        Case("train --resume with --task", ["train", "-q", "--resume", mt, "--task", "dates"]),
+        Case("serve --host not here", ["serve", "-m", mt, "--host", "192.0.2.1", "--port", "8765"]),
+        Case("serve --port 0", ["serve", "-m", mt, "--port", "0"]),
+        Case("explain --layer 99", ["explain", "abc", "-m", mt, "--layer", "99", "--out", str(root / "e.html")]),
+        Case("viz pe --d-model 3", ["viz", "pe", "--d-model", "3", "--out", str(root / "pe.png")]),
+        Case("viz embeddings unknown word", ["viz", "embeddings", "-m", mt, "--word", "zzzz", "--out", str(root / "e.png")]),
+        Case("average with no step files", ["average", mt]),
+        Case("plot a directory without metrics", ["plot", str(root)]),
+        Case("export --format bogus", ["export", "-m", mt, "--out", str(root / "x"), "--format", "bogus"]),
+    ]
+
+
+def run_case(case: Case) -> None:
+    err, out = io.StringIO(), io.StringIO()
+    stdin = io.TextIOWrapper(io.BytesIO(case.stdin), encoding="utf-8", errors="replace") if case.stdin is not None else None
+    old_stdin = sys.stdin
+    try:
+        if stdin is not None:
+            sys.stdin = stdin
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+            code = qkv_main(case.args)
+    except BaseException as exc:  # noqa: BLE001 - a traceback is what this script counts
+        case.outcome, case.detail = "traceback", "".join(traceback.format_exception_only(exc)).strip()[:300]
+        return
+    finally:
+        sys.stdin = old_stdin
+    lines = [line for line in err.getvalue().splitlines() if line.strip()]
+    problem = case.check() if case.check else None
+    if "Traceback" in err.getvalue():
+        case.outcome = "traceback"
+    elif problem:
+        case.outcome = "silent"
+    elif case.expect == "warning":
+        case.outcome = "warned" if code == 0 and any(line.startswith("warning:") for line in lines) else "silent"
+    elif code == 0:
+        case.outcome = "silent"
+    elif len(lines) == 1 and lines[0].startswith("error:") or (code == 2 and any("Usage:" in line for line in lines)):
+        case.outcome = "clean"                     # click's usage errors (exit 2) are clean too
+    else:
+        case.outcome = "messy"
+    case.detail = problem or (lines[-1] if lines else "")[:300]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "bad_inputs.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        cases = train_cases(root) + other_cases(root)
+        for case in cases:
+            run_case(case)
+    counts = {k: sum(c.outcome == k for c in cases) for k in ("clean", "warned", "traceback", "silent", "messy")}
+    result = {
+        "benchmark": "bad_inputs",
+        "cases": len(cases),
+        "counts": counts,
+        "not_clean": [{"case": c.name, "outcome": c.outcome, "detail": c.detail}
+                      for c in cases if c.outcome not in ("clean", "warned")],
+        "all": [{"case": c.name, "outcome": c.outcome, "stderr": c.detail} for c in cases],
+        "seconds": round(time.perf_counter() - start, 1),
+        "machine": {"cpu": cpu_name(), "fast_bf16": cpu_has_fast_bf16(), "cpus": os.cpu_count(),
+                    "torch": torch.__version__, "threads": torch.get_num_threads(),
+                    "python": platform.python_version(), "load_avg_1m": round(os.getloadavg()[0], 1)},
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
+    }
+    text = json.dumps(result, indent=2, ensure_ascii=False)
+    print(text)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
