@@ -18,7 +18,7 @@ What it measures (every training run is a fresh process, as `qkv train` would be
    interleaved A, B, A, B so machine load hits both alike (and the training losses, which must
    be equal: one window gives the in-memory batches).
 
-    python benchmarks/big_corpus.py                  # the full measurement (~40 minutes on 2 busy cores)
+    python benchmarks/big_corpus.py                  # the full measurement (over an hour on 2 heavily loaded cores)
     python benchmarks/big_corpus.py --pairs 200000 --text-mb 32 --memory-pairs 50000 --memory-text-mb 8
                                                      # a quick look
 
