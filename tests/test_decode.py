@@ -139,6 +139,20 @@ def test_fast_steps_equal_the_paper_path(arch, padded):
             torch.testing.assert_close(fast.step(ids), paper.step(ids), atol=2e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_decoding_stops_when_asked(use_cache):
+    """Inside qkv.decode.stoppable, every step asks first; the server uses it for clients that left."""
+    from qkv.decode import DecodingStopped, stoppable
+
+    model, steps = seq2seq(), []
+    model.decoder.register_forward_pre_hook(lambda m, args: steps.append(1))
+    with stoppable(lambda: len(steps) >= 3), pytest.raises(DecodingStopped, match="stopped"):
+        beam_search(model, sources(), DecodeConfig(beam_size=2, max_len_a=0, max_len_b=20, min_len=20,
+                                                     use_cache=use_cache))
+    assert len(steps) == 3
+    assert len(translate_ids(model, sources(), DecodeConfig(max_len_a=0, max_len_b=5))) == 3   # outside: runs
+
+
 def test_cached_decoding_feeds_one_token_and_encodes_cross_attention_once():
     model, src = seq2seq(), sources()
     widths, cross_kv = [], []

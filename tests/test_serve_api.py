@@ -302,6 +302,55 @@ def test_a_request_whose_client_left_is_never_decoded(mt: TestClient, monkeypatc
     assert mt.post("/v1/translate", json={"texts": ["abc"]}).status_code == 200   # the worker goes on
 
 
+def test_a_request_whose_client_left_stops_decoding(mt: TestClient, monkeypatch) -> None:
+    """The client disconnects while its job is decoding: decoding stops at its next step
+    (qkv.decode.check_stop, which every decoding step calls), instead of running to the end."""
+    import asyncio
+
+    from qkv.decode import DecodingStopped, check_stop
+
+    app = mt.app
+    engine = app.state.engine
+    outcome = {}
+
+    def long_decoding(req):                                # a decode of many steps, each checking
+        start = time.time()
+        try:
+            while time.time() - start < 20:
+                check_stop()
+                time.sleep(0.01)
+            outcome["ran"] = "to the end"
+        except DecodingStopped:
+            outcome["ran"] = f"stopped after {time.time() - start:.2f} s"
+            raise
+
+    monkeypatch.setattr(engine, "translate", long_decoding)
+    body = json.dumps({"texts": ["abc"]}).encode()
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive():
+        if messages:
+            return messages.pop(0)
+        await asyncio.sleep(0.3)                           # the job is running by then; the client leaves
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        pass
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+             "scheme": "http", "path": "/v1/translate", "raw_path": b"/v1/translate", "query_string": b"",
+             "root_path": "", "headers": [(b"content-type", b"application/json"),
+                                          (b"content-length", str(len(body)).encode())],
+             "client": ("127.0.0.1", 1234), "server": ("127.0.0.1", 80)}
+    asyncio.run(app(scope, receive, send))
+    deadline = time.time() + 10
+    while "ran" not in outcome and time.time() < deadline:
+        time.sleep(0.01)
+    assert outcome.get("ran", "").startswith("stopped after")
+    monkeypatch.undo()
+    assert mt.post("/v1/translate", json={"texts": ["abc"]}).status_code == 200   # the worker goes on
+
+
 def test_bind_errors_blame_the_right_option() -> None:
     import socket
 

@@ -20,6 +20,8 @@ the benchmark.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -28,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from qkv.config import check_ranges
-from qkv.errors import ConfigError, DataError, ShapeError
+from qkv.errors import ConfigError, DataError, QkvError, ShapeError
 from qkv.fast.decoding import CachedSteps
 
 
@@ -81,6 +83,31 @@ class Hypothesis:
     log_prob: float    # sum of log p(token | prefix), <eos> included when it was produced
 
 
+class DecodingStopped(QkvError):
+    """Decoding was stopped from outside (e.g. the server's client went away)."""
+
+
+_should_stop: contextvars.ContextVar[Callable[[], bool] | None] = contextvars.ContextVar("should_stop", default=None)
+
+
+@contextlib.contextmanager
+def stoppable(should_stop: Callable[[], bool]) -> Iterator[None]:
+    """Inside the block, every decoding step first asks `should_stop()` and, if it says True,
+    raises DecodingStopped (the server stops decoding for a client that went away)."""
+    token = _should_stop.set(should_stop)
+    try:
+        yield
+    finally:
+        _should_stop.reset(token)
+
+
+def check_stop() -> None:
+    """Raise DecodingStopped if the enclosing `stoppable` block asks to stop."""
+    should_stop = _should_stop.get()
+    if should_stop is not None and should_stop():
+        raise DecodingStopped("decoding was stopped: nobody waits for its result any more")
+
+
 def length_penalty(length: int | torch.Tensor, alpha: float) -> float | torch.Tensor:
     """GNMT length penalty lp = ((5 + length) / 6) ** alpha (Wu et al., 2016)."""
     return ((5 + length) / 6) ** alpha
@@ -109,6 +136,7 @@ class StepDecoder:
 
     def step(self, ids: torch.Tensor) -> torch.Tensor:
         """New token ids (B, T_new) -> logits of the last position (B, V)."""
+        check_stop()
         if self.steps is not None:
             logits = self.steps(ids, self.memory, self.src_mask)                   # (B, V)
             self.memory = None           # cross-attention keys/values now live in the cache

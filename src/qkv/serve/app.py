@@ -101,7 +101,7 @@ def _add_routes(app: FastAPI, engine: Engine, worker: ModelWorker) -> None:
         """Translate a batch of texts (greedy, beam search or sampling)."""
         engine.require(TRANSLATION)
         start = time.perf_counter()
-        translations = await answer(request, worker.translate(req))
+        translations = await answer(request, worker.translate(req), worker)
         return {"translations": translations, "elapsed_ms": _ms_since(start)}
 
     @app.post("/v1/generate", response_model=GenerateResponse, responses=ERRORS)
@@ -109,25 +109,25 @@ def _add_routes(app: FastAPI, engine: Engine, worker: ModelWorker) -> None:
         """Continue a prompt with a language model."""
         engine.require(LANGUAGE_MODEL)
         start = time.perf_counter()
-        result = await answer(request, worker.call(lambda: engine.generate(req)))
+        result = await answer(request, worker.call(lambda: engine.generate(req)), worker)
         return {**result, "elapsed_ms": _ms_since(start)}
 
     @app.post("/v1/explain", response_model=ExplainResponse, responses=ERRORS)
     async def explain(req: ExplainRequest, request: Request) -> dict[str, Any]:
         """One sentence with its output, tokens, every attention map and the top-k per step."""
-        return await answer(request, worker.call(lambda: engine.explain(req.text, req.top_k, req.max_new_tokens)))
+        return await answer(request, worker.call(lambda: engine.explain(req.text, req.top_k, req.max_new_tokens)), worker)
 
 
-async def answer(request: Request, job: Future) -> Any:
-    """The worker's result for `job`; if the client disconnects while the job waits in the queue,
-    the job is cancelled and never runs (a job already running finishes and is dropped)."""
+async def answer(request: Request, job: Future, worker: ModelWorker) -> Any:
+    """The worker's result for `job`; if the client disconnects, the job is abandoned: one still
+    waiting in the queue never runs, one already decoding stops at its next step."""
     result = asyncio.wrap_future(job)
     gone = asyncio.ensure_future(_disconnect(request))
     try:
         done, _ = await asyncio.wait({result, gone}, return_when=asyncio.FIRST_COMPLETED)
         if result in done:
             return result.result()
-        job.cancel()
+        worker.abandon(job)
         result.cancel()
         raise ClientGone()
     finally:

@@ -15,6 +15,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from qkv.decode import stoppable
 from qkv.serve.engine import Engine, ServeError
 from qkv.serve.schemas import MAX_BATCH, TranslateRequest
 
@@ -27,6 +28,7 @@ class Job:
     call: Callable[[], Any] | None = None                   # a call that runs alone
     request: TranslateRequest | None = None                 # or a translation that may be merged
     future: Future = field(default_factory=Future)
+    abandoned: threading.Event = field(default_factory=threading.Event)   # nobody waits for the result
 
     @property
     def merge_key(self) -> str | None:
@@ -62,6 +64,14 @@ class ModelWorker:
         """Translate `request.texts`, possibly in one batch with other waiting requests."""
         return self._put(Job(request=request))
 
+    def abandon(self, future: Future) -> None:
+        """The client of `future` went away: a waiting job is skipped, a running one stops decoding
+        at its next step (qkv.decode.stoppable; a merged batch stops once all its clients are gone)."""
+        future.cancel()
+        job = getattr(future, "qkv_job", None)
+        if job is not None:
+            job.abandoned.set()
+
     def stop(self) -> None:
         self.jobs.put(_STOP)
         self.thread.join(timeout=10)
@@ -71,6 +81,7 @@ class ModelWorker:
             if self.pending >= MAX_QUEUED:
                 raise ServeError(f"the server is busy ({self.pending} requests queued); retry shortly", 503)
             self.pending += 1
+        job.future.qkv_job = job                             # for abandon(future)
         job.future.add_done_callback(self._done)
         self.jobs.put(job)
         return job.future
@@ -93,7 +104,7 @@ class ModelWorker:
             if not group:
                 continue
             if group[0].call is not None:
-                _settle(group[0].future, group[0].call)
+                _settle(group[0], group[0].call)
             else:
                 self._translate_group(group)
 
@@ -120,14 +131,15 @@ class ModelWorker:
 
     def _translate_group(self, group: list[Job]) -> None:
         if len(group) == 1:
-            _settle(group[0].future, lambda: self.engine.translate(group[0].request))
+            _settle(group[0], lambda: self.engine.translate(group[0].request))
             return
         texts = [t for job in group for t in job.request.texts]
         try:
-            results = self.engine.translate(group[0].request.model_copy(update={"texts": texts}))
+            with stoppable(lambda: all(job.abandoned.is_set() for job in group)):
+                results = self.engine.translate(group[0].request.model_copy(update={"texts": texts}))
         except Exception:                       # one bad text must not fail its neighbours: run each alone
             for job in group:
-                _settle(job.future, lambda job=job: self.engine.translate(job.request))
+                _settle(job, lambda job=job: self.engine.translate(job.request))
             return
         for job in group:
             n = len(job.request.texts)
@@ -135,8 +147,9 @@ class ModelWorker:
             results = results[n:]
 
 
-def _settle(future: Future, fn: Callable[[], Any]) -> None:
+def _settle(job: Job, fn: Callable[[], Any]) -> None:
     try:
-        future.set_result(fn())
+        with stoppable(job.abandoned.is_set):        # decoding stops if the client goes away
+            job.future.set_result(fn())
     except BaseException as exc:  # handed to the request that asked; the worker keeps going
-        future.set_exception(exc)
+        job.future.set_exception(exc)
