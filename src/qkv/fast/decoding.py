@@ -18,8 +18,8 @@ decoder stack, output layer) and saves three things:
    beam 4 2.43 -> 2.15 s; batch 32 1.02x).
 
 Measured with `python benchmarks/fast_layer.py --only decoding` (30 steps, small config, one
-thread; 2 AVX-512 EPYC cores shared with other work, 2026-12-01): the fast steps take 1/1.13 of the
-paper path's time at batch 1 and 1/1.04 at batch 32 (1.05x with padded sources).
+thread, CPU time; 2 AVX-512 EPYC cores, quiet, 2026-12-01): the paper path takes 1.17x the fast
+steps' time at batch 1 and 1.035x at batch 32 (1.033x with padded sources).
 
 Proof of equality: tests/test_decode.py::test_fast_steps_equal_the_paper_path (logits equal the
 paper path's within float rounding, with and without padding, both model shapes, and a language

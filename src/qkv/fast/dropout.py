@@ -6,7 +6,7 @@ training step (small config, ~4k tokens per batch). `FastDropout` draws the same
 (each element dropped with probability p, to within 1/65536; the others scaled by 1/(1-p)) from
 PCG64, 64 random bits giving four 16-bit draws: dropout becomes ~5% of the step. Re-measured on
 length-bucketed batches like qkv's trainer makes (~3% padding, ~3,600 tokens, small config, one
-thread, 2 AVX-512 EPYC cores shared with other work, 2026-12-01): a training step 1.06x faster.
+thread, CPU time, 2 AVX-512 EPYC cores, quiet, 2026-12-01): a training step 1.08x faster.
 
 Each call seeds PCG64 from torch's generator, so `torch.manual_seed` and the RNG state saved in
 a checkpoint still make every mask reproducible (exact resume). Elsewhere (CUDA, torch.compile)

@@ -5,7 +5,7 @@ benchmarks), visibly, never on import. Gain: a translation training step 1.5x fa
 VM (copying a 69 MB tensor into fresh memory took 50 ms against 5 ms into kept memory). A/B:
 `python benchmarks/fast_layer.py --only malloc` (runs the same steps in two processes, with
 QKV_KEEP_FREED_MEMORY=0 and without); re-measured 2026-12-01 on bucketed batches (small config, one
-thread, 2 AVX-512 EPYC cores shared with other work): a step 1.16x faster. It changes no number,
+thread, CPU time, 2 AVX-512 EPYC cores, quiet): a step 1.10x faster. It changes no number,
 only where memory comes from.
 """
 
