@@ -13,7 +13,7 @@ tmp=$(mktemp -d)
 trap 'git worktree remove --force "$tmp/old"; git worktree remove --force "$tmp/new"; rm -rf "$tmp"' EXIT
 git worktree add -q --detach "$tmp/old" "$old_rev"
 git worktree add -q --detach "$tmp/new" "$new_rev"
-py=$(realpath "$py")
+py="$(cd "$(dirname "$py")" && pwd)/$(basename "$py")"    # absolute, the venv link kept
 for bench in train_throughput decode_speed; do
   for i in 1 2; do
     for side in old new; do
