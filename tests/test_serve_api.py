@@ -263,29 +263,21 @@ def test_cli_serve_port_in_use_is_one_line(tmp_path, capsys) -> None:
     assert err.startswith(f"error: cannot listen on 127.0.0.1:{port}") and "\n" not in err
 
 
-def test_a_request_whose_client_left_is_never_decoded(mt: TestClient, monkeypatch) -> None:
-    """The client disconnects while its job waits behind a slow one: the job is cancelled, skipped."""
+def post_then_leave(app, payload: dict, after: float) -> None:
+    """POST `payload` to /v1/translate through the ASGI app, then disconnect after `after` seconds."""
     import asyncio
 
-    app = mt.app
-    worker, engine = app.state.worker, app.state.engine
-    calls = []
-    real = engine.translate
-    monkeypatch.setattr(engine, "translate", lambda req: calls.append(req) or real(req))
-    busy = worker.call(lambda: time.sleep(0.6))            # the worker is busy for a while
-    skipped = worker.skipped
-    body = json.dumps({"texts": ["abc"]}).encode()
+    body = json.dumps(payload).encode()
     messages = [{"type": "http.request", "body": body, "more_body": False}]
-    sent = []
 
     async def receive():
         if messages:
             return messages.pop(0)
-        await asyncio.sleep(0.1)                           # then the client goes away
+        await asyncio.sleep(after)
         return {"type": "http.disconnect"}
 
     async def send(message):
-        sent.append(message)
+        pass
 
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
              "scheme": "http", "path": "/v1/translate", "raw_path": b"/v1/translate", "query_string": b"",
@@ -293,6 +285,18 @@ def test_a_request_whose_client_left_is_never_decoded(mt: TestClient, monkeypatc
                                           (b"content-length", str(len(body)).encode())],
              "client": ("127.0.0.1", 1234), "server": ("127.0.0.1", 80)}
     asyncio.run(app(scope, receive, send))
+
+
+def test_a_request_whose_client_left_is_never_decoded(mt: TestClient, monkeypatch) -> None:
+    """The client disconnects while its job waits behind a slow one: the job is cancelled, skipped."""
+    app = mt.app
+    worker, engine = app.state.worker, app.state.engine
+    calls = []
+    real = engine.translate
+    monkeypatch.setattr(engine, "translate", lambda req: calls.append(req) or real(req))
+    busy = worker.call(lambda: time.sleep(0.6))            # the worker is busy for a while
+    skipped = worker.skipped
+    post_then_leave(app, {"texts": ["abc"]}, after=0.1)      # the client goes away while it waits
     busy.result(timeout=10)
     deadline = time.time() + 5
     while worker.skipped == skipped and time.time() < deadline:
@@ -305,8 +309,6 @@ def test_a_request_whose_client_left_is_never_decoded(mt: TestClient, monkeypatc
 def test_a_request_whose_client_left_stops_decoding(mt: TestClient, monkeypatch) -> None:
     """The client disconnects while its job is decoding: decoding stops at its next step
     (qkv.decode.check_stop, which every decoding step calls), instead of running to the end."""
-    import asyncio
-
     from qkv.decode import DecodingStopped, check_stop
 
     app = mt.app
@@ -325,24 +327,7 @@ def test_a_request_whose_client_left_stops_decoding(mt: TestClient, monkeypatch)
             raise
 
     monkeypatch.setattr(engine, "translate", long_decoding)
-    body = json.dumps({"texts": ["abc"]}).encode()
-    messages = [{"type": "http.request", "body": body, "more_body": False}]
-
-    async def receive():
-        if messages:
-            return messages.pop(0)
-        await asyncio.sleep(0.3)                           # the job is running by then; the client leaves
-        return {"type": "http.disconnect"}
-
-    async def send(message):
-        pass
-
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-             "scheme": "http", "path": "/v1/translate", "raw_path": b"/v1/translate", "query_string": b"",
-             "root_path": "", "headers": [(b"content-type", b"application/json"),
-                                          (b"content-length", str(len(body)).encode())],
-             "client": ("127.0.0.1", 1234), "server": ("127.0.0.1", 80)}
-    asyncio.run(app(scope, receive, send))
+    post_then_leave(app, {"texts": ["abc"]}, after=0.3)      # the job is running by then; the client leaves
     deadline = time.time() + 10
     while "ran" not in outcome and time.time() < deadline:
         time.sleep(0.01)
