@@ -140,17 +140,12 @@ def _pair_files(data) -> dict[str, tuple[Path, Path]]:
 def _prepare_pairs(data, out: Path, sample: int, seed: int, say) -> PrepareReport:
     from qkv.data.corpus import ParallelFiles
     from qkv.train.checkpoint import save_tokenizers
-    from qkv.tokenizers import train_tokenizer
+    from qkv.train.inputs import pair_tokenizers
 
     files = _pair_files(data)
     say(f"sampling up to {sample:,} training pairs for the tokenizer")
     pairs = reservoir_sample(ParallelFiles(*files["train"]), sample, seed)
-    if data.shared_vocab:
-        src_tok = tgt_tok = train_tokenizer(data.tokenizer, [t for pair in pairs for t in pair],
-                                            data.vocab_size, data.min_freq)
-    else:
-        src_tok = train_tokenizer(data.tokenizer, [s for s, _ in pairs], data.vocab_size, data.min_freq)
-        tgt_tok = train_tokenizer(data.tokenizer, [t for _, t in pairs], data.vocab_size, data.min_freq)
+    src_tok, tgt_tok = pair_tokenizers(data, pairs)
     sampled = len(pairs)
     del pairs
     save_tokenizers(out, src_tok, tgt_tok)

@@ -18,7 +18,6 @@ stream's position is part of train_state.pt, so a resumed run reads the same bat
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -73,7 +72,6 @@ def _task_inputs(data: DataConfig, batch_tokens: int, seed: int, tokenizers) -> 
 
 def _translation_inputs(data: DataConfig, batch_tokens: int, seed: int, model_max_len: int, tokenizers) -> Inputs:
     from qkv.data.corpus import load_split, read_parallel
-    from qkv.tokenizers import train_tokenizer
 
     if data.dir:
         if not (data.src_lang and data.tgt_lang):
@@ -86,16 +84,21 @@ def _translation_inputs(data: DataConfig, batch_tokens: int, seed: int, model_ma
     else:
         raise DataError("translation data needs data.dir (+ src_lang, tgt_lang) or all of data.train_src, "
                         "data.train_tgt, data.valid_src, data.valid_tgt")
-    if tokenizers:
-        src_tok, tgt_tok = tokenizers
-    elif data.shared_vocab:
-        src_tok = tgt_tok = train_tokenizer(data.tokenizer, [t for pair in train for t in pair],
-                                            data.vocab_size, data.min_freq)
-    else:
-        src_tok = train_tokenizer(data.tokenizer, [s for s, _ in train], data.vocab_size, data.min_freq)
-        tgt_tok = train_tokenizer(data.tokenizer, [t for _, t in train], data.vocab_size, data.min_freq)
+    src_tok, tgt_tok = tokenizers if tokenizers else pair_tokenizers(data, train)
     limit = min(data.max_tokens, model_max_len - 1)
     return _seq2seq(train, valid, src_tok, tgt_tok, batch_tokens, seed, limit, model_max_len - 1)
+
+
+def pair_tokenizers(data: DataConfig, pairs: list[tuple[str, str]]):
+    """Source and target tokenizers learned from (source, target) pairs: one shared vocabulary
+    when data.shared_vocab, else one per side."""
+    from qkv.tokenizers import train_tokenizer
+
+    if data.shared_vocab:
+        tok = train_tokenizer(data.tokenizer, [t for pair in pairs for t in pair], data.vocab_size, data.min_freq)
+        return tok, tok
+    return (train_tokenizer(data.tokenizer, [s for s, _ in pairs], data.vocab_size, data.min_freq),
+            train_tokenizer(data.tokenizer, [t for _, t in pairs], data.vocab_size, data.min_freq))
 
 
 def _seq2seq(train, valid, src_tok, tgt_tok, batch_tokens: int, seed: int, max_tokens: int,
