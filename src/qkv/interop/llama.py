@@ -115,25 +115,6 @@ def to_llama(model: nn.Module) -> Any:
     return llama
 
 
-def export_llama(run_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
-    """Write run `run_dir` as a Llama model directory: config.json, model.safetensors, tokenizer."""
-    from qkv.interop.hf_tokenizer import save_hf_tokenizers
-    from qkv.train.checkpoint import load_run
-
-    run = load_run(run_dir)
-    llama = to_llama(run.model)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    llama.save_pretrained(out)
-    save_hf_tokenizers(out, None, run.tgt_tokenizer, run.cfg)
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Import: a Llama-format directory (config.json + safetensors + tokenizer.json) -> a qkv run
-# ---------------------------------------------------------------------------------------------
-
-
 def model_config_from_llama(hf: dict[str, Any]) -> ModelConfig:
     """The qkv ModelConfig of a Llama config.json."""
     if hf.get("model_type") != "llama":
