@@ -460,16 +460,22 @@ def translate_texts(run, texts: list[str], dcfg: DecodeConfig, batch_size: int =
                     warn: Callable[[str], None] | None = None,
                     name: Callable[[int], str] = lambda i: f"line {i + 1}") -> list[list[Hypothesis]]:
     """Translate `texts` with a loaded run: each text's n-best hypotheses (token ids and scores).
+    An over-long text is cut (OVER_LONG_RULE), `warn` getting a message that names it with
+    `name(index)`; then `translate_sources`."""
+    require_arch(run, "encoder-decoder")
+    ids = [source_ids(run, text, name(i), warn) for i, text in enumerate(texts)]
+    return translate_sources(run, ids, dcfg, batch_size, name)
 
-    Texts are sorted by length and decoded `batch_size` at a time (little padding), then put back
-    in order. An empty text gets one empty hypothesis; an over-long one is cut (OVER_LONG_RULE),
-    `warn` getting a message that names it with `name(index)`.
-    """
+
+def translate_sources(run, ids: list[list[int]], dcfg: DecodeConfig, batch_size: int = 32,
+                      name: Callable[[int], str] = lambda i: f"line {i + 1}") -> list[list[Hypothesis]]:
+    """Translate source token lists (from `source_ids`) with a loaded run: each one's n-best
+    hypotheses. They are sorted by length and decoded `batch_size` at a time (little padding),
+    then put back in order; an empty one gets one empty hypothesis."""
     require_arch(run, "encoder-decoder")
     if batch_size < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
-    ids = [source_ids(run, text, name(i), warn) for i, text in enumerate(texts)]
-    results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, 0.0)] for _ in texts]
+    results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, 0.0)] for _ in ids]
     order = sorted((i for i, x in enumerate(ids) if x), key=lambda i: -len(ids[i]))
     device = next(run.model.parameters()).device
     for start in range(0, len(order), batch_size):

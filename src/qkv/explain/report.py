@@ -425,7 +425,7 @@ def trace_run(run, text: str, target: str | None = None) -> tuple[Trace, list[st
     A translation model without `target` first translates `text` greedily and explains its own
     output; a language model explains the text (and `target`, if given, appended to it).
     """
-    from qkv.decode import DecodeConfig, prompt_ids, source_ids, translate_texts
+    from qkv.decode import DecodeConfig, prompt_ids, source_ids, translate_sources
     from qkv.explain.trace import trace
 
     warnings = []
@@ -439,7 +439,7 @@ def trace_run(run, text: str, target: str | None = None) -> tuple[Trace, list[st
     if not src:
         raise DataError("the source has no tokens; give some text")
     if target is None:
-        out = translate_texts(run, [text], DecodeConfig())[0][0].tokens[: run.cfg.max_len - 1]
+        out = translate_sources(run, [src], DecodeConfig())[0][0].tokens[: run.cfg.max_len - 1]
         warnings.append(f"no --target given: explaining the model's own greedy translation "
                         f"{run.tgt_tokenizer.decode(out)!r}")
         return trace(run.model, src, out, run.src_tokenizer, run.tgt_tokenizer), warnings

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from qkv.decode import DecodeConfig, Sampler, generate, prompt_ids, source_ids, translate_texts
+from qkv.decode import DecodeConfig, Sampler, generate, prompt_ids, source_ids, translate_sources
 from qkv.errors import QkvError
 from qkv.explain.trace import display_token, trace
 from qkv.serve import explain_view
@@ -81,29 +81,29 @@ class Engine:
         """`Translation` dicts for `req.texts`, in order, decoded as one batch (the one text
         pipeline of qkv.decode: an over-long text is cut, with a warning)."""
         self.require(TRANSLATION)
-        warnings = [self.check_source(text, f"text {i}") for i, text in enumerate(req.texts)]
-        hyps = self.search(req.texts, decode_config(req))
+        sources = [self.check_source(text, f"text {i}") for i, text in enumerate(req.texts)]
+        hyps = self.search([ids for ids, _ in sources], decode_config(req))
         return [
             {"source": text, "text": self.tgt.decode(h[0].tokens), "hypotheses": [self.hypothesis(x) for x in h],
              "warnings": w}
-            for text, h, w in zip(req.texts, hyps, warnings)
+            for text, h, (_, w) in zip(req.texts, hyps, sources)
         ]
 
-    def check_source(self, text: str, name: str) -> list[str]:
-        """Refuse a text with no tokens; return the warnings of the over-long rule."""
+    def check_source(self, text: str, name: str) -> tuple[list[int], list[str]]:
+        """The text's source ids by the over-long rule, with its warnings; a text with no tokens is refused."""
         warnings: list[str] = []
-        if not source_ids(self.run, text, name, warnings.append):
+        ids = source_ids(self.run, text, name, warnings.append)
+        if not ids:
             raise ServeError(f"{name} has no tokens after tokenization; send some text")
-        return warnings
+        return ids, warnings
 
-    def search(self, texts: list[str], dcfg: DecodeConfig) -> list[list[Any]]:
-        """n-best hypotheses of each text: qkv's own search, or CTranslate2's (same tokens)."""
+    def search(self, ids: list[list[int]], dcfg: DecodeConfig) -> list[list[Any]]:
+        """n-best hypotheses of each source: qkv's own search, or CTranslate2's (same tokens)."""
         if self.ct2 is not None:
             from qkv.interop.ct2 import ct2_limits
 
-            ids = [source_ids(self.run, text) for text in texts]
             return self.ct2.search(ids, ct2_limits(ids, dcfg, self.cfg.max_len), dcfg)
-        return translate_texts(self.run, texts, dcfg, batch_size=len(texts))
+        return translate_sources(self.run, ids, dcfg, batch_size=len(ids), name=lambda i: f"text {i}")
 
     def hypothesis(self, h: Any) -> dict[str, Any]:
         return {"text": self.tgt.decode(h.tokens), "tokens": self.labels(h.tokens), "score": h.score,
@@ -136,10 +136,9 @@ class Engine:
         return result
 
     def explain_translation(self, text: str, top_k: int, max_new_tokens: int) -> dict[str, Any]:
-        warnings = self.check_source(text, "the text")
-        src = source_ids(self.run, text)
+        src, warnings = self.check_source(text, "the text")
         dcfg = DecodeConfig(max_len_a=0.0, max_len_b=max_new_tokens)
-        out = translate_texts(self.run, [text], dcfg)[0][0].tokens[: self.cfg.max_len - 1]
+        out = translate_sources(self.run, [src], dcfg)[0][0].tokens[: self.cfg.max_len - 1]
         tr = trace(self.model, src, out, self.src, self.tgt)
         return {
             "kind": TRANSLATION,
