@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import torch
 
-from qkv.model.masks import causal_mask
+from qkv.model.masks import causal_padding_mask
 
 
 class CachedSteps:
@@ -60,7 +60,7 @@ class CachedSteps:
         if ids.size(1) == 1 and bool(keys.all()):
             self_mask = None                                                  # saving 1
         else:
-            self_mask = causal_mask(ids.size(1), keys.size(1), ids.device) & keys[:, None, None, :]
+            self_mask = causal_padding_mask(keys, ids.size(1))
         if src_mask is None:                                                  # a language model
             h = model.decoder(model.embed(ids, start), self_mask, cache=cache)
         else:

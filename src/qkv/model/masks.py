@@ -38,3 +38,9 @@ def combine(*masks: torch.Tensor | None) -> torch.Tensor | None:
             continue
         out = m if out is None else out & m
     return out
+
+
+def causal_padding_mask(real_keys: torch.Tensor, t_q: int) -> torch.Tensor:
+    """The decoder's self-attention mask: the last `t_q` of the (B, T_k) keys are the queries;
+    each sees the keys up to itself that are real (not padding). Returns (B, 1, T_q, T_k)."""
+    return causal_mask(t_q, real_keys.size(1), real_keys.device) & real_keys[:, None, None, :]

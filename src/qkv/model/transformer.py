@@ -11,7 +11,7 @@ from qkv.config import ModelConfig
 from qkv.errors import ConfigError, ShapeError
 from qkv.model.attention import KVCache, row_moves
 from qkv.model.layers import DecoderLayer, Embeddings, EncoderLayer, make_norm
-from qkv.model.masks import causal_mask, padding_mask
+from qkv.model.masks import causal_padding_mask, padding_mask
 from qkv.model.record import note
 
 
@@ -54,7 +54,7 @@ def decoder_mask(ids: torch.Tensor, pad_id: int, cache: DecoderCache | None = No
     over the cached past when decoding incrementally: (B, 1, T, T_past + T)."""
     real = ids != pad_id                                                # (B, T)
     keys = cache.extend_keys(real) if cache is not None else real       # (B, T_past + T)
-    return causal_mask(ids.size(1), keys.size(1), ids.device) & keys[:, None, None, :]
+    return causal_padding_mask(keys, ids.size(1))
 
 
 class Encoder(nn.Module):
