@@ -14,15 +14,17 @@ from qkv.train.checkpoint import save_run
 ALPHABET = "abcdefghijklmnopqrstuvwxyz "
 
 
-def tiny_run(path: Path, arch: str = "encoder-decoder", max_len: int = 64) -> Path:
+def tiny_run(path: Path, arch: str = "encoder-decoder", max_len: int = 64, **model) -> Path:
     """A 2-layer, 2-head, 32-wide model over lowercase letters, saved as a run directory.
-    A small `max_len` bounds every decoding (tests that send many random requests use one)."""
+    A small `max_len` bounds every decoding (tests that send many random requests use one);
+    `model` sets other ModelConfig fields (positional="rope", norm="rmsnorm", ...)."""
     torch.manual_seed(0)
     tok = CharTokenizer.from_alphabet(ALPHABET)
     v = tok.vocab_size
     cfg = ModelConfig(
         arch=arch, src_vocab_size=v if arch == "encoder-decoder" else 0, tgt_vocab_size=v,
         d_model=32, n_heads=2, n_encoder_layers=2, n_decoder_layers=2, d_ff=64, dropout=0.0, max_len=max_len,
+        **model,
     )
     src = tok if arch == "encoder-decoder" else None
     return save_run(path, build_model(cfg), {"data": {"task": "test"}}, src, tok)

@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+import torch
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install 'qkv[serve]'")
 pytest.importorskip("httpx", reason="TestClient needs httpx: pip install 'qkv[serve]'")
@@ -98,6 +99,39 @@ def test_explain_language_model_shows_masked_self_attention(lm: TestClient) -> N
     assert [m["kind"] for m in d["attention"]] == ["decoder"]
     assert d["output_tokens"][:3] == ["a", "b", "c"] and d["source_tokens"] == []
     assert d["steps"][0]["context"] == "c"                  # the first step chose the first new token
+    assert d["rope"] is None and d["rmsnorm"] is None        # sinusoidal positions, LayerNorm
+
+
+@pytest.mark.parametrize("arch", ["decoder-only", "encoder-decoder"])
+def test_explain_shows_the_rope_turn_and_every_rmsnorm(tmp_path, arch: str) -> None:
+    modern = {"positional": "rope", "norm": "rmsnorm", "activation": "swiglu", "n_kv_heads": 1, "norm_first": True}
+    with TestClient(create_app(tiny_run(tmp_path / "run", arch, **modern))) as client:
+        d = client.post("/v1/explain", json={"text": "hello", "max_new_tokens": 5}).json()
+        model = client.app.state.engine.model
+    stacks = ["encoder", "decoder"] if arch == "encoder-decoder" else ["decoder"]
+    rope, norms = d["rope"], d["rmsnorm"]
+    assert rope["theta"] == 10000.0 and rope["d_head"] == 16 and [s["kind"] for s in rope["stacks"]] == stacks
+    decoder = rope["stacks"][-1]
+    assert decoder["tokens"] == d["attention"][-1 if arch == "decoder-only" else 1]["queries"]
+    turn = model.decoder.layers[1].self_attn.rope
+    layer = decoder["layers"][1]
+    for before, after in (("q_before", "q"), ("k_before", "k")):                 # [head][position][dim]
+        b, a = torch.tensor(layer[before]), torch.tensor(layer[after])
+        assert b.shape == (2, len(decoder["tokens"]), 16)
+        torch.testing.assert_close(a, turn(b[None])[0], atol=2e-4, rtol=0)      # after = the model's turn of before
+        assert not torch.allclose(a[:, 1:], b[:, 1:], atol=1e-3)                # positions 1.. really turned
+    k = torch.tensor(layer["k"])
+    assert torch.equal(k[0], k[1])                                              # one key/value head (MQA)
+    assert [s["kind"] for s in norms["stacks"]] == stacks and norms["final"]["block"] == "final"
+    blocks = [n["block"] for n in norms["stacks"][-1]["layers"][0]]
+    assert blocks == (["attention", "cross-attention", "feed-forward"] if arch == "encoder-decoder"
+                      else ["attention", "feed-forward"])
+    for layer_norms in norms["stacks"][0]["layers"]:
+        for n in layer_norms:
+            x, rms = torch.tensor(n["input"]), torch.tensor(n["rms"])
+            torch.testing.assert_close(rms, x.pow(2).mean(-1).add(1e-5).sqrt(), atol=2e-4, rtol=1e-4)
+            torch.testing.assert_close(torch.tensor(n["output"]), x / rms[:, None] * torch.tensor(n["gain"]),
+                                       atol=5e-4, rtol=1e-3)
 
 
 @pytest.mark.parametrize(

@@ -94,6 +94,7 @@ def test_explorer_page_in_chromium(tmp_path: Path) -> None:
         assert "head 2" in page.inner_text("#heat-title")
         assert page.locator("#thumbs .thumb").count() == 3           # avg + 2 heads
         assert page.locator("#steps .step").count() >= 1
+        assert page.locator("#rope-card").is_hidden() and page.locator("#rms-card").is_hidden()   # not in this model
         page.fill("#text", "x" * 100)                                 # longer than the model's max_len:
         page.click("#go")                                             # cut, with a warning (one text rule)
         page.wait_for_selector("#warning:not([hidden])")
@@ -102,6 +103,36 @@ def test_explorer_page_in_chromium(tmp_path: Path) -> None:
         page.screenshot(path=str(tmp_path / "explorer.png"), full_page=True)
     assert errors == []
     assert (tmp_path / "explorer.png").stat().st_size > 10_000
+
+
+def test_explorer_shows_the_rope_turn_and_the_rmsnorm_step(tmp_path: Path) -> None:
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install -y chromium (or set QKV_CHROMIUM)")
+    from serve_runs import tiny_run
+
+    run = tiny_run(tmp_path / "run", "decoder-only", positional="rope", norm="rmsnorm", activation="swiglu",
+                   n_kv_heads=1, norm_first=True)
+    errors: list[str] = []
+    with live_server(run) as url, chromium_page() as page:
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        explore(page, url, "hello world")
+        assert page.locator("#rope-card").is_visible() and page.locator("#rms-card").is_visible()
+        assert "10000" in page.inner_text("#rope-theta")
+        page.click("#rope-layers button:has-text('2')")
+        page.click("#rope-heads button:has-text('2')")
+        page.click("#rope-tokens .chip:nth-child(5)")                  # position 4, the "o" of "hello"
+        assert "layer 2 · head 2 · “o” at position 4" in page.inner_text("#rope-title")
+        assert page.locator("#rope-q").evaluate("c => c.width") > 0 and page.locator("#rope-k").evaluate("c => c.width") > 0
+        check = page.inner_text("#rope-check")                          # the turn read from the model == 4·θᵢ
+        assert "4·θᵢ" in check and float(check.split(": ")[1].split("°")[0]) < 0.1, check
+        page.click("#rms-layers button:has-text('final')")
+        page.click("#rms-tokens .chip:nth-child(3)")
+        assert "the final norm" in page.inner_text("#rms-title") and "(position 2)" in page.inner_text("#rms-title")
+        numbers = page.inner_text("#rms-check")                         # the page's √mean(x²) == the model's RMS
+        ours, model = (float(numbers.split(t)[1].split(" ")[0].rstrip(",")) for t in ("√mean(x²) = ", "divided by "))
+        assert ours == pytest.approx(model, abs=2e-3), numbers
+        page.screenshot(path=str(tmp_path / "modern.png"), full_page=True)
+    assert errors == []
 
 
 def screenshot(run_dir: str, out: str, sentence: str) -> None:

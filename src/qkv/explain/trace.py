@@ -102,6 +102,16 @@ class AttentionTrace:
 
 
 @dataclass
+class RMSNormTrace:
+    """One RMSNorm as it ran: what it normalised, the RMS it divided by, its gain, what came out."""
+
+    input: torch.Tensor               # (T, d_model)
+    rms: torch.Tensor                 # (T, 1) sqrt(mean(x^2) + eps)
+    gain: torch.Tensor                # (d_model,) the learned g
+    output: torch.Tensor              # (T, d_model) input / rms * g
+
+
+@dataclass
 class SublayerTrace:
     """A residual block: what went in, what the function saw, what it added, what came out."""
 
@@ -110,7 +120,12 @@ class SublayerTrace:
     fn_output: torch.Tensor           # attention or feed-forward output
     residual: torch.Tensor            # input + fn_output
     output: torch.Tensor              # LN(residual) for post-LN, residual for pre-LN
-    rms: torch.Tensor | None = None   # (T, 1) with RMSNorm: sqrt(mean(x^2) + eps) of what it normalised
+    rmsnorm: RMSNormTrace | None = None   # the block's norm, when it is an RMSNorm (LayerNorm does not record)
+
+    @property
+    def rms(self) -> torch.Tensor | None:
+        """(T, 1) with RMSNorm: sqrt(mean(x^2) + eps) of what the block's norm divided by."""
+        return None if self.rmsnorm is None else self.rmsnorm.rms
 
 
 @dataclass
@@ -157,6 +172,8 @@ class Trace:
     positional: str = "sinusoidal"              # model.positional ("rope": rotations inside attention)
     norm: str = "layernorm"                     # model.norm ("rmsnorm")
     activation: str = "relu"                    # model.activation ("gelu", "swiglu")
+    rope_theta: float = 10000.0                 # model.rope_theta: RoPE's base wavelength
+    final_rmsnorm: RMSNormTrace | None = None   # pre-LN with RMSNorm: the decoder's final norm
 
     def attention(self, kind: str, layer: int) -> AttentionTrace:
         """The attention of `kind` ("enc", "dec", "cross") in layer `layer` (0-based)."""
@@ -292,6 +309,7 @@ def trace(
         dec_layers = [_layer(rec, layer, "decoder", i, tgt_tokens, src_tokens)
                       for i, layer in enumerate(model.decoder.layers)]
         final = rec.of(model.decoder)[0]["output"][0]
+        final_rmsnorm = _rmsnorm(rec, model.decoder.norm) if model.decoder.norm is not None else None
     finally:
         model.train(was_training)
     return Trace(
@@ -311,6 +329,8 @@ def trace(
         positional=cfg.positional,
         norm=cfg.norm,
         activation=cfg.activation,
+        rope_theta=cfg.rope_theta,
+        final_rmsnorm=final_rmsnorm,
     )
 
 
@@ -340,10 +360,17 @@ def _layer(rec: Record, layer: nn.Module, stack: str, index: int, tokens: list[s
 
 
 def _sublayer(rec: Record, block: nn.Module) -> SublayerTrace:
-    """A residual block as it recorded itself, with its RMSNorm's RMS when it has one."""
-    norm_calls = rec.of(block.norm)                       # only RMSNorm records (nn.LayerNorm does not)
-    rms = norm_calls[0]["rms"][0] if norm_calls else None
-    return SublayerTrace(**_one(rec.of(block)[0]), rms=rms)
+    """A residual block as it recorded itself, with its RMSNorm when it has one."""
+    return SublayerTrace(**_one(rec.of(block)[0]), rmsnorm=_rmsnorm(rec, block.norm))
+
+
+def _rmsnorm(rec: Record, norm: nn.Module) -> RMSNormTrace | None:
+    """What an RMSNorm recorded (None for nn.LayerNorm, which records nothing)."""
+    calls = rec.of(norm)
+    if not calls:
+        return None
+    call = _one(calls[0])
+    return RMSNormTrace(call["input"], call["rms"], norm.weight.detach(), call["output"])
 
 
 def _one(call: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

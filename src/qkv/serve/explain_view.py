@@ -3,13 +3,18 @@
 The trace's JSON summary lists attentions one per (kind, layer); the page wants one map per
 kind holding every layer, `weights[layer][head][query][key]`, so its layer and head selectors
 index straight into it. Steps keep the top-k next tokens and the token the model chose.
+With rotary positions, `rope` holds every self-attention's queries and keys before and after
+their rotation; with RMSNorm, `rmsnorm` holds what each norm divided by and what it gave out
+(both None for a model without them).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from qkv.explain.trace import Trace
+import torch
+
+from qkv.explain.trace import LayerTrace, RMSNormTrace, Trace
 
 KINDS = {"enc": "encoder", "dec": "decoder", "cross": "cross"}
 TITLES = {
@@ -22,7 +27,54 @@ TITLES = {
 def explain_json(tr: Trace, top_k: int, first_step: int = 0) -> dict[str, Any]:
     """`attention` (one map per kind) and `steps` (from `first_step` on) of an ExplainResponse."""
     summary = tr.to_dict(top_k)
-    return {"attention": attention_maps(summary["attention"]), "steps": steps(summary["top_k"][first_step:])}
+    return {"attention": attention_maps(summary["attention"]), "steps": steps(summary["top_k"][first_step:]),
+            "rope": rope_json(tr), "rmsnorm": rmsnorm_json(tr)}
+
+
+def _stacks(tr: Trace) -> list[tuple[str, list[LayerTrace]]]:
+    return [(name, layers) for name, layers in (("encoder", tr.encoder_layers), ("decoder", tr.decoder_layers)) if layers]
+
+
+def _rounded(t: torch.Tensor) -> list:
+    return torch.round(t.float(), decimals=4).tolist()
+
+
+def rope_json(tr: Trace) -> dict[str, Any] | None:
+    """Each stack's self-attention queries and keys, before and after RoPE turned them:
+    `stacks[s].layers[layer].q_before[head][position][dim]` (likewise q, k_before, k)."""
+    if tr.positional != "rope":
+        return None
+    stacks = []
+    for name, layers in _stacks(tr):
+        attns = [layer.self_attn for layer in layers]
+        stacks.append({
+            "kind": name, "tokens": attns[0].query_tokens,
+            "layers": [{"q_before": _rounded(a.q_before_rope), "q": _rounded(a.q),
+                        "k_before": _rounded(a.k_before_rope), "k": _rounded(a.k)} for a in attns],
+        })
+    return {"theta": tr.rope_theta, "d_head": tr.attentions()[0].d_head, "stacks": stacks}
+
+
+def _norm_json(block: str, norm: RMSNormTrace) -> dict[str, Any]:
+    return {"block": block, "input": _rounded(norm.input), "rms": _rounded(norm.rms[:, 0]),
+            "gain": _rounded(norm.gain), "output": _rounded(norm.output)}
+
+
+def rmsnorm_json(tr: Trace) -> dict[str, Any] | None:
+    """Every RMSNorm of every layer, in forward order: `stacks[s].layers[layer][n]` is
+    {block, input[position][dim], rms[position], gain[dim], output[position][dim]}; the decoder's
+    final norm (pre-LN) is `final`."""
+    if tr.norm != "rmsnorm":
+        return None
+    stacks = []
+    for name, layers in _stacks(tr):
+        stacks.append({"kind": name, "tokens": layers[0].self_attn.query_tokens, "layers": [
+            [_norm_json(block, sub.rmsnorm) for block, sub in
+             (("attention", layer.self_block), ("cross-attention", layer.cross_block), ("feed-forward", layer.ff_block))
+             if sub is not None and sub.rmsnorm is not None]
+            for layer in layers]})
+    final = None if tr.final_rmsnorm is None else _norm_json("final", tr.final_rmsnorm)
+    return {"norm_first": tr.norm_first, "stacks": stacks, "final": final}
 
 
 def attention_maps(attentions: list[dict[str, Any]]) -> list[dict[str, Any]]:

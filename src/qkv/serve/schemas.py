@@ -125,6 +125,51 @@ class Step(BaseModel):
     candidates: list[Candidate]
 
 
+class RotaryLayer(BaseModel):
+    """One self-attention's queries and keys before and after their rotation: [head][position][dim]."""
+
+    q_before: list[list[list[float]]]
+    q: list[list[list[float]]]
+    k_before: list[list[list[float]]]
+    k: list[list[list[float]]]
+
+
+class RotaryStack(BaseModel):
+    kind: Literal["encoder", "decoder"]
+    tokens: list[str]
+    layers: list[RotaryLayer]
+
+
+class Rotary(BaseModel):
+    """Rotary positions (RoPE): pair i of a query or key at position p is turned by p * theta^(-2i/d_head)."""
+
+    theta: float
+    d_head: int
+    stacks: list[RotaryStack]
+
+
+class RMSNormStep(BaseModel):
+    """One RMSNorm: output = input / rms * gain, per position."""
+
+    block: Literal["attention", "cross-attention", "feed-forward", "final"]
+    input: list[list[float]]
+    rms: list[float]
+    gain: list[float]
+    output: list[list[float]]
+
+
+class RMSNormStack(BaseModel):
+    kind: Literal["encoder", "decoder"]
+    tokens: list[str]
+    layers: list[list[RMSNormStep]]
+
+
+class RMSNorms(BaseModel):
+    norm_first: bool
+    stacks: list[RMSNormStack]
+    final: RMSNormStep | None = Field(None, description="the decoder's final norm (pre-LN)")
+
+
 class ExplainResponse(BaseModel):
     kind: Literal["translation", "language-model"]
     source: str
@@ -134,6 +179,8 @@ class ExplainResponse(BaseModel):
     warnings: list[str] = Field(default_factory=list, description="input cut to what the model reads, if any")
     attention: list[AttentionMap]
     steps: list[Step]
+    rope: Rotary | None = Field(None, description="with rotary positions: Q and K before and after the rotation")
+    rmsnorm: RMSNorms | None = Field(None, description="with RMSNorm: what every norm divided by and gave out")
     elapsed_ms: float
 
 

@@ -1,10 +1,15 @@
 // The qkv explorer: type a sentence, see the model's output, its tokens, every attention map
-// (kind / layer / head, or all heads averaged) and the top-k next tokens at each step.
+// (kind / layer / head, or all heads averaged) and the top-k next tokens at each step; with rotary
+// positions, each query and key pair before and after its turn; with RMSNorm, each norm's step.
 // Plain JavaScript, no libraries: the heatmaps are drawn on <canvas>.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { model: null, data: null, kind: 0, layer: 0, head: -1, hover: null };
+const state = {
+  model: null, data: null, kind: 0, layer: 0, head: -1, hover: null,
+  rope: { stack: 0, layer: 0, head: 0, pos: 0 },
+  rms: { stack: 0, layer: 0, block: 0, pos: 0 },
+};
 const SPECIAL = new Set(["<pad>", "<bos>", "<eos>", "<unk>"]);
 const FONT = '13px ui-monospace, "DejaVu Sans Mono", monospace';
 
@@ -42,6 +47,9 @@ async function explain(text) {
     state.kind = Math.max(0, kinds.indexOf("cross"));
     state.layer = state.data.attention[state.kind].weights.length - 1;
     state.head = -1;
+    const last = (stacks) => (stacks ? stacks.length - 1 : 0);    // the decoder, where there are two stacks
+    state.rope = { stack: last(state.data.rope && state.data.rope.stacks), layer: 0, head: 0, pos: 1 };
+    state.rms = { stack: last(state.data.rmsnorm && state.data.rmsnorm.stacks), layer: 0, block: 0, pos: 1 };
     const warnings = state.data.warnings || [];            // e.g. a text cut to what the model reads
     $("warning").textContent = warnings.join(" ");
     $("warning").hidden = warnings.length === 0;
@@ -73,6 +81,8 @@ function render() {
   renderTokens(d);
   renderControls();
   renderAttention();
+  renderRope(d.rope);
+  renderRmsNorm(d.rmsnorm);
   renderSteps(d.steps);
 }
 
@@ -266,6 +276,208 @@ function onHeatmapMove(ev) {
 function renderAttentionOnly() {
   const map = state.data.attention[state.kind];
   drawHeatmap($("heatmap"), currentMatrix(map, state.layer, state.head), map.queries, map.keys, state.hover);
+}
+
+// ---- rotary positions: each pair of a query and a key, before and after its turn ----------------
+
+const DIAL = 62;            // px per dial
+
+function pickTokens(box, tokens, active, onPick) {
+  box.replaceChildren();
+  tokens.forEach((t, i) => {
+    const chip = document.createElement("span");
+    chip.className = (SPECIAL.has(t) ? "chip special" : "chip") + (i === active ? " on" : "");
+    chip.append(document.createTextNode(t));
+    const idx = document.createElement("small");
+    idx.textContent = i;
+    chip.append(idx);
+    chip.addEventListener("click", () => onPick(i));
+    box.append(chip);
+  });
+}
+
+function wrapAngle(a) {     // to (-pi, pi]
+  const t = a % (2 * Math.PI);
+  return t > Math.PI ? t - 2 * Math.PI : t <= -Math.PI ? t + 2 * Math.PI : t;
+}
+
+const degrees = (a) => (a * 180) / Math.PI;
+
+function renderRope(rope) {
+  const card = $("rope-card");
+  card.hidden = !rope;
+  if (!rope) return;
+  const r = state.rope;
+  r.stack = Math.min(r.stack, rope.stacks.length - 1);
+  const stack = rope.stacks[r.stack];
+  r.layer = Math.min(r.layer, stack.layers.length - 1);
+  const layer = stack.layers[r.layer];
+  r.head = Math.min(r.head, layer.q.length - 1);
+  r.pos = Math.min(r.pos, stack.tokens.length - 1);
+  const again = () => renderRope(rope);
+  $("rope-theta").textContent = String(rope.theta);
+  $("rope-stack-control").hidden = rope.stacks.length < 2;
+  segmented($("rope-stacks"), rope.stacks.map((s, i) => [s.kind, i]), r.stack, (i) => { r.stack = i; again(); });
+  segmented($("rope-layers"), stack.layers.map((_, i) => [String(i + 1), i]), r.layer, (i) => { r.layer = i; again(); });
+  segmented($("rope-heads"), layer.q.map((_, h) => [String(h + 1), h]), r.head, (h) => { r.head = h; again(); });
+  pickTokens($("rope-tokens"), stack.tokens, r.pos, (i) => { r.pos = i; again(); });
+  const p = r.pos;
+  $("rope-title").textContent =
+    `${stack.kind} layer ${r.layer + 1} · head ${r.head + 1} · “${stack.tokens[p]}” at position ${p}: each pair i turned by ${p}·θᵢ`;
+  const q = drawDials($("rope-q"), layer.q_before[r.head][p], layer.q[r.head][p], p, rope);
+  const k = drawDials($("rope-k"), layer.k_before[r.head][p], layer.k[r.head][p], p, rope);
+  const worst = Math.max(q, k);
+  $("rope-check").textContent = Number.isFinite(worst)
+    ? `Largest gap between the angle each pair was turned by and ${p}·θᵢ: ${degrees(worst).toFixed(3)}°` +
+      " (pairs shorter than 1e-3 left out: their angle is noise)."
+    : "Every pair here is too short to show an angle.";
+}
+
+// One dial per pair (x₂ᵢ, x₂ᵢ₊₁): the vector before (grey) and after (blue) the turn, scaled to the
+// longest pair of the row; below it the turn the model made, in degrees. Returns the largest gap
+// between that turn and p·θᵢ (mod 360°) over pairs long enough to have an angle.
+function drawDials(canvas, before, after, p, rope) {
+  const pairs = before.length / 2;
+  const perRow = Math.max(1, Math.floor(1040 / DIAL));
+  const rows = Math.ceil(pairs / perRow);
+  const ctx = setupCanvas(canvas, Math.min(pairs, perRow) * DIAL, rows * (DIAL + 16));
+  const longest = Math.max(1e-12, ...Array.from({ length: pairs }, (_, i) => Math.hypot(before[2 * i], before[2 * i + 1])));
+  let worst = -Infinity;
+  ctx.font = '10px ui-monospace, "DejaVu Sans Mono", monospace';
+  ctx.textAlign = "center";
+  for (let i = 0; i < pairs; i++) {
+    const cx = (i % perRow) * DIAL + DIAL / 2, cy = Math.floor(i / perRow) * (DIAL + 16) + DIAL / 2;
+    const rad = DIAL / 2 - 5;
+    ctx.strokeStyle = "#e3e6ec";
+    ctx.lineWidth = 1;
+    ctx.beginPath();
+    ctx.arc(cx, cy, rad, 0, 2 * Math.PI);
+    ctx.stroke();
+    const [bx, by, ax, ay] = [before[2 * i], before[2 * i + 1], after[2 * i], after[2 * i + 1]];
+    arrow(ctx, cx, cy, (bx / longest) * rad, (by / longest) * rad, "#a3aab8");
+    arrow(ctx, cx, cy, (ax / longest) * rad, (ay / longest) * rad, "#2f5bd3");
+    const turned = Math.atan2(bx * ay - by * ax, bx * ax + by * ay);            // before -> after
+    const expected = p * Math.pow(rope.theta, (-2 * i) / rope.d_head);
+    const long = Math.hypot(bx, by) > 1e-3;
+    if (long) worst = Math.max(worst, Math.abs(wrapAngle(turned - expected)));
+    ctx.fillStyle = "#667085";
+    ctx.fillText(long ? `${degrees(turned).toFixed(0)}°` : "–", cx, cy + DIAL / 2 + 8);
+    ctx.textAlign = "left";
+    ctx.fillText(`i=${i}`, cx - DIAL / 2 + 1, cy - DIAL / 2 + 8);                // the pair's index
+    ctx.textAlign = "center";
+  }
+  return worst;
+}
+
+function arrow(ctx, cx, cy, dx, dy, colour) {
+  // y grows downwards on a canvas: draw (x, y) with y up, as on paper
+  const x = cx + dx, y = cy - dy;
+  ctx.strokeStyle = colour;
+  ctx.fillStyle = colour;
+  ctx.lineWidth = 2;
+  ctx.beginPath();
+  ctx.moveTo(cx, cy);
+  ctx.lineTo(x, y);
+  ctx.stroke();
+  const a = Math.atan2(y - cy, x - cx);
+  ctx.beginPath();
+  ctx.moveTo(x, y);
+  ctx.lineTo(x - 6 * Math.cos(a - 0.4), y - 6 * Math.sin(a - 0.4));
+  ctx.lineTo(x - 6 * Math.cos(a + 0.4), y - 6 * Math.sin(a + 0.4));
+  ctx.closePath();
+  ctx.fill();
+}
+
+// ---- RMSNorm: what each norm divided by, and one vector through it --------------------------------
+
+function rmsNorms(rmsnorm, stack) {
+  const list = rmsnorm.stacks[stack].layers.map((norms, layer) => norms.map((n) => ({ ...n, layer })));
+  if (rmsnorm.final && rmsnorm.stacks[stack].kind === "decoder") list.push([{ ...rmsnorm.final, layer: -1 }]);
+  return list;                // [layer][norm]; the decoder's final norm as one more "layer"
+}
+
+function renderRmsNorm(rmsnorm) {
+  const card = $("rms-card");
+  card.hidden = !rmsnorm;
+  if (!rmsnorm) return;
+  const r = state.rms;
+  r.stack = Math.min(r.stack, rmsnorm.stacks.length - 1);
+  const stack = rmsnorm.stacks[r.stack];
+  const layers = rmsNorms(rmsnorm, r.stack);
+  r.layer = Math.min(r.layer, layers.length - 1);
+  r.block = Math.min(r.block, layers[r.layer].length - 1);
+  r.pos = Math.min(r.pos, stack.tokens.length - 1);
+  const norm = layers[r.layer][r.block];
+  const again = () => renderRmsNorm(rmsnorm);
+  $("rms-stack-control").hidden = rmsnorm.stacks.length < 2;
+  segmented($("rms-stacks"), rmsnorm.stacks.map((s, i) => [s.kind, i]), r.stack, (i) => { r.stack = i; again(); });
+  segmented($("rms-layers"), layers.map((l, i) => [l[0].layer < 0 ? "final" : String(i + 1), i]), r.layer,
+    (i) => { r.layer = i; again(); });
+  segmented($("rms-blocks"), layers[r.layer].map((n, i) => [n.block, i]), r.block, (i) => { r.block = i; again(); });
+  drawRmsBars($("rms-bars"), norm.rms, stack.tokens, r.pos, (i) => { r.pos = i; again(); });
+  pickTokens($("rms-tokens"), stack.tokens, r.pos, (i) => { r.pos = i; again(); });
+  const where = norm.layer < 0 ? "the final norm" : `layer ${norm.layer + 1}, before the ${norm.block}`;
+  const x = norm.input[r.pos];
+  $("rms-title").textContent = `${stack.kind}, ${where} · “${stack.tokens[r.pos]}” (position ${r.pos}): ` +
+    "x, then x / RMS(x), then · g (the output)";
+  const divided = x.map((v) => v / norm.rms[r.pos]);
+  drawStrips($("rms-strips"), [["x", x], ["x / RMS", divided], ["· g", norm.output[r.pos]]]);
+  const rms = Math.sqrt(x.reduce((s, v) => s + v * v, 0) / x.length);
+  const length = (v) => Math.hypot(...v);
+  $("rms-check").textContent =
+    `√mean(x²) = ${rms.toFixed(4)} (the model divided by ${norm.rms[r.pos].toFixed(4)}, ε included); ` +
+    `length |x| = ${length(x).toFixed(3)} → |x / RMS| = ${length(divided).toFixed(3)} (√d_model = ` +
+    `${Math.sqrt(x.length).toFixed(3)}) → |output| = ${length(norm.output[r.pos]).toFixed(3)}.`;
+}
+
+function drawRmsBars(canvas, rms, tokens, active, onPick) {
+  const bar = Math.max(6, Math.min(28, Math.floor(1040 / tokens.length)));
+  const height = 110;
+  const ctx = setupCanvas(canvas, tokens.length * bar + 50, height + 8);
+  const top = Math.max(...rms, 1e-12);
+  ctx.font = '10px ui-monospace, "DejaVu Sans Mono", monospace';
+  ctx.fillStyle = "#667085";
+  ctx.textAlign = "right";
+  ctx.fillText(top.toFixed(2), 44, 10);
+  ctx.fillText("0", 44, height);
+  rms.forEach((v, i) => {
+    const h = (v / top) * (height - 8);
+    ctx.fillStyle = i === active ? "#2f5bd3" : "#9aaed8";
+    ctx.fillRect(50 + i * bar, height - h, bar - 2, h);
+  });
+  canvas.onclick = (ev) => {
+    const i = Math.floor((ev.clientX - canvas.getBoundingClientRect().left - 50) / bar);
+    if (i >= 0 && i < tokens.length) onPick(i);
+  };
+}
+
+function diverging(v, scale) {
+  // red (negative) -> white (0) -> blue (positive)
+  const t = Math.max(-1, Math.min(1, v / scale));
+  const [end, white] = [t < 0 ? [178, 24, 43] : [33, 102, 172], [255, 255, 255]];
+  const c = white.map((w, j) => Math.round(w + Math.abs(t) * (end[j] - w)));
+  return `rgb(${c[0]},${c[1]},${c[2]})`;
+}
+
+function drawStrips(canvas, strips) {
+  const d = strips[0][1].length;
+  const cell = Math.max(3, Math.min(14, Math.floor(960 / d)));
+  const left = 70, rowH = 22;
+  const ctx = setupCanvas(canvas, left + d * cell + 4, strips.length * rowH + 4);
+  ctx.font = FONT;
+  ctx.textBaseline = "middle";
+  const scale = Math.max(...strips.flatMap(([, v]) => v.map(Math.abs)), 1e-12);   // one scale: sizes compare
+  strips.forEach(([name, v], row) => {
+    ctx.fillStyle = "#1d2330";
+    ctx.textAlign = "right";
+    ctx.fillText(name, left - 8, row * rowH + rowH / 2);
+    v.forEach((x, j) => {
+      ctx.fillStyle = diverging(x, scale);
+      ctx.fillRect(left + j * cell, row * rowH + 2, cell - (cell > 4 ? 1 : 0), rowH - 4);
+    });
+  });
+  $("rms-lo").textContent = (-scale).toFixed(2);
+  $("rms-hi").textContent = `+${scale.toFixed(2)}`;
 }
 
 // ---- top-k per step ----------------------------------------------------------------------------
