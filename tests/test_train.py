@@ -104,6 +104,16 @@ def test_cosine_schedule_warms_up_and_ends_at_min_lr():
     assert lr_at("cosine", 110, **kw) == pytest.approx(1e-5)
 
 
+def test_linear_schedule_falls_in_a_straight_line_to_min_lr():
+    kw = dict(lr=1e-3, warmup=10, total=110, d_model=64, min_lr=0.0)
+    assert lr_at("linear", 5, **kw) == pytest.approx(5e-4)
+    assert lr_at("linear", 10, **kw) == pytest.approx(1e-3)
+    assert lr_at("linear", 35, **kw) == pytest.approx(7.5e-4)          # a quarter of the way down
+    assert lr_at("linear", 60, **kw) == pytest.approx(5e-4)
+    assert lr_at("linear", 110, **kw) == 0.0
+    assert lr_at("linear", 60, **{**kw, "min_lr": 1e-4}) == pytest.approx(5.5e-4)
+
+
 # --- configuration -------------------------------------------------------------------------------
 
 

@@ -34,7 +34,7 @@ class TrainConfig:
     steps: int = 2000                 # optimizer updates
     batch_tokens: int = 4096          # per micro-batch and process: sentences x longest padded side (LM: rows x block)
     accumulate: int = 1               # micro-batches per optimizer update
-    schedule: str = "noam"            # noam | cosine | constant
+    schedule: str = "noam"            # noam | cosine | linear | constant
     lr: float = 1.0
     warmup_steps: int = 400
     min_lr: float = 0.0               # cosine floor

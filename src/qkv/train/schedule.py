@@ -10,7 +10,10 @@ warmup = 4000 that is 7e-4 (factor 1). Warmup matters for post-LN Transformers: 
 are large and Adam's second-moment estimates are still poor.
 
 "cosine" warms up linearly to `lr`, then follows half a cosine down to `min_lr` at the last
-step; "constant" warms up and stays. Steps count from 1 (the first optimizer update).
+step; "linear" warms up, then falls in a straight line to `min_lr` at the last step (with
+min_lr = 0: "straight to zero", which Bergsma et al., 2025, find beats cosine when a model sees
+many tokens per parameter); "constant" warms up and stays. Steps count from 1 (the first
+optimizer update).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import torch
 
 from qkv.errors import ConfigError
 
-SCHEDULES = ("noam", "cosine", "constant")
+SCHEDULES = ("noam", "cosine", "linear", "constant")
 
 
 def noam(step: int, d_model: int, warmup: int, factor: float = 1.0) -> float:
@@ -40,6 +43,15 @@ def warmup_cosine(step: int, lr: float, warmup: int, total: int, min_lr: float =
     return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * progress))
 
 
+def warmup_linear(step: int, lr: float, warmup: int, total: int, min_lr: float = 0.0) -> float:
+    """Linear warmup to `lr` over `warmup` steps, then a straight line down to `min_lr` at `total`."""
+    step = max(step, 1)
+    if step <= warmup:
+        return lr * step / max(warmup, 1)
+    progress = min(1.0, (step - warmup) / max(total - warmup, 1))
+    return lr - (lr - min_lr) * progress
+
+
 def warmup_constant(step: int, lr: float, warmup: int) -> float:
     return lr * min(1.0, max(step, 1) / max(warmup, 1))
 
@@ -50,6 +62,8 @@ def lr_at(name: str, step: int, *, lr: float, warmup: int, total: int, d_model: 
         return noam(step, d_model, warmup, lr)
     if name == "cosine":
         return warmup_cosine(step, lr, warmup, total, min_lr)
+    if name == "linear":
+        return warmup_linear(step, lr, warmup, total, min_lr)
     if name == "constant":
         return warmup_constant(step, lr, warmup)
     raise ConfigError(f"train.schedule must be one of {', '.join(SCHEDULES)}; got {name!r}")
