@@ -48,7 +48,7 @@ from shakespeare import machine  # noqa: E402  (the same machine description for
 def main(argv: list[str] | None = None) -> int:
     from qkv.errors import QkvError
     from qkv.fast.malloc import keep_freed_memory
-    from qkv.train.distributed import default_processes, local_launch
+    from qkv.train.distributed import default_processes, exit_worker_rank, local_launch
 
     keep_freed_memory()                          # as the qkv command: big tensors reuse freed memory
     args = parse_args(argv)
@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
             command = launch_command(processes, args, sys.argv[1:] if argv is None else argv)  # bad input: one line here
             return local_launch(command, processes)
         results = run_recipe(args)
-        if results is None:
-            return 0
+        if results is None:                     # a DDP rank other than 0: rank 0 reports
+            exit_worker_rank()
     except QkvError as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2

@@ -39,7 +39,7 @@ WORLD_RANK, WORLD_SIZE = int(os.environ.get("RANK", "0")), int(os.environ.get("W
 def main(argv: list[str] | None = None) -> int:
     from qkv.errors import QkvError
     from qkv.fast.malloc import keep_freed_memory
-    from qkv.train.distributed import default_processes, local_launch
+    from qkv.train.distributed import default_processes, exit_worker_rank, local_launch
 
     keep_freed_memory()                          # as the qkv command: big tensors reuse freed memory
     args = parse_args(argv)
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             return local_launch(launch_command(processes, args, sys.argv[1:] if argv is None else argv), processes)
         results = run_recipe(args)
         if results is None:                     # a DDP rank other than 0: rank 0 reports
-            return 0
+            exit_worker_rank()
     except QkvError as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2

@@ -133,7 +133,7 @@ def test_unknown_config_key_names_the_nearest(override, names):
 
 def test_bad_config_values_are_config_errors():
     with pytest.raises(ConfigError, match="train.schedule"):
-        parse_config(task_config("reverse"), ["train.schedule=linear"])
+        parse_config(task_config("reverse"), ["train.schedule=exponential"])
     with pytest.raises(ConfigError, match="train.steps must be an integer"):
         parse_config(task_config("reverse"), ["train.steps=many"])
     with pytest.raises(ConfigError, match="did you mean 'reverse'"):
@@ -399,3 +399,13 @@ def test_validation_line_leaves_bleu_out_for_built_in_tasks(capsys):
     assert "exact 90.0%" in line and "chrF 95.0" in line and "BLEU" not in line
     Progress().validation(record, 1000)
     assert "BLEU 0.0  chrF 95.0" in capsys.readouterr().err
+
+
+def test_a_finished_worker_rank_exits_0_with_its_output_flushed():
+    # the way out for torchrun ranks other than 0 (no interpreter clean-up, where gloo can abort)
+    import subprocess
+    import sys
+
+    code = "from qkv.train.distributed import exit_worker_rank\nprint('rank 1 done', end='')\nexit_worker_rank()\nprint('never')"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (0, "rank 1 done"), done.stderr

@@ -382,6 +382,10 @@ def train(
         result = run_training(cfg, out or Path(default_out), set_ or (), quiet)
     if result.stopped == "interrupted":
         raise typer.Exit(130)
+    if int(os.environ.get("RANK", "0")) != 0:   # under torchrun: rank 0 has the last word
+        from qkv.train.distributed import exit_worker_rank
+
+        exit_worker_rank()
 
 
 @app.command()

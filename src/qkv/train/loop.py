@@ -19,6 +19,7 @@ update as one big batch.
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import math
 import os
@@ -88,8 +89,12 @@ def train(
     with locked, _global_settings_restored():
         trainer = Trainer(config, out_dir, overrides, quiet, resume)
         try:
-            return trainer.run()
+            result = trainer.run()
+            distributed.barrier()             # every rank is done with the process group before any leaves it
+            return result
         finally:
+            del trainer                       # the DDP wrapper (and its last gloo work) goes before its group
+            gc.collect()
             distributed.cleanup()
 
 
