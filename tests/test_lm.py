@@ -137,7 +137,7 @@ def test_recipe_launches_ranks_with_a_share_of_the_batch(tmp_path):
     command = recipe.launch_command(2, recipe.parse_args(argv), argv)
     assert command[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
     assert command[5].endswith("shakespeare.py")
-    assert command[6:] == ["--set", "train.steps=3", "--set", "train.batch_tokens=1024"]   # the config's 2048 / 2
+    assert command[6:] == ["--set", "train.steps=3", "--set", "train.batch_tokens=512"]   # the config's 1024 / 2
     argv = ["--set", "train.batch_tokens=1000"]                                          # the user's global batch
     assert recipe.launch_command(4, recipe.parse_args(argv), argv)[-1] == "train.batch_tokens=250"
     args = recipe.parse_args([])
