@@ -233,7 +233,7 @@ class Trace:
                     "layer": a.layer,
                     "query_tokens": a.query_tokens,
                     "key_tokens": a.key_tokens,
-                    "weights": _rounded(a.weights),            # [head][query][key]
+                    "weights": rounded(a.weights),            # [head][query][key]
                 }
                 for a in self.attentions()
             ],
@@ -242,7 +242,8 @@ class Trace:
         }
 
 
-def _rounded(t: torch.Tensor, digits: int = 5) -> list:
+def rounded(t: torch.Tensor, digits: int = 5) -> list:
+    """A tensor as nested lists of floats rounded to `digits` decimals (for JSON)."""
     return torch.round(t.float(), decimals=digits).tolist()
 
 

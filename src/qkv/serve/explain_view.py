@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from qkv.explain.trace import LayerTrace, RMSNormTrace, Trace
+from qkv.explain.trace import LayerTrace, RMSNormTrace, Trace, rounded
 
 KINDS = {"enc": "encoder", "dec": "decoder", "cross": "cross"}
 TITLES = {
@@ -35,8 +35,8 @@ def _stacks(tr: Trace) -> list[tuple[str, list[LayerTrace]]]:
     return [(name, layers) for name, layers in (("encoder", tr.encoder_layers), ("decoder", tr.decoder_layers)) if layers]
 
 
-def _rounded(t: torch.Tensor) -> list:
-    return torch.round(t.float(), decimals=4).tolist()
+def _r(t: torch.Tensor) -> list:
+    return rounded(t, 4)                    # 4 decimals: Q, K and norms are many numbers
 
 
 def rope_json(tr: Trace) -> dict[str, Any] | None:
@@ -49,15 +49,15 @@ def rope_json(tr: Trace) -> dict[str, Any] | None:
         attns = [layer.self_attn for layer in layers]
         stacks.append({
             "kind": name, "tokens": attns[0].query_tokens,
-            "layers": [{"q_before": _rounded(a.q_before_rope), "q": _rounded(a.q),
-                        "k_before": _rounded(a.k_before_rope), "k": _rounded(a.k)} for a in attns],
+            "layers": [{"q_before": _r(a.q_before_rope), "q": _r(a.q),
+                        "k_before": _r(a.k_before_rope), "k": _r(a.k)} for a in attns],
         })
     return {"theta": tr.rope_theta, "d_head": tr.attentions()[0].d_head, "stacks": stacks}
 
 
 def _norm_json(block: str, norm: RMSNormTrace) -> dict[str, Any]:
-    return {"block": block, "input": _rounded(norm.input), "rms": _rounded(norm.rms[:, 0]),
-            "gain": _rounded(norm.gain), "output": _rounded(norm.output)}
+    return {"block": block, "input": _r(norm.input), "rms": _r(norm.rms[:, 0]),
+            "gain": _r(norm.gain), "output": _r(norm.output)}
 
 
 def rmsnorm_json(tr: Trace) -> dict[str, Any] | None:

@@ -103,16 +103,18 @@ function tokenLine(what, tokens) {
   label.className = "what";
   label.textContent = `${what} (${tokens.length})`;
   line.append(label);
-  tokens.forEach((t, i) => {
-    const chip = document.createElement("span");
-    chip.className = SPECIAL.has(t) ? "chip special" : "chip";
-    chip.append(document.createTextNode(t));
-    const idx = document.createElement("small");
-    idx.textContent = i;
-    chip.append(idx);
-    line.append(chip);
-  });
+  tokens.forEach((t, i) => line.append(tokenChip(t, i)));
   return line;
+}
+
+function tokenChip(t, i) {          // a token with its position under it
+  const chip = document.createElement("span");
+  chip.className = SPECIAL.has(t) ? "chip special" : "chip";
+  chip.append(document.createTextNode(t));
+  const idx = document.createElement("small");
+  idx.textContent = i;
+  chip.append(idx);
+  return chip;
 }
 
 function segmented(box, items, active, onPick) {
@@ -285,12 +287,8 @@ const DIAL = 62;            // px per dial
 function pickTokens(box, tokens, active, onPick) {
   box.replaceChildren();
   tokens.forEach((t, i) => {
-    const chip = document.createElement("span");
-    chip.className = (SPECIAL.has(t) ? "chip special" : "chip") + (i === active ? " on" : "");
-    chip.append(document.createTextNode(t));
-    const idx = document.createElement("small");
-    idx.textContent = i;
-    chip.append(idx);
+    const chip = tokenChip(t, i);
+    if (i === active) chip.classList.add("on");
     chip.addEventListener("click", () => onPick(i));
     box.append(chip);
   });
