@@ -62,5 +62,5 @@ def test_training_keeps_the_last_checkpoints_and_a_time_limit_stops_it(tmp_path)
 
     assert load_run(tmp_path / "run", weights="averaged").cfg.d_model == 32
     result = train(task_config("reverse"), tmp_path / "timed",
-                   overrides=TINY + ["train.steps=1000", "train.max_minutes=0.0001"], quiet=True)
+                   overrides=TINY + ["train.steps=1000", "train.max_minutes=1e-9"], quiet=True)
     assert result.stopped == "time limit" and result.steps == 1 and result.valid
