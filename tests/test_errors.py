@@ -62,6 +62,12 @@ def one_line_error(capsys, args, code=2):
     ("train.seed", "99999999999999999999999", "train.seed must fit in 64 bits"),
     ("train.label_smoothing", "1", "train.label_smoothing must be in [0, 1)"),
     ("data.valid_fraction", "-0.5", "data.valid_fraction must be in [0, 1)"),
+    ("model.layer_norm_eps", "-1", "model.layer_norm_eps must be in (0, 1), got -1.0"),
+    ("model.rope_theta", "nan", "model.rope_theta must be a finite number, got nan"),
+    ("model.n_encoder_layers", "-2", "model.n_encoder_layers must be in [0, 1024], got -2"),
+    ("model.n_decoder_layers", "100000000", "model.n_decoder_layers must be in [1, 1024], got 100000000"),
+    ("model.max_len", "1000000000000", "its largest tensor is src_embed.position.pe (1000000000000 x 16)"),
+    ("model.d_model", str(2**40), "the model is too large to build"),
 ])
 def test_option_values_are_checked_in_the_config_layer(option, value, says, tmp_path, capsys):
     args = ["train", "-q", "--task", "reverse", "--out", str(tmp_path / "r"), *TINY_ARGS, "--set", "train.steps=2"]
@@ -218,3 +224,48 @@ def test_resume_refuses_weights_and_state_from_different_steps_in_an_old_run(tra
     torch.save(state, old / "train_state.pt")
     with pytest.raises(CheckpointError, match="cannot continue exactly"):
         train(None, old, ["train.steps=8"], quiet=True, resume=True)
+
+
+# --- a model that cannot fit is refused before it is built -----------------------------------------
+
+
+def test_the_footprint_is_the_models_own(monkeypatch):
+    """Counted from the model built on the meta device: equal to the real model's parameters
+    (tied and shared embeddings once) and buffers, for every architecture option."""
+    from qkv.config import ModelConfig
+    from qkv.machine import check_model_fits, model_footprint
+    from qkv.model import build_model
+
+    shapes = [
+        dict(src_vocab_size=40, tgt_vocab_size=40, share_embeddings=True),
+        dict(src_vocab_size=40, tgt_vocab_size=50, tie_embeddings=False, positional="learned"),
+        dict(arch="decoder-only", tgt_vocab_size=60, n_encoder_layers=0, positional="rope",
+             activation="swiglu", norm="rmsnorm", n_kv_heads=1, bias=False, norm_first=True),
+    ]
+    for shape in shapes:
+        cfg = ModelConfig(d_model=32, n_heads=4, n_decoder_layers=2, d_ff=64, max_len=64,
+                          **{"n_encoder_layers": 2, **shape})
+        model = build_model(cfg)
+        params, buffers, _ = model_footprint(cfg)
+        assert params == model.num_parameters()
+        assert buffers == sum(b.numel() * b.element_size() for b in model.buffers())
+        need = params * 16 + buffers          # training: fp32 weights, gradients, two AdamW moments
+        monkeypatch.setattr("qkv.machine.available_memory", lambda device="cpu", n=need: n)
+        check_model_fits(cfg, training=True)
+        with pytest.raises(ConfigError, match="in each of 2 processes"):
+            check_model_fits(cfg, training=True, copies=2)
+        monkeypatch.setattr("qkv.machine.available_memory", lambda device="cpu", n=need: n - 1)
+        with pytest.raises(ConfigError, match=f"{params:,} parameters: weights, gradients and AdamW moments"):
+            check_model_fits(cfg, training=True)
+        check_model_fits(cfg)                 # loading needs only the weights
+
+
+def test_a_run_whose_config_cannot_fit_is_refused_in_one_line(mt, tmp_path, capsys):
+    import shutil
+
+    big = tmp_path / "big"
+    shutil.copytree(mt, big)
+    config = (big / "config.toml").read_text()
+    (big / "config.toml").write_text(config.replace("max_len = ", "max_len = 1000000000000  # ", 1))
+    err = one_line_error(capsys, ["translate", "-m", str(big), "abc"])
+    assert "GiB free" in err and "max_len" in err

@@ -78,6 +78,7 @@ class ModelConfig:
         return self.tgt_vocab_size
 
     def validate(self) -> None:
+        check_ranges("model", self, MODEL_RANGES)
         _check_choice("arch", self.arch, ARCHS)
         _check_choice("positional", self.positional, POSITIONALS)
         _check_choice("activation", self.activation, ACTIVATIONS)
@@ -100,10 +101,6 @@ class ModelConfig:
                 f"model.n_kv_heads ({self.n_kv_heads}) must divide model.n_heads ({self.n_heads}); "
                 f"try one of {_divisors(self.n_heads)} (or 0 for n_heads)"
             )
-        if self.rope_theta <= 1.0:
-            raise ConfigError(f"model.rope_theta must be > 1, got {self.rope_theta}")
-        if self.n_decoder_layers < 1:
-            raise ConfigError(f"model.n_decoder_layers must be >= 1, got {self.n_decoder_layers}")
         if self.arch == "encoder-decoder":
             if self.n_encoder_layers < 1:
                 raise ConfigError(f"model.n_encoder_layers must be >= 1, got {self.n_encoder_layers}")
@@ -134,6 +131,14 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], section: str = "model") -> "ModelConfig":
         return from_dict(cls, data, section)
+
+
+# Numeric [model] options beyond the positive sizes checked in validate (interval notation; every
+# float must also be finite). Whether a model of that size fits the machine: qkv.machine.check_model_fits.
+MODEL_RANGES = {
+    "src_vocab_size": "[0, inf)", "n_kv_heads": "[0, inf)", "layer_norm_eps": "(0, 1)", "rope_theta": "(1, inf)",
+    "n_encoder_layers": "[0, 1024]", "n_decoder_layers": "[1, 1024]",    # deeper than any trained Transformer
+}
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

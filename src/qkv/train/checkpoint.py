@@ -47,6 +47,7 @@ from qkv.config import (
     save_toml,
 )
 from qkv.errors import CheckpointError, QkvError
+from qkv.machine import check_model_fits
 from qkv.model import build_model
 
 CONFIG_FILE = "config.toml"
@@ -312,6 +313,7 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu", wei
     config = load_run_config(run_dir)
     cfg = _model_config(run_dir, config)
     src_tok, tgt_tok = load_tokenizers(run_dir, cfg)
+    check_model_fits(cfg)                   # built on the CPU, then moved
     model = build_model(cfg)
     load_weights(run_dir / f"{weights}.safetensors", model)
     model.to(device).eval()

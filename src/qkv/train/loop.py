@@ -35,7 +35,7 @@ from torch import nn
 from qkv.config import ModelConfig, atomic_write_bytes, save_toml
 from qkv.errors import CheckpointError, ConfigError, TrainingError
 from qkv.fast.dropout import use_fast_dropout
-from qkv.machine import cpu_has_fast_bf16
+from qkv.machine import check_model_fits, cpu_has_fast_bf16
 from qkv.model import build_model
 from qkv.train import distributed
 from qkv.train.checkpoint import (
@@ -140,6 +140,8 @@ class Trainer:
         self.inputs = self._prepare_inputs()
         self.cfg = self._model_config()
         self.config["model"] = self.cfg.to_dict()
+        copies = self.dist.local_world if self.device.type == "cpu" else 1
+        check_model_fits(self.cfg, self.device, training=True, copies=copies)
         self.model = build_model(self.cfg).to(self.device)
         use_fast_dropout(self.model)          # the fast layer: same masks in law, drawn ~3x cheaper on CPUs
         self.dtype = _autocast_dtype(self.tc.precision, self.device)
