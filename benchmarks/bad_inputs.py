@@ -5,7 +5,7 @@ traceback, or a silent wrong result (exit 0 where an error or a warning was due)
 
 Every case runs `qkv.cli.main` in this process (seconds in all; the tiny runs it needs are built
 in a temporary directory). The [train] and [data] cases are generated from the declared ranges
-(`TRAIN_RANGES`, `DATA_RANGES`): for every option a value below its interval, a value above it
+(`TRAIN_RANGES`, `DATA_RANGES`, `MODEL_RANGES`): for every option a value below its interval, a value above it
 where it has a finite bound, NaN or infinity for floats and 2**64 for integers. A case is clean when the exit
 status is non-zero and stderr is exactly one line starting with "error:"; a case that expects a
 warning must exit 0 with a "warning:" line. Some cases also check what was left on disk (no
@@ -33,7 +33,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from qkv.cli import main as qkv_main
-from qkv.config import ModelConfig
+from qkv.config import MODEL_RANGES, ModelConfig
 from qkv.machine import cpu_has_fast_bf16, cpu_name
 from qkv.model import build_model
 from qkv.tokenizers import CharTokenizer
@@ -68,11 +68,17 @@ def tiny_run(path: Path, arch: str = "encoder-decoder") -> Path:
     return save_run(path, build_model(cfg), {"data": {"task": "test"}}, tok if arch == "encoder-decoder" else None, tok)
 
 
+FILLED_IN = {"src_vocab_size"}       # training sets it from the tokenizer, whatever the config says
+
+
 def train_cases(root: Path) -> list[Case]:
-    """One case per bad value of every numeric [train] / [data] option."""
+    """One case per bad value of every numeric [train] / [data] / ranged [model] option."""
     cases = []
-    for section, cls, ranges in (("train", TrainConfig, TRAIN_RANGES), ("data", DataConfig, DATA_RANGES)):
+    sections = (("train", TrainConfig, TRAIN_RANGES), ("data", DataConfig, DATA_RANGES), ("model", ModelConfig, MODEL_RANGES))
+    for section, cls, ranges in sections:
         for name, rule in ranges.items():
+            if name in FILLED_IN:
+                continue
             low, high = (float(x) for x in rule[1:-1].split(","))
             is_float = cls.__dataclass_fields__[name].type == "float"
             if is_float:
@@ -120,6 +126,9 @@ def other_cases(root: Path) -> list[Case]:
     weights = load_file(nan / "model.safetensors")
     save_file({k: torch.full_like(v, float("nan")) for k, v in weights.items()}, nan / "model.safetensors",
               metadata={"format": "pt"})
+    huge = Path(tiny_run(root / "huge"))           # a hand-edited config.toml: positions for 10**12 tokens
+    config = (huge / "config.toml").read_text()
+    (huge / "config.toml").write_text(config.replace("max_len = ", "max_len = 1000000000000  # ", 1))
     tr = lambda *a: ["translate", "-m", mt, *a]        # noqa: E731
     tiny = sum((["--set", kv] for kv in TINY), [])
     surrogate = "ab\udcffc"
@@ -169,6 +178,10 @@ def other_cases(root: Path) -> list[Case]:
         Case("train --task bogus", ["train", "-q", "--task", "bogus"]),
         Case("train --set unknown key", ["train", "-q", "--out", str(root / "u"), "--set", "train.warmup=3"]),
         Case("train --set model.d_model=0", ["train", "-q", "--out", str(root / "d0"), *tiny, "--set", "model.d_model=0"]),
+        *[Case(f"train --set {kv} (cannot fit)", ["train", "-q", "--out", str(root / f"big-{i}"), *tiny, "--set", kv],
+               check=_no_weights(root / f"big-{i}"))
+          for i, kv in enumerate(["model.max_len=1000000000000", f"model.d_model={2**40}", "model.d_ff=4000000000"])],
+        Case("translate a run whose config.toml cannot fit", ["translate", "-m", str(huge), "abc"]),
         Case("train --set model.max_len=3", ["train", "-q", "--out", str(root / "ml3"), *tiny, "--set", "model.max_len=3"],
              check=_no_weights(root / "ml3")),
         Case("train --set train.lr=1e30 (diverges)",
