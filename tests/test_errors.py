@@ -62,6 +62,9 @@ def one_line_error(capsys, args, code=2):
     ("train.seed", "99999999999999999999999", "train.seed must fit in 64 bits"),
     ("train.label_smoothing", "1", "train.label_smoothing must be in [0, 1)"),
     ("data.valid_fraction", "-0.5", "data.valid_fraction must be in [0, 1)"),
+    ("data.train_size", "1000000000000", "data.train_size must be in [1, 10000000], got 1000000000000"),
+    ("data.max_len", "1000000000", "task 'reverse' draws inputs of up to 1000000000 characters, more than the model has positions for"),
+    ("train.accumulate", "1000000000", "train.accumulate must be in [1, 4096], got 1000000000"),
     ("model.layer_norm_eps", "-1", "model.layer_norm_eps must be in (0, 1), got -1.0"),
     ("model.rope_theta", "nan", "model.rope_theta must be a finite number, got nan"),
     ("model.n_encoder_layers", "-2", "model.n_encoder_layers must be in [0, 1024], got -2"),
@@ -139,8 +142,10 @@ def test_resume_refuses_options_it_would_ignore(trained, capsys):
 
 def test_a_failed_start_leaves_no_usable_looking_model(tmp_path, capsys):
     out = tmp_path / "r"
-    err = one_line_error(capsys, ["train", "-q", "--task", "reverse", "--out", str(out), *TINY_ARGS, "--set", "model.max_len=3"])
-    assert "max_len=3" in err
+    # inputs of 4 letters fit 4 positions, but with <bos>/<eos> not: the first step fails
+    err = one_line_error(capsys, ["train", "-q", "--task", "reverse", "--out", str(out), *TINY_ARGS,
+                                  "--set", "model.max_len=4", "--set", "data.max_len=4"])
+    assert "max_len=4" in err and "positions up to" in err
     assert not (out / "model.safetensors").exists()
     assert "weights file not found" in one_line_error(capsys, ["translate", "-m", str(out), "abc"])
 

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from qkv.data.batching import Batch, LMBlocks, Seq2SeqBatches, split_by_position
-from qkv.errors import DataError
+from qkv.errors import ConfigError, DataError
 from qkv.train.options import DataConfig
 
 
@@ -49,7 +49,7 @@ def prepare(data: DataConfig, batch_tokens: int, seed: int, model_max_len: int, 
     if data.prepared:
         return _prepared_inputs(data, batch_tokens, seed, model_max_len, tokenizers)
     if data.kind == "task":
-        return _task_inputs(data, batch_tokens, seed, tokenizers)
+        return _task_inputs(data, batch_tokens, seed, model_max_len, tokenizers)
     if data.kind == "translation":
         return _translation_inputs(data, batch_tokens, seed, model_max_len, tokenizers)
     return _lm_inputs(data, seed, tokenizers)
@@ -58,12 +58,18 @@ def prepare(data: DataConfig, batch_tokens: int, seed: int, model_max_len: int, 
 # --- seq2seq ---------------------------------------------------------------------------------
 
 
-def _task_inputs(data: DataConfig, batch_tokens: int, seed: int, tokenizers) -> Inputs:
+def _task_inputs(data: DataConfig, batch_tokens: int, seed: int, model_max_len: int, tokenizers) -> Inputs:
     from qkv.data.tasks import get_task, make_task
     from qkv.tokenizers import CharTokenizer
 
     task = get_task(data.task)
     lengths = {"min_len": data.min_len or None, "max_len": data.max_len or None}
+    longest = data.max_len or task.max_len        # the longest inputs have at least this many characters
+    if task.length_unit is not None and longest > model_max_len:
+        raise ConfigError(
+            f"task {task.name!r} draws inputs of up to {longest} {task.length_unit}, more than the model "
+            f"has positions for (model.max_len={model_max_len}); raise model.max_len or lower data.max_len"
+        )
     train = make_task(task.name, data.train_size, seed, "train", **lengths)
     valid = make_task(task.name, data.valid_size, seed, "valid", **lengths)
     tok = tokenizers[1] if tokenizers else CharTokenizer.from_alphabet(task.alphabet)

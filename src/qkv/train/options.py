@@ -71,7 +71,8 @@ class TrainConfig:
 # The valid values of every numeric [train] option (interval notation; all floats must be finite).
 _POSITIVE, _COUNT, _FRACTION = "[1, inf)", "[0, inf)", "[0, 1)"
 TRAIN_RANGES = {
-    "steps": _POSITIVE, "batch_tokens": _POSITIVE, "accumulate": _POSITIVE, "log_every": _POSITIVE,
+    "steps": _POSITIVE, "batch_tokens": _POSITIVE, "log_every": _POSITIVE,
+    "accumulate": "[1, 4096]",        # the micro-batches of a step are held together (their tokens are counted first)
     "eval_examples": _POSITIVE, "warmup_steps": _COUNT, "eval_every": _COUNT, "checkpoint_every": _COUNT,
     "threads": "[0, 4096]", "seed": f"[0, {2**63 - 1}]", "patience": _COUNT, "keep_checkpoints": _COUNT,
     "lr": "(0, inf)", "min_lr": _COUNT, "beta1": _FRACTION, "beta2": _FRACTION, "eps": "(0, inf)",
@@ -126,7 +127,8 @@ class DataConfig:
 
 
 DATA_RANGES = {
-    "train_size": "[1, inf)", "valid_size": "[1, inf)", "min_len": "[0, inf)", "max_len": "[0, inf)",
+    "train_size": "[1, 10000000]", "valid_size": "[1, 10000000]",    # synthetic tasks: ~10 s per million
+    "min_len": "[0, inf)", "max_len": "[0, inf)",
     "valid_fraction": "[0, 1)", "vocab_size": "[5, inf)", "min_freq": "[1, inf)", "max_tokens": "[1, inf)",
     "block_size": "[1, inf)",
 }
