@@ -274,3 +274,42 @@ def test_a_run_whose_config_cannot_fit_is_refused_in_one_line(mt, tmp_path, caps
     (big / "config.toml").write_text(config.replace("max_len = ", "max_len = 1000000000000  # ", 1))
     err = one_line_error(capsys, ["translate", "-m", str(big), "abc"])
     assert "GiB free" in err and "max_len" in err
+
+
+# --- asking for too much at once --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args, says", [
+    (["tokenize", "--vocab-size", str(10**11), "abc"], "needs 260 to 1,000,000 ids"),     # once aborted the process
+    (["viz", "pe", "--d-model", str(10**9)], "--max-len x --d-model must be at most 10,000,000"),
+])
+def test_requests_too_large_to_compute_are_refused(args, says, tmp_path, capsys):
+    err = one_line_error(capsys, args + (["--out", str(tmp_path / "pe.png")] if args[0] == "viz" else []))
+    assert says in err
+
+
+def test_beam_is_capped(mt, capsys):
+    assert main(["translate", "-m", mt, "--beam", "129", "abc"]) == 2
+    assert "less than or equal to 128" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("failure", [
+    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+    RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
+                 "you tried to allocate 38400000000 bytes. Error code 12 (Cannot allocate memory)"),
+    MemoryError(),
+])
+def test_running_out_of_memory_is_one_line_but_a_bug_is_not_hidden(failure, tmp_path, capsys, monkeypatch):
+    def fail(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr("qkv.explain.viz.write_positional_encoding", fail)
+    err = one_line_error(capsys, ["viz", "pe", "--out", str(tmp_path / "pe.png")])
+    assert err.startswith("error: out of memory (") and "--batch-size" in err
+
+    def bug(*args, **kwargs):
+        raise RuntimeError("expected scalar type Float but found Half")
+
+    monkeypatch.setattr("qkv.explain.viz.write_positional_encoding", bug)
+    with pytest.raises(RuntimeError, match="expected scalar type"):
+        main(["viz", "pe", "--out", str(tmp_path / "pe.png")])

@@ -241,7 +241,7 @@ def export(
 # --- decoding: translate, evaluate, generate (logic in qkv.decode) -------------------------------
 
 RunOpt = Annotated[Path, typer.Option("--model", "-m", help="Run directory.")]
-BeamOpt = Annotated[int, typer.Option("--beam", help="Beam size; 1 is greedy search.", min=1)]
+BeamOpt = Annotated[int, typer.Option("--beam", help="Beam size (1-128); 1 is greedy search.", min=1, max=128)]
 LengthPenaltyOpt = Annotated[float, typer.Option("--length-penalty", help="alpha of the GNMT length penalty ((5+len)/6)^alpha.")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Sentences decoded together.", min=1)]
 TemperatureOpt = Annotated[float, typer.Option(help="Sampling temperature (> 0).")]
@@ -509,7 +509,20 @@ def main(argv: Optional[list[str]] = None) -> int:
     except KeyboardInterrupt:
         echo_error("interrupted")
         return 130
+    except (MemoryError, RuntimeError) as exc:    # torch.OutOfMemoryError is a RuntimeError
+        if os.environ.get("QKV_DEBUG") or not _out_of_memory(exc):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        echo_error(f"out of memory ({first}); ask for less at once: a smaller --batch-size or --beam, "
+                   f"shorter inputs, or for training a smaller train.batch_tokens or model")
+        return 2
     return 0
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether an exception is an allocation failure (CPU or CUDA), not a bug."""
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or "out of memory" in text or "can't allocate memory" in text
 
 
 if __name__ == "__main__":

@@ -238,6 +238,11 @@ class WordTokenizer(VocabTokenizer):
         return " ".join(tokens)
 
 
+# The largest BPE vocabulary trained here: 4x the largest in use (about 256k). The trainer of
+# `tokenizers` allocates for the whole vocabulary up front and aborts the process when it cannot.
+MAX_BPE_VOCAB = 1_000_000
+
+
 class BPETokenizer(Tokenizer):
     """Byte-level BPE (as in GPT-2), trained and run by the Hugging Face `tokenizers` library.
 
@@ -259,8 +264,8 @@ class BPETokenizer(Tokenizer):
     def train(cls, texts: Iterable[str], vocab_size: int = 8000, min_freq: int = 2) -> "BPETokenizer":
         """Learn merges until `vocab_size` ids (special tokens and the 256 bytes included) or
         until no pair occurs `min_freq` times."""
-        if vocab_size < len(SPECIAL_TOKENS) + 256:
-            raise ConfigError(f"a byte-level BPE vocabulary needs at least 260 ids, got {vocab_size}")
+        if not len(SPECIAL_TOKENS) + 256 <= vocab_size <= MAX_BPE_VOCAB:
+            raise ConfigError(f"a byte-level BPE vocabulary needs 260 to {MAX_BPE_VOCAB:,} ids, got {vocab_size:,}")
         hf = HFTokenizer(models.BPE())
         hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         hf.decoder = decoders.ByteLevel()

@@ -32,6 +32,9 @@ def write_positional_encoding(path: str | os.PathLike, d_model: int = 128, max_l
         raise ConfigError(f"--d-model must be an even number >= 2, got {d_model}")
     if not 1 <= max_len <= 100_000:
         raise ConfigError(f"--max-len must be between 1 and 100000, got {max_len}")
+    if max_len * d_model > 10_000_000:
+        raise ConfigError(f"--max-len x --d-model must be at most 10,000,000 numbers (a picture shows far "
+                          f"fewer), got {max_len} x {d_model}")
     return _save(plots.positional_encoding(sinusoidal_table(max_len, d_model)), path)
 
 
