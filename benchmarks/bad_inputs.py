@@ -199,6 +199,7 @@ def other_cases(root: Path) -> list[Case]:
         Case("viz pe --d-model 3", ["viz", "pe", "--d-model", "3", "--out", str(root / "pe.png")]),
         Case("viz pe --d-model 10**9", ["viz", "pe", "--d-model", str(10**9), "--out", str(root / "pe.png")]),
         Case("viz embeddings unknown word", ["viz", "embeddings", "-m", mt, "--word", "zzzz", "--out", str(root / "e.png")]),
+        Case("history --seed -1", ["history", "--seed", "-1", "--steps", "1", "--out", str(root / "h")]),
         Case("average with no step files", ["average", mt]),
         Case("plot a directory without metrics", ["plot", str(root)]),
         Case("export --format bogus", ["export", "-m", mt, "--out", str(root / "x"), "--format", "bogus"]),

@@ -293,6 +293,11 @@ def test_beam_is_capped(mt, capsys):
     assert "less than or equal to 128" in capsys.readouterr().err
 
 
+def test_a_negative_history_seed_is_refused(tmp_path, capsys):
+    assert main(["history", "--seed", "-1", "--steps", "1", "--models", "rnn", "--out", str(tmp_path / "h")]) == 2
+    assert "greater than or equal to 0" in capsys.readouterr().err and not (tmp_path / "h").exists()
+
+
 @pytest.mark.parametrize("failure", [
     torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
     RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "

@@ -394,7 +394,7 @@ def prepare(
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write (must not exist or be empty).")],
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config value, e.g. data.vocab_size=16000 (repeatable).")] = None,
     sample: Annotated[int, typer.Option(help="Learn the tokenizer from at most this many training sentences (lines), sampled evenly.", min=1)] = 1_000_000,
-    seed: Annotated[int, typer.Option(help="Seed of the tokenizer sample.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the tokenizer sample.", min=0, max=2**63 - 1)] = 0,
 ) -> None:
     """Write a corpus once as memory-mapped token files (for corpora bigger than memory).
 
@@ -475,7 +475,8 @@ def history(
     budget_seconds: Annotated[Optional[float], typer.Option("--budget-seconds", help="Training time per model (default 100, --quick 15).")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Also stop each model after this many steps (a step budget).")] = None,
     clock: Annotated[str, typer.Option(help="cpu: CPU time of the training thread (fair on a busy machine); wall.")] = "cpu",
-    seed: Annotated[Optional[int], typer.Option(help="Random seed (data, initialization; default 0, --modern 1337).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed (data, initialization; default 0, --modern 1337).",
+                                                min=0, max=2**63 - 1)] = None,
     modern: Annotated[bool, typer.Option("--modern", help="Instead: the 2017 GPT, then RoPE, RMSNorm, SwiGLU, GQA one at a time, "
                                                          "then all (a Llama), on Tiny Shakespeare (default 75 s each, --quick 2 s).")] = False,
     data: Annotated[Optional[Path], typer.Option(help="With --modern: Tiny Shakespeare's input.txt (default ../shared/data/tinyshakespeare/input.txt).")] = None,
