@@ -102,6 +102,20 @@ def _no_weights(out: Path) -> Callable[[], str | None]:
     return lambda: f"{out / 'model.safetensors'} was written" if (out / "model.safetensors").exists() else None
 
 
+def _unchanged(run: Path) -> Callable[[], str | None]:
+    """The run's files as they are now must still be there, byte for byte, after the case (the
+    hidden .qkv-lock, which an earlier case may create, is bookkeeping, not the run)."""
+    def files() -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and not p.name.startswith(".")}
+
+    before = files()
+
+    def check() -> str | None:
+        after = files()
+        return None if after == before else f"{run} was changed: {sorted(set(after.items()) ^ set(before.items()))[0][0]}"
+    return check
+
+
 def _finite_checkpoint(out: Path) -> Callable[[], str | None]:
     def check() -> str | None:
         for name in ("model.safetensors", "last.safetensors"):
@@ -199,6 +213,10 @@ def other_cases(root: Path) -> list[Case]:
         Case("viz pe --d-model 3", ["viz", "pe", "--d-model", "3", "--out", str(root / "pe.png")]),
         Case("viz pe --d-model 10**9", ["viz", "pe", "--d-model", str(10**9), "--out", str(root / "pe.png")]),
         Case("viz embeddings unknown word", ["viz", "embeddings", "-m", mt, "--word", "zzzz", "--out", str(root / "e.png")]),
+        Case("export --out the run itself", ["export", "-m", mt, "--out", mt], check=_unchanged(Path(mt))),
+        Case("import --out an existing run", ["import", "--from", "minilm", "--out", mt], check=_unchanged(Path(mt))),
+        Case("train --out a run without a checkpoint", ["train", "-q", "--out", mt, *tiny], check=_unchanged(Path(mt))),
+        Case("demo --out a run it did not write", ["demo", "--out", lm], check=_unchanged(Path(lm))),
         Case("history --seed -1", ["history", "--seed", "-1", "--steps", "1", "--out", str(root / "h")]),
         Case("average with no step files", ["average", mt]),
         Case("plot a directory without metrics", ["plot", str(root)]),

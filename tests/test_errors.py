@@ -318,3 +318,29 @@ def test_running_out_of_memory_is_one_line_but_a_bug_is_not_hidden(failure, tmp_
     monkeypatch.setattr("qkv.explain.viz.write_positional_encoding", bug)
     with pytest.raises(RuntimeError, match="expected scalar type"):
         main(["viz", "pe", "--out", str(tmp_path / "pe.png")])
+
+
+# --- writing over a run -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [
+    ["export", "--format", "hf"], ["export", "--format", "ct2"], ["import", "--from", "minilm"],
+])
+def test_export_and_import_never_write_into_a_run(args, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run(tmp_path / "src"), run)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    model = ["--model", str(run)] if args[0] == "export" else []
+    err = one_line_error(capsys, [*args, *model, "--out", str(run)])
+    assert "holds a qkv run" in err and "choose another --out" in err
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    load_run(run)
+
+
+def test_training_never_writes_over_a_model_without_a_checkpoint(tmp_path, capsys):
+    run = tiny_run(tmp_path / "imported")                 # config.toml + model.safetensors, as `qkv import` writes
+    weights = (run / "model.safetensors").read_bytes()
+    err = one_line_error(capsys, ["train", "-q", "--task", "reverse", "--out", str(run), *TINY_ARGS])
+    assert "already holds a model" in err and (run / "model.safetensors").read_bytes() == weights

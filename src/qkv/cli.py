@@ -462,7 +462,9 @@ def import_(
     """Load a pretrained model (the MiniLM encoder, or a Llama directory) into qkv's own layers as a run directory."""
     from qkv.interop.llama import import_llama
     from qkv.interop.minilm import import_model
+    from qkv.train.checkpoint import refuse_to_replace_run
 
+    refuse_to_replace_run(out, "the imported model")
     typer.echo(f"wrote {import_llama(source, out) if Path(source).is_dir() else import_model(source, out)}")
 
 

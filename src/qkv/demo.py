@@ -7,6 +7,7 @@ match on held-out examples the model never saw.
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from rich.table import Table
 
 from qkv.data.tasks import make_task
 from qkv.decode import DecodeConfig, translate_lines
+from qkv.errors import OutputError
 from qkv.train import load_run, task_config, train
 
 # A budget that learns `reverse` well in well under a minute on 2 CPU cores.
@@ -41,6 +43,7 @@ def run_demo(out_dir: str | Path = "runs/demo", task: str = "reverse", n_show: i
              n_test: int = 200, quiet: bool = False, extra_overrides: tuple[str, ...] = ()) -> DemoResult:
     """Train on `task`, decode `n_test` held-out inputs greedily, return the exact-match rate."""
     start = time.perf_counter()
+    _clear_previous_demo(Path(out_dir))
     result = train(task_config(task), out_dir, overrides=DEMO_OVERRIDES + tuple(extra_overrides), quiet=quiet)
     seconds = time.perf_counter() - start
     run = load_run(out_dir)
@@ -49,7 +52,22 @@ def run_demo(out_dir: str | Path = "runs/demo", task: str = "reverse", n_show: i
     hyps = [nbest[0][0] for nbest in outputs]
     correct = sum(h == tgt for h, (_, tgt) in zip(hyps, test))
     examples = [(src, tgt, h) for (src, tgt), h in zip(test[:n_show], hyps[:n_show])]
+    (Path(out_dir) / DEMO_MARK).write_text("written by `qkv demo`; the next `qkv demo` replaces this directory\n")
     return DemoResult(Path(out_dir), seconds, result.steps, correct / len(test), examples)
+
+
+DEMO_MARK = ".qkv-demo"
+
+
+def _clear_previous_demo(out: Path) -> None:
+    """`qkv demo` can run again: it replaces a directory that an earlier demo wrote (marked by
+    DEMO_MARK), and refuses any other non-empty one rather than delete someone's work."""
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not (out / DEMO_MARK).is_file():
+        raise OutputError(f"{out} is not empty and was not written by `qkv demo`; choose another --out "
+                          f"(or delete it)")
+    shutil.rmtree(out)
 
 
 def print_demo(result: DemoResult, task: str, console: Console | None = None) -> None:

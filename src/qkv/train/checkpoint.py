@@ -46,7 +46,7 @@ from qkv.config import (
     remove_temporary_files,
     save_toml,
 )
-from qkv.errors import CheckpointError, QkvError
+from qkv.errors import CheckpointError, OutputError, QkvError
 from qkv.machine import check_model_fits
 from qkv.model import build_model
 
@@ -318,6 +318,15 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu", wei
     load_weights(run_dir / f"{weights}.safetensors", model)
     model.to(device).eval()
     return Run(run_dir, config, cfg, model, src_tok, tgt_tok)
+
+
+def refuse_to_replace_run(out_dir: str | os.PathLike, what: str) -> None:
+    """One line instead of writing `what` into a qkv run directory (one holding config.toml), whose
+    model.safetensors, tokenizer.json or config would be replaced: e.g. `qkv export -m RUN --out RUN`."""
+    out = Path(out_dir)
+    if (out / CONFIG_FILE).is_file():
+        raise OutputError(f"{out} holds a qkv run ({CONFIG_FILE}); writing {what} there would replace its "
+                          f"files; choose another --out")
 
 
 def load_run_config(run_dir: Path) -> dict[str, Any]:

@@ -110,6 +110,15 @@ def _global_settings_restored():
         torch.set_num_threads(threads)
 
 
+def _started_by_training(run_dir: Path) -> bool:
+    """Whether a run directory's config.toml was written by `qkv train` (it has a [train] section):
+    a run killed before its first checkpoint starts again in place; an imported model is kept."""
+    try:
+        return "train" in load_run_config(run_dir)
+    except CheckpointError:
+        return False
+
+
 class Trainer:
     """Holds the model, optimizer, data stream and bookkeeping of one run."""
 
@@ -124,6 +133,9 @@ class Trainer:
                 f"{self.run_dir} already holds a run; continue it with `qkv train --resume {self.run_dir}` "
                 f"or choose another --out"
             )
+        elif (self.run_dir / BEST_WEIGHTS).exists() and not _started_by_training(self.run_dir):
+            raise ConfigError(f"{self.run_dir} already holds a model ({BEST_WEIGHTS}) that training did not write "
+                              f"(imported or copied); choose another --out")
         self.config = parse_config(config, overrides)
         self.tc = TrainConfig(**self.config["train"])
         self.dc = DataConfig(**self.config["data"])
