@@ -344,3 +344,19 @@ def test_training_never_writes_over_a_model_without_a_checkpoint(tmp_path, capsy
     weights = (run / "model.safetensors").read_bytes()
     err = one_line_error(capsys, ["train", "-q", "--task", "reverse", "--out", str(run), *TINY_ARGS])
     assert "already holds a model" in err and (run / "model.safetensors").read_bytes() == weights
+
+
+@pytest.mark.parametrize("args, target", [
+    (["explain", "abc", "-m", "{run}", "--out"], "model.safetensors"),
+    (["translate", "-m", "{run}", "abc", "--output"], "config.toml"),
+    (["tokenize", "abc", "--save"], "tokenizer.json"),
+    (["viz", "pe", "--out"], "model.safetensors"),
+])
+def test_an_output_option_never_writes_over_a_run_file(args, target, tmp_path, capsys):
+    run = tiny_run(tmp_path / "run")
+    before = (run / target).read_bytes()
+    argv = [a.replace("{run}", str(run)) for a in args] + [str(run / target)]
+    assert main(argv) == 2
+    assert "is a file of the qkv run" in capsys.readouterr().err
+    assert (run / target).read_bytes() == before
+    load_run(run)

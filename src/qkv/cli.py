@@ -35,6 +35,16 @@ def echo_error(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
 
 
+def not_a_run_file(path: Optional[Path]) -> Optional[Path]:
+    """An output option's check: never write over a file of a qkv run (its weights, state, config,
+    tokenizer or log), e.g. `qkv explain ... --out RUN/model.safetensors`."""
+    from qkv.train.checkpoint import is_run_file
+
+    if path is not None and is_run_file(path):
+        raise typer.BadParameter(f"{path} is a file of the qkv run in {path.parent}; write somewhere else")
+    return path
+
+
 # ---------------------------------------------------------------------------------------------
 # Commands. Keep each one short: parse options, call the library, print the result.
 # ---------------------------------------------------------------------------------------------
@@ -69,7 +79,7 @@ def tokenize(
     compare: Annotated[bool, typer.Option("--compare", help="Show char, word and BPE side by side with token counts.")] = False,
     train: Annotated[Optional[list[Path]], typer.Option("--train", help="UTF-8 text file to train on (repeatable); default: TEXT itself.")] = None,
     vocab_size: Annotated[Optional[int], typer.Option("--vocab-size", help="Largest vocabulary when training.", min=5)] = None,
-    save: Annotated[Optional[Path], typer.Option(help="Write the tokenizer to this JSON file.")] = None,
+    save: Annotated[Optional[Path], typer.Option(help="Write the tokenizer to this JSON file.", callback=not_a_run_file)] = None,
 ) -> None:
     """Show the tokens and ids of TEXT as a table, with a saved tokenizer or one trained on the spot.
 
@@ -155,7 +165,7 @@ def explain(
     layer: Layer = 0,
     head: Head = 0,
     top_k: Annotated[int, typer.Option("--top-k", help="Next-token candidates shown per step.", min=1, max=50)] = 5,
-    out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")] = Path("explain.html"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.", callback=not_a_run_file)] = Path("explain.html"),
 ) -> None:
     """Write a self-contained HTML page that walks through one forward pass with the real numbers."""
     from qkv.explain.report import write_report
@@ -177,7 +187,7 @@ app.add_typer(viz_app, name="viz")
 def viz_pe(
     d_model: Annotated[int, typer.Option("--d-model", help="Model width (even).")] = 128,
     max_len: Annotated[int, typer.Option("--max-len", help="Number of positions.")] = 100,
-    out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")] = Path("pe.png"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.", callback=not_a_run_file)] = Path("pe.png"),
 ) -> None:
     """The sinusoidal positional encoding of the paper."""
     from qkv.explain.viz import write_positional_encoding
@@ -193,7 +203,7 @@ def viz_attention(
     layer: Layer = 0,
     head: Head = 0,
     kind: Annotated[str, typer.Option(help="enc, dec (masked self-attention) or cross.")] = "cross",
-    out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")] = Path("attention.png"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.", callback=not_a_run_file)] = Path("attention.png"),
 ) -> None:
     """One head's attention weights as a heatmap."""
     from qkv.explain.viz import write_attention
@@ -212,7 +222,7 @@ def viz_embeddings(
     word: Annotated[str, typer.Option(help="A token of the model's vocabulary.")],
     k: Annotated[int, typer.Option(help="Number of neighbours.", min=1, max=200)] = 10,
     side: Annotated[str, typer.Option(help="Embedding table of a translation model: src or tgt.")] = "tgt",
-    out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")] = Path("embeddings.png"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.", callback=not_a_run_file)] = Path("embeddings.png"),
 ) -> None:
     """Nearest neighbours of a word by cosine similarity, and a 2-D PCA picture of them."""
     from qkv.explain.viz import write_embeddings
@@ -259,7 +269,7 @@ def translate(
     model: RunOpt,
     text: Annotated[Optional[str], typer.Argument(help="Sentence to translate; default: --input or stdin lines.")] = None,
     input: Annotated[Optional[Path], typer.Option("--input", "-i", help="File with one sentence per line.")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write translations here instead of stdout.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write translations here instead of stdout.", callback=not_a_run_file)] = None,
     beam: BeamOpt = 5,
     n_best: Annotated[int, typer.Option("--n-best", help="Hypotheses per sentence ('i ||| text ||| score').", min=1)] = 1,
     length_penalty: LengthPenaltyOpt = 0.6,
@@ -297,7 +307,7 @@ def evaluate(
     beam: BeamOpt = 5,
     length_penalty: LengthPenaltyOpt = 0.6,
     batch_size: BatchOpt = 32,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Also write the translations here.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Also write the translations here.", callback=not_a_run_file)] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the scores as JSON.")] = False,
 ) -> None:
     """Translate --src and score it against --ref: sacreBLEU BLEU and chrF with their signatures."""

@@ -320,6 +320,14 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu", wei
     return Run(run_dir, config, cfg, model, src_tok, tgt_tok)
 
 
+def is_run_file(path: str | os.PathLike) -> bool:
+    """Whether `path` is an existing file that a qkv run keeps: in a directory holding config.toml,
+    the config itself, weights (*.safetensors), state (*.pt), a tokenizer (*.json) or the log."""
+    path = Path(path)
+    return (path.is_file() and (path.parent / CONFIG_FILE).is_file()
+            and (path.name == CONFIG_FILE or path.suffix in (".safetensors", ".pt", ".json", ".jsonl")))
+
+
 def refuse_to_replace_run(out_dir: str | os.PathLike, what: str) -> None:
     """One line instead of writing `what` into a qkv run directory (one holding config.toml), whose
     model.safetensors, tokenizer.json or config would be replaced: e.g. `qkv export -m RUN --out RUN`."""
