@@ -220,6 +220,8 @@ def other_cases(root: Path) -> list[Case]:
         Case("explain --out RUN/model.safetensors", ["explain", "abc", "-m", mt, "--out", str(Path(mt) / "model.safetensors")],
              check=_unchanged(Path(mt))),
         Case("translate --output RUN/config.toml", tr("--output", str(Path(mt) / "config.toml"), "abc"), check=_unchanged(Path(mt))),
+        Case("train --processes 100000", ["train", "-q", "--task", "reverse", "--processes", "100000", "--out", str(root / "np")],
+             check=_no_weights(root / "np")),
         Case("history --seed -1", ["history", "--seed", "-1", "--steps", "1", "--out", str(root / "h")]),
         Case("average with no step files", ["average", mt]),
         Case("plot a directory without metrics", ["plot", str(root)]),

@@ -48,12 +48,13 @@ from shakespeare import machine  # noqa: E402  (the same machine description for
 def main(argv: list[str] | None = None) -> int:
     from qkv.errors import QkvError
     from qkv.fast.malloc import keep_freed_memory
-    from qkv.train.distributed import default_processes, exit_worker_rank, local_launch
+    from qkv.train.distributed import check_processes, default_processes, exit_worker_rank, local_launch
 
     keep_freed_memory()                          # as the qkv command: big tensors reuse freed memory
     args = parse_args(argv)
     processes = 1 if args.evaluate_only else args.processes if args.processes is not None else default_processes()
     try:
+        check_processes(processes)
         if processes > 1 and "WORLD_SIZE" not in os.environ:
             command = launch_command(processes, args, sys.argv[1:] if argv is None else argv)  # bad input: one line here
             return local_launch(command, processes)

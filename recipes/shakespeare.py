@@ -39,12 +39,13 @@ WORLD_RANK, WORLD_SIZE = int(os.environ.get("RANK", "0")), int(os.environ.get("W
 def main(argv: list[str] | None = None) -> int:
     from qkv.errors import QkvError
     from qkv.fast.malloc import keep_freed_memory
-    from qkv.train.distributed import default_processes, exit_worker_rank, local_launch
+    from qkv.train.distributed import check_processes, default_processes, exit_worker_rank, local_launch
 
     keep_freed_memory()                          # as the qkv command: big tensors reuse freed memory
     args = parse_args(argv)
     processes = args.processes if args.processes is not None else default_processes()
     try:
+        check_processes(processes)
         if processes > 1 and "WORLD_SIZE" not in os.environ:
             from qkv.config import load_toml
 
@@ -75,9 +76,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--processes", type=int, default=None,
                    help="training processes (DDP over gloo, the CPU cores shared out as threads); the config's "
                         "batch_tokens stays the global batch. Default: 2 on a CPU with 2 or more cores, else 1")
-    p.add_argument("--samples", type=int, default=3, help="samples to generate (default 3)")
-    p.add_argument("--sample-tokens", type=int, default=300, help="characters per sample (default 300)")
+    p.add_argument("--samples", type=_count(0, 100), default=3, help="samples to generate, 0-100 (default 3)")
+    p.add_argument("--sample-tokens", type=_count(1, 100_000), default=300,
+                   help="characters per sample, 1-100000 (default 300)")
     return p.parse_args(argv)
+
+
+def _count(low: int, high: int):
+    """An argparse type: an integer in [low, high] (argparse prints the one-line usage error)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {value}")
+        return value
+    return parse
 
 
 def launch_command(processes: int, args: argparse.Namespace, argv: list[str]) -> list[str]:

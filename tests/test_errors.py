@@ -360,3 +360,11 @@ def test_an_output_option_never_writes_over_a_run_file(args, target, tmp_path, c
     assert "is a file of the qkv run" in capsys.readouterr().err
     assert (run / target).read_bytes() == before
     load_run(run)
+
+
+def test_more_processes_than_the_machine_has_are_refused_before_any_starts(tmp_path, capsys):
+    import os
+
+    too_many = max(2, os.cpu_count() or 1) + 1
+    err = one_line_error(capsys, ["train", "--task", "reverse", "--processes", str(too_many), "--out", str(tmp_path / "r")])
+    assert f"--processes must be between 1 and {too_many - 1}" in err and not (tmp_path / "r").exists()

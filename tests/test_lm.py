@@ -156,3 +156,18 @@ def test_recipe_in_two_processes(corpus, tmp_path, capsys):
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert results["processes"] == 2 and results["steps"] == 4
     assert results["train_tokens"] == 4 * 512          # batch_tokens stays the global batch: 256 per rank
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--processes", "100000"], "--processes must be between 1 and"),
+    (["--processes", "0"], "--processes must be between 1 and"),
+])
+def test_recipe_refuses_impossible_process_counts(args, says, tmp_path, capsys):
+    assert load_recipe().main([*args, "--out", str(tmp_path / "run")]) == 2
+    assert says in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+def test_recipe_bounds_its_samples(capsys):
+    with pytest.raises(SystemExit):
+        load_recipe().parse_args(["--sample-tokens", str(10**11)])
+    assert "must be between 1 and 100000" in capsys.readouterr().err

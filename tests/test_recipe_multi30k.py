@@ -44,6 +44,11 @@ def test_missing_data_is_one_line_naming_the_place(recipe, tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+def test_impossible_process_counts_are_one_line(recipe, tmp_path, capsys):
+    assert recipe.main(["--processes", "100000", "--out", str(tmp_path / "run")]) == 2
+    assert "--processes must be between 1 and" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
 def test_tiny_end_to_end_run_writes_results(recipe, tmp_path, capsys):
     data = write_corpus(tmp_path / "m30k")
     out = tmp_path / "run"

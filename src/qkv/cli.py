@@ -379,8 +379,9 @@ def train(
         raise ConfigError(f"--resume continues {resume} with its own config.toml, so {given} would be ignored; "
                           f"drop {given} (change values such as train.steps with --set)")
     if processes != 1 and "WORLD_SIZE" not in os.environ:
-        from qkv.train.distributed import local_launch
+        from qkv.train.distributed import check_processes, local_launch
 
+        check_processes(processes)
         code = local_launch(train_launch_command(processes, task, config, out, set_ or [], resume, quiet), processes)
         if code:
             raise typer.Exit(code)

@@ -158,6 +158,16 @@ def global_batch_tokens(configured: int, overrides: list[str]) -> int:
     return configured
 
 
+def check_processes(processes: int) -> int:
+    """--processes as given, or one line: at least 1, and no more than this machine's cores or GPUs
+    (each rank is a process with its own model copy: more ranks than cores only thrash)."""
+    cores = os.cpu_count() or 1
+    most = max(2, cores, torch.cuda.device_count() if torch.cuda.is_available() else 0)
+    if not 1 <= processes <= most:
+        raise ConfigError(f"--processes must be between 1 and {most} on this machine ({cores} cores), got {processes}")
+    return processes
+
+
 def local_launch_command(target: str | list[str], argv: list[str], processes: int,
                          batch_tokens: int | None) -> list[str]:
     """`target argv` under torchrun on this machine (--standalone) in `processes` ranks; target is a
