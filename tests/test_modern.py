@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qkv import ConfigError, ModelConfig, build_model
-from qkv.config import load_toml, save_toml
+from qkv.config import load_toml
+from qkv.files import save_toml
 from qkv.decode import Sampler, StepDecoder, generate
 from qkv.model.attention import MultiHeadAttention
 from qkv.model.layers import FeedForward, RMSNorm, RotaryPositionalEncoding, swiglu_width

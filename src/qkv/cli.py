@@ -283,7 +283,7 @@ def translate(
     ct2_model: Annotated[Optional[Path], typer.Option("--ct2-model", help="This run exported by `qkv export --format ct2`.")] = None,
 ) -> None:
     """Translate TEXT, a file, or stdin with a trained translation model."""
-    from qkv.config import atomic_write_bytes
+    from qkv.files import atomic_write_bytes
     from qkv.decode import DecodeConfig, format_translations, read_input_lines, translate_lines
     from qkv.interop.ct2 import engine_translate_lines
     from qkv.train.checkpoint import load_run
@@ -313,7 +313,7 @@ def evaluate(
     """Translate --src and score it against --ref: sacreBLEU BLEU and chrF with their signatures."""
     import json
 
-    from qkv.config import atomic_write_bytes
+    from qkv.files import atomic_write_bytes
     from qkv.data.corpus import iter_lines
     from qkv.decode import DecodeConfig, evaluate as score
     from qkv.train.checkpoint import load_run

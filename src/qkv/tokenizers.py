@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from qkv.config import atomic_write_bytes
+from qkv.files import atomic_write_bytes
 from qkv.errors import ConfigError, DataError
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"

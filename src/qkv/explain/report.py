@@ -20,7 +20,7 @@ from typing import Sequence
 import torch
 from matplotlib.figure import Figure
 
-from qkv.config import atomic_write_bytes
+from qkv.files import atomic_write_bytes
 from qkv.errors import ConfigError, DataError
 from qkv.explain import plots
 from qkv.explain.trace import KIND_NAMES, AttentionTrace, LayerTrace, Trace

@@ -245,7 +245,7 @@ def write_modern_report(results: dict[str, Any], out_dir: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from qkv.config import atomic_write_bytes
+    from qkv.files import atomic_write_bytes
 
     out = Path(out_dir)
     atomic_write_bytes(out / "results.json", json.dumps(results, indent=1).encode("utf-8"))

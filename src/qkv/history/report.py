@@ -22,7 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from qkv.config import atomic_write_bytes  # noqa: E402
+from qkv.files import atomic_write_bytes
 from qkv.history.lab import percent  # noqa: E402
 
 COLORS = {"rnn": "tab:red", "lstm": "tab:orange", "gru": "tab:olive", "gru-attn": "tab:blue",

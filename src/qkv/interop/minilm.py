@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from qkv.config import ModelConfig, load_toml, save_toml
+from qkv.config import ModelConfig, load_toml
+from qkv.files import save_toml
 from qkv.errors import CheckpointError, ConfigError, QkvError
 from qkv.model.layers import Embeddings
 from qkv.model.masks import padding_mask

@@ -17,7 +17,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as save_safetensors
 
-from qkv.config import atomic_write_bytes
+from qkv.files import atomic_write_bytes
 from qkv.errors import CheckpointError, ConfigError
 from qkv.train.loop import step_checkpoints
 

@@ -38,14 +38,8 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
-from qkv.config import (
-    ModelConfig,
-    atomic_write_bytes,
-    ensure_directory,
-    load_toml,
-    remove_temporary_files,
-    save_toml,
-)
+from qkv.config import ModelConfig, load_toml
+from qkv.files import atomic_write_bytes, ensure_directory, remove_temporary_files, save_toml
 from qkv.errors import CheckpointError, OutputError, QkvError
 from qkv.machine import check_model_fits
 from qkv.model import build_model

@@ -32,7 +32,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from qkv.config import ModelConfig, atomic_write_bytes, save_toml
+from qkv.config import ModelConfig
+from qkv.files import atomic_write_bytes, save_toml
 from qkv.errors import CheckpointError, ConfigError, TrainingError
 from qkv.fast.dropout import use_fast_dropout
 from qkv.machine import check_model_fits, cpu_has_fast_bf16

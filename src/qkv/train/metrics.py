@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from qkv.config import atomic_write_bytes
+from qkv.files import atomic_write_bytes
 from qkv.errors import CheckpointError
 
 METRICS_FILE = "metrics.jsonl"
