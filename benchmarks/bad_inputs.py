@@ -37,8 +37,8 @@ from qkv.config import MODEL_RANGES, ModelConfig
 from qkv.machine import cpu_has_fast_bf16, cpu_name
 from qkv.model import build_model
 from qkv.tokenizers import CharTokenizer
-from qkv.train.checkpoint import save_run
-from qkv.train.options import DATA_RANGES, TRAIN_RANGES, DataConfig, TrainConfig
+from qkv.run import save_run
+from qkv.run import DATA_RANGES, TRAIN_RANGES, DataConfig, TrainConfig
 
 TINY = [
     "model.d_model=16", "model.n_heads=2", "model.n_encoder_layers=1", "model.n_decoder_layers=1",

@@ -121,7 +121,7 @@ def worker(args: argparse.Namespace) -> None:
     stats: dict = {}
     if job["what"] == "prepare":
         from qkv.data.shards import prepare_corpus
-        from qkv.train.options import DataConfig
+        from qkv.run import DataConfig
 
         report = prepare_corpus(DataConfig(**job["data"]), job["out"], sample=job["sample"])
         stats = {"seconds": round(report.seconds, 1), "counts": report.counts, "tokens": report.tokens,

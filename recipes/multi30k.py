@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -93,14 +92,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def launch_command(processes: int, args: argparse.Namespace, argv: list[str]) -> list[str]:
     """This script again under torchrun, each rank with its share of the global batch; the data
     and the config are checked first, so a mistake is one line, not one per rank."""
-    from qkv.config import load_toml
-    from qkv.train.distributed import global_batch_tokens, local_launch_command
+    from qkv.run import RunConfig
+    from qkv.train.distributed import local_launch_command
 
     src, tgt = args.direction.split("-")
     check_data(args.data or DATA, src, tgt)
-    configured = load_toml(config_file(args.config, src, tgt)).get("train", {}).get("batch_tokens", 4096)
-    return local_launch_command(str(Path(__file__).resolve()), argv, processes,
-                                global_batch_tokens(configured, args.overrides))
+    batch_tokens = RunConfig.parse(config_file(args.config, src, tgt), args.overrides).train.batch_tokens
+    return local_launch_command(str(Path(__file__).resolve()), argv, processes, batch_tokens)
 
 
 def config_file(path: Path | None, src: str, tgt: str) -> Path:
@@ -117,7 +115,7 @@ def run_recipe(args: argparse.Namespace) -> dict[str, Any] | None:
     Returns the results (None on DDP ranks other than 0)."""
     import torch
 
-    from qkv.config import load_toml
+    from qkv.run import RunConfig
     from qkv.train import train
 
     src, tgt = args.direction.split("-")
@@ -127,8 +125,8 @@ def run_recipe(args: argparse.Namespace) -> dict[str, Any] | None:
     overrides = list(args.overrides) + ([f"train.max_minutes={args.minutes}"] if args.minutes else [])
     load_before = os.getloadavg()
     if not args.evaluate_only:
-        config = load_toml(config_path)
-        config.setdefault("data", {}).update(dir=str(data), src_lang=src, tgt_lang=tgt)
+        config = RunConfig.parse(config_path)
+        config.data.dir, config.data.src_lang, config.data.tgt_lang = str(data), src, tgt
         train(config, out, overrides=overrides)
     if int(os.environ.get("RANK", "0")) != 0:   # a DDP rank other than 0: rank 0 measures and reports
         return None
@@ -157,7 +155,7 @@ def check_data(data: Path, src: str, tgt: str) -> Path:
 def training_summary(out: Path) -> dict[str, Any]:
     """Steps, wall-clock time and speed of the run, from its metrics.jsonl and config.toml."""
     from qkv.errors import CheckpointError
-    from qkv.train.checkpoint import load_run_config
+    from qkv.run import load_run_config
     from qkv.train.metrics import read_metrics
 
     records = read_metrics(out)
@@ -181,25 +179,29 @@ def training_summary(out: Path) -> dict[str, Any]:
 
 def _times(out: Path) -> tuple[float | None, float]:
     """When the run started (config.toml written) and last wrote its metrics."""
-    metrics = out / "metrics.jsonl"
-    start = (out / "tokenizer.json").stat().st_mtime if (out / "tokenizer.json").exists() else None
-    return start, metrics.stat().st_mtime
+    from qkv.run import RunDir
+
+    run_dir = RunDir(out)
+    tokenizers = run_dir.tokenizer_files()
+    start = tokenizers[0].stat().st_mtime if tokenizers else None
+    return start, run_dir.metrics.stat().st_mtime
 
 
 def evaluate_run(out: Path, data: Path, src: str, tgt: str, args: argparse.Namespace) -> dict[str, Any]:
     """Choose between the greedy-best and the averaged weights on val (beam), then score test once."""
     from qkv.decode import DecodeConfig, evaluate
     from qkv.train.average import average_checkpoints
-    from qkv.train.checkpoint import load_run
-    from qkv.train.loop import step_checkpoints
+    from qkv.files import atomic_write_bytes
+    from qkv.run import RunDir, load_run
 
     out = Path(out)
+    run_dir = RunDir(out)
     dcfg = DecodeConfig(beam_size=args.beam, length_penalty=args.length_penalty)
-    best = out / "best.safetensors"
+    best = run_dir.weights("best")
     if not best.exists():
-        shutil.copyfile(out / "model.safetensors", best)
+        atomic_write_bytes(best, run_dir.weights().read_bytes())
     candidates = {"best": "best"}
-    n_average = min(args.average, len(step_checkpoints(out)))   # a short run keeps fewer
+    n_average = min(args.average, len(run_dir.step_checkpoints()))   # a short run keeps fewer
     if n_average >= 2:
         average_checkpoints(out, n_average)
         candidates["averaged"] = "averaged"
@@ -211,7 +213,7 @@ def evaluate_run(out: Path, data: Path, src: str, tgt: str, args: argparse.Names
         timing[f"val_{name}_s"] = round(time.perf_counter() - t0, 1)
         val_scores[name] = {"bleu": scored["bleu"], "chrf": scored["chrf"]}
     chosen = max(val_scores, key=lambda n: val_scores[n]["bleu"])
-    shutil.copyfile(out / f"{candidates[chosen]}.safetensors", out / "model.safetensors")
+    atomic_write_bytes(run_dir.weights(), run_dir.weights(candidates[chosen]).read_bytes())
     run = load_run(out)
     sources, refs = read(data, TEST, src), read(data, TEST, tgt)
     t0 = time.perf_counter()

@@ -47,10 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_processes(processes)
         if processes > 1 and "WORLD_SIZE" not in os.environ:
-            from qkv.config import load_toml
+            from qkv.run import RunConfig
 
-            config = load_toml(config_file(args.config))          # bad paths: one line here, not per rank
-            data_file(args.data, config.get("data", {}).get("train_text", ""))
+            config = RunConfig.parse(config_file(args.config))    # bad paths: one line here, not per rank
+            data_file(args.data, config.data.train_text)
             return local_launch(launch_command(processes, args, sys.argv[1:] if argv is None else argv), processes)
         results = run_recipe(args)
         if results is None:                     # a DDP rank other than 0: rank 0 reports
@@ -98,23 +98,22 @@ def _count(low: int, high: int):
 def launch_command(processes: int, args: argparse.Namespace, argv: list[str]) -> list[str]:
     """This script again under torchrun (--standalone: one machine). batch_tokens (the config's,
     or the user's --set) is the global batch: each rank is given its share."""
-    from qkv.config import load_toml
-    from qkv.train.distributed import global_batch_tokens, local_launch_command
+    from qkv.run import RunConfig
+    from qkv.train.distributed import local_launch_command
 
-    configured = load_toml(config_file(args.config)).get("train", {}).get("batch_tokens", 4096)
-    return local_launch_command(str(Path(__file__).resolve()), argv, processes,
-                                global_batch_tokens(configured, args.overrides))
+    batch_tokens = RunConfig.parse(config_file(args.config), args.overrides).train.batch_tokens
+    return local_launch_command(str(Path(__file__).resolve()), argv, processes, batch_tokens)
 
 
 def run_recipe(args: argparse.Namespace) -> dict[str, Any] | None:
     """Train (or resume), then evaluate and sample; write OUT/results.json; return the results
     (None on DDP ranks other than 0)."""
-    from qkv.config import load_toml
+    from qkv.run import RunConfig
     from qkv.train import train
 
     config_path = config_file(args.config)
-    config = load_toml(config_path)
-    config.setdefault("data", {})["train_text"] = str(data_file(args.data, config["data"].get("train_text", "")))
+    config = RunConfig.parse(config_path)                 # data paths: relative to the config file's folder
+    config.data.train_text = str(data_file(args.data, config.data.train_text))
     name = config_path.stem.replace("_", "-")
     out = args.out or ROOT / "runs" / name
     load_before = os.getloadavg()
@@ -138,7 +137,8 @@ def config_file(name: str) -> Path:
 
 
 def data_file(data: Path | None, configured: str) -> Path:
-    """input.txt from --data (a directory or the file), else the config's path from the repository root."""
+    """input.txt from --data (a directory or the file), else the config's path (already resolved
+    against the config file's folder)."""
     from qkv.errors import DataError
 
     if data is not None:
@@ -189,13 +189,13 @@ def summarize(out: Path, result, name: str, load_before: tuple[float, float, flo
 
 
 def _run_config(out: Path) -> dict[str, Any]:
-    from qkv.train.checkpoint import load_run_config
+    from qkv.run import load_run_config
 
     return load_run_config(out)
 
 
 def _parameters(out: Path) -> int:
-    from qkv.train.checkpoint import load_run
+    from qkv.run import load_run
 
     return sum(p.numel() for p in load_run(out).model.parameters())
 
@@ -223,7 +223,7 @@ def samples(out: Path, n: int, length: int, seed: int = 1337) -> list[dict[str, 
     """`n` continuations of fixed prompts, `length` tokens each (temperature 0.8, top-k 40, seeded),
     with the KV cache."""
     from qkv.decode import Sampler, generate_stream
-    from qkv.train.checkpoint import load_run
+    from qkv.run import load_run
 
     run = load_run(out)
     tok = run.tgt_tokenizer

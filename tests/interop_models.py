@@ -91,7 +91,7 @@ ALPHABET = "abcdefghijklmnopqrst"    # 20 symbols: ids 4..23 of a CharTokenizer
 def reverse_run(tmp_root: str) -> str:
     """A run directory (char tokenizer, post-LN model trained to reverse) shared by the tests."""
     from qkv.tokenizers import CharTokenizer
-    from qkv.train.checkpoint import save_run
+    from qkv.run import save_run
 
     model = with_one_thread(train_reverse)(model_config(), steps=200)
     tok = CharTokenizer.from_alphabet(ALPHABET)

@@ -9,7 +9,7 @@ import torch
 from qkv.config import ModelConfig
 from qkv.model import build_model
 from qkv.tokenizers import CharTokenizer
-from qkv.train.checkpoint import save_run
+from qkv.run import save_run
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz "
 

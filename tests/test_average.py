@@ -9,7 +9,7 @@ from safetensors.torch import load_file, save_file
 from qkv.cli import main
 from qkv.errors import CheckpointError
 from qkv.train.average import average_checkpoints
-from qkv.train.loop import step_checkpoints
+from qkv.run import RunDir
 
 
 def write_steps(run: Path, steps: dict[int, float]) -> None:
@@ -51,14 +51,15 @@ def test_average_refuses_different_models(tmp_path):
 
 
 def test_training_keeps_the_last_checkpoints_and_a_time_limit_stops_it(tmp_path):
-    from qkv.train import task_config, train
+    from qkv.data.tasks import task_config
+    from qkv.train import train
     from test_train import TINY
 
     sets = TINY + ["train.steps=9", "train.checkpoint_every=2", "train.keep_checkpoints=2", "train.eval_every=0"]
     train(task_config("reverse"), tmp_path / "run", overrides=sets, quiet=True)
-    assert [p.name for p in step_checkpoints(tmp_path / "run")] == ["step-8.safetensors", "step-9.safetensors"]
+    assert [p.name for p in RunDir(tmp_path / "run").step_checkpoints()] == ["step-8.safetensors", "step-9.safetensors"]
     average_checkpoints(tmp_path / "run", last=2)
-    from qkv.train.checkpoint import load_run
+    from qkv.run import load_run
 
     assert load_run(tmp_path / "run", weights="averaged").cfg.d_model == 32
     result = train(task_config("reverse"), tmp_path / "timed",

@@ -19,10 +19,11 @@ import torch
 from safetensors.torch import load_file
 
 from qkv import CheckpointError
-from qkv.train import task_config, train
-from qkv.train.checkpoint import weights_step
+from qkv.data.tasks import task_config
+from qkv.train import train
+from qkv.run import weights_step
 from qkv.train.metrics import read_metrics
-from qkv.train.options import parse_config
+from qkv.run import parse_config
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 

@@ -16,10 +16,12 @@ from serve_runs import tiny_run
 from qkv import CheckpointError, ConfigError
 from qkv.cli import main
 from qkv.errors import OutputError, TrainingError
-from qkv.train import task_config, train
-from qkv.train.checkpoint import LOCK_FILE, load_run, lock_run, save_weights
+from qkv.data.tasks import task_config
+from qkv.train import train
+from qkv.run.dir import LOCK_FILE
+from qkv.run import load_run, lock_run, save_weights
 from qkv.train.metrics import read_metrics
-from qkv.train.options import parse_config
+from qkv.run import parse_config
 
 TINY = [
     "model.d_model=16", "model.n_heads=2", "model.n_encoder_layers=1", "model.n_decoder_layers=1",
@@ -117,7 +119,7 @@ def test_weights_metadata_that_is_not_qkv_json(mt, tmp_path):
         bad = tmp_path / "bad.safetensors"
         save_file(load_file(path), bad, metadata={"format": "pt", "qkv_model_config": junk})
         with pytest.raises(CheckpointError, match="not a JSON table"):
-            from qkv.train.checkpoint import load_weights
+            from qkv.run import load_weights
             load_weights(bad, load_run(mt).model)
 
 

@@ -12,7 +12,7 @@ from qkv.explain import trace
 from qkv.decode import DecodeConfig, translate_ids
 from qkv.explain.report import matrix_table, render_html, trace_run
 from qkv.tokenizers import CharTokenizer
-from qkv.train.checkpoint import load_run, save_run
+from qkv.run import load_run, save_run
 
 TEXTS = ["abcdefghijklmnopqrstuvwxyz "]
 

@@ -10,7 +10,7 @@ from qkv import ConfigError
 from qkv.decode import DecodeConfig, translate_ids
 from qkv.fast import bf16
 from qkv.machine import cpu_has_fast_bf16
-from qkv.train.checkpoint import load_run
+from qkv.run import load_run
 
 
 def outputs(model, src, beam: int) -> list[list[int]]:

@@ -6,7 +6,7 @@ import torch
 from interop_models import assert_not_degenerate, reverse_run, sample_sources
 from qkv.decode import DecodeConfig, translate_ids
 from qkv.fast import onednn
-from qkv.train.checkpoint import load_run
+from qkv.run import load_run
 
 pytestmark = pytest.mark.skipif(not onednn._has_op(), reason="this PyTorch has no oneDNN linear op")
 

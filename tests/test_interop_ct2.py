@@ -13,7 +13,7 @@ from qkv.interop.ct2 import (
     Ct2Translator, compute_type_for_machine, default_threads, int8_kernels_are_exact, to_ct2_spec,
     translate_lines_ct2, vocabulary,
 )
-from qkv.train.checkpoint import load_run
+from qkv.run import load_run
 
 pytest.importorskip("ctranslate2")
 

@@ -16,7 +16,7 @@ from qkv.cli import main
 from qkv.decode import DecodeConfig, generate, translate_ids
 from qkv.interop import export_run
 from qkv.interop.hf import hf_architecture, to_hf
-from qkv.train.checkpoint import load_run
+from qkv.run import load_run
 
 transformers = pytest.importorskip("transformers")
 

@@ -18,7 +18,7 @@ from qkv.decode import generate
 from qkv.interop import export_run
 from qkv.interop.hf import hf_architecture
 from qkv.interop.llama import to_llama
-from qkv.train.checkpoint import load_run
+from qkv.run import load_run
 
 transformers = pytest.importorskip("transformers")
 
@@ -29,7 +29,7 @@ LLAMA = dict(arch="decoder-only", src_vocab_size=0, norm_first=True, positional=
 @functools.cache
 def llama_run(root: str) -> str:
     from qkv.tokenizers import CharTokenizer
-    from qkv.train.checkpoint import save_run
+    from qkv.run import save_run
 
     model = with_one_thread(train_lm)(model_config(**LLAMA), steps=150)
     return str(save_run(os.path.join(root, "llama-lm"), model, {}, None, CharTokenizer.from_alphabet(ALPHABET)))

@@ -16,9 +16,9 @@ from qkv import ConfigError, ModelConfig, build_model
 from qkv.data.batching import LMBlocks, split_by_position
 from qkv.decode import Sampler, generate
 from qkv.train import train
-from qkv.train.checkpoint import load_run
+from qkv.run import load_run
 from qkv.train.inputs import prepare
-from qkv.train.options import DataConfig
+from qkv.run import DataConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 WORDS = ("the", "king", "queen", "sword", "crown", "speaks", "falls", "rises")
@@ -109,7 +109,7 @@ def test_recipe_names_the_missing_data_file(tmp_path, capsys):
 @pytest.mark.parametrize("name", ["shakespeare_char.toml", "shakespeare_char_long.toml"])
 def test_recipe_configs_are_valid(name):
     from qkv.config import load_toml
-    from qkv.train.options import parse_config
+    from qkv.run import parse_config
 
     config = parse_config(load_toml(ROOT / "recipes" / name))
     assert config["data"]["kind"] == "lm" and config["data"]["tokenizer"] == "char"

@@ -16,7 +16,7 @@ from qkv.files import save_toml
 from qkv.decode import Sampler, StepDecoder, generate
 from qkv.model.attention import MultiHeadAttention
 from qkv.model.layers import FeedForward, RMSNorm, RotaryPositionalEncoding, swiglu_width
-from qkv.train.checkpoint import load_run, save_run
+from qkv.run import load_run, save_run
 from qkv.tokenizers import CharTokenizer
 
 V = 40

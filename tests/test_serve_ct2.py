@@ -17,7 +17,7 @@ from qkv import QkvError  # noqa: E402
 from qkv.cli import main  # noqa: E402
 from qkv.interop import export_run  # noqa: E402
 from qkv.serve import create_app  # noqa: E402
-from qkv.train.checkpoint import load_run  # noqa: E402
+from qkv.run import load_run  # noqa: E402
 
 
 @pytest.fixture(scope="module")

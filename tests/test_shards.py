@@ -13,7 +13,7 @@ from qkv.errors import DataError
 from qkv.train import train
 from qkv.train.inputs import MicroBatches, prepare
 from qkv.train.metrics import read_metrics
-from qkv.train.options import DataConfig
+from qkv.run import DataConfig
 
 WORDS = "ein der die das hund katze mann frau kind läuft springt sitzt auf dem im park wasser rot blau".split()
 TINY_MODEL = {"d_model": 16, "n_heads": 2, "n_encoder_layers": 1, "n_decoder_layers": 1, "d_ff": 32, "dropout": 0.0}

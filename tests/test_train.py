@@ -11,11 +11,12 @@ import torch.nn.functional as F
 from qkv import CheckpointError, ConfigError, ModelConfig, build_model
 from qkv.errors import ShapeError
 from qkv.cli import main
-from qkv.train import task_config, train
-from qkv.train.checkpoint import load_run, load_weights, save_weights
+from qkv.data.tasks import task_config
+from qkv.train import train
+from qkv.run import load_run, load_weights, save_weights
 from qkv.train.loss import label_smoothed_nll
 from qkv.train.metrics import read_metrics
-from qkv.train.options import parse_config
+from qkv.run import parse_config
 from qkv.train.schedule import lr_at, make_scheduler, noam
 
 # A model and budget small enough for a few seconds on a busy 2-core CPU.

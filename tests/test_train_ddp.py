@@ -49,7 +49,7 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path
     assert len(a) == len(b) == STEPS
     assert max(abs(x - y) for x, y in zip(a, b)) < (1e-5 if device.type == "cpu" else 1e-4), (a, b)
     # only rank 0 wrote files, and the weights agree
-    from qkv.train.checkpoint import load_run
+    from qkv.run import load_run
 
     wa = load_run(tmp_path / "single", weights="last").model.state_dict()
     wb = load_run(tmp_path / "ddp", weights="last").model.state_dict()
@@ -71,7 +71,7 @@ def test_cli_launch_command_shares_the_global_batch(tmp_path):
 
 def test_cli_trains_in_two_processes(tmp_path, capsys):
     from qkv.cli import main
-    from qkv.train.checkpoint import load_run_config
+    from qkv.run import load_run_config
 
     tiny = ["model.d_model=32", "model.n_heads=2", "model.n_encoder_layers=1", "model.n_decoder_layers=1",
             "model.d_ff=64", "train.steps=3", "train.eval_every=0", "train.eval_examples=8", "train.batch_tokens=400",
@@ -117,7 +117,7 @@ def test_ddp_ranks_read_disjoint_batches_from_a_prepared_corpus(tmp_path, monkey
     from qkv.data import shards
     from qkv.data.shards import prepare_corpus
     from qkv.train.inputs import MicroBatches
-    from qkv.train.options import DataConfig
+    from qkv.run import DataConfig
 
     from test_shards import TINY_MODEL, TINY_TRAIN, translation_data, write_pairs
 

@@ -9,7 +9,7 @@ from qkv.cli import main
 from qkv.explain import plots, trace
 from qkv.explain.embeddings import nearest_neighbours, pca_2d
 from qkv.tokenizers import CharTokenizer
-from qkv.train.checkpoint import save_run
+from qkv.run import save_run
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -38,7 +38,7 @@ def echo_error(message: str) -> None:
 def not_a_run_file(path: Optional[Path]) -> Optional[Path]:
     """An output option's check: never write over a file of a qkv run (its weights, state, config,
     tokenizer or log), e.g. `qkv explain ... --out RUN/model.safetensors`."""
-    from qkv.train.checkpoint import is_run_file
+    from qkv.run import is_run_file
 
     if path is not None and is_run_file(path):
         raise typer.BadParameter(f"{path} is a file of the qkv run in {path.parent}; write somewhere else")
@@ -170,7 +170,7 @@ def explain(
     """Write a self-contained HTML page that walks through one forward pass with the real numbers."""
     from qkv.explain.report import write_report
     from qkv.interop.minilm import refuse_sentence_encoder
-    from qkv.train.checkpoint import load_run
+    from qkv.run import load_run
 
     refuse_sentence_encoder(model, "qkv explain")
     for warning in write_report(out, load_run(model), text, target, layer, head, top_k):
@@ -208,7 +208,7 @@ def viz_attention(
     """One head's attention weights as a heatmap."""
     from qkv.explain.viz import write_attention
     from qkv.interop.minilm import is_sentence_encoder_run, write_encoder_attention
-    from qkv.train.checkpoint import load_run
+    from qkv.run import load_run
 
     if is_sentence_encoder_run(model):        # an imported encoder (qkv import) has only "enc" attention
         typer.echo(f"wrote {write_encoder_attention(out, model, text, layer, head)}")
@@ -226,7 +226,7 @@ def viz_embeddings(
 ) -> None:
     """Nearest neighbours of a word by cosine similarity, and a 2-D PCA picture of them."""
     from qkv.explain.viz import write_embeddings
-    from qkv.train.checkpoint import load_run
+    from qkv.run import load_run
 
     found = write_embeddings(out, load_run(model), word, k, side)
     typer.echo(f"{'token':<16} cosine")
@@ -286,7 +286,7 @@ def translate(
     from qkv.files import atomic_write_bytes
     from qkv.decode import DecodeConfig, format_translations, read_input_lines, translate_lines
     from qkv.interop.ct2 import engine_translate_lines
-    from qkv.train.checkpoint import load_run
+    from qkv.run import load_run
 
     dcfg = DecodeConfig(beam_size=1 if sample else beam, n_best=n_best, length_penalty=length_penalty, sample=sample,
                         temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
@@ -316,7 +316,7 @@ def evaluate(
     from qkv.files import atomic_write_bytes
     from qkv.data.corpus import iter_lines
     from qkv.decode import DecodeConfig, evaluate as score
-    from qkv.train.checkpoint import load_run
+    from qkv.run import load_run
 
     dcfg = DecodeConfig(beam_size=beam, length_penalty=length_penalty)
     sources, refs = [x for _, x in iter_lines(src)], [x for _, x in iter_lines(ref)]
@@ -344,7 +344,7 @@ def generate(
 ) -> None:
     """Continue a prompt with a trained language model, printing tokens as they come."""
     from qkv.decode import DecodeConfig, Sampler, generate_text
-    from qkv.train.checkpoint import load_run
+    from qkv.run import load_run
 
     dcfg = DecodeConfig(sample=not greedy, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
     pieces = generate_text(load_run(model), prompt, max_new_tokens, Sampler.from_config(dcfg), echo_warning)
@@ -372,7 +372,6 @@ def train(
     """Train a Transformer: a built-in task (default reverse), a config file, or resume a run."""
     from qkv.errors import ConfigError
     from qkv.train.loop import train as run_training
-    from qkv.train.options import command_config
 
     if resume is not None and (task or config or out):
         given = ", ".join(n for n, v in (("--task", task), ("--config", config), ("--out", out)) if v)
@@ -412,11 +411,10 @@ def prepare(
     Train from it with `qkv train --config CONFIG --set data.prepared=OUT`: every process reads
     only the sentences of its own batches from the files.
     """
-    from qkv.config import load_toml
     from qkv.data.shards import prepare_corpus
-    from qkv.train.options import DataConfig, parse_config
+    from qkv.run import RunConfig
 
-    data = DataConfig(**parse_config(load_toml(config), set_ or [])["data"])
+    data = RunConfig.parse(config, set_ or []).data
     report = prepare_corpus(data, out, sample, seed, log=typer.echo)
     unit = "pairs" if report.kind == "translation" else "tokens"
     counts = ", ".join(f"{split} {n:,} {unit}" for split, n in report.counts.items())
@@ -424,19 +422,32 @@ def prepare(
                f"{'pairs' if report.kind == 'translation' else 'lines'} ({report.seconds:.1f} s)")
 
 
+def command_config(task: str | None, config_file: str | None) -> tuple[Any, str]:
+    """What `qkv train --task T` or `--config F` trains (a task's config dict, or the config file's
+    path, whose relative data paths are read against its folder), and its default run directory."""
+    from qkv.data.tasks import task_config
+    from qkv.errors import ConfigError
+
+    if task and config_file:
+        raise ConfigError("give either --task or --config, not both")
+    if config_file:
+        return Path(config_file), str(Path("runs") / Path(config_file).stem)
+    task = task or "reverse"
+    return task_config(task), str(Path("runs") / task)
+
+
 def train_launch_command(processes: int, task: str | None, config: Path | None, out: Path | None,
                          overrides: list[str], resume: Path | None, quiet: bool) -> list[str]:
     """`qkv train ...` again under torchrun in `processes` ranks, each with its share of the global
     batch (the config's train.batch_tokens or the user's --set); a bad config fails here, once."""
-    from qkv.config import apply_overrides
+    from qkv.run import RunConfig
     from qkv.train.distributed import local_launch_command
-    from qkv.train.options import TrainConfig, command_config
 
     argv = ["train", *(["--quiet"] if quiet else []), *sum((["--set", item] for item in overrides), [])]
     if resume is not None:              # the run's config already holds the per-rank share
         return local_launch_command(["-m", "qkv"], [*argv, "--resume", str(resume)], processes, None)
     cfg, default_out = command_config(task, str(config) if config else None)
-    batch = apply_overrides(cfg, overrides).get("train", {}).get("batch_tokens", TrainConfig.batch_tokens)
+    batch = RunConfig.parse(cfg, overrides).train.batch_tokens
     source = ["--task", task] if task else ["--config", str(config)] if config else []
     return local_launch_command(["-m", "qkv"], [*argv, *source, "--out", str(out or default_out)], processes, batch)
 
@@ -473,7 +484,7 @@ def import_(
     """Load a pretrained model (the MiniLM encoder, or a Llama directory) into qkv's own layers as a run directory."""
     from qkv.interop.llama import import_llama
     from qkv.interop.minilm import import_model
-    from qkv.train.checkpoint import refuse_to_replace_run
+    from qkv.run import refuse_to_replace_run
 
     refuse_to_replace_run(out, "the imported model")
     typer.echo(f"wrote {import_llama(source, out) if Path(source).is_dir() else import_model(source, out)}")

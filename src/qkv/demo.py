@@ -18,7 +18,9 @@ from rich.table import Table
 from qkv.data.tasks import make_task
 from qkv.decode import DecodeConfig, translate_lines
 from qkv.errors import OutputError
-from qkv.train import load_run, task_config, train
+from qkv.data.tasks import task_config
+from qkv.run import load_run
+from qkv.train import train
 
 # A budget that learns `reverse` well in well under a minute on 2 CPU cores.
 DEMO_OVERRIDES = (

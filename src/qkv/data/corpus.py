@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Literal
 
 from qkv.errors import ConfigError, DataError
+from qkv.run.config import DataConfig
 
 EmptyPolicy = Literal["skip", "error"]
 SPLIT_ALIASES = {"valid": ("valid", "val", "dev"), "val": ("val", "valid", "dev"), "dev": ("dev", "val", "valid")}
@@ -229,3 +230,15 @@ def load_split(directory: str | os.PathLike, split: str, src_lang: str, tgt_lang
                empty: EmptyPolicy = "skip") -> ParallelText:
     """Read split `split` of a directory such as Multi30k: `load_split(d, "train", "de", "en")`."""
     return read_parallel(*split_files(directory, split, src_lang, tgt_lang), empty=empty)
+
+
+def pair_tokenizers(data: DataConfig, pairs: list[tuple[str, str]]):
+    """Source and target tokenizers learned from (source, target) pairs: one shared vocabulary
+    when data.shared_vocab, else one per side."""
+    from qkv.tokenizers import train_tokenizer
+
+    if data.shared_vocab:
+        tok = train_tokenizer(data.tokenizer, [t for pair in pairs for t in pair], data.vocab_size, data.min_freq)
+        return tok, tok
+    return (train_tokenizer(data.tokenizer, [s for s, _ in pairs], data.vocab_size, data.min_freq),
+            train_tokenizer(data.tokenizer, [t for _, t in pairs], data.vocab_size, data.min_freq))

@@ -139,8 +139,8 @@ def _pair_files(data) -> dict[str, tuple[Path, Path]]:
 
 def _prepare_pairs(data, out: Path, sample: int, seed: int, say) -> PrepareReport:
     from qkv.data.corpus import ParallelFiles
-    from qkv.train.checkpoint import save_tokenizers
-    from qkv.train.inputs import pair_tokenizers
+    from qkv.run import save_tokenizers
+    from qkv.data.corpus import pair_tokenizers
 
     files = _pair_files(data)
     say(f"sampling up to {sample:,} training pairs for the tokenizer")
@@ -166,7 +166,7 @@ def _prepare_text(data, out: Path, sample: int, seed: int, say) -> PrepareReport
     """A language model's text: `valid_text`, or the last `valid_fraction` of the file's bytes
     (cut at a line break), becomes the validation split."""
     from qkv.data.corpus import iter_lines
-    from qkv.train.checkpoint import save_tokenizers
+    from qkv.run import save_tokenizers
     from qkv.tokenizers import train_tokenizer
 
     if not data.train_text:
@@ -348,7 +348,7 @@ class Prepared:
 
 def open_prepared(path: str | os.PathLike) -> Prepared:
     """Read meta.json and the tokenizer(s) of a directory written by `qkv prepare`."""
-    from qkv.train.checkpoint import SHARED_TOKENIZER, SRC_TOKENIZER, TGT_TOKENIZER
+    from qkv.run import SHARED_TOKENIZER, SRC_TOKENIZER, TGT_TOKENIZER
     from qkv.tokenizers import load_tokenizer
 
     path = Path(path)

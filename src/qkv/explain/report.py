@@ -420,7 +420,7 @@ def render_html(t: Trace, layer: int = 0, head: int = 0, k: int = 5, title: str 
 
 
 def trace_run(run, text: str, target: str | None = None) -> tuple[Trace, list[str]]:
-    """Trace `text` through a loaded run (`qkv.train.checkpoint.load_run`), with warnings.
+    """Trace `text` through a loaded run (`qkv.run.load_run`), with warnings.
 
     A translation model without `target` first translates `text` greedily and explains its own
     output; a language model explains the text (and `target`, if given, appended to it).
@@ -429,8 +429,8 @@ def trace_run(run, text: str, target: str | None = None) -> tuple[Trace, list[st
     from qkv.explain.trace import trace
 
     warnings = []
-    if not (run.path / "metrics.jsonl").is_file():
-        warnings.append(f"{run.path} has no training log (metrics.jsonl): the model may be untrained, "
+    if not run.dir.has_metrics():
+        warnings.append(f"{run.path} has no training log ({run.dir.metrics.name}): the model may be untrained, "
                         "so its attention and predictions are close to random")
     if run.cfg.arch == "decoder-only":
         text_ids = prompt_ids(run, text, warnings.append) if target is None else text

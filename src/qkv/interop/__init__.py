@@ -24,7 +24,7 @@ def export_run(run_dir: str | os.PathLike, fmt: str, out_dir: str | os.PathLike,
     """`qkv export`: write run `run_dir` to `out_dir` as a Hugging Face or CTranslate2 model."""
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    from qkv.train.checkpoint import refuse_to_replace_run
+    from qkv.run import refuse_to_replace_run
 
     refuse_to_replace_run(out_dir, f"the {fmt} export")
     if fmt == "hf":

@@ -186,7 +186,7 @@ def vocabulary(tokenizer: Any) -> list[str]:
 
 def export_ct2(run_dir: str | os.PathLike, out_dir: str | os.PathLike, quantize: str | None = None) -> Path:
     """Write run `run_dir` as a CTranslate2 model directory (float32, or quantized)."""
-    from qkv.train.checkpoint import load_run
+    from qkv.run import load_run
 
     if quantize is not None and quantize not in QUANTIZATIONS:
         raise ConfigError(f"unknown quantization {quantize!r}; choose one of {', '.join(QUANTIZATIONS)}")

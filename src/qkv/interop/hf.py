@@ -285,7 +285,7 @@ def _set_generation_defaults(hf: Any, cfg: ModelConfig) -> None:
 def export_hf(run_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     """Write run `run_dir` as a `transformers` model directory (weights, config, tokenizer)."""
     from qkv.interop.hf_tokenizer import save_hf_tokenizers
-    from qkv.train.checkpoint import load_run
+    from qkv.run import load_run
 
     run = load_run(run_dir)
     hf = to_hf(run.model)

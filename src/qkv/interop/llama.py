@@ -184,7 +184,7 @@ def _read_tokenizer(src: Path) -> Any:
 def import_llama(src_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     """Write the Llama-format directory `src_dir` as a qkv run directory `out_dir`."""
     from qkv.model import DecoderOnly
-    from qkv.train.checkpoint import save_run
+    from qkv.run import save_run
 
     src = Path(src_dir)
     if not (src / "config.json").is_file():

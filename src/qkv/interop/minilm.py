@@ -25,19 +25,20 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from qkv.config import ModelConfig, load_toml
-from qkv.files import save_toml
 from qkv.errors import CheckpointError, ConfigError, QkvError
+from qkv.files import atomic_write_bytes, save_toml
 from qkv.model.layers import Embeddings
 from qkv.model.masks import padding_mask
 from qkv.model.transformer import Encoder
+from qkv.run import RunDir
 
 KIND = "sentence-encoder"
 SOURCES = ("minilm",)
-CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE = "config.toml", "tokenizer.json", "model.safetensors"
 
 
 class SentenceEncoder(nn.Module):
@@ -131,7 +132,7 @@ def load_minilm() -> tuple[SentenceEncoder, Any]:
     src = minilm_dir()
     cfg = bert_model_config(json.loads((src / "config.json").read_text()))
     model = SentenceEncoder(cfg)
-    model.load_state_dict(bert_state_dict(load_file(src / "model.safetensors"), cfg.n_encoder_layers))
+    model.load_state_dict(bert_state_dict(load_file(src / "model.safetensors"), cfg.n_encoder_layers))   # the package's file
     return model.eval(), wordpiece_tokenizer(src / "tokenizer.json", _max_length(src))
 
 
@@ -184,15 +185,16 @@ def import_minilm(out_dir: str | os.PathLike) -> Path:
     config = {"model": model.cfg.to_dict(),
               "import": {"kind": KIND, "source": "sentence-transformers/all-MiniLM-L6-v2",
                          "pooling": "mean", "normalize": True, "max_length": tokenizer.truncation["max_length"]}}
-    save_toml(out / CONFIG_FILE, config)
-    tokenizer.save(str(out / TOKENIZER_FILE))
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / WEIGHTS_FILE))
+    run_dir = RunDir(out)
+    save_toml(run_dir.config, config)
+    tokenizer.save(str(run_dir.tokenizer))
+    atomic_write_bytes(run_dir.weights(), save_safetensors({k: v.contiguous() for k, v in model.state_dict().items()}))
     return out
 
 
 def is_sentence_encoder_run(run_dir: str | os.PathLike) -> bool:
     """True for a run directory written by `qkv import` (an encoder without a decoder)."""
-    path = Path(run_dir) / CONFIG_FILE
+    path = RunDir(run_dir).config
     if not path.is_file():
         return False
     return load_toml(path).get("import", {}).get("kind") == KIND
@@ -210,14 +212,14 @@ def load_sentence_encoder(run_dir: str | os.PathLike) -> tuple[SentenceEncoder, 
     run_dir = Path(run_dir)
     if not is_sentence_encoder_run(run_dir):
         raise CheckpointError(f"{run_dir} is not an imported encoder; create one with `qkv import --from minilm --out {run_dir}`")
-    config = load_toml(run_dir / CONFIG_FILE)
+    config = load_toml(RunDir(run_dir).config)
     model = SentenceEncoder(ModelConfig.from_dict(config["model"]))
     try:
-        model.load_state_dict(load_file(str(run_dir / WEIGHTS_FILE)))
+        model.load_state_dict(load_file(str(RunDir(run_dir).weights())))
     except (OSError, RuntimeError) as exc:
-        raise CheckpointError(f"{run_dir / WEIGHTS_FILE} cannot be loaded ({str(exc).splitlines()[0]}); "
+        raise CheckpointError(f"{RunDir(run_dir).weights()} cannot be loaded ({str(exc).splitlines()[0]}); "
                               f"import the model again") from None
-    return model.eval(), wordpiece_tokenizer(run_dir / TOKENIZER_FILE, config["import"]["max_length"])
+    return model.eval(), wordpiece_tokenizer(RunDir(run_dir).tokenizer, config["import"]["max_length"])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -61,10 +61,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def create_app(run: Any, ct2_model: str | os.PathLike | None = None) -> FastAPI:
-    """The app for a loaded run (`qkv.train.checkpoint.Run`) or a run directory path; with `ct2_model`
+    """The app for a loaded run (`qkv.run.Run`) or a run directory path; with `ct2_model`
     (the run exported by `qkv export --format ct2`) translations run on CTranslate2."""
     if isinstance(run, (str, os.PathLike)):
-        from qkv.train.checkpoint import load_run
+        from qkv.run import load_run
 
         run = load_run(run)
     engine = Engine(run, ct2_model)

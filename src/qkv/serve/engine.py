@@ -27,7 +27,7 @@ class ServeError(QkvError):
 
 
 class Engine:
-    """Serves one loaded run (`qkv.train.checkpoint.Run`). With `ct2_model` (the run exported by
+    """Serves one loaded run (`qkv.run.Run`). With `ct2_model` (the run exported by
     `qkv export --format ct2`) translations run on CTranslate2; explain stays on the PyTorch weights."""
 
     def __init__(self, run: Any, ct2_model: Any = None):

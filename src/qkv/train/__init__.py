@@ -1,10 +1,11 @@
-"""Training: the loop, learning-rate schedules, the run directory, metrics and DDP.
+"""Training: the loop, learning-rate schedules, losses, metrics and DDP.
 
-    from qkv.train import train, task_config
+    from qkv.data.tasks import task_config
+    from qkv.train import train
     result = train(task_config("reverse"), "runs/reverse")
-    result.run_dir, result.best_metric, result.steps
+    result.run_dir, result.best, result.steps
 
-`qkv.train.checkpoint` (save_run / load_run) is importable on its own; the rest loads lazily.
+The run's configuration, files and loading live in `qkv.run`; the loop loads lazily.
 """
 
 from __future__ import annotations
@@ -15,12 +16,6 @@ _LAZY = {
     "train": "qkv.train.loop",
     "TrainResult": "qkv.train.loop",
     "Trainer": "qkv.train.loop",
-    "task_config": "qkv.train.options",
-    "TrainConfig": "qkv.train.options",
-    "DataConfig": "qkv.train.options",
-    "save_run": "qkv.train.checkpoint",
-    "load_run": "qkv.train.checkpoint",
-    "Run": "qkv.train.checkpoint",
 }
 
 __all__ = sorted(_LAZY)

@@ -19,10 +19,7 @@ from safetensors.torch import save as save_safetensors
 
 from qkv.files import atomic_write_bytes
 from qkv.errors import CheckpointError, ConfigError
-from qkv.train.loop import step_checkpoints
-
-AVERAGED = "averaged"
-
+from qkv.run import RunDir
 
 def average_checkpoints(run_dir: str | os.PathLike, last: int, out: str | os.PathLike | None = None) -> Path:
     """Average the newest `last` step-<N>.safetensors of `run_dir`; returns the file written."""
@@ -31,7 +28,7 @@ def average_checkpoints(run_dir: str | os.PathLike, last: int, out: str | os.Pat
         raise ConfigError(f"--last must be >= 1, got {last}")
     if not run_dir.is_dir():
         raise CheckpointError(f"run directory not found: {run_dir}")
-    found = step_checkpoints(run_dir)
+    found = RunDir(run_dir).step_checkpoints()
     if len(found) < last:
         raise CheckpointError(
             f"{run_dir} holds {len(found)} step checkpoint(s) (step-<N>.safetensors), fewer than --last {last}; "
@@ -48,7 +45,7 @@ def average_checkpoints(run_dir: str | os.PathLike, last: int, out: str | os.Pat
             total[name] += tensor.double()
     dtypes, _ = _read(paths[-1])
     mean = {name: (t / last).to(dtypes[name].dtype).contiguous() for name, t in total.items()}
-    target = Path(out) if out is not None else run_dir / f"{AVERAGED}.safetensors"
+    target = Path(out) if out is not None else RunDir(run_dir).weights("averaged")
     atomic_write_bytes(target, save_safetensors(mean, metadata=metadata))
     return target
 

@@ -145,19 +145,6 @@ def default_processes() -> int:
     return 2 if (os.cpu_count() or 1) >= 2 else 1
 
 
-def global_batch_tokens(configured: int, overrides: list[str]) -> int:
-    """train.batch_tokens as the user means it: the config's value unless a --set replaces it
-    (the last one wins, as when the overrides are applied)."""
-    for item in overrides:
-        key, _, value = item.partition("=")
-        if key.strip() == "train.batch_tokens":
-            try:
-                configured = int(value)
-            except ValueError:
-                raise ConfigError(f"train.batch_tokens must be an integer, got {value!r}") from None
-    return configured
-
-
 def check_processes(processes: int) -> int:
     """--processes as given, or one line: at least 1, and no more than this machine's cores or GPUs
     (each rank is a process with its own model copy: more ranks than cores only thrash)."""

@@ -24,7 +24,8 @@ import torch
 
 from qkv.data.batching import Batch, LMBlocks, Seq2SeqBatches, split_by_position
 from qkv.errors import ConfigError, DataError
-from qkv.train.options import DataConfig
+from qkv.data.corpus import pair_tokenizers
+from qkv.run import DataConfig
 
 
 @dataclass
@@ -93,18 +94,6 @@ def _translation_inputs(data: DataConfig, batch_tokens: int, seed: int, model_ma
     src_tok, tgt_tok = tokenizers if tokenizers else pair_tokenizers(data, train)
     limit = min(data.max_tokens, model_max_len - 1)
     return _seq2seq(train, valid, src_tok, tgt_tok, batch_tokens, seed, limit, model_max_len - 1)
-
-
-def pair_tokenizers(data: DataConfig, pairs: list[tuple[str, str]]):
-    """Source and target tokenizers learned from (source, target) pairs: one shared vocabulary
-    when data.shared_vocab, else one per side."""
-    from qkv.tokenizers import train_tokenizer
-
-    if data.shared_vocab:
-        tok = train_tokenizer(data.tokenizer, [t for pair in pairs for t in pair], data.vocab_size, data.min_freq)
-        return tok, tok
-    return (train_tokenizer(data.tokenizer, [s for s, _ in pairs], data.vocab_size, data.min_freq),
-            train_tokenizer(data.tokenizer, [t for _, t in pairs], data.vocab_size, data.min_freq))
 
 
 def _seq2seq(train, valid, src_tok, tgt_tok, batch_tokens: int, seed: int, max_tokens: int,

@@ -12,7 +12,7 @@ Dividing by the token count of the *whole* step (all micro-batches, all DDP rank
 gradient independent of how the step's tokens were split: accumulation and DDP give the same
 update as one big batch.
 
-    result = train(task_config("reverse"), "runs/reverse")     # the Python API
+    result = train(task_config("reverse"), "runs/reverse")     # the Python API (a dict, a TOML path or a RunConfig)
     qkv train --task reverse --out runs/reverse                 # the same from the shell
 """
 
@@ -33,13 +33,15 @@ import torch
 from torch import nn
 
 from qkv.config import ModelConfig
-from qkv.files import atomic_write_bytes, save_toml
+from qkv.files import atomic_write_bytes
 from qkv.errors import CheckpointError, ConfigError, TrainingError
 from qkv.fast.dropout import use_fast_dropout
 from qkv.machine import check_model_fits, cpu_has_fast_bf16
 from qkv.model import build_model
 from qkv.train import distributed
-from qkv.train.checkpoint import (
+from qkv.run import (
+    RunConfig,
+    RunDir,
     load_run_config,
     load_tokenizers,
     load_weights,
@@ -51,14 +53,8 @@ from qkv.train.checkpoint import (
 from qkv.train.inputs import Inputs, MicroBatches, prepare
 from qkv.train.loss import label_smoothed_nll
 from qkv.train.metrics import MetricsLog, corpus_scores, is_better, plot_run
-from qkv.train.options import DataConfig, TrainConfig, parse_config
 from qkv.train.progress import Progress
 from qkv.train.schedule import make_scheduler
-
-STATE_FILE = "train_state.pt"
-LAST_WEIGHTS = "last.safetensors"
-BEST_WEIGHTS = "model.safetensors"
-
 
 @dataclass
 class TrainResult:
@@ -74,13 +70,14 @@ class TrainResult:
 
 
 def train(
-    config: dict[str, Any] | None,
+    config: RunConfig | dict[str, Any] | str | os.PathLike[str] | None,
     out_dir: str | os.PathLike,
     overrides: list[str] | tuple[str, ...] = (),
     quiet: bool = False,
     resume: bool = False,
 ) -> TrainResult:
-    """Train a model from `config` (a dict of [model]/[train]/[data] sections) into `out_dir`.
+    """Train a model from `config` (a RunConfig, a dict of [model]/[train]/[data] sections or a
+    TOML file) into `out_dir`.
 
     resume=True continues the run in `out_dir` from its train_state.pt (config = None reads its
     config.toml; `overrides` may still change e.g. train.steps).
@@ -125,21 +122,23 @@ class Trainer:
 
     def __init__(self, config, out_dir, overrides=(), quiet=False, resume=False):
         self.run_dir = Path(out_dir)
+        self.dir = RunDir(self.run_dir)
         if resume:
             config = _resume_config(self.run_dir, config)
         elif config is None:
             raise ConfigError("give a config (e.g. task_config('reverse')) or resume=True")
-        elif (self.run_dir / STATE_FILE).exists():  # checked on every rank, before any collective
+        elif self.dir.state.exists():              # checked on every rank, before any collective
             raise ConfigError(
                 f"{self.run_dir} already holds a run; continue it with `qkv train --resume {self.run_dir}` "
                 f"or choose another --out"
             )
-        elif (self.run_dir / BEST_WEIGHTS).exists() and not _started_by_training(self.run_dir):
-            raise ConfigError(f"{self.run_dir} already holds a model ({BEST_WEIGHTS}) that training did not write "
+        elif self.dir.weights().exists() and not _started_by_training(self.run_dir):
+            raise ConfigError(f"{self.run_dir} already holds a model ({self.dir.weights().name}) that training did not write "
                               f"(imported or copied); choose another --out")
-        self.config = parse_config(config, overrides)
-        self.tc = TrainConfig(**self.config["train"])
-        self.dc = DataConfig(**self.config["data"])
+        self.rc = RunConfig.parse(config, overrides)
+        if not resume:
+            self.rc.check_paths()
+        self.tc, self.dc = self.rc.train, self.rc.data
         self.resume = resume
 
         self.dist = distributed.from_env()
@@ -151,8 +150,12 @@ class Trainer:
         torch.manual_seed(self.tc.seed)
 
         self.inputs = self._prepare_inputs()
+        if self.dc.kind == "task" or self.dc.prepared:     # config.toml says what was used, not the file defaults
+            tok = self.inputs.tgt_tokenizer
+            self.dc.tokenizer, self.dc.vocab_size = tok.kind, tok.vocab_size
         self.cfg = self._model_config()
-        self.config["model"] = self.cfg.to_dict()
+        self.config = self.rc.to_dict()
+        self.config["model"] = self.cfg.to_dict()       # config.toml records the model as built
         copies = self.dist.local_world if self.device.type == "cpu" else 1
         check_model_fits(self.cfg, self.device, training=True, copies=copies)
         self.model = build_model(self.cfg).to(self.device)
@@ -166,8 +169,7 @@ class Trainer:
             self.optimizer, self.tc.schedule, lr=self.tc.lr, warmup=self.tc.warmup_steps,
             total=self.tc.steps, d_model=self.cfg.d_model, min_lr=self.tc.min_lr,
         )
-        lm_rows = max(1, self.tc.batch_tokens // self.dc.block_size)
-        self.stream = MicroBatches(self.inputs, self.dist.rank, self.dist.world, lm_rows)
+        self.stream = MicroBatches(self.inputs, self.dist.rank, self.dist.world, self.rc.lm_rows)
         self.step = 0
         self.best: float | None = None
         self.bad_evals = 0
@@ -183,13 +185,12 @@ class Trainer:
     def _prepare_inputs(self) -> Inputs:
         tokenizers = None
         if self.resume:
-            cfg = ModelConfig.from_dict(self.config["model"])
+            cfg = ModelConfig.from_dict(self.rc.model)
             tokenizers = load_tokenizers(self.run_dir, cfg)
-        max_len = int(self.config["model"].get("max_len", ModelConfig.max_len))
-        return prepare(self.dc, self.tc.batch_tokens, self.tc.seed, max_len, tokenizers)
+        return prepare(self.dc, self.tc.batch_tokens, self.tc.seed, self.rc.max_len, tokenizers)
 
     def _model_config(self) -> ModelConfig:
-        model = dict(self.config["model"])
+        model = dict(self.rc.model)
         tgt = self.inputs.tgt_tokenizer
         if self.inputs.is_lm:
             model.update(arch="decoder-only", src_vocab_size=0, tgt_vocab_size=tgt.vocab_size)
@@ -292,7 +293,7 @@ class Trainer:
     def _diverged(self, loss: float, norm: float) -> None:
         """Stop before a non-finite update reaches the weights; the last checkpoint stays as it was."""
         what = f"the loss is {loss}" if not math.isfinite(loss) else f"the gradient norm is {norm}"
-        kept = (f"the last good checkpoint ({STATE_FILE}, step {self._saved_step}) is kept"
+        kept = (f"the last good checkpoint ({self.dir.state.name}, step {self._saved_step}) is kept"
                 if self._saved_step is not None else "no checkpoint was written")
         raise TrainingError(
             f"training diverged at step {self.step + 1}: {what}; stopped before the update, {kept} "
@@ -337,7 +338,7 @@ class Trainer:
             improved = value is not None and is_better(self.metric, value, self.best)
             if improved:
                 self.best, self.bad_evals = value, 0
-                save_weights(self.run_dir / BEST_WEIGHTS, self.model, step=self.step)
+                save_weights(self.dir.weights(), self.model, step=self.step)
             else:
                 self.bad_evals += 1
             record["best"] = improved
@@ -379,7 +380,7 @@ class Trainer:
     def _valid_nll(self, model: nn.Module) -> tuple[float, int]:
         nll_sum, tokens = 0.0, 0
         if self.inputs.is_lm:
-            rows = max(1, self.tc.batch_tokens // self.dc.block_size)
+            rows = self.rc.lm_rows
             batches = self.inputs.valid.eval_batches(rows)
             limit = max(1, self.tc.eval_examples // rows)
         else:
@@ -417,9 +418,9 @@ class Trainer:
     def _write_start(self) -> None:
         if self.resume:
             self.log.truncate_after(self.step)
-            save_toml(self.run_dir / "config.toml", self.config)
+            self.dir.write_config(self.config)
             return
-        (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        self.dir.metrics.unlink(missing_ok=True)
         # model.safetensors comes with the first validation: never untrained weights that look usable
         save_run(self.run_dir, self.model, self.config, self.inputs.src_tokenizer, self.inputs.tgt_tokenizer,
                  weights=None)
@@ -431,7 +432,7 @@ class Trainer:
         checkpoint whole: resume reads train_state.pt alone and then rewrites last.safetensors."""
         if not self.is_main:
             return
-        save_weights(self.run_dir / LAST_WEIGHTS, self.model, step=self.step)
+        save_weights(self.dir.weights("last"), self.model, step=self.step)
         if self.tc.keep_checkpoints:
             self._keep_step_weights()
         state = {
@@ -448,17 +449,17 @@ class Trainer:
         }
         buf = io.BytesIO()
         torch.save(state, buf)
-        atomic_write_bytes(self.run_dir / STATE_FILE, buf.getvalue())
+        atomic_write_bytes(self.dir.state, buf.getvalue())
         self._saved_step = self.step
 
     def _keep_step_weights(self) -> None:
         """step-<N>.safetensors for this step; only the newest train.keep_checkpoints stay."""
-        save_weights(self.run_dir / f"step-{self.step}.safetensors", self.model, step=self.step)
-        for old in step_checkpoints(self.run_dir)[: -self.tc.keep_checkpoints]:
+        save_weights(self.dir.step_weights(self.step), self.model, step=self.step)
+        for old in self.dir.step_checkpoints()[: -self.tc.keep_checkpoints]:
             old.unlink(missing_ok=True)
 
     def _load_state(self) -> None:
-        path = self.run_dir / STATE_FILE
+        path = self.dir.state
         if not path.is_file():
             raise CheckpointError(f"{path} is missing: nothing to resume; start the run without --resume")
         try:
@@ -471,7 +472,7 @@ class Trainer:
             raise CheckpointError(f"{path} is corrupted or from another model ({_first_line(exc)}); "
                                   f"start a new run or restore the file") from None
         step = state["step"]
-        last = self.run_dir / LAST_WEIGHTS
+        last = self.dir.weights("last")
         if "model" not in state:                # written before train_state.pt held the weights
             load_weights(last, self.model)
             stamped = weights_step(last)
@@ -492,10 +493,10 @@ class Trainer:
     def _drop_later_files(self, step: int) -> None:
         """Undo what a killed run wrote after its last complete checkpoint: last.safetensors goes
         back to the checkpoint's weights, step files past it go (resume writes them again)."""
-        last = self.run_dir / LAST_WEIGHTS
+        last = self.dir.weights("last")
         if weights_step(last) != step:
             save_weights(last, self.model, step=step)
-        for path in step_checkpoints(self.run_dir):
+        for path in self.dir.step_checkpoints():
             if weights_step(path) is not None and weights_step(path) > step:
                 path.unlink(missing_ok=True)
 
@@ -508,17 +509,7 @@ class Trainer:
         return f"{what}: {n / 1e6:.2f}M parameters, {where}{threads}, {prec}, -> {self.run_dir}"
 
 
-def step_checkpoints(run_dir: Path) -> list[Path]:
-    """The run's step-<N>.safetensors files, oldest step first."""
-    found = []
-    for path in Path(run_dir).glob("step-*.safetensors"):
-        number = path.name[len("step-"): -len(".safetensors")]
-        if number.isdigit():
-            found.append((int(number), path))
-    return [path for _, path in sorted(found)]
-
-
-def _resume_config(run_dir: Path, config: dict[str, Any] | None) -> dict[str, Any]:
+def _resume_config(run_dir: Path, config: Any) -> Any:
     if not run_dir.is_dir():
         raise CheckpointError(f"run directory not found: {run_dir}; nothing to resume")
     return config if config is not None else load_run_config(run_dir)

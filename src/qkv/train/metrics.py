@@ -19,9 +19,8 @@ from typing import Any
 
 from qkv.files import atomic_write_bytes
 from qkv.errors import CheckpointError
+from qkv.run import RunDir
 
-METRICS_FILE = "metrics.jsonl"
-PLOT_FILE = "training.png"
 HIGHER_IS_BETTER = {"exact_match": True, "bleu": True, "chrf": True, "loss": False, "ppl": False, "bpc": False}
 
 
@@ -29,7 +28,7 @@ class MetricsLog:
     """Append-only JSON-lines log of a run."""
 
     def __init__(self, run_dir: str | os.PathLike):
-        self.path = Path(run_dir) / METRICS_FILE
+        self.path = RunDir(run_dir).metrics
 
     def append(self, record: dict[str, Any]) -> None:
         line = json.dumps(_finite(record), sort_keys=False) + "\n"
@@ -45,7 +44,7 @@ class MetricsLog:
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     """All complete records of a run's metrics.jsonl (a torn last line is skipped)."""
-    path = Path(run_dir) / METRICS_FILE
+    path = RunDir(run_dir).metrics
     if not path.is_file():
         return []
     records = []
@@ -100,7 +99,7 @@ def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -
     train = [r for r in records if r.get("kind") == "train"]
     valid = [r for r in records if r.get("kind") == "valid"]
     if not train and not valid:
-        raise CheckpointError(f"{run_dir / METRICS_FILE} is missing or empty; train first with `qkv train --out {run_dir}`")
+        raise CheckpointError(f"{RunDir(run_dir).metrics} is missing or empty; train first with `qkv train --out {run_dir}`")
     scores = [m for m in _VALID_PANELS if any(r.get(m) is not None for r in valid)]
 
     fig, axes = plt.subplots(1, 2 + bool(scores), figsize=(5 * (2 + bool(scores)), 3.8), squeeze=False, sharex=True)
@@ -127,7 +126,7 @@ def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -
         ax.grid(alpha=0.3)
     fig.suptitle(run_dir.name)
     fig.tight_layout()
-    out = Path(out) if out is not None else run_dir / PLOT_FILE
+    out = Path(out) if out is not None else RunDir(run_dir).plot
     tmp = out.with_name(f".{out.name}.tmp.png")
     fig.savefig(tmp, dpi=110)
     plt.close(fig)

@@ -24,8 +24,7 @@ from functools import partial
 import torch
 
 from qkv.errors import ConfigError
-
-SCHEDULES = ("noam", "cosine", "linear", "constant")
+from qkv.run.config import SCHEDULES        # the names TrainConfig accepts; made here
 
 
 def noam(step: int, d_model: int, warmup: int, factor: float = 1.0) -> float:

@@ -1,26 +1,32 @@
-"""What training reads from config.toml: the [train] and [data] sections, and task defaults.
+"""A run's configuration: one typed `RunConfig`, parsed and range-checked once, at the edge.
 
-A full config is a dict of sections, exactly the TOML file:
+A config is the TOML file a run records as config.toml, in three sections:
 
     [model]  ModelConfig (vocabulary sizes are filled in from the tokenizers)
     [train]  TrainConfig: optimizer, schedule, batch size, steps, validation, checkpoints
     [data]   DataConfig: a built-in task, parallel files, a multi30k-style directory or LM text
 
-`task_config("reverse")` is the tuned default for a built-in task (what `qkv train --task
-reverse` runs); every value can be overridden with `--set section.key=value`.
+    cfg = RunConfig.parse("recipes/multi30k_de_en.toml", ["train.steps=100"])   # a file, a dict or a RunConfig
+    cfg.train.lr, cfg.data.kind, cfg.model["d_model"], cfg.to_dict()
+
+Paths in a config file (data.dir, data.train_src, data.prepared, ...) are read relative to the
+file's own folder, as in any config file; `qkv.data.tasks.task_config("reverse")` is the tuned
+default of a built-in task. Every value can be overridden with `--set section.key=value`.
 """
 
 from __future__ import annotations
 
-import copy
 import difflib
+import os
 from dataclasses import asdict, dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Sequence
 
-from qkv.config import ModelConfig, apply_overrides, check_ranges, from_dict, unknown_key_message
+from qkv.config import ModelConfig, apply_overrides, check_ranges, from_dict, load_toml, unknown_key_message
 from qkv.errors import ConfigError
-from qkv.train.schedule import SCHEDULES
 
+
+SCHEDULES = ("noam", "cosine", "linear", "constant")   # qkv.train.schedule makes them
 PRECISIONS = ("fp32", "bf16", "auto")
 DATA_KINDS = ("task", "translation", "lm")
 TOKENIZERS = ("char", "word", "bpe")
@@ -134,49 +140,80 @@ DATA_RANGES = {
 }
 
 
-# ---------------------------------------------------------------------------------------------
-# Built-in task defaults, tuned to reach >= 99% exact match in a few CPU minutes
-# ---------------------------------------------------------------------------------------------
-
-# Pre-LN without dropout learns these exact, noise-free mappings fastest; small batches mean
-# many cheap updates, which is what a 2-core CPU does best.
-_SMALL_MODEL = dict(d_model=128, n_heads=4, n_encoder_layers=2, n_decoder_layers=2, d_ff=512,
-                    dropout=0.0, norm_first=True, max_len=128)
-_SMALL_TRAIN = dict(batch_tokens=1200, schedule="cosine", lr=3e-3, warmup_steps=100, eval_every=200,
-                    checkpoint_every=200, metric="exact_match", target_metric=0.995)
-_TASK_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
-    "reverse": {"model": _SMALL_MODEL, "train": dict(_SMALL_TRAIN, steps=1000)},
-    "dates": {"model": _SMALL_MODEL, "train": dict(_SMALL_TRAIN, steps=1000)},
-}
-_GENERIC_TASK = _TASK_DEFAULTS["reverse"]
+# data keys that name files or folders: read relative to the config file's folder
+PATH_KEYS = ("dir", "train_src", "train_tgt", "valid_src", "valid_tgt", "train_text", "valid_text", "prepared")
 
 
-def task_config(task: str = "reverse") -> dict[str, Any]:
-    """The tuned default config (a dict of sections) for built-in task `task`."""
-    from qkv.data.tasks import TASKS
+@dataclass
+class RunConfig:
+    """The whole configuration of a run, typed: [model] as given, [train] and [data] complete.
 
-    if task not in TASKS:
-        raise ConfigError(f"unknown task {task!r}{_nearest(task, TASKS)}")
-    base = copy.deepcopy(_TASK_DEFAULTS.get(task, _GENERIC_TASK))
-    base["data"] = {"kind": "task", "task": task}
-    return base
+    `model` holds only the keys the config gives: the vocabulary sizes (and for a language model
+    the architecture) come from the data, so the complete `ModelConfig` is made by the trainer and
+    recorded in the run's config.toml.
+    """
+
+    model: dict[str, Any]
+    train: TrainConfig
+    data: DataConfig
+
+    @classmethod
+    def parse(cls, config: "RunConfig | dict[str, Any] | str | os.PathLike[str]",
+              overrides: Sequence[str] = (), base_dir: str | os.PathLike[str] | None = None) -> "RunConfig":
+        """A RunConfig from a TOML file, a dict of sections or another RunConfig, with `--set`
+        overrides applied; unknown sections and keys, wrong types and out-of-range values are
+        one-line ConfigErrors. Relative data paths of a file are read against the file's folder
+        (of a dict: against `base_dir`, if given, else the working directory)."""
+        if isinstance(config, RunConfig):
+            config = config.to_dict()
+        elif isinstance(config, (str, os.PathLike)):
+            path = Path(config)
+            config, base_dir = load_toml(path), path.parent
+        elif not isinstance(config, dict):
+            raise ConfigError(f"a config is a TOML file, a dict of sections or a RunConfig, "
+                              f"not {type(config).__name__}")
+        config = apply_overrides(config, list(overrides))
+        for section in config:
+            if section not in SECTIONS:
+                raise ConfigError(f"unknown config section [{section}]{_nearest(section, SECTIONS)}")
+        train = from_dict(TrainConfig, config.get("train", {}), "train")
+        data = from_dict(DataConfig, config.get("data", {}), "data")
+        model = dict(config.get("model", {}))
+        _check_model_keys(model)
+        if base_dir is not None:
+            for key in PATH_KEYS:
+                value = getattr(data, key)
+                if value and not Path(value).is_absolute():
+                    setattr(data, key, str(Path(base_dir) / value))
+        return cls(model, train, data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The sections as plain data (what config.toml holds)."""
+        return {"model": dict(self.model), "train": asdict(self.train), "data": asdict(self.data)}
+
+    @property
+    def max_len(self) -> int:
+        """The longest sequence the model will take: [model] max_len or ModelConfig's default."""
+        return int(self.model.get("max_len", ModelConfig.max_len))
+
+    @property
+    def lm_rows(self) -> int:
+        """A language model's micro-batch in rows: train.batch_tokens // data.block_size (at least 1)."""
+        return max(1, self.train.batch_tokens // self.data.block_size)
+
+    def check_paths(self, base: str | os.PathLike[str] | None = None) -> None:
+        """Every data path the config names exists, or one line naming the key and the folder."""
+        for key in PATH_KEYS:
+            value = getattr(self.data, key)
+            if value and not Path(value).exists():
+                where = f" (read relative to {base})" if base is not None else ""
+                raise ConfigError(f"data.{key} = {value!r} does not exist{where}; paths in a config file "
+                                  f"are relative to the file's folder")
 
 
 def parse_config(config: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
-    """Apply `--set` overrides, reject unknown sections/keys, return the complete config dict.
-
-    The result has every [train] and [data] key filled with its default, so config.toml records
-    exactly what ran. [model] keeps only the keys given (vocabulary sizes come later).
-    """
-    config = apply_overrides(config, list(overrides))
-    for section in config:
-        if section not in SECTIONS:
-            raise ConfigError(f"unknown config section [{section}]{_nearest(section, SECTIONS)}")
-    train = from_dict(TrainConfig, config.get("train", {}), "train")
-    data = from_dict(DataConfig, config.get("data", {}), "data")
-    model = dict(config.get("model", {}))
-    _check_model_keys(model)
-    return {"model": model, "train": asdict(train), "data": asdict(data)}
+    """`RunConfig.parse(config, overrides).to_dict()`: every [train] and [data] key filled with its default."""
+    return RunConfig.parse(config, overrides).to_dict()
 
 
 def _nearest(name: str, valid) -> str:
@@ -191,15 +228,3 @@ def _check_model_keys(model: dict[str, Any]) -> None:
             raise ConfigError(unknown_key_message(f"model.{key}", key, valid, "model"))
 
 
-def command_config(task: str | None, config_file: str | None) -> tuple[dict[str, Any], str]:
-    """The config that `qkv train --task T` or `--config F` names, and its default run directory."""
-    from pathlib import Path
-
-    from qkv.config import load_toml
-
-    if task and config_file:
-        raise ConfigError("give either --task or --config, not both")
-    if config_file:
-        return load_toml(config_file), str(Path("runs") / Path(config_file).stem)
-    task = task or "reverse"
-    return task_config(task), str(Path("runs") / task)

@@ -1,4 +1,4 @@
-"""The run directory: everything needed to use, resume or serve a trained model.
+"""The run directory (`RunDir`): every file of a run, its lock, and loading a run (`Run`).
 
     runs/reverse/
       config.toml          [model], [train], [data] ... exactly what was trained
@@ -10,7 +10,12 @@
       train_state.pt       the checkpoint: weights, optimizer, scheduler, RNG states, data
                            position and step in one file (what --resume reads)
       metrics.jsonl        one JSON object per logged step or validation
+      training.png         the training curves (qkv plot)
+      step-<N>.safetensors the last train.keep_checkpoints weights (for qkv average)
+      averaged.safetensors their mean (qkv average)
       .qkv-lock            held by the process training in the directory (one at a time)
+
+The names exist here only: everything else asks a `RunDir` (`RunDir(path).state`, `.weights("last")`).
 
 Every file is written atomically (a temporary file, then `os.replace`), so a crash or kill -9
 leaves the previous version of a file, never half of one. Every weights file records the step
@@ -20,7 +25,7 @@ leaves the previous train_state.pt, and resume continues from it exactly (rewrit
 last.safetensors to match).
 
     save_run(run_dir, model, config, src_tokenizer, tgt_tokenizer)
-    run = load_run(run_dir)          # run.model (eval mode), run.cfg, run.src_tokenizer, ...
+    run = load_run(run_dir)          # run.model (eval mode), run.cfg, run.src_tokenizer, run.dir ...
 """
 
 from __future__ import annotations
@@ -48,6 +53,91 @@ CONFIG_FILE = "config.toml"
 SHARED_TOKENIZER = "tokenizer.json"
 SRC_TOKENIZER = "src_tokenizer.json"
 TGT_TOKENIZER = "tgt_tokenizer.json"
+BEST, LAST, AVERAGED = "model", "last", "averaged"        # <name>.safetensors
+STATE_FILE = "train_state.pt"
+METRICS_FILE = "metrics.jsonl"
+PLOT_FILE = "training.png"
+LOCK_FILE = ".qkv-lock"
+
+
+class RunDir:
+    """The files of one run directory, by role. Nothing else spells a run's file names.
+
+        d = RunDir("runs/reverse")
+        d.config, d.weights(), d.weights("last"), d.state, d.metrics, d.plot, d.step_weights(400)
+    """
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    @property
+    def config(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    def weights(self, name: str = BEST) -> Path:
+        """<name>.safetensors: "model" (the best), "last" (the latest), "averaged", "step-<N>"."""
+        return self.path / f"{name}.safetensors"
+
+    def step_weights(self, step: int) -> Path:
+        return self.weights(f"step-{step}")
+
+    @property
+    def state(self) -> Path:
+        return self.path / STATE_FILE
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / METRICS_FILE
+
+    @property
+    def plot(self) -> Path:
+        return self.path / PLOT_FILE
+
+    @property
+    def lock_file(self) -> Path:
+        return self.path / LOCK_FILE
+
+    @property
+    def tokenizer(self) -> Path:
+        """tokenizer.json: the one tokenizer of a language model, or of both sides."""
+        return self.path / SHARED_TOKENIZER
+
+    def tokenizer_files(self) -> list[Path]:
+        """The tokenizer file(s) present: tokenizer.json, or src_ + tgt_tokenizer.json."""
+        names = (SHARED_TOKENIZER,) if (self.path / SHARED_TOKENIZER).is_file() else (SRC_TOKENIZER, TGT_TOKENIZER)
+        return [self.path / n for n in names if (self.path / n).is_file()]
+
+    def holds_run(self) -> bool:
+        """Whether the directory holds a qkv run (its config.toml)."""
+        return self.config.is_file()
+
+    def has_metrics(self) -> bool:
+        return self.metrics.is_file()
+
+    def step_checkpoints(self) -> list[Path]:
+        """The run's step-<N>.safetensors files, oldest step first."""
+        found = []
+        for path in self.path.glob("step-*.safetensors"):
+            number = path.name[len("step-"): -len(".safetensors")]
+            if number.isdigit():
+                found.append((int(number), path))
+        return [path for _, path in sorted(found)]
+
+    def read_config(self) -> dict[str, Any]:
+        return load_run_config(self.path)
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        save_toml(self.config, config)
+
+    def lock(self, create: bool = True):
+        """Hold the directory's lock while training in it (see `lock_run`)."""
+        return lock_run(self.path, create)
 
 
 @dataclass
@@ -64,6 +154,10 @@ class Run:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def dir(self) -> RunDir:
+        return RunDir(self.path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -291,7 +385,7 @@ def save_run(
     save_toml(run_dir / CONFIG_FILE, config)
     save_tokenizers(run_dir, src_tokenizer, tgt_tokenizer)
     if weights:
-        save_weights(run_dir / f"{weights}.safetensors", plain)
+        save_weights(RunDir(run_dir).weights(weights), plain)
     return run_dir
 
 
@@ -309,7 +403,7 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu", wei
     src_tok, tgt_tok = load_tokenizers(run_dir, cfg)
     check_model_fits(cfg)                   # built on the CPU, then moved
     model = build_model(cfg)
-    load_weights(run_dir / f"{weights}.safetensors", model)
+    load_weights(RunDir(run_dir).weights(weights), model)
     model.to(device).eval()
     return Run(run_dir, config, cfg, model, src_tok, tgt_tok)
 
@@ -353,8 +447,6 @@ def _model_config(run_dir: Path, config: dict[str, Any]) -> ModelConfig:
 # ---------------------------------------------------------------------------------------------
 # One trainer per run directory
 # ---------------------------------------------------------------------------------------------
-
-LOCK_FILE = ".qkv-lock"
 
 
 @contextlib.contextmanager

@@ -1,0 +1,46 @@
+"""The home of a run: its configuration, its directory and loading it.
+
+    from qkv.run import RunConfig, RunDir, load_run
+    cfg = RunConfig.parse("recipes/multi30k_de_en.toml", ["train.steps=100"])   # typed, checked once
+    d = RunDir("runs/de-en")          # every file name: d.config, d.weights("last"), d.state, d.metrics
+    run = load_run("runs/de-en")      # Run: config, ModelConfig, model (eval mode), tokenizers, loaded once
+
+Every entry point (the CLI, the server, recipes, benchmarks, `import qkv`) takes a run's file
+names, config parsing and loading from here; nothing else spells "config.toml" or "train_state.pt".
+"""
+
+from qkv.run.config import (
+    DATA_RANGES,
+    PATH_KEYS,
+    SCHEDULES,
+    TRAIN_RANGES,
+    DataConfig,
+    RunConfig,
+    TrainConfig,
+    parse_config,
+)
+from qkv.run.dir import (
+    SHARED_TOKENIZER,
+    SRC_TOKENIZER,
+    TGT_TOKENIZER,
+    Run,
+    RunDir,
+    is_run_file,
+    load_run,
+    load_run_config,
+    load_tokenizers,
+    load_weights,
+    lock_run,
+    refuse_to_replace_run,
+    save_run,
+    save_tokenizers,
+    save_weights,
+    weights_step,
+)
+
+__all__ = [
+    "DATA_RANGES", "PATH_KEYS", "SCHEDULES", "TRAIN_RANGES", "DataConfig", "RunConfig", "TrainConfig",
+    "parse_config", "SHARED_TOKENIZER", "SRC_TOKENIZER", "TGT_TOKENIZER", "Run", "RunDir", "is_run_file",
+    "load_run", "load_run_config", "load_tokenizers", "load_weights", "lock_run", "refuse_to_replace_run",
+    "save_run", "save_tokenizers", "save_weights", "weights_step",
+]
