@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from qkv import ModelConfig, build_model
-from qkv.decode import DecodeConfig, translate_ids
+from qkv.search import DecodeConfig, translate_ids
 from qkv.fast.malloc import keep_freed_memory
 
 SMALL = dict(d_model=256, n_heads=4, n_encoder_layers=3, n_decoder_layers=3, d_ff=1024,

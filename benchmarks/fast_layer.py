@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from qkv import ModelConfig, build_model
-from qkv.decode import StepDecoder
+from qkv.search import StepDecoder
 from qkv.fast.dropout import use_fast_dropout
 from qkv.fast.malloc import keep_freed_memory
 from qkv.machine import cpu_has_fast_bf16, cpu_name

@@ -189,7 +189,8 @@ def _times(out: Path) -> tuple[float | None, float]:
 
 def evaluate_run(out: Path, data: Path, src: str, tgt: str, args: argparse.Namespace) -> dict[str, Any]:
     """Choose between the greedy-best and the averaged weights on val (beam), then score test once."""
-    from qkv.decode import DecodeConfig, evaluate
+    from qkv.search import DecodeConfig
+    from qkv.text import evaluate
     from qkv.train.average import average_checkpoints
     from qkv.files import atomic_write_bytes
     from qkv.run import RunDir, load_run

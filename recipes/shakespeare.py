@@ -222,7 +222,7 @@ def machine(load_before: tuple[float, float, float]) -> dict[str, Any]:
 def samples(out: Path, n: int, length: int, seed: int = 1337) -> list[dict[str, Any]]:
     """`n` continuations of fixed prompts, `length` tokens each (temperature 0.8, top-k 40, seeded),
     with the KV cache."""
-    from qkv.decode import Sampler, generate_stream
+    from qkv.search import Sampler, generate_stream
     from qkv.run import load_run
 
     run = load_run(out)

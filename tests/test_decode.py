@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from qkv import ConfigError, ModelConfig, build_model
-from qkv.decode import (
+from qkv.search import (
     DecodeConfig,
     Sampler,
     StepDecoder,
@@ -141,8 +141,8 @@ def test_fast_steps_equal_the_paper_path(arch, padded):
 
 @pytest.mark.parametrize("use_cache", [True, False])
 def test_decoding_stops_when_asked(use_cache):
-    """Inside qkv.decode.stoppable, every step asks first; the server uses it for clients that left."""
-    from qkv.decode import DecodingStopped, stoppable
+    """Inside qkv.search.stoppable, every step asks first; the server uses it for clients that left."""
+    from qkv.search import DecodingStopped, stoppable
 
     model, steps = seq2seq(), []
     model.decoder.register_forward_pre_hook(lambda m, args: steps.append(1))

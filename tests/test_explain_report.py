@@ -9,7 +9,7 @@ import torch
 from qkv import ModelConfig, build_model
 from qkv.cli import main
 from qkv.explain import trace
-from qkv.decode import DecodeConfig, translate_ids
+from qkv.search import DecodeConfig, translate_ids
 from qkv.explain.report import matrix_table, render_html, trace_run
 from qkv.tokenizers import CharTokenizer
 from qkv.run import load_run, save_run
@@ -108,7 +108,7 @@ def test_missing_run_is_a_one_line_error(tmp_path, capsys):
 
 
 def test_overlong_source_is_cut_by_the_one_text_rule(runs, tmp_path, capsys):
-    # qkv explain follows qkv.decode's OVER_LONG_RULE, as `qkv translate` and the server do
+    # qkv explain follows qkv.text's OVER_LONG_RULE, as `qkv translate` and the server do
     out = tmp_path / "long.html"
     long = "abc" * 40                                                        # 120 characters, max_len 64
     assert main(["explain", "--model", str(runs["ed"]), long, "--out", str(out)]) == 0

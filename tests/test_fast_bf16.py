@@ -7,7 +7,7 @@ import torch
 
 from interop_models import reverse_batch, reverse_run
 from qkv import ConfigError
-from qkv.decode import DecodeConfig, translate_ids
+from qkv.search import DecodeConfig, translate_ids
 from qkv.fast import bf16
 from qkv.machine import cpu_has_fast_bf16
 from qkv.run import load_run

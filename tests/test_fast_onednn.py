@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from interop_models import assert_not_degenerate, reverse_run, sample_sources
-from qkv.decode import DecodeConfig, translate_ids
+from qkv.search import DecodeConfig, translate_ids
 from qkv.fast import onednn
 from qkv.run import load_run
 

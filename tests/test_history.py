@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from qkv.cli import main
-from qkv.decode import DecodeConfig, translate_ids
+from qkv.search import DecodeConfig, translate_ids
 from qkv.history import AttentionSeq2Seq, FeedForwardLM, LSTMLM, RecurrentConfig, Seq2Seq
 from qkv.history.lab import LabConfig, build_model, gradient_flow, run_lab
 from qkv.history.report import write_report

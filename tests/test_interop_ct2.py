@@ -7,7 +7,7 @@ from interop_models import (
     ALPHABET, assert_not_degenerate, counting_lm, model_config, reverse_batch, reverse_run, sample_sources,
 )
 from qkv import ConfigError, EncoderDecoder
-from qkv.decode import DecodeConfig, translate_ids
+from qkv.search import DecodeConfig, translate_ids
 from qkv.interop import export_run
 from qkv.interop.ct2 import (
     Ct2Translator, compute_type_for_machine, default_threads, int8_kernels_are_exact, to_ct2_spec,
@@ -86,7 +86,7 @@ def test_language_models_are_refused_with_a_hint():
 
 
 def test_translate_lines_on_ct2_matches_qkv(run, tmp_path):
-    from qkv.decode import translate_lines
+    from qkv.text import translate_lines
 
     export_run(run.path, "ct2", tmp_path / "f32")
     lines = ["abcdef", "", "tsrqp", "hello"]

@@ -13,7 +13,7 @@ from interop_models import (
 )
 from qkv import ConfigError, EncoderDecoder
 from qkv.cli import main
-from qkv.decode import DecodeConfig, generate, translate_ids
+from qkv.search import DecodeConfig, generate, translate_ids
 from qkv.interop import export_run
 from qkv.interop.hf import hf_architecture, to_hf
 from qkv.run import load_run

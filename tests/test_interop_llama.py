@@ -14,7 +14,7 @@ import torch
 from interop_models import ALPHABET, model_config, train_lm, with_one_thread
 from qkv import ConfigError, build_model
 from qkv.cli import main
-from qkv.decode import generate
+from qkv.search import generate
 from qkv.interop import export_run
 from qkv.interop.hf import hf_architecture
 from qkv.interop.llama import to_llama

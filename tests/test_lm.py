@@ -14,7 +14,7 @@ import torch
 
 from qkv import ConfigError, ModelConfig, build_model
 from qkv.data.batching import LMBlocks, split_by_position
-from qkv.decode import Sampler, generate
+from qkv.search import Sampler, generate
 from qkv.train import train
 from qkv.run import load_run
 from qkv.train.inputs import prepare

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from qkv import ConfigError, ModelConfig, build_model
 from qkv.config import load_toml
 from qkv.files import save_toml
-from qkv.decode import Sampler, StepDecoder, generate
+from qkv.search import Sampler, StepDecoder, generate
 from qkv.model.attention import MultiHeadAttention
 from qkv.model.layers import FeedForward, RMSNorm, RotaryPositionalEncoding, swiglu_width
 from qkv.run import load_run, save_run
@@ -193,7 +193,7 @@ def test_cached_and_uncached_generation_agree(options):
 
 def test_modern_encoder_decoder_cache_agrees():
     """The options also fit the translation model (RoPE in self-attention only, GQA everywhere)."""
-    from qkv.decode import DecodeConfig, translate_ids
+    from qkv.search import DecodeConfig, translate_ids
 
     torch.manual_seed(0)
     cfg = ModelConfig(src_vocab_size=V, tgt_vocab_size=V, d_model=32, n_heads=4, n_encoder_layers=2,

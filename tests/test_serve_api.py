@@ -166,7 +166,7 @@ def test_malformed_json_is_422(mt: TestClient) -> None:
 
 
 def test_text_longer_than_the_model_is_cut_with_a_warning(mt: TestClient) -> None:
-    # the one over-long rule of qkv.decode (OVER_LONG_RULE), as in `qkv translate` and `qkv explain`
+    # the one over-long rule of qkv.text (OVER_LONG_RULE), as in `qkv translate` and `qkv explain`
     r = mt.post("/v1/translate", json={"texts": ["ok", "a" * 100]})
     assert r.status_code == 200
     first, second = r.json()["translations"]
@@ -342,8 +342,8 @@ def test_a_request_whose_client_left_is_never_decoded(mt: TestClient, monkeypatc
 
 def test_a_request_whose_client_left_stops_decoding(mt: TestClient, monkeypatch) -> None:
     """The client disconnects while its job is decoding: decoding stops at its next step
-    (qkv.decode.check_stop, which every decoding step calls), instead of running to the end."""
-    from qkv.decode import DecodingStopped, check_stop
+    (qkv.search.check_stop, which every decoding step calls), instead of running to the end."""
+    from qkv.search import DecodingStopped, check_stop
 
     app = mt.app
     engine = app.state.engine

@@ -248,7 +248,7 @@ def export(
     typer.echo(f"wrote {export_run(model, format, out, quantize)}")
 
 
-# --- decoding: translate, evaluate, generate (logic in qkv.decode) -------------------------------
+# --- decoding: translate, evaluate, generate (logic in qkv.text) ---------------------------------
 
 RunOpt = Annotated[Path, typer.Option("--model", "-m", help="Run directory.")]
 BeamOpt = Annotated[int, typer.Option("--beam", help="Beam size (1-128); 1 is greedy search.", min=1, max=128)]
@@ -284,7 +284,8 @@ def translate(
 ) -> None:
     """Translate TEXT, a file, or stdin with a trained translation model."""
     from qkv.files import atomic_write_bytes
-    from qkv.decode import DecodeConfig, format_translations, read_input_lines, translate_lines
+    from qkv.search import DecodeConfig
+    from qkv.text import format_translations, read_input_lines, translate_lines
     from qkv.interop.ct2 import engine_translate_lines
     from qkv.run import load_run
 
@@ -315,7 +316,8 @@ def evaluate(
 
     from qkv.files import atomic_write_bytes
     from qkv.data.corpus import iter_lines
-    from qkv.decode import DecodeConfig, evaluate as score
+    from qkv.search import DecodeConfig
+    from qkv.text import evaluate as score
     from qkv.run import load_run
 
     dcfg = DecodeConfig(beam_size=beam, length_penalty=length_penalty)
@@ -343,7 +345,8 @@ def generate(
     seed: SeedOpt = None,
 ) -> None:
     """Continue a prompt with a trained language model, printing tokens as they come."""
-    from qkv.decode import DecodeConfig, Sampler, generate_text
+    from qkv.search import DecodeConfig, Sampler
+    from qkv.text import generate_text
     from qkv.run import load_run
 
     dcfg = DecodeConfig(sample=not greedy, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)

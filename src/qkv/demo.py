@@ -16,7 +16,8 @@ from rich.console import Console
 from rich.table import Table
 
 from qkv.data.tasks import make_task
-from qkv.decode import DecodeConfig, translate_lines
+from qkv.search import DecodeConfig
+from qkv.text import translate_lines
 from qkv.errors import OutputError
 from qkv.data.tasks import task_config
 from qkv.run import load_run

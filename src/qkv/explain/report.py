@@ -425,7 +425,8 @@ def trace_run(run, text: str, target: str | None = None) -> tuple[Trace, list[st
     A translation model without `target` first translates `text` greedily and explains its own
     output; a language model explains the text (and `target`, if given, appended to it).
     """
-    from qkv.decode import DecodeConfig, prompt_ids, source_ids, translate_sources
+    from qkv.search import DecodeConfig
+    from qkv.text import prompt_ids, source_ids, translate_sources
     from qkv.explain.trace import trace
 
     warnings = []
@@ -435,7 +436,7 @@ def trace_run(run, text: str, target: str | None = None) -> tuple[Trace, list[st
     if run.cfg.arch == "decoder-only":
         text_ids = prompt_ids(run, text, warnings.append) if target is None else text
         return trace(run.model, text_ids, target, run.src_tokenizer, run.tgt_tokenizer), warnings
-    src = source_ids(run, text, "the source", warnings.append)         # the one over-long rule (qkv.decode)
+    src = source_ids(run, text, "the source", warnings.append)         # the one over-long rule (qkv.text)
     if not src:
         raise DataError("the source has no tokens; give some text")
     if target is None:

@@ -262,7 +262,7 @@ def trace(
 ) -> Trace:
     """Run one example through `model` and return every intermediate tensor.
 
-    The token conventions are those of training (qkv.data.batching) and decoding (qkv.decode):
+    The token conventions are those of training (qkv.data.batching) and decoding (qkv.search):
     EncoderDecoder: `src` is the source (no special tokens), `tgt` the target; the decoder reads
     <bos> + target and is scored on target + <eos> (teacher forcing). Without `tgt` the decoder
     reads <bos> alone. DecoderOnly: `src` is the text (a prompt; <bos> alone if it is empty); the

@@ -1,6 +1,6 @@
 """Fast decoding steps: the paper path's cached step, with three savings that change no number.
 
-`qkv.decode` feeds one new token per row and step. Through the paper path a step is
+`qkv.search` feeds one new token per row and step. Through the paper path a step is
 `model.decode(ids, memory, src_mask, cache)[:, -1]` (or `model(ids, cache)[:, -1]` for a
 language model). `CachedSteps` runs the model's own modules in the same order (embedding,
 decoder stack, output layer) and saves three things:

@@ -31,7 +31,7 @@ from torch import nn
 
 from qkv.config import ModelConfig
 from qkv.data import Seq2SeqBatches, get_task, make_task, restore_order
-from qkv.decode import DecodeConfig, translate_ids
+from qkv.search import DecodeConfig, translate_ids
 from qkv.errors import ConfigError, DataError
 from qkv.history.attention_rnn import AttentionSeq2Seq
 from qkv.history.rnn import RecurrentConfig, Seq2Seq
@@ -243,7 +243,7 @@ def train_model(model: nn.Module, data: LabData, lab: LabConfig) -> dict[str, An
 
 
 def accuracy_by_length(model: nn.Module, data: LabData) -> dict[int, float]:
-    """Exact match of greedy decoding (qkv.decode) for each input length of the test sets."""
+    """Exact match of greedy decoding (qkv.search) for each input length of the test sets."""
     dcfg = DecodeConfig(max_len_a=1.0, max_len_b=12)
     out = {}
     for length, pairs in data.test.items():

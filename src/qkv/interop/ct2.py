@@ -232,13 +232,13 @@ class Ct2Translator:
     def translate_ids(self, src: list[list[int]], max_len: list[int], beam_size: int = 1,
                       length_penalty: float = 0.0) -> list[list[int]]:
         """Output ids (no <bos>/<eos>) of each source, at most `max_len[i]` tokens for sentence i."""
-        from qkv.decode import DecodeConfig
+        from qkv.search import DecodeConfig
 
         dcfg = DecodeConfig(beam_size=beam_size, length_penalty=length_penalty)
         return [h[0].tokens for h in self.search(src, max_len, dcfg)]
 
     def search(self, src: list[list[int]], limits: list[int], dcfg: Any, batch_size: int = 0) -> list[list[Any]]:
-        """`qkv.decode.translate_ids` on CTranslate2: each source's n-best `Hypothesis` list (ids without
+        """`qkv.search.translate_ids` on CTranslate2: each source's n-best `Hypothesis` list (ids without
         <bos>/<eos>), at most `limits[i]` new tokens for source i. Empty sources give one empty hypothesis.
 
         CTranslate2 has one output limit per call, so sources are decoded in groups of equal limit (as
@@ -251,7 +251,7 @@ class Ct2Translator:
         ctranslate2 = require_ctranslate2()
         if dcfg.seed is not None:
             ctranslate2.set_random_seed(dcfg.seed)
-        from qkv.decode import Hypothesis
+        from qkv.search import Hypothesis
 
         out: list[list[Any]] = [[Hypothesis([], 0.0, 0.0)] for _ in src]
         groups: dict[int, list[int]] = {}
@@ -271,7 +271,7 @@ class Ct2Translator:
         return out
 
     def _hypothesis(self, tokens: list[str], score: float, dcfg: Any) -> Any:
-        from qkv.decode import Hypothesis, length_penalty
+        from qkv.search import Hypothesis, length_penalty
 
         ids = [self.tgt_ids[t] for t in tokens]
         n, alpha = max(1, len(ids)), dcfg.length_penalty                 # n counts <eos> when produced
@@ -302,7 +302,7 @@ def _check_vocabularies(model_dir: Path, src_tokens: list[str], tgt_tokens: list
 
 def translate_lines_ct2(run: Any, lines: list[str], dcfg: Any, batch_size: int = 32, warn: Any = None, *,
                         model_dir: str | os.PathLike) -> list[list[tuple[str, float]]]:
-    """`qkv.decode.translate_lines` on CTranslate2: each line's n-best list of (text, score).
+    """`qkv.text.translate_lines` on CTranslate2: each line's n-best list of (text, score).
 
     CTranslate2 batches, sorts by length and searches by itself (`Ct2Translator.search`). One
     difference from qkv's own search: its beam ranks by log p / length ** alpha (not GNMT's
@@ -315,7 +315,7 @@ def translate_lines_ct2(run: Any, lines: list[str], dcfg: Any, batch_size: int =
 
 
 def ct2_limits(ids: list[list[int]], dcfg: Any, model_max_len: int) -> list[int]:
-    """Each source's output limit, as `qkv.decode.max_new_tokens` computes it."""
+    """Each source's output limit, as `qkv.search.max_new_tokens` computes it."""
     return [min(model_max_len, max(1, int(dcfg.max_len_a * len(x) + dcfg.max_len_b))) for x in ids]
 
 

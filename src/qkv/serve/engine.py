@@ -1,4 +1,4 @@
-"""The model behind the server: tokenize, check the limits, decode, detokenize (qkv.decode's text pipeline).
+"""The model behind the server: tokenize, check the limits, decode, detokenize (qkv.text, the one text pipeline).
 
 `Engine` does the model's work for each endpoint synchronously; `qkv.serve.worker` decides
 when (one call at a time, in a worker thread, compatible requests batched together).
@@ -9,7 +9,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from qkv.decode import DecodeConfig, Sampler, generate, prompt_ids, source_ids, translate_sources
+from qkv.search import DecodeConfig, Sampler, generate
+from qkv.text import prompt_ids, source_ids, translate_sources
 from qkv.errors import QkvError
 from qkv.explain.trace import display_token, trace
 from qkv.serve import explain_view
@@ -63,7 +64,7 @@ class Engine:
                 "max_batch": MAX_BATCH,
                 "max_new_tokens": MAX_NEW_TOKENS,
                 "max_len": self.cfg.max_len,
-                "max_source_tokens": self.cfg.max_len,         # longer texts are cut (qkv.decode.OVER_LONG_RULE)
+                "max_source_tokens": self.cfg.max_len,         # longer texts are cut (qkv.text.OVER_LONG_RULE)
             },
         }
 
@@ -79,7 +80,7 @@ class Engine:
 
     def translate(self, req: TranslateRequest) -> list[dict[str, Any]]:
         """`Translation` dicts for `req.texts`, in order, decoded as one batch (the one text
-        pipeline of qkv.decode: an over-long text is cut, with a warning)."""
+        pipeline of qkv.text: an over-long text is cut, with a warning)."""
         self.require(TRANSLATION)
         sources = [self.check_source(text, f"text {i}") for i, text in enumerate(req.texts)]
         hyps = self.search([ids for ids, _ in sources], decode_config(req))

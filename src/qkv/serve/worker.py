@@ -15,7 +15,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from qkv.decode import stoppable
+from qkv.search import stoppable
 from qkv.serve.engine import Engine, ServeError
 from qkv.serve.schemas import MAX_BATCH, TranslateRequest
 
@@ -66,7 +66,7 @@ class ModelWorker:
 
     def abandon(self, future: Future) -> None:
         """The client of `future` went away: a waiting job is skipped, a running one stops decoding
-        at its next step (qkv.decode.stoppable; a merged batch stops once all its clients are gone)."""
+        at its next step (qkv.search.stoppable; a merged batch stops once all its clients are gone)."""
         future.cancel()
         job = getattr(future, "qkv_job", None)
         if job is not None:

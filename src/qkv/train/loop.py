@@ -397,7 +397,7 @@ class Trainer:
     def _decode_scores(self, model: nn.Module) -> dict[str, float]:
         """Greedy-decode up to eval_examples validation sources; exact match, BLEU and chrF."""
         from qkv.data.batching import Seq2SeqBatches, restore_order
-        from qkv.decode import DecodeConfig, translate_ids
+        from qkv.search import DecodeConfig, translate_ids
 
         pairs = self.inputs.valid_pairs[: self.tc.eval_examples]
         src_tok, tgt_tok = self.inputs.src_tokenizer, self.inputs.tgt_tokenizer

@@ -1,4 +1,4 @@
-"""Turning a trained Transformer into text: greedy search, beam search and sampling.
+"""Search: from a model and token ids to output token ids (greedy, beam search, sampling, streaming).
 
 The decoder is autoregressive: it predicts token t+1 from tokens 0..t. Decoding feeds one token
 at a time and chooses the next from the predicted distribution:
@@ -16,13 +16,16 @@ for cross-attention are computed at the first step and reused. The cached steps 
 fast layer (`qkv.fast.decoding`), proven equal to the paper path by the tests. `use_cache=False` recomputes the
 whole prefix at every step instead: the same numbers, much slower; it exists for tests and for
 the benchmark.
+
+This package works on ids only; text in and text out (tokenizing, the over-long rule, warnings,
+scores) is `qkv.text`, for a loaded run. Backends: the paper path (`StepDecoder(fast=False)`), the
+fast layer (`qkv.fast.decoding`, the default), and CTranslate2 (`qkv.search.ct2`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
-import math
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -30,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from qkv.config import check_ranges
-from qkv.errors import ConfigError, DataError, QkvError, ShapeError
+from qkv.errors import ConfigError, QkvError, ShapeError
 from qkv.fast.decoding import CachedSteps
 
 
@@ -408,174 +411,3 @@ def generate_stream(model, prompt: list[int], max_new_tokens: int, sampler: Samp
 def generate(model, prompt: list[int], max_new_tokens: int, **kwargs) -> list[int]:
     """`generate_stream` collected into a list."""
     return list(generate_stream(model, prompt, max_new_tokens, **kwargs))
-
-
-# --- text in, text out: the one text pipeline of `qkv translate/evaluate/generate`, the server ---
-# --- and `qkv explain` (text -> ids -> search -> text) -----------------------------------------
-
-
-def require_arch(run, arch: str) -> None:
-    """Refuse a run of the wrong kind with a one-line error that names the right command."""
-    if run.cfg.arch == arch:
-        return
-    if run.cfg.arch == "decoder-only":
-        raise ConfigError(f"{run.path} is a language model; continue a prompt with "
-                          f"`qkv generate --model {run.path} --prompt \"...\"`")
-    raise ConfigError(f"{run.path} is a translation model; translate with `qkv translate --model {run.path} \"...\"`")
-
-
-OVER_LONG_RULE = (
-    "Input longer than the model reads is cut, never refused: a source keeps its first max_len "
-    "tokens, a prompt its last max_len - 1 (room for the next token), and a warning says so."
-)
-
-
-def source_ids(run, text: str, name: str = "the text", warn: Callable[[str], None] | None = None) -> list[int]:
-    """Source text -> token ids, cut to the model's max_len by the one rule (OVER_LONG_RULE)."""
-    ids = run.src_tokenizer.encode(text) if text.strip() else []
-    unknown = sum(i == run.cfg.unk_id for i in ids)
-    if ids and unknown * 2 > len(ids) and warn is not None:
-        warn(f"{name}: {unknown} of its {len(ids)} tokens are unknown to the model (<unk>); "
-             f"is it in the language and script the model was trained on?")
-    limit = run.cfg.max_len
-    if len(ids) > limit:
-        if warn is not None:
-            warn(f"{name} has {len(ids)} tokens; the model reads at most {limit}, so the rest was cut")
-        ids = ids[:limit]
-    return ids
-
-
-def prompt_ids(run, prompt: str, warn: Callable[[str], None] | None = None) -> list[int]:
-    """Prompt text -> token ids, keeping the last max_len - 1 by the one rule (OVER_LONG_RULE)."""
-    ids = run.tgt_tokenizer.encode(prompt) if prompt else []
-    limit = run.cfg.max_len - 1
-    if len(ids) > limit:
-        if warn is not None:
-            warn(f"the prompt has {len(ids)} tokens; kept the last {limit} (the model's max_len is {limit + 1})")
-        ids = ids[-limit:]
-    return ids
-
-
-def translate_texts(run, texts: list[str], dcfg: DecodeConfig, batch_size: int = 32,
-                    warn: Callable[[str], None] | None = None,
-                    name: Callable[[int], str] = lambda i: f"line {i + 1}") -> list[list[Hypothesis]]:
-    """Translate `texts` with a loaded run: each text's n-best hypotheses (token ids and scores).
-    An over-long text is cut (OVER_LONG_RULE), `warn` getting a message that names it with
-    `name(index)`; then `translate_sources`."""
-    require_arch(run, "encoder-decoder")
-    ids = [source_ids(run, text, name(i), warn) for i, text in enumerate(texts)]
-    return translate_sources(run, ids, dcfg, batch_size, name)
-
-
-def translate_sources(run, ids: list[list[int]], dcfg: DecodeConfig, batch_size: int = 32,
-                      name: Callable[[int], str] = lambda i: f"line {i + 1}") -> list[list[Hypothesis]]:
-    """Translate source token lists (from `source_ids`) with a loaded run: each one's n-best
-    hypotheses. They are sorted by length and decoded `batch_size` at a time (little padding),
-    then put back in order; an empty one gets one empty hypothesis."""
-    require_arch(run, "encoder-decoder")
-    if batch_size < 1:
-        raise ConfigError(f"batch size must be >= 1, got {batch_size}")
-    results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, 0.0)] for _ in ids]
-    order = sorted((i for i, x in enumerate(ids) if x), key=lambda i: -len(ids[i]))
-    device = next(run.model.parameters()).device
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        src = _pad([ids[i] for i in chunk], run.cfg.pad_id).to(device)
-        for i, hyps in zip(chunk, translate_ids(run.model, src, dcfg)):
-            if not hyps or math.isnan(hyps[0].score):
-                raise DataError(f"{name(i)}: the model's scores are NaN, so its output means nothing; "
-                                f"the weights are broken or overflow ({run.path}); retrain or use another checkpoint")
-            results[i] = hyps
-    return results
-
-
-def translate_lines(run, lines: list[str], dcfg: DecodeConfig, batch_size: int = 32,
-                    warn: Callable[[str], None] | None = None) -> list[list[tuple[str, float]]]:
-    """`translate_texts` as text: each line's n-best list of (text, score)."""
-    return [[(run.tgt_tokenizer.decode(h.tokens), h.score) for h in hyps]
-            for hyps in translate_texts(run, lines, dcfg, batch_size, warn)]
-
-
-def _pad(rows: list[list[int]], pad_id: int) -> torch.Tensor:
-    """Right-pad token lists into one (B, S) tensor."""
-    width = max(len(r) for r in rows)
-    return torch.tensor([r + [pad_id] * (width - len(r)) for r in rows], dtype=torch.long)
-
-
-def evaluate(run, sources: list[str], references: list[str], dcfg: DecodeConfig, batch_size: int = 32,
-             warn: Callable[[str], None] | None = None) -> dict:
-    """Translate `sources` and score the 1-best outputs against `references` with sacreBLEU.
-
-    Returns BLEU and chrF with their signatures (which say exactly how they were computed), the
-    number of sentences and the hypotheses.
-    """
-    from sacrebleu.metrics import BLEU, CHRF
-
-    if len(sources) != len(references):
-        raise DataError(f"{len(sources)} source lines but {len(references)} reference lines; "
-                         f"the files must be line-aligned")
-    hyps = [nbest[0][0] for nbest in translate_lines(run, sources, dcfg, batch_size, warn)]
-    bleu, chrf = BLEU(), CHRF()
-    return {
-        "bleu": round(bleu.corpus_score(hyps, [references]).score, 2),
-        "bleu_signature": str(bleu.get_signature()),
-        "chrf": round(chrf.corpus_score(hyps, [references]).score, 2),
-        "chrf_signature": str(chrf.get_signature()),
-        "sentences": len(hyps),
-        "beam_size": dcfg.beam_size,
-        "hypotheses": hyps,
-    }
-
-
-def generate_text(run, prompt: str, max_new_tokens: int, sampler: Sampler,
-                  warn: Callable[[str], None] | None = None) -> Iterator[str]:
-    """Continue `prompt` with a language-model run: an iterator of text pieces as the tokens come
-    (the run and prompt are checked at once, before the first token).
-
-    Each piece is the growth of decode(prompt + new tokens), so multi-byte characters and
-    tokenizers that join words with spaces come out right. A prompt that leaves no room in the
-    model's max_len keeps its last tokens (OVER_LONG_RULE), and `warn` is called.
-    """
-    require_arch(run, "decoder-only")
-    tok, ids = run.tgt_tokenizer, prompt_ids(run, prompt, warn)
-    window = run.cfg.max_len * 3 // 4            # past max_len, go on from the last 3/4 of the context
-    return _text_pieces(tok, ids, generate_stream(run.model, ids, max_new_tokens, sampler, window=window))
-
-
-def _text_pieces(tok, prompt_ids: list[int], tokens: Iterator[int]) -> Iterator[str]:
-    shown, new = tok.decode(prompt_ids), []
-    for token in tokens:
-        new.append(token)
-        text = tok.decode(prompt_ids + new)
-        if text.startswith(shown) and not text.endswith("\ufffd"):      # not half a character
-            yield text[len(shown):]
-            shown = text
-
-
-def read_input_lines(text: str | None, input_path: str | None, stdin=None) -> list[str]:
-    """The lines to translate: TEXT, the lines of --input, or stdin when it is piped."""
-    import sys
-
-    from qkv.data.corpus import iter_lines
-
-    stdin = sys.stdin if stdin is None else stdin
-    if text is not None and input_path is not None:
-        raise ConfigError("give either TEXT or --input FILE, not both")
-    if text is not None:
-        return [text]
-    if input_path is not None:
-        return [line for _, line in iter_lines(input_path)]
-    if stdin.isatty():
-        raise ConfigError("nothing to translate: give TEXT, --input FILE, or pipe lines on stdin")
-    if hasattr(stdin, "buffer"):                 # the bytes, decoded by the same rule as --input
-        from qkv.data.corpus import iter_byte_lines
-
-        return [line for _, line in iter_byte_lines(stdin.buffer, "stdin")]
-    return [line.rstrip("\n").removesuffix("\r") for line in stdin]
-
-
-def format_translations(results: list[list[tuple[str, float]]], n_best: int) -> str:
-    """One translation per line; with n_best > 1, `line ||| text ||| score` rows (Moses n-best style)."""
-    if n_best == 1:
-        return "".join(nbest[0][0] + "\n" for nbest in results)
-    return "".join(f"{i} ||| {text} ||| {score:.4f}\n" for i, nbest in enumerate(results) for text, score in nbest)
