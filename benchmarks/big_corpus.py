@@ -127,7 +127,7 @@ def worker(args: argparse.Namespace) -> None:
         stats = {"seconds": round(report.seconds, 1), "counts": report.counts, "tokens": report.tokens,
                  "tokenizer_sample": report.sampled}
     else:
-        from qkv.train import loop
+        from qkv.training import loop
 
         step = loop.Trainer.train_step
 
@@ -168,7 +168,7 @@ def _free_port() -> int:
 
 def train_run(work: Path, name: str, model: dict, train: dict, data: dict, ranks: int) -> dict:
     """Train in `ranks` processes; first-step time, tokens/s (median after step 5), memory per rank."""
-    from qkv.train.metrics import read_metrics
+    from qkv.training.metrics import read_metrics
 
     out = work / "runs" / name
     shutil.rmtree(out, ignore_errors=True)

@@ -39,7 +39,7 @@ from qkv.search import StepDecoder
 from qkv.fast.dropout import use_fast_dropout
 from qkv.fast.malloc import keep_freed_memory
 from qkv.machine import cpu_has_fast_bf16, cpu_name
-from qkv.train.loss import label_smoothed_nll
+from qkv.training.loss import label_smoothed_nll
 
 SMALL = dict(src_vocab_size=8000, tgt_vocab_size=8000, d_model=256, n_heads=4, n_encoder_layers=3,
              n_decoder_layers=3, d_ff=1024, max_len=256)

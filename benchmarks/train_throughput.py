@@ -46,7 +46,7 @@ from qkv.model.layers import Embeddings
 from qkv.fast.dropout import use_fast_dropout
 from qkv.fast.malloc import keep_freed_memory
 from qkv.machine import cpu_has_fast_bf16, cpu_name
-from qkv.train.loss import label_smoothed_nll
+from qkv.training.loss import label_smoothed_nll
 
 CONFIGS = {
     "small": dict(d_model=256, n_heads=4, n_encoder_layers=3, n_decoder_layers=3, d_ff=1024),

@@ -47,7 +47,7 @@ from shakespeare import machine  # noqa: E402  (the same machine description for
 def main(argv: list[str] | None = None) -> int:
     from qkv.errors import QkvError
     from qkv.fast.malloc import keep_freed_memory
-    from qkv.train.distributed import check_processes, default_processes, exit_worker_rank, local_launch
+    from qkv.training.distributed import check_processes, default_processes, exit_worker_rank, local_launch
 
     keep_freed_memory()                          # as the qkv command: big tensors reuse freed memory
     args = parse_args(argv)
@@ -93,7 +93,7 @@ def launch_command(processes: int, args: argparse.Namespace, argv: list[str]) ->
     """This script again under torchrun, each rank with its share of the global batch; the data
     and the config are checked first, so a mistake is one line, not one per rank."""
     from qkv.run import RunConfig
-    from qkv.train.distributed import local_launch_command
+    from qkv.training.distributed import local_launch_command
 
     src, tgt = args.direction.split("-")
     check_data(args.data or DATA, src, tgt)
@@ -116,7 +116,7 @@ def run_recipe(args: argparse.Namespace) -> dict[str, Any] | None:
     import torch
 
     from qkv.run import RunConfig
-    from qkv.train import train
+    from qkv.training import train
 
     src, tgt = args.direction.split("-")
     data = check_data(args.data or DATA, src, tgt)
@@ -156,7 +156,7 @@ def training_summary(out: Path) -> dict[str, Any]:
     """Steps, wall-clock time and speed of the run, from its metrics.jsonl and config.toml."""
     from qkv.errors import CheckpointError
     from qkv.run import load_run_config
-    from qkv.train.metrics import read_metrics
+    from qkv.training.metrics import read_metrics
 
     records = read_metrics(out)
     train_records = [r for r in records if r.get("kind") == "train"]
@@ -191,7 +191,7 @@ def evaluate_run(out: Path, data: Path, src: str, tgt: str, args: argparse.Names
     """Choose between the greedy-best and the averaged weights on val (beam), then score test once."""
     from qkv.search import DecodeConfig
     from qkv.text import evaluate
-    from qkv.train.average import average_checkpoints
+    from qkv.training.average import average_checkpoints
     from qkv.files import atomic_write_bytes
     from qkv.run import RunDir, load_run
 

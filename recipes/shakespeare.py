@@ -39,7 +39,7 @@ WORLD_RANK, WORLD_SIZE = int(os.environ.get("RANK", "0")), int(os.environ.get("W
 def main(argv: list[str] | None = None) -> int:
     from qkv.errors import QkvError
     from qkv.fast.malloc import keep_freed_memory
-    from qkv.train.distributed import check_processes, default_processes, exit_worker_rank, local_launch
+    from qkv.training.distributed import check_processes, default_processes, exit_worker_rank, local_launch
 
     keep_freed_memory()                          # as the qkv command: big tensors reuse freed memory
     args = parse_args(argv)
@@ -99,7 +99,7 @@ def launch_command(processes: int, args: argparse.Namespace, argv: list[str]) ->
     """This script again under torchrun (--standalone: one machine). batch_tokens (the config's,
     or the user's --set) is the global batch: each rank is given its share."""
     from qkv.run import RunConfig
-    from qkv.train.distributed import local_launch_command
+    from qkv.training.distributed import local_launch_command
 
     batch_tokens = RunConfig.parse(config_file(args.config), args.overrides).train.batch_tokens
     return local_launch_command(str(Path(__file__).resolve()), argv, processes, batch_tokens)
@@ -109,7 +109,7 @@ def run_recipe(args: argparse.Namespace) -> dict[str, Any] | None:
     """Train (or resume), then evaluate and sample; write OUT/results.json; return the results
     (None on DDP ranks other than 0)."""
     from qkv.run import RunConfig
-    from qkv.train import train
+    from qkv.training import train
 
     config_path = config_file(args.config)
     config = RunConfig.parse(config_path)                 # data paths: relative to the config file's folder
@@ -153,7 +153,7 @@ def data_file(data: Path | None, configured: str) -> Path:
 
 def summarize(out: Path, result, name: str, load_before: tuple[float, float, float]) -> dict[str, Any]:
     """The numbers of a finished run: best validation, time, speed, machine."""
-    from qkv.train.metrics import read_metrics
+    from qkv.training.metrics import read_metrics
 
     records = read_metrics(out)
     valid = [r for r in records if r.get("kind") == "valid"]

@@ -8,7 +8,7 @@ from safetensors.torch import load_file, save_file
 
 from qkv.cli import main
 from qkv.errors import CheckpointError
-from qkv.train.average import average_checkpoints
+from qkv.training.average import average_checkpoints
 from qkv.run import RunDir
 
 
@@ -52,7 +52,7 @@ def test_average_refuses_different_models(tmp_path):
 
 def test_training_keeps_the_last_checkpoints_and_a_time_limit_stops_it(tmp_path):
     from qkv.data.tasks import task_config
-    from qkv.train import train
+    from qkv.training import train
     from test_train import TINY
 
     sets = TINY + ["train.steps=9", "train.checkpoint_every=2", "train.keep_checkpoints=2", "train.eval_every=0"]

@@ -20,9 +20,9 @@ from safetensors.torch import load_file
 
 from qkv import CheckpointError
 from qkv.data.tasks import task_config
-from qkv.train import train
+from qkv.training import train
 from qkv.run import weights_step
-from qkv.train.metrics import read_metrics
+from qkv.training.metrics import read_metrics
 from qkv.run import parse_config
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
@@ -41,7 +41,7 @@ TINY = [
 def no_plots():
     """The PNG at the end of each run is most of a tiny run's time and no part of a checkpoint."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("qkv.train.loop.plot_run", lambda *args, **kwargs: None)
+        mp.setattr("qkv.training.loop.plot_run", lambda *args, **kwargs: None)
         yield
 
 

@@ -17,10 +17,10 @@ from qkv import CheckpointError, ConfigError
 from qkv.cli import main
 from qkv.errors import OutputError, TrainingError
 from qkv.data.tasks import task_config
-from qkv.train import train
+from qkv.training import train
 from qkv.run.dir import LOCK_FILE
 from qkv.run import load_run, lock_run, save_weights
-from qkv.train.metrics import read_metrics
+from qkv.training.metrics import read_metrics
 from qkv.run import parse_config
 
 TINY = [
@@ -169,7 +169,7 @@ def test_training_stops_at_the_first_non_finite_loss_keeping_the_last_good_check
 
 
 def test_is_better_never_picks_nan():
-    from qkv.train.metrics import is_better
+    from qkv.training.metrics import is_better
 
     assert not is_better("loss", float("nan"), None) and not is_better("bleu", float("nan"), 1.0)
 

@@ -13,7 +13,7 @@ from qkv.history import AttentionSeq2Seq, FeedForwardLM, LSTMLM, RecurrentConfig
 from qkv.history.lab import LabConfig, build_model, gradient_flow, run_lab
 from qkv.history.report import write_report
 from qkv.tokenizers import CharTokenizer
-from qkv.train.loss import label_smoothed_nll
+from qkv.training.loss import label_smoothed_nll
 
 V = 12  # 4 special tokens + 8 symbols
 

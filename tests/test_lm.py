@@ -15,9 +15,9 @@ import torch
 from qkv import ConfigError, ModelConfig, build_model
 from qkv.data.batching import LMBlocks, split_by_position
 from qkv.search import Sampler, generate
-from qkv.train import train
+from qkv.training import train
 from qkv.run import load_run
-from qkv.train.inputs import prepare
+from qkv.training.inputs import prepare
 from qkv.run import DataConfig
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -10,9 +10,9 @@ from qkv.cli import main
 from qkv.data import shards
 from qkv.data.shards import PairShards, open_prepared, prepare_corpus, reservoir_sample
 from qkv.errors import DataError
-from qkv.train import train
-from qkv.train.inputs import MicroBatches, prepare
-from qkv.train.metrics import read_metrics
+from qkv.training import train
+from qkv.training.inputs import MicroBatches, prepare
+from qkv.training.metrics import read_metrics
 from qkv.run import DataConfig
 
 WORDS = "ein der die das hund katze mann frau kind läuft springt sitzt auf dem im park wasser rot blau".split()

@@ -12,12 +12,12 @@ from qkv import CheckpointError, ConfigError, ModelConfig, build_model
 from qkv.errors import ShapeError
 from qkv.cli import main
 from qkv.data.tasks import task_config
-from qkv.train import train
+from qkv.training import train
 from qkv.run import load_run, load_weights, save_weights
-from qkv.train.loss import label_smoothed_nll
-from qkv.train.metrics import read_metrics
+from qkv.training.loss import label_smoothed_nll
+from qkv.training.metrics import read_metrics
 from qkv.run import parse_config
-from qkv.train.schedule import lr_at, make_scheduler, noam
+from qkv.training.schedule import lr_at, make_scheduler, noam
 
 # A model and budget small enough for a few seconds on a busy 2-core CPU.
 TINY = [
@@ -292,7 +292,7 @@ def test_interrupt_saves_a_checkpoint_that_resumes(tmp_path, monkeypatch):
     """SIGINT/SIGTERM stop the loop after the current step with a checkpoint."""
     import signal
 
-    from qkv.train.loop import Trainer
+    from qkv.training.loop import Trainer
 
     calls = {"n": 0}
     real_step = Trainer.train_step
@@ -392,7 +392,7 @@ def test_translation_from_parallel_files_with_two_tokenizers(tmp_path):
 
 def test_validation_line_leaves_bleu_out_for_built_in_tasks(capsys):
     """A reversed string is one "word": its BLEU is 0 by construction, so tasks show exact match and chrF."""
-    from qkv.train.progress import Progress
+    from qkv.training.progress import Progress
 
     record = {"step": 200, "loss": 0.5, "ppl": 1.65, "exact_match": 0.9, "bleu": 0.0, "chrf": 95.0}
     Progress().validation(record, 1000, show_bleu=False)
@@ -407,6 +407,6 @@ def test_a_finished_worker_rank_exits_0_with_its_output_flushed():
     import subprocess
     import sys
 
-    code = "from qkv.train.distributed import exit_worker_rank\nprint('rank 1 done', end='')\nexit_worker_rank()\nprint('never')"
+    code = "from qkv.training.distributed import exit_worker_rank\nprint('rank 1 done', end='')\nexit_worker_rank()\nprint('never')"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stdout) == (0, "rank 1 done"), done.stderr

@@ -8,8 +8,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from qkv.train import train
-from qkv.train.metrics import read_metrics
+from qkv.training import train
+from qkv.training.metrics import read_metrics
 
 from test_train import tiny_task
 
@@ -98,7 +98,7 @@ def _recording_worker(rank: int, world: int, port: int, out: str, config: dict, 
 def _record_batches(path: str) -> None:
     import json
 
-    from qkv.train import inputs
+    from qkv.training import inputs
 
     original = inputs.MicroBatches.next
 
@@ -116,7 +116,7 @@ def test_ddp_ranks_read_disjoint_batches_from_a_prepared_corpus(tmp_path, monkey
 
     from qkv.data import shards
     from qkv.data.shards import prepare_corpus
-    from qkv.train.inputs import MicroBatches
+    from qkv.training.inputs import MicroBatches
     from qkv.run import DataConfig
 
     from test_shards import TINY_MODEL, TINY_TRAIN, translation_data, write_pairs

@@ -374,14 +374,14 @@ def train(
 ) -> None:
     """Train a Transformer: a built-in task (default reverse), a config file, or resume a run."""
     from qkv.errors import ConfigError
-    from qkv.train.loop import train as run_training
+    from qkv.training.loop import train as run_training
 
     if resume is not None and (task or config or out):
         given = ", ".join(n for n, v in (("--task", task), ("--config", config), ("--out", out)) if v)
         raise ConfigError(f"--resume continues {resume} with its own config.toml, so {given} would be ignored; "
                           f"drop {given} (change values such as train.steps with --set)")
     if processes != 1 and "WORLD_SIZE" not in os.environ:
-        from qkv.train.distributed import check_processes, local_launch
+        from qkv.training.distributed import check_processes, local_launch
 
         check_processes(processes)
         code = local_launch(train_launch_command(processes, task, config, out, set_ or [], resume, quiet), processes)
@@ -396,7 +396,7 @@ def train(
     if result.stopped == "interrupted":
         raise typer.Exit(130)
     if int(os.environ.get("RANK", "0")) != 0:   # under torchrun: rank 0 has the last word
-        from qkv.train.distributed import exit_worker_rank
+        from qkv.training.distributed import exit_worker_rank
 
         exit_worker_rank()
 
@@ -444,7 +444,7 @@ def train_launch_command(processes: int, task: str | None, config: Path | None, 
     """`qkv train ...` again under torchrun in `processes` ranks, each with its share of the global
     batch (the config's train.batch_tokens or the user's --set); a bad config fails here, once."""
     from qkv.run import RunConfig
-    from qkv.train.distributed import local_launch_command
+    from qkv.training.distributed import local_launch_command
 
     argv = ["train", *(["--quiet"] if quiet else []), *sum((["--set", item] for item in overrides), [])]
     if resume is not None:              # the run's config already holds the per-rank share
@@ -461,7 +461,7 @@ def plot(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="PNG to write; default RUN/training.png.")] = None,
 ) -> None:
     """Plot a run's loss, learning rate and validation metrics as a PNG."""
-    from qkv.train.metrics import plot_run
+    from qkv.training.metrics import plot_run
 
     typer.echo(f"wrote {plot_run(run, out)}")
 
@@ -473,7 +473,7 @@ def average(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="File to write; default RUN/averaged.safetensors.")] = None,
 ) -> None:
     """Average the weights of a run's last N step checkpoints (step-<N>.safetensors)."""
-    from qkv.train.average import average_checkpoints
+    from qkv.training.average import average_checkpoints
 
     typer.echo(f"wrote {average_checkpoints(run, last, out)}")
 

@@ -21,7 +21,7 @@ from qkv.text import translate_lines
 from qkv.errors import OutputError
 from qkv.data.tasks import task_config
 from qkv.run import load_run
-from qkv.train import train
+from qkv.training import train
 
 # A budget that learns `reverse` well in well under a minute on 2 CPU cores.
 DEMO_OVERRIDES = (

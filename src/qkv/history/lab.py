@@ -37,7 +37,7 @@ from qkv.history.attention_rnn import AttentionSeq2Seq
 from qkv.history.rnn import RecurrentConfig, Seq2Seq
 from qkv.model import EncoderDecoder
 from qkv.tokenizers import CharTokenizer
-from qkv.train.loss import label_smoothed_nll
+from qkv.training.loss import label_smoothed_nll
 
 MODELS = ("rnn", "lstm", "gru", "gru-attn", "transformer")
 # Time is measured on one thread. "cpu" counts only the CPU time that thread got, so other

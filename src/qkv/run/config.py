@@ -26,7 +26,7 @@ from qkv.config import ModelConfig, apply_overrides, check_ranges, from_dict, lo
 from qkv.errors import ConfigError
 
 
-SCHEDULES = ("noam", "cosine", "linear", "constant")   # qkv.train.schedule makes them
+SCHEDULES = ("noam", "cosine", "linear", "constant")   # qkv.training.schedule makes them
 PRECISIONS = ("fp32", "bf16", "auto")
 DATA_KINDS = ("task", "translation", "lm")
 TOKENIZERS = ("char", "word", "bpe")

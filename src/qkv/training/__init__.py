@@ -1,7 +1,7 @@
 """Training: the loop, learning-rate schedules, losses, metrics and DDP.
 
     from qkv.data.tasks import task_config
-    from qkv.train import train
+    from qkv.training import train
     result = train(task_config("reverse"), "runs/reverse")
     result.run_dir, result.best, result.steps
 
@@ -13,9 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 _LAZY = {
-    "train": "qkv.train.loop",
-    "TrainResult": "qkv.train.loop",
-    "Trainer": "qkv.train.loop",
+    "train": "qkv.training.loop",
+    "TrainResult": "qkv.training.loop",
+    "Trainer": "qkv.training.loop",
 }
 
 __all__ = sorted(_LAZY)
@@ -26,4 +26,4 @@ def __getattr__(name: str) -> Any:
         import importlib
 
         return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'qkv.train' has no attribute {name!r}")
+    raise AttributeError(f"module 'qkv.training' has no attribute {name!r}")

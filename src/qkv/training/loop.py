@@ -38,7 +38,7 @@ from qkv.errors import CheckpointError, ConfigError, TrainingError
 from qkv.fast.dropout import use_fast_dropout
 from qkv.machine import check_model_fits, cpu_has_fast_bf16
 from qkv.model import build_model
-from qkv.train import distributed
+from qkv.training import distributed
 from qkv.run import (
     RunConfig,
     RunDir,
@@ -50,11 +50,11 @@ from qkv.run import (
     save_weights,
     weights_step,
 )
-from qkv.train.inputs import Inputs, MicroBatches, prepare
-from qkv.train.loss import label_smoothed_nll
-from qkv.train.metrics import MetricsLog, corpus_scores, is_better, plot_run
-from qkv.train.progress import Progress
-from qkv.train.schedule import make_scheduler
+from qkv.training.inputs import Inputs, MicroBatches, prepare
+from qkv.training.loss import label_smoothed_nll
+from qkv.training.metrics import MetricsLog, corpus_scores, is_better, plot_run
+from qkv.training.progress import Progress
+from qkv.training.schedule import make_scheduler
 
 @dataclass
 class TrainResult:
