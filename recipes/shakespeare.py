@@ -30,37 +30,27 @@ import time
 from pathlib import Path
 from typing import Any
 
+from qkv.entry import entry_point, relaunch_under_torchrun
+
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = {"short": "shakespeare_char.toml", "long": "shakespeare_char_long.toml"}
 PROMPTS = ("ROMEO:", "KING HENRY:\nMy lord,", "\n")
 WORLD_RANK, WORLD_SIZE = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))   # torchrun's
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
-    from qkv.errors import QkvError
-    from qkv.fast.malloc import keep_freed_memory
-    from qkv.train.distributed import check_processes, default_processes, exit_worker_rank, local_launch
+    from qkv.train.distributed import default_processes, exit_worker_rank
 
-    keep_freed_memory()                          # as the qkv command: big tensors reuse freed memory
     args = parse_args(argv)
     processes = args.processes if args.processes is not None else default_processes()
-    try:
-        check_processes(processes)
-        if processes > 1 and "WORLD_SIZE" not in os.environ:
-            from qkv.config import load_toml
-
-            config = load_toml(config_file(args.config))          # bad paths: one line here, not per rank
-            data_file(args.data, config.get("data", {}).get("train_text", ""))
-            return local_launch(launch_command(processes, args, sys.argv[1:] if argv is None else argv), processes)
-        results = run_recipe(args)
-        if results is None:                     # a DDP rank other than 0: rank 0 reports
-            exit_worker_rank()
-    except QkvError as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+    argv = sys.argv[1:] if argv is None else argv
+    code = relaunch_under_torchrun(processes, lambda: launch_command(processes, args, argv, check_data=True))
+    if code is not None:                        # the ranks did the work
+        return code
+    results = run_recipe(args)
+    if results is None:                         # a DDP rank other than 0: rank 0 reports
+        exit_worker_rank()
     print(json.dumps(results, indent=2, ensure_ascii=False))
     return 0
 
@@ -95,13 +85,17 @@ def _count(low: int, high: int):
     return parse
 
 
-def launch_command(processes: int, args: argparse.Namespace, argv: list[str]) -> list[str]:
+def launch_command(processes: int, args: argparse.Namespace, argv: list[str], check_data: bool = False) -> list[str]:
     """This script again under torchrun (--standalone: one machine). batch_tokens (the config's,
-    or the user's --set) is the global batch: each rank is given its share."""
+    or the user's --set) is the global batch: each rank is given its share. The config (and with
+    `check_data` the data file) is checked first, so a mistake is one line, not one per rank."""
     from qkv.config import load_toml
     from qkv.train.distributed import global_batch_tokens, local_launch_command
 
-    configured = load_toml(config_file(args.config)).get("train", {}).get("batch_tokens", 4096)
+    config = load_toml(config_file(args.config))
+    if check_data:
+        data_file(args.data, config.get("data", {}).get("train_text", ""))
+    configured = config.get("train", {}).get("batch_tokens", 4096)
     return local_launch_command(str(Path(__file__).resolve()), argv, processes,
                                 global_batch_tokens(configured, args.overrides))
 
