@@ -34,6 +34,7 @@ from safetensors.torch import load_file, save_file
 
 from qkv.cli import main as qkv_main
 from qkv.config import MODEL_RANGES, ModelConfig
+from qkv.entry import run_main
 from qkv.machine import cpu_has_fast_bf16, cpu_name
 from qkv.model import build_model
 from qkv.tokenizers import CharTokenizer
@@ -292,4 +293,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

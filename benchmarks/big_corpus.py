@@ -113,10 +113,8 @@ def memory() -> dict[str, float]:
 
 
 def worker(args: argparse.Namespace) -> None:
-    """Runs in a child process: prepare, or train (one rank), then writes its stats JSON."""
-    from qkv.machine import keep_freed_memory
-
-    keep_freed_memory()                              # as the qkv command does
+    """Runs in a child process (its allocator set by qkv.entry.run_main, as for the qkv command):
+    prepare, or train (one rank), then writes its stats JSON."""
     job = json.loads(args.worker)
     stats: dict = {}
     if job["what"] == "prepare":
@@ -338,4 +336,6 @@ def multi30k_ab(args: argparse.Namespace, work: Path, pair_data: dict) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from qkv.entry import run_main
+
+    sys.exit(run_main(main))

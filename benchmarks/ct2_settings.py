@@ -84,4 +84,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from qkv.entry import run_main
+
+    sys.exit(run_main(main))

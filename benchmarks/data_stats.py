@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import tokenizers
 import torch
 
 from qkv.data import Batch, ParallelText, Seq2SeqBatches, load_split
+from qkv.entry import run_main
 from qkv.tokenizers import train_tokenizer
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k"
@@ -94,4 +96,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

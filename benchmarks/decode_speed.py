@@ -15,14 +15,15 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
 import torch
 
 from qkv import ModelConfig, build_model
+from qkv.entry import prepare_process, run_main
 from qkv.search import DecodeConfig, translate_ids
-from qkv.fast.malloc import keep_freed_memory
 
 SMALL = dict(d_model=256, n_heads=4, n_encoder_layers=3, n_decoder_layers=3, d_ff=1024,
              src_vocab_size=8000, tgt_vocab_size=8000, dropout=0.0, max_len=512)
@@ -79,7 +80,7 @@ def hf_runner(model, new_tokens: int, beam: int):
 
 
 def main() -> None:
-    kept = keep_freed_memory()   # as the qkv command does (glibc keeps freed memory: no page faults)
+    kept = prepare_process()     # done by run_main, as for the qkv command (glibc keeps freed memory)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer sentences and settings (under a minute)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
@@ -148,4 +149,4 @@ def speedups(rows: list[dict], key: str = "sentences_per_s") -> dict[str, float]
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

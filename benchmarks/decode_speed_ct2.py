@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,7 +38,7 @@ import torch
 from decode_speed import SMALL, SRC_LEN, make_sources, qkv_runner
 from qkv import ModelConfig, build_model
 from qkv.interop.ct2 import require_ctranslate2, write_ct2
-from qkv.fast.malloc import keep_freed_memory
+from qkv.entry import run_main
 from qkv.machine import cpu_has_fast_bf16, describe
 
 THREADS = (1, 2)
@@ -102,7 +103,6 @@ def time_once(fn, batches: list[torch.Tensor]) -> tuple[float, float]:
 
 
 def main() -> None:
-    keep_freed_memory()          # as the qkv command does (glibc keeps freed memory: no page faults)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="30 tokens only, one repeat")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats (best kept)")
@@ -218,4 +218,4 @@ def goals(best: dict[str, dict[str, list]]) -> dict[str, dict[str, object]]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

@@ -35,9 +35,9 @@ from pathlib import Path
 import torch
 
 from qkv import ModelConfig, build_model
+from qkv.entry import run_main
 from qkv.search import StepDecoder
 from qkv.fast.dropout import use_fast_dropout
-from qkv.fast.malloc import keep_freed_memory
 from qkv.machine import cpu_has_fast_bf16, cpu_name
 from qkv.training.loss import label_smoothed_nll
 
@@ -139,8 +139,7 @@ def bench_dropout(steps: int) -> dict:
 
 
 def child_steps(steps: int) -> None:
-    """In a child process: keep freed memory unless QKV_KEEP_FREED_MEMORY=0, then time steps."""
-    keep_freed_memory()
+    """In a child process (run_main kept freed memory unless QKV_KEEP_FREED_MEMORY=0): time steps."""
     run = Steps(True)
     times = [run(b) for b in bucketed_batches(steps + 1)]
     print(json.dumps(statistics.median(times[1:])))
@@ -190,4 +189,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

@@ -32,6 +32,7 @@ from typing import Iterator
 import httpx
 import numpy as np
 
+from qkv.entry import run_main
 from qkv.machine import describe
 
 HOST = "127.0.0.1"
@@ -168,4 +169,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

@@ -35,6 +35,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -44,7 +45,7 @@ from torch import nn
 from qkv import DecoderOnly, EncoderDecoder, ModelConfig, build_model
 from qkv.model.layers import Embeddings
 from qkv.fast.dropout import use_fast_dropout
-from qkv.fast.malloc import keep_freed_memory
+from qkv.entry import prepare_process, run_main
 from qkv.machine import cpu_has_fast_bf16, cpu_name
 from qkv.training.loss import label_smoothed_nll
 
@@ -236,7 +237,7 @@ def bench_config(name: str, dtype: torch.dtype | None, steps: int, peak: float, 
 
 
 def main() -> None:
-    kept = keep_freed_memory()   # as the qkv command does (glibc keeps freed memory: no page faults)
+    kept = prepare_process()     # done by run_main, as for the qkv command (glibc keeps freed memory)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small config only, fewer steps")
     parser.add_argument("--steps", type=int, default=None, help="measured steps per system and setting")
@@ -290,4 +291,4 @@ def _load() -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

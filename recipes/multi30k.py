@@ -43,29 +43,22 @@ EXAMPLES = 5
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from shakespeare import machine  # noqa: E402  (the same machine description for every recipe)
 
+from qkv.entry import entry_point, relaunch_under_torchrun  # noqa: E402
 
+
+@entry_point
 def main(argv: list[str] | None = None) -> int:
-    from qkv.errors import QkvError
-    from qkv.fast.malloc import keep_freed_memory
-    from qkv.training.distributed import check_processes, default_processes, exit_worker_rank, local_launch
+    from qkv.training.distributed import default_processes, exit_worker_rank
 
-    keep_freed_memory()                          # as the qkv command: big tensors reuse freed memory
     args = parse_args(argv)
     processes = 1 if args.evaluate_only else args.processes if args.processes is not None else default_processes()
-    try:
-        check_processes(processes)
-        if processes > 1 and "WORLD_SIZE" not in os.environ:
-            command = launch_command(processes, args, sys.argv[1:] if argv is None else argv)  # bad input: one line here
-            return local_launch(command, processes)
-        results = run_recipe(args)
-        if results is None:                     # a DDP rank other than 0: rank 0 reports
-            exit_worker_rank()
-    except QkvError as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+    argv = sys.argv[1:] if argv is None else argv
+    code = relaunch_under_torchrun(processes, lambda: launch_command(processes, args, argv))  # bad input: one line here
+    if code is not None:                        # the ranks did the work
+        return code
+    results = run_recipe(args)
+    if results is None:                         # a DDP rank other than 0: rank 0 reports
+        exit_worker_rank()
     print(json.dumps(results, indent=2, ensure_ascii=False))
     return 0
 

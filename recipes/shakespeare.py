@@ -30,37 +30,27 @@ import time
 from pathlib import Path
 from typing import Any
 
+from qkv.entry import entry_point, relaunch_under_torchrun
+
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = {"short": "shakespeare_char.toml", "long": "shakespeare_char_long.toml"}
 PROMPTS = ("ROMEO:", "KING HENRY:\nMy lord,", "\n")
 WORLD_RANK, WORLD_SIZE = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))   # torchrun's
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
-    from qkv.errors import QkvError
-    from qkv.fast.malloc import keep_freed_memory
-    from qkv.training.distributed import check_processes, default_processes, exit_worker_rank, local_launch
+    from qkv.training.distributed import default_processes, exit_worker_rank
 
-    keep_freed_memory()                          # as the qkv command: big tensors reuse freed memory
     args = parse_args(argv)
     processes = args.processes if args.processes is not None else default_processes()
-    try:
-        check_processes(processes)
-        if processes > 1 and "WORLD_SIZE" not in os.environ:
-            from qkv.run import RunConfig
-
-            config = RunConfig.parse(config_file(args.config))    # bad paths: one line here, not per rank
-            data_file(args.data, config.data.train_text)
-            return local_launch(launch_command(processes, args, sys.argv[1:] if argv is None else argv), processes)
-        results = run_recipe(args)
-        if results is None:                     # a DDP rank other than 0: rank 0 reports
-            exit_worker_rank()
-    except QkvError as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+    argv = sys.argv[1:] if argv is None else argv
+    code = relaunch_under_torchrun(processes, lambda: launch_command(processes, args, argv, check_data=True))
+    if code is not None:                        # the ranks did the work
+        return code
+    results = run_recipe(args)
+    if results is None:                         # a DDP rank other than 0: rank 0 reports
+        exit_worker_rank()
     print(json.dumps(results, indent=2, ensure_ascii=False))
     return 0
 
@@ -95,14 +85,17 @@ def _count(low: int, high: int):
     return parse
 
 
-def launch_command(processes: int, args: argparse.Namespace, argv: list[str]) -> list[str]:
+def launch_command(processes: int, args: argparse.Namespace, argv: list[str], check_data: bool = False) -> list[str]:
     """This script again under torchrun (--standalone: one machine). batch_tokens (the config's,
-    or the user's --set) is the global batch: each rank is given its share."""
+    or the user's --set) is the global batch: each rank is given its share. The config (and with
+    `check_data` the data file) is checked first, so a mistake is one line, not one per rank."""
     from qkv.run import RunConfig
     from qkv.training.distributed import local_launch_command
 
-    batch_tokens = RunConfig.parse(config_file(args.config), args.overrides).train.batch_tokens
-    return local_launch_command(str(Path(__file__).resolve()), argv, processes, batch_tokens)
+    config = RunConfig.parse(config_file(args.config), args.overrides)
+    if check_data:
+        data_file(args.data, config.data.train_text)
+    return local_launch_command(str(Path(__file__).resolve()), argv, processes, config.train.batch_tokens)
 
 
 def run_recipe(args: argparse.Namespace) -> dict[str, Any] | None:

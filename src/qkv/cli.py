@@ -13,8 +13,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from qkv.errors import QkvError
-from qkv.fast.malloc import keep_freed_memory
+from qkv.entry import run_main
 
 app = typer.Typer(
     name="qkv",
@@ -373,6 +372,7 @@ def train(
              "single-threaded processes than in one with 2 threads. Resume with the same N.")] = 1,
 ) -> None:
     """Train a Transformer: a built-in task (default reverse), a config file, or resume a run."""
+    from qkv.entry import relaunch_under_torchrun
     from qkv.errors import ConfigError
     from qkv.training.loop import train as run_training
 
@@ -380,11 +380,9 @@ def train(
         given = ", ".join(n for n, v in (("--task", task), ("--config", config), ("--out", out)) if v)
         raise ConfigError(f"--resume continues {resume} with its own config.toml, so {given} would be ignored; "
                           f"drop {given} (change values such as train.steps with --set)")
-    if processes != 1 and "WORLD_SIZE" not in os.environ:
-        from qkv.training.distributed import check_processes, local_launch
-
-        check_processes(processes)
-        code = local_launch(train_launch_command(processes, task, config, out, set_ or [], resume, quiet), processes)
+    code = relaunch_under_torchrun(processes, lambda: train_launch_command(processes, task, config, out, set_ or [],
+                                                                         resume, quiet))
+    if code is not None:                        # the ranks did the work
         if code:
             raise typer.Exit(code)
         return
@@ -523,34 +521,9 @@ def history(
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """Entry point of the `qkv` console script: one line for deliberate errors, never a traceback."""
-    keep_freed_memory()                          # big tensors reuse memory instead of page-faulting
-    try:
-        app(args=argv, standalone_mode=True)     # click handles usage errors itself (exit 2)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except QkvError as exc:
-        if os.environ.get("QKV_DEBUG"):
-            raise
-        echo_error(" ".join(str(exc).split()))
-        return 2
-    except KeyboardInterrupt:
-        echo_error("interrupted")
-        return 130
-    except (MemoryError, RuntimeError) as exc:    # torch.OutOfMemoryError is a RuntimeError
-        if os.environ.get("QKV_DEBUG") or not _out_of_memory(exc):
-            raise
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        echo_error(f"out of memory ({first}); ask for less at once: a smaller --batch-size or --beam, "
-                   f"shorter inputs, or for training a smaller train.batch_tokens or model")
-        return 2
-    return 0
-
-
-def _out_of_memory(exc: BaseException) -> bool:
-    """Whether an exception is an allocation failure (CPU or CUDA), not a bug."""
-    text = str(exc).lower()
-    return isinstance(exc, MemoryError) or "out of memory" in text or "can't allocate memory" in text
+    """Entry point of the `qkv` console script, through the one wrapper (qkv.entry): one line for
+    deliberate errors, never a traceback; click handles usage errors itself (exit 2)."""
+    return run_main(lambda: app(args=argv, standalone_mode=True))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """glibc's allocator told to keep freed memory: big tensors reuse it instead of page-faulting.
 
-A process-wide setting, so it is applied by entry points only (the `qkv` command, the recipes and
-benchmarks), visibly, never on import. Gain: a translation training step 1.5x faster on a 2-core
+A process-wide setting, so it is applied by entry points only (`qkv.entry.run_main`, the wrapper of
+the `qkv` command, the recipes and benchmarks), visibly, never on import. Gain: a translation training step 1.5x faster on a 2-core
 VM (copying a 69 MB tensor into fresh memory took 50 ms against 5 ms into kept memory). A/B:
 `python benchmarks/fast_layer.py --only malloc` (runs the same steps in two processes, with
 QKV_KEEP_FREED_MEMORY=0 and without); re-measured 2026-12-01 on bucketed batches (small config, one
@@ -27,7 +27,7 @@ def keep_freed_memory() -> bool:
     from preloading jemalloc or tcmalloc, with no extra library: mallopt(M_MMAP_MAX, 0) and a high
     M_TRIM_THRESHOLD. The process then holds on to its peak memory until it exits.
 
-    Called by qkv's command line, recipes and benchmarks, never on import. Linux with glibc only;
+    Called once by qkv.entry's wrapper of every entry point, never on import. Linux with glibc only;
     QKV_KEEP_FREED_MEMORY=0 turns it off. Returns whether it was applied.
     """
     import ctypes
