@@ -1,0 +1,299 @@
+"""The Python face of qkv: what a notebook needs, without internal module paths.
+
+    import qkv
+    run = qkv.train("reverse", out="runs/reverse", steps=300)  # a task, a TOML file, a dict or a RunConfig
+    run = qkv.load("runs/reverse")                          # or load a trained run directory
+    run.translate("abc")                                     # 'cba'  (a list in, a list out)
+    run.translate(["abc", "hello"], beam=5)                  # ['cba', 'olleh']
+    run.evaluate(["abc"], ["cba"])                           # {'exact_match': 1.0, ...} or BLEU/chrF
+    run.attention("abc").cross                               # (layers, heads, T_tgt, T_src) weights
+    run.explain("abc")                                       # the walk-through, shown inline in Jupyter
+    run.explain("abc").save("explain.html")
+    lm = qkv.load("runs/shakespeare-char")
+    lm.generate("ROMEO:", max_new_tokens=100, seed=0)        # the prompt's continuation
+
+Everything here goes through the same pipeline as the `qkv` command: `qkv.run` loads the run,
+`qkv.text` turns text into ids and back (with its rule for over-long input: cut, with a warning,
+which Python shows as a `QkvWarning`), `qkv.search` decodes, `qkv.explain` records the forward
+pass. A `Run` is also the run home's `qkv.run.Run` (config, model, tokenizers), so the lower
+layers accept it as it is.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import warnings
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from qkv import run as home
+from qkv.errors import ConfigError, OutputError
+
+
+class QkvWarning(UserWarning):
+    """What the `qkv` command prints as `warning: ...` (input cut to the model's length, unknown
+    tokens, an untrained model), raised through Python's `warnings` module."""
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, QkvWarning, stacklevel=3)
+
+
+@dataclass
+class Run(home.Run):
+    """A loaded run with the methods of the `qkv` command: translate, generate, evaluate, attention,
+    explain. `training` holds what `qkv.train` reported (None for a run loaded with `qkv.load`)."""
+
+    training: Any = None
+
+    @classmethod
+    def of(cls, run: home.Run, training: Any = None) -> "Run":
+        """The face of a run the home loaded."""
+        return cls(**{f.name: getattr(run, f.name) for f in fields(home.Run)}, training=training)
+
+    def __repr__(self) -> str:
+        params = sum(p.numel() for p in self.model.parameters())
+        kind = "language model" if self.cfg.arch == "decoder-only" else "translation model"
+        return (f"qkv.Run({str(self.path)!r}: {kind}, {params / 1e6:.2f}M parameters, d_model {self.cfg.d_model}, "
+                f"{self.cfg.n_heads} heads, vocabulary {self.cfg.tgt_vocab_size})")
+
+    # --- translation -------------------------------------------------------------------------
+
+    def translate(self, texts: str | Sequence[str], beam: int = 5, n_best: int = 1, length_penalty: float = 0.6,
+                  sample: bool = False, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                  seed: int | None = None, batch_size: int = 32) -> Any:
+        """Translate one text (returns a str) or a list of texts (returns a list of str).
+
+        beam=1 is greedy search; `sample=True` draws tokens instead (temperature, top_k, top_p,
+        seed). With n_best > 1 each text gets a list of (translation, score), best first.
+        """
+        from qkv.search import DecodeConfig
+        from qkv.text import translate_lines
+
+        one = isinstance(texts, str)
+        lines = [texts] if one else list(_texts(texts, "texts"))
+        dcfg = DecodeConfig(beam_size=1 if sample else beam, n_best=n_best, length_penalty=length_penalty,
+                            sample=sample, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+        results = translate_lines(self, lines, dcfg, batch_size, _warn)
+        out = [nbest if n_best > 1 else nbest[0][0] for nbest in results]
+        return out[0] if one else out
+
+    def evaluate(self, sources: Sequence[str], references: Sequence[str], beam: int = 5,
+                 length_penalty: float = 0.6, batch_size: int = 32) -> dict[str, Any]:
+        """Translate `sources` and score them against `references`, as `qkv evaluate` does: the
+        scores with their signatures, the number of sentences and the hypotheses."""
+        from qkv.search import DecodeConfig
+        from qkv.text import evaluate
+
+        dcfg = DecodeConfig(beam_size=beam, length_penalty=length_penalty)
+        return evaluate(self, list(_texts(sources, "sources")), list(_texts(references, "references")), dcfg,
+                        batch_size, _warn)
+
+    # --- language models ---------------------------------------------------------------------
+
+    def generate(self, prompt: str = "", max_new_tokens: int = 200, greedy: bool = False, temperature: float = 1.0,
+                 top_k: int = 0, top_p: float = 1.0, seed: int | None = None) -> str:
+        """Continue `prompt` with a language model; returns the new text (without the prompt)."""
+        from qkv.search import DecodeConfig, Sampler
+        from qkv.text import generate_text
+
+        if not isinstance(prompt, str):
+            raise ConfigError(f"prompt must be a str, got {type(prompt).__name__}")
+        if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+        dcfg = DecodeConfig(sample=not greedy, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+        return "".join(generate_text(self, prompt, max_new_tokens, Sampler.from_config(dcfg), _warn))
+
+    # --- looking inside ----------------------------------------------------------------------
+
+    def attention(self, text: str, target: str | None = None) -> "Attention":
+        """The attention weights of one forward pass over `text` (a translation model reads its
+        own greedy translation unless `target` is given), stacked over layers."""
+        trace, _ = self._trace(text, target)
+        return Attention.of(trace)
+
+    def explain(self, text: str, target: str | None = None, layer: int = 0, head: int = 0,
+                top_k: int = 5) -> "Explanation":
+        """The walk-through of `qkv explain` for `text`: every step with the real numbers, zoomed
+        in on `layer` and `head` (0-based). Jupyter shows it inline; `.save(path)` writes the page."""
+        from qkv.explain.report import check_focus
+
+        cfg = self.cfg
+        check_focus(max(cfg.n_decoder_layers, cfg.n_encoder_layers if cfg.arch == "encoder-decoder" else 0),
+                    cfg.n_heads, layer, head)
+        trace, notes = self._trace(text, target)
+        shown = f"“{text}”" + (f" → “{target}”" if target is not None else "")
+        return Explanation(trace, notes, f"How {self.path.name} reads {shown}", layer, head, top_k)
+
+    def _trace(self, text: str, target: str | None) -> tuple[Any, list[str]]:
+        from qkv.explain.report import trace_run
+
+        if not isinstance(text, str) or (target is not None and not isinstance(target, str)):
+            raise ConfigError("text (and target) must be str")
+        trace, notes = trace_run(self, text, target)
+        for note in notes:
+            _warn(note)
+        return trace, notes
+
+
+def _texts(texts: Any, name: str) -> Sequence[str]:
+    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+        raise ConfigError(f"{name} must be a list of str")
+    return texts
+
+
+@dataclass
+class Attention:
+    """Attention weights of one forward pass; rows are queries, columns keys; each row sums to 1.
+
+    encoder: (L, H, S, S) self-attention of the encoder (None for a language model)
+    decoder: (L, H, T, T) masked self-attention of the decoder (zero above the diagonal)
+    cross:   (L, H, T, S) decoder queries over the encoder's keys (None for a language model)
+    The decoder reads `target_tokens`: <bos> and the target, shifted right (teacher forcing).
+    """
+
+    source_tokens: list[str] | None
+    target_tokens: list[str]
+    encoder: torch.Tensor | None
+    decoder: torch.Tensor
+    cross: torch.Tensor | None
+
+    @classmethod
+    def of(cls, trace: Any) -> "Attention":
+        def stack(items: list[Any]) -> torch.Tensor | None:
+            return torch.stack([a.weights for a in items]) if items else None
+
+        cross = [layer.cross_attn for layer in trace.decoder_layers if layer.cross_attn is not None]
+        decoder = stack([layer.self_attn for layer in trace.decoder_layers])
+        assert decoder is not None                # every model has at least one decoder layer
+        return cls(trace.src.tokens if trace.src is not None else None, trace.tgt.tokens,
+                   stack([layer.self_attn for layer in trace.encoder_layers]), decoder, stack(cross))
+
+
+class Explanation:
+    """The `qkv explain` page of one text: `trace` (every tensor), `warnings`, `html` (the page);
+    shown inline by Jupyter, written by `save(path)`."""
+
+    def __init__(self, trace: Any, notes: list[str], title: str, layer: int, head: int, top_k: int):
+        self.trace, self.warnings, self.title = trace, notes, title
+        self.layer, self.head, self.top_k = layer, head, top_k
+        self._html: str | None = None
+
+    @property
+    def html(self) -> str:
+        if self._html is None:
+            from qkv.explain.report import render_html
+
+            self._html = render_html(self.trace, self.layer, self.head, self.top_k, title=self.title,
+                                     warnings=self.warnings)
+        return self._html
+
+    def _repr_html_(self) -> str:
+        """The page in an isolated frame, so its styles and the notebook's do not mix."""
+        return (f'<iframe srcdoc="{html.escape(self.html, quote=True)}" title="{html.escape(self.title)}" '
+                f'style="width: 100%; height: 720px; border: 1px solid #ddd"></iframe>')
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the self-contained page (never over a file of a run); returns the path."""
+        from qkv.files import atomic_write_bytes
+
+        path = Path(path)
+        if home.is_run_file(path):
+            raise OutputError(f"{path} is a file of the qkv run in {path.parent}; write somewhere else")
+        atomic_write_bytes(path, self.html.encode("utf-8"))
+        return path
+
+    def __repr__(self) -> str:
+        return f"qkv.Explanation({self.title!r}, layer {self.layer}, head {self.head})"
+
+
+# --- loading and training -----------------------------------------------------------------------
+
+
+def load(path: str | os.PathLike[str], device: str | torch.device = "cpu", weights: str = "model") -> Run:
+    """Load a run directory (what `qkv train` wrote): config, tokenizers, the model in eval mode.
+
+    weights: "model" (the best checkpoint), "last" or "averaged". Anything missing or broken is
+    one `qkv.CheckpointError` that says which file and what to do.
+    """
+    return Run.of(home.load_run(path, device=device, weights=weights))
+
+
+def train(config: Any = "reverse", out: str | os.PathLike[str] | None = None, *,
+          overrides: Sequence[str] = (), resume: bool = False, quiet: bool = False, **settings: Any) -> Run:
+    """Train a model and return its run (the best weights, loaded), as `qkv train` does.
+
+    config: a built-in task's name ("reverse", "dates", ...), a TOML file, a dict of
+    [model]/[train]/[data] sections or a `qkv.run.RunConfig`. out: the run directory (default
+    runs/<task or file name>). Settings by name, `steps=300, d_model=64`, or by section,
+    `model={"d_model": 64}`; `overrides=["train.lr=1e-3"]` as `--set` does. resume=True
+    continues the run in `out` from its last checkpoint.
+
+    The progress shows as a bar in a terminal (and in Jupyter with ipywidgets), else as lines.
+    """
+    from qkv.training.loop import train as train_loop
+
+    if resume:
+        if out is None:
+            raise ConfigError("resume=True needs out=, the run directory to continue")
+        result = train_loop(None, out, list(overrides) + _settings_overrides(settings), quiet, resume=True)
+        return Run.of(home.load_run(result.run_dir), result)
+    cfg, default_out = _config_of(config)
+    sections = cfg.to_dict()
+    for section, key, value in _settings(settings):
+        sections[section][key] = value
+    result = train_loop(sections, out if out is not None else default_out, overrides, quiet)
+    return Run.of(home.load_run(result.run_dir), result)
+
+
+def _config_of(config: Any) -> tuple[home.RunConfig, str]:
+    from qkv.data.tasks import TASKS, task_config
+
+    if isinstance(config, str) and config in TASKS:
+        return home.RunConfig.parse(task_config(config)), str(Path("runs") / config)
+    if isinstance(config, (str, os.PathLike)):
+        path = Path(config)
+        if path.suffix != ".toml" and not path.is_file():
+            raise ConfigError(f"{config!r} is neither a built-in task ({', '.join(TASKS)}) nor a TOML file")
+        return home.RunConfig.parse(path), str(Path("runs") / path.stem)
+    if isinstance(config, (dict, home.RunConfig)):
+        return home.RunConfig.parse(config), "runs/run"
+    raise ConfigError(f"config must be a task name, a TOML file, a dict or a RunConfig, not {type(config).__name__}")
+
+
+_SECTIONS = ("model", "train", "data")
+
+
+def _settings(settings: dict[str, Any]) -> list[tuple[str, str, Any]]:
+    """(section, key, value) for `steps=300` (the one section that has the key) and `model={...}`."""
+    from qkv.config import ModelConfig
+
+    known = {"model": set(ModelConfig.__dataclass_fields__), "train": set(home.TrainConfig.__dataclass_fields__),
+             "data": set(home.DataConfig.__dataclass_fields__)}
+    out = []
+    for name, value in settings.items():
+        if name in _SECTIONS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{name}= takes a dict of [{name}] settings, got {type(value).__name__}")
+            out.extend((name, key, v) for key, v in value.items())
+            continue
+        homes = [section for section in _SECTIONS if name in known[section]]
+        if not homes:
+            raise ConfigError(f"unknown setting {name!r}: not a key of [model], [train] or [data]")
+        if len(homes) > 1:
+            raise ConfigError(f"{name!r} is a key of {' and '.join(f'[{s}]' for s in homes)}; say which, "
+                              f"e.g. {homes[0]}={{{name!r}: ...}}")
+        out.append((homes[0], name, value))
+    return out
+
+
+def _settings_overrides(settings: dict[str, Any]) -> list[str]:
+    """Settings as `--set` lines (resume reads the run's own config and applies these)."""
+    import tomli_w
+
+    return [f"{section}.{key}={tomli_w.dumps({'v': value}).split('=', 1)[1].strip()}"
+            for section, key, value in _settings(settings)]
