@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from qkv.search import DecodeConfig, Sampler, generate
-from qkv.text import prompt_ids, source_ids, translate_sources
+from qkv.text import prompt_ids, source_ids, translate_sources, translation_backend
 from qkv.errors import QkvError
 from qkv.explain.trace import display_token, trace
 from qkv.serve import explain_view
@@ -38,15 +38,10 @@ class Engine:
         self.kind = LANGUAGE_MODEL if self.cfg.arch == "decoder-only" else TRANSLATION
         self.tgt = run.tgt_tokenizer
         self.src = run.src_tokenizer
-        self.ct2 = None if ct2_model is None else self.load_ct2(ct2_model)
-        self.engine = "qkv" if self.ct2 is None else "ct2"
-
-    def load_ct2(self, model_dir: Any) -> Any:
-        from qkv.interop.ct2 import Ct2Translator, vocabulary
-
-        if self.kind != TRANSLATION:
+        self.engine = "qkv" if ct2_model is None else "ct2"
+        if ct2_model is not None and self.kind != TRANSLATION:
             raise ServeError("--engine ct2 serves translation models; this run is a language model", 400)
-        return Ct2Translator(model_dir, vocabulary(self.src), vocabulary(self.tgt))
+        self.backend = None if ct2_model is None else translation_backend(run, "ct2", ct2_model)
 
     # --- what the model is ---------------------------------------------------------------
 
@@ -100,11 +95,8 @@ class Engine:
 
     def search(self, ids: list[list[int]], dcfg: DecodeConfig) -> list[list[Any]]:
         """n-best hypotheses of each source: qkv's own search, or CTranslate2's (same tokens)."""
-        if self.ct2 is not None:
-            from qkv.interop.ct2 import ct2_limits
-
-            return self.ct2.search(ids, ct2_limits(ids, dcfg, self.cfg.max_len), dcfg)
-        return translate_sources(self.run, ids, dcfg, batch_size=len(ids), name=lambda i: f"text {i}")
+        return translate_sources(self.run, ids, dcfg, batch_size=len(ids), name=lambda i: f"text {i}",
+                                 backend=self.backend)
 
     def hypothesis(self, h: Any) -> dict[str, Any]:
         return {"text": self.tgt.decode(h.tokens), "tokens": self.labels(h.tokens), "score": h.score,
