@@ -157,7 +157,7 @@ def serve(
 # options shared by `qkv explain` and `qkv viz attention`
 ExplainText = Annotated[str, typer.Argument(help="Source sentence (translation model) or text (language model).")]
 RunDir = Annotated[Path, typer.Option("--model", "-m", help="Run directory.")]
-Target = Annotated[Optional[str], typer.Option(help="Target to explain; default: the model's greedy translation.")]
+Target = Annotated[Optional[str], typer.Option(help="Output to explain (a translation, or a language model's continuation); default: the model's own greedy output.")]
 Layer = Annotated[int, typer.Option(help="Layer (0-based).")]
 Head = Annotated[int, typer.Option(help="Head (0-based).")]
 
@@ -170,6 +170,7 @@ def explain(
     layer: Layer = 0,
     head: Head = 0,
     top_k: Annotated[int, typer.Option("--top-k", help="Next-token candidates shown per step.", min=1, max=50)] = 5,
+    max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens", help="Most tokens of the model's own output; default: 1.5 x input tokens + 10.", min=1)] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.", callback=not_a_run_file)] = Path("explain.html"),
 ) -> None:
     """Write a self-contained HTML page that walks through one forward pass with the real numbers."""
@@ -178,7 +179,7 @@ def explain(
     from qkv.run import load_run
 
     refuse_sentence_encoder(model, "qkv explain")
-    for warning in write_report(out, load_run(model), text, target, layer, head, top_k):
+    for warning in write_report(out, load_run(model), text, target, layer, head, top_k, max_new_tokens):
         typer.echo(f"warning: {warning}", err=True)
     typer.echo(f"wrote {out}")
 
