@@ -37,8 +37,9 @@ import torch
 
 from decode_speed import SMALL, SRC_LEN, make_sources, qkv_runner
 from qkv import ModelConfig, build_model
-from qkv.interop.ct2 import require_ctranslate2, write_ct2
 from qkv.entry import run_main
+from qkv.interop.ct2 import write_ct2
+from qkv.search.ct2 import require_ctranslate2
 from qkv.machine import cpu_has_fast_bf16, describe
 
 THREADS = (1, 2)

@@ -10,7 +10,8 @@ from qkv import ModelConfig, build_model
 from qkv.cli import main
 from qkv.explain import trace
 from qkv.search import DecodeConfig, translate_ids
-from qkv.explain.report import matrix_table, render_html, trace_run
+from qkv.explain.report import matrix_table, render_html, report_notes
+from qkv.explain.text import explain_text
 from qkv.tokenizers import CharTokenizer
 from qkv.run import load_run, save_run
 
@@ -70,7 +71,8 @@ def test_report_numbers_are_the_traced_numbers():
 
 def test_untrained_translation_without_target_is_translated_first(runs):
     run = load_run(runs["ed"])
-    t, warnings = trace_run(run, "abc")
+    e = explain_text(run, "abc")
+    t, warnings = e.trace, report_notes(run, e)
     out = translate_ids(run.model, torch.tensor([run.src_tokenizer.encode("abc")]), DecodeConfig())[0][0].tokens
     assert t.tgt.ids == [1] + out and t.next_ids[-1] == 2
     assert any("untrained" in w for w in warnings) and any("greedy translation" in w for w in warnings)
@@ -114,5 +116,5 @@ def test_overlong_source_is_cut_by_the_one_text_rule(runs, tmp_path, capsys):
     assert main(["explain", "--model", str(runs["ed"]), long, "--out", str(out)]) == 0
     err = capsys.readouterr().err
     assert "the source has 120 tokens; the model reads at most 64, so the rest was cut" in err
-    t, _ = trace_run(load_run(runs["ed"]), long)
+    t = explain_text(load_run(runs["ed"]), long).trace
     assert len(t.src.ids) == 64

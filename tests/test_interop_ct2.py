@@ -9,11 +9,10 @@ from interop_models import (
 from qkv import ConfigError, EncoderDecoder
 from qkv.search import DecodeConfig, translate_ids
 from qkv.interop import export_run
-from qkv.interop.ct2 import (
-    Ct2Translator, compute_type_for_machine, default_threads, int8_kernels_are_exact, to_ct2_spec,
-    translate_lines_ct2, vocabulary,
-)
+from qkv.interop.ct2 import to_ct2_spec
 from qkv.run import load_run
+from qkv.search.ct2 import Ct2Translator, compute_type_for_machine, default_threads, int8_kernels_are_exact, vocabulary
+from qkv.text import translation_backend
 
 pytest.importorskip("ctranslate2")
 
@@ -27,16 +26,23 @@ def run(tmp_path_factory):
 
 def ct2_translator(run, out, quantize=None) -> Ct2Translator:
     export_run(run.path, "ct2", out, quantize)
-    return Ct2Translator(out, vocabulary(run.src_tokenizer), vocabulary(run.tgt_tokenizer))
+    return translation_backend(run, "ct2", out)
 
 
 def unpadded(src: torch.Tensor) -> list[list[int]]:
     return [[i for i in row if i != 0] for row in src.tolist()]
 
 
+def fixed_limit(beam: int = 1) -> DecodeConfig:
+    return DecodeConfig(beam_size=beam, length_penalty=0.0, max_len_a=0.0, max_len_b=MAX_NEW)
+
+
 def qkv_outputs(model, src, beam: int = 1) -> list[list[int]]:
-    dcfg = DecodeConfig(beam_size=beam, length_penalty=0.0, max_len_a=0.0, max_len_b=MAX_NEW)
-    return [h[0].tokens for h in translate_ids(model, src, dcfg)]
+    return [h[0].tokens for h in translate_ids(model, src, fixed_limit(beam))]
+
+
+def ct2_outputs(ct2: Ct2Translator, src, beam: int = 1) -> list[list[int]]:
+    return [h[0].tokens for h in ct2.translate_ids(unpadded(src), fixed_limit(beam))]
 
 
 def test_float32_greedy_and_beam_tokens_are_identical(run, tmp_path):
@@ -44,8 +50,8 @@ def test_float32_greedy_and_beam_tokens_are_identical(run, tmp_path):
     src = sample_sources(16)
     ours = qkv_outputs(run.model, src)
     assert_not_degenerate(ours)
-    assert ct2.translate_ids(unpadded(src), [MAX_NEW] * len(src)) == ours
-    assert ct2.translate_ids(unpadded(src), [MAX_NEW] * len(src), beam_size=4) == qkv_outputs(run.model, src, 4)
+    assert ct2_outputs(ct2, src) == ours
+    assert ct2_outputs(ct2, src, beam=4) == qkv_outputs(run.model, src, 4)
 
 
 def test_int8_bleu_is_close_to_float32(run, tmp_path):
@@ -67,7 +73,7 @@ def test_int8_bleu_is_close_to_float32(run, tmp_path):
         return sacrebleu.corpus_bleu([" ".join(tok.decode(o)) for o in outputs], [refs]).score
 
     float32 = bleu(qkv_outputs(run.model, src))
-    int8 = bleu(ct2.translate_ids(unpadded(src), [MAX_NEW] * len(src)))
+    int8 = bleu(ct2_outputs(ct2, src))
     assert float32 > 30
     assert abs(int8 - float32) <= 5.0
 
@@ -92,7 +98,8 @@ def test_translate_lines_on_ct2_matches_qkv(run, tmp_path):
     lines = ["abcdef", "", "tsrqp", "hello"]
     dcfg = DecodeConfig(beam_size=1)
     ours = [n[0][0] for n in translate_lines(run, lines, dcfg)]
-    assert [n[0][0] for n in translate_lines_ct2(run, lines, dcfg, model_dir=tmp_path / "f32")] == ours
+    backend = translation_backend(run, "ct2", tmp_path / "f32")
+    assert [n[0][0] for n in translate_lines(run, lines, dcfg, backend=backend)] == ours
 
 
 def test_qkv_translate_engine_ct2(run, tmp_path, capsys):
@@ -112,7 +119,7 @@ def test_missing_ct2_model_is_a_one_line_error(run, tmp_path):
     from qkv import QkvError
 
     with pytest.raises(QkvError, match="qkv export --format ct2"):
-        Ct2Translator(tmp_path, ["a"], ["a"])
+        Ct2Translator(tmp_path, ["a"], ["a"], max_len=8)
 
 
 def test_int8_choice_per_machine():
@@ -146,6 +153,63 @@ def test_importing_the_ct2_module_switches_no_backend():
     import sys
 
     env = {k: v for k, v in os.environ.items() if k != "CT2_USE_MKL"}
-    code = "import os, qkv.interop.ct2, qkv.interop; print(os.environ.get('CT2_USE_MKL'))"
+    code = "import os, qkv.interop.ct2, qkv.search.ct2, qkv.interop; print(os.environ.get('CT2_USE_MKL'))"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "None"
+
+
+# --- one text pipeline, two engines: `--engine ct2` tokenizes, cuts, warns and refuses as `--engine qkv` ---
+
+
+@pytest.fixture(scope="module")
+def exported(run, tmp_path_factory):
+    return export_run(run.path, "ct2", tmp_path_factory.mktemp("ct2") / "model")
+
+
+def both_engines(main, args: list[str], exported, capsys) -> tuple:
+    """(exit code, stdout, stderr) of `args` on --engine qkv, then on --engine ct2."""
+    runs = []
+    for engine in (["--engine", "qkv"], ["--engine", "ct2", "--ct2-model", str(exported)]):
+        code = main([*args, *engine])
+        runs.append((code, *capsys.readouterr()))
+    return tuple(runs)
+
+
+@pytest.mark.parametrize("text, warning", [
+    ("abc" * 20, "warning: line 1 has 60 tokens; the model reads at most 48, so the rest was cut"),
+    ("uvwxyz", "warning: line 1: 6 of its 6 tokens are unknown to the model (<unk>)"),
+])
+def test_both_engines_give_the_same_warnings_and_limits(run, exported, capsys, text, warning):
+    from qkv.cli import main
+
+    ours, theirs = both_engines(main, ["translate", "--model", str(run.path), text, "--beam", "1"], exported, capsys)
+    assert ours[0] == 0 and warning in ours[2]
+    assert theirs == ours
+    out = run.tgt_tokenizer.encode(ours[1].rstrip("\n"))
+    assert len(out) <= run.cfg.max_len                      # 1.5 * 48 + 10 new tokens, capped by max_len
+
+
+def test_evaluate_on_both_engines(run, exported, tmp_path, capsys):
+    from qkv.cli import main
+
+    src, ref = tmp_path / "src.txt", tmp_path / "ref.txt"
+    src.write_text("abcdef\n" + "abc" * 20 + "\nuvwxyz\nqrst\n")
+    ref.write_text("fedcba\ncba\nzyx\ntsrq\n")
+    args = ["evaluate", "--model", str(run.path), "--src", str(src), "--ref", str(ref), "--beam", "1", "--json"]
+    ours, theirs = both_engines(main, args, exported, capsys)
+    assert ours[0] == 0 and "line 2 has 60 tokens" in ours[2] and "line 3: 6 of its 6 tokens" in ours[2]
+    assert theirs == ours
+
+
+@pytest.mark.parametrize("command", [["translate", "abc"], ["evaluate", "--src", "x", "--ref", "x"]])
+def test_both_engines_refuse_a_language_model_the_same_way(exported, tmp_path, capsys, command):
+    from serve_runs import tiny_run
+
+    from qkv.cli import main
+
+    (tmp_path / "x").write_text("abc\n")
+    lm = tiny_run(tmp_path / "lm", "decoder-only")
+    ours, theirs = both_engines(main, [command[0], "--model", str(lm), *[str(tmp_path / a) if a == "x" else a
+                                                                             for a in command[1:]]], exported, capsys)
+    assert ours[0] == 2 and "is a language model" in ours[2] and "qkv generate" in ours[2]
+    assert theirs == ours

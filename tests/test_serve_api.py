@@ -384,3 +384,33 @@ def test_bind_errors_blame_the_right_option() -> None:
         taken.listen()
         with pytest.raises(QkvError, match="pick another --port"):
             _check_bindable("127.0.0.1", taken.getsockname()[1])
+
+
+@pytest.mark.parametrize("kind", ["mt", "lm"])
+def test_server_explain_and_qkv_explain_explain_the_same_output(kind: str, request, tmp_path, capsys) -> None:
+    """One explain_text behind both: a translation model's greedy translation, a language model's
+    greedy continuation of the prompt (the prompt's tokens first), the same tokens either way."""
+    import html
+
+    from qkv.explain import explain_text
+
+    client = request.getfixturevalue(kind)
+    run = client.app.state.engine.run
+    d = client.post("/v1/explain", json={"text": "hello", "max_new_tokens": 6}).json()
+    out = tmp_path / "explain.html"
+    assert main(["explain", "--model", str(run.path), "hello", "--max-new-tokens", "6", "--out", str(out)]) == 0
+    err, page = capsys.readouterr().err, out.read_text()
+    e = explain_text(run, "hello", max_new_tokens=6)
+    decoder_input = e.trace.tgt.tokens
+    assert e.output and d["output"] == run.tgt_tokenizer.decode(e.output)
+    what = "translation" if kind == "mt" else "continuation"
+    assert f"explaining the model's own greedy {what} {d['output']!r}" in err
+    assert f"<td><b>decoder input</b></td><td>{html.escape(' '.join(decoder_input))}</td>" in page
+    if kind == "mt":
+        assert d["source_tokens"] == e.trace.src.tokens == list("hello")
+        assert d["output_tokens"] == decoder_input[1:]                       # after <bos>
+        assert len(d["steps"]) == len(e.output) + 1
+    else:
+        assert d["source_tokens"] == [] and d["output_tokens"] == decoder_input
+        assert decoder_input[:5] == list("hello") and len(decoder_input) == 5 + len(e.output)
+        assert len(d["steps"]) == len(e.output) + 1                           # from the prompt's last token on

@@ -111,33 +111,35 @@ class Run(home.Run):
     # --- looking inside ----------------------------------------------------------------------
 
     def attention(self, text: str, target: str | None = None) -> "Attention":
-        """The attention weights of one forward pass over `text` (a translation model reads its
-        own greedy translation unless `target` is given), stacked over layers."""
-        trace, _ = self._trace(text, target)
-        return Attention.of(trace)
+        """The attention weights of one forward pass over `text` and the model's own greedy output
+        (its translation, or a language model's continuation), or `target` if given; stacked over layers."""
+        return Attention.of(self._explained(text, target).trace)
 
-    def explain(self, text: str, target: str | None = None, layer: int = 0, head: int = 0,
-                top_k: int = 5) -> "Explanation":
+    def explain(self, text: str, target: str | None = None, layer: int = 0, head: int = 0, top_k: int = 5,
+                max_new_tokens: int | None = None) -> "Explanation":
         """The walk-through of `qkv explain` for `text`: every step with the real numbers, zoomed
         in on `layer` and `head` (0-based). Jupyter shows it inline; `.save(path)` writes the page."""
-        from qkv.explain.report import check_focus
+        from qkv.explain.report import explain_run
 
-        cfg = self.cfg
-        check_focus(max(cfg.n_decoder_layers, cfg.n_encoder_layers if cfg.arch == "encoder-decoder" else 0),
-                    cfg.n_heads, layer, head)
-        trace, notes = self._trace(text, target)
-        shown = f"“{text}”" + (f" → “{target}”" if target is not None else "")
-        return Explanation(trace, notes, f"How {self.path.name} reads {shown}", layer, head, top_k)
-
-    def _trace(self, text: str, target: str | None) -> tuple[Any, list[str]]:
-        from qkv.explain.report import trace_run
-
-        if not isinstance(text, str) or (target is not None and not isinstance(target, str)):
-            raise ConfigError("text (and target) must be str")
-        trace, notes = trace_run(self, text, target)
+        _check_text(text, target)
+        trace, notes, title = explain_run(self, text, target, layer, head, max_new_tokens)
         for note in notes:
             _warn(note)
-        return trace, notes
+        return Explanation(trace, notes, title, layer, head, top_k)
+
+    def _explained(self, text: str, target: str | None) -> Any:
+        from qkv.explain.text import explain_text
+
+        _check_text(text, target)
+        explained = explain_text(self, text, target)
+        for note in explained.warnings:
+            _warn(note)
+        return explained
+
+
+def _check_text(text: Any, target: Any) -> None:
+    if not isinstance(text, str) or (target is not None and not isinstance(target, str)):
+        raise ConfigError("text (and target) must be str")
 
 
 def _texts(texts: Any, name: str) -> Sequence[str]:

@@ -134,13 +134,18 @@ def tokenize(
     console.print(table)
 
 
+# what translates (`qkv translate`, `qkv evaluate`, `qkv serve`): qkv.text.translation_backend
+EngineOpt = Annotated[str, typer.Option(help="What translates: qkv (PyTorch) or ct2 (CTranslate2, with --ct2-model).")]
+Ct2ModelOpt = Annotated[Optional[Path], typer.Option("--ct2-model", help="This run exported by `qkv export --format ct2`.")]
+
+
 @app.command()
 def serve(
     model: Annotated[Path, typer.Option("--model", "-m", help="Run directory to serve.")],
     host: Annotated[str, typer.Option(help="Address to bind; only this machine by default.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.", min=1, max=65535)] = 8000,
     engine: Annotated[str, typer.Option(help="What translates: qkv (PyTorch) or ct2 (CTranslate2, with --ct2-model); explain stays on PyTorch.")] = "qkv",
-    ct2_model: Annotated[Optional[Path], typer.Option("--ct2-model", help="This run exported by `qkv export --format ct2`.")] = None,
+    ct2_model: Ct2ModelOpt = None,
 ) -> None:
     """Serve a model over HTTP with the explorer page at / (API docs at /docs)."""
     from qkv import serve as serving
@@ -151,7 +156,7 @@ def serve(
 # options shared by `qkv explain` and `qkv viz attention`
 ExplainText = Annotated[str, typer.Argument(help="Source sentence (translation model) or text (language model).")]
 RunDir = Annotated[Path, typer.Option("--model", "-m", help="Run directory.")]
-Target = Annotated[Optional[str], typer.Option(help="Target to explain; default: the model's greedy translation.")]
+Target = Annotated[Optional[str], typer.Option(help="Output to explain (a translation, or a language model's continuation); default: the model's own greedy output.")]
 Layer = Annotated[int, typer.Option(help="Layer (0-based).")]
 Head = Annotated[int, typer.Option(help="Head (0-based).")]
 
@@ -164,6 +169,7 @@ def explain(
     layer: Layer = 0,
     head: Head = 0,
     top_k: Annotated[int, typer.Option("--top-k", help="Next-token candidates shown per step.", min=1, max=50)] = 5,
+    max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens", help="Most tokens of the model's own output; default: 1.5 x input tokens + 10.", min=1)] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.", callback=not_a_run_file)] = Path("explain.html"),
 ) -> None:
     """Write a self-contained HTML page that walks through one forward pass with the real numbers."""
@@ -172,7 +178,7 @@ def explain(
     from qkv.run import load_run
 
     refuse_sentence_encoder(model, "qkv explain")
-    for warning in write_report(out, load_run(model), text, target, layer, head, top_k):
+    for warning in write_report(out, load_run(model), text, target, layer, head, top_k, max_new_tokens):
         typer.echo(f"warning: {warning}", err=True)
     typer.echo(f"wrote {out}")
 
@@ -278,21 +284,22 @@ def translate(
     top_p: TopPOpt = 1.0,
     seed: SeedOpt = None,
     batch_size: BatchOpt = 32,
-    engine: Annotated[str, typer.Option(help="qkv (PyTorch) or ct2 (CTranslate2, with --ct2-model).")] = "qkv",
-    ct2_model: Annotated[Optional[Path], typer.Option("--ct2-model", help="This run exported by `qkv export --format ct2`.")] = None,
+    engine: EngineOpt = "qkv",
+    ct2_model: Ct2ModelOpt = None,
 ) -> None:
     """Translate TEXT, a file, or stdin with a trained translation model."""
     from qkv.files import atomic_write_bytes
     from qkv.search import DecodeConfig
-    from qkv.text import format_translations, read_input_lines, translate_lines
-    from qkv.interop.ct2 import engine_translate_lines
+    from qkv.text import check_engine, format_translations, read_input_lines, translate_lines, translation_backend
     from qkv.run import load_run
 
+    check_engine(engine, ct2_model)
     dcfg = DecodeConfig(beam_size=1 if sample else beam, n_best=n_best, length_penalty=length_penalty, sample=sample,
                         temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
     lines = read_input_lines(text, input)
-    translate = engine_translate_lines(engine, ct2_model, translate_lines)
-    out = format_translations(translate(load_run(model), lines, dcfg, batch_size, echo_warning), n_best)
+    run = load_run(model)
+    backend = translation_backend(run, engine, ct2_model)
+    out = format_translations(translate_lines(run, lines, dcfg, batch_size, echo_warning, backend), n_best)
     if output is None:
         typer.echo(out, nl=False)
     else:
@@ -309,6 +316,8 @@ def evaluate(
     batch_size: BatchOpt = 32,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Also write the translations here.", callback=not_a_run_file)] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the scores as JSON.")] = False,
+    engine: EngineOpt = "qkv",
+    ct2_model: Ct2ModelOpt = None,
 ) -> None:
     """Translate --src and score it against --ref: sacreBLEU BLEU and chrF with their signatures."""
     import json
@@ -316,12 +325,15 @@ def evaluate(
     from qkv.files import atomic_write_bytes
     from qkv.data.corpus import iter_lines
     from qkv.search import DecodeConfig
+    from qkv.text import check_engine, translation_backend
     from qkv.text import evaluate as score
     from qkv.run import load_run
 
+    check_engine(engine, ct2_model)
     dcfg = DecodeConfig(beam_size=beam, length_penalty=length_penalty)
     sources, refs = [x for _, x in iter_lines(src)], [x for _, x in iter_lines(ref)]
-    result = score(load_run(model), sources, refs, dcfg, batch_size, echo_warning)
+    run = load_run(model)
+    result = score(run, sources, refs, dcfg, batch_size, echo_warning, translation_backend(run, engine, ct2_model))
     hyps = result.pop("hypotheses")
     if output is not None:
         atomic_write_bytes(output, "".join(h + "\n" for h in hyps).encode("utf-8"))

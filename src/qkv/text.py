@@ -3,13 +3,18 @@
 `qkv translate/evaluate/generate`, the server, `qkv explain` and `import qkv` all go through
 here, so they share one tokenization, one rule for over-long input (OVER_LONG_RULE), the same
 warnings and the same checks of the run's architecture. The search itself (greedy, beam,
-sampling) works on ids in `qkv.search`, with its backends.
+sampling) works on ids in `qkv.search`, with its backends: `backend=None` is the run's own
+PyTorch model (`qkv.search.translate_ids`), or a backend object with the same contract on source
+id lists, such as CTranslate2's (`qkv.search.ct2.Ct2Translator`, built by `translation_backend`).
+Whatever the backend, the text around the search is the same: one tokenization, one over-long
+rule, one unknown-token warning, one NaN check, one architecture check.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterator
+import os
+from typing import Callable, Iterator, Protocol
 
 import torch
 
@@ -63,25 +68,73 @@ def prompt_ids(run, prompt: str, warn: Callable[[str], None] | None = None) -> l
     return ids
 
 
+class SearchBackend(Protocol):
+    """What translates source ids when it is not the run's own PyTorch model: the contract of
+    `qkv.search.translate_ids` on lists of source ids (no padding), limits from `dcfg`."""
+
+    def translate_ids(self, src: list[list[int]], dcfg: DecodeConfig, batch_size: int = 0) -> list[list[Hypothesis]]: ...
+
+
+ENGINES = ("qkv", "ct2")
+
+
+def check_engine(engine: str, ct2_model: str | os.PathLike | None) -> None:
+    """`--engine` and `--ct2-model` go together: a one-line ConfigError when they do not."""
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if engine == "qkv" and ct2_model is not None:
+        raise ConfigError("--ct2-model is used with --engine ct2 only")
+    if engine == "ct2" and ct2_model is None:
+        raise ConfigError("--engine ct2 needs --ct2-model DIR; write DIR with `qkv export --model RUN --format ct2 --out DIR`")
+
+
+def translation_backend(run, engine: str = "qkv", ct2_model: str | os.PathLike | None = None) -> SearchBackend | None:
+    """The search backend that `--engine` names for a translation run: None for qkv (the run's own
+    PyTorch model), or a CTranslate2 translator over `ct2_model` (this run exported by
+    `qkv export --format ct2`; its vocabularies must be the run's). A language-model run is
+    refused as by `translate_texts`."""
+    check_engine(engine, ct2_model)
+    require_arch(run, "encoder-decoder")
+    if engine == "qkv":
+        return None
+    from qkv.search.ct2 import Ct2Translator, vocabulary
+
+    return Ct2Translator(ct2_model, vocabulary(run.src_tokenizer), vocabulary(run.tgt_tokenizer), run.cfg.max_len)
+
+
 def translate_texts(run, texts: list[str], dcfg: DecodeConfig, batch_size: int = 32,
                     warn: Callable[[str], None] | None = None,
-                    name: Callable[[int], str] = lambda i: f"line {i + 1}") -> list[list[Hypothesis]]:
+                    name: Callable[[int], str] = lambda i: f"line {i + 1}",
+                    backend: SearchBackend | None = None) -> list[list[Hypothesis]]:
     """Translate `texts` with a loaded run: each text's n-best hypotheses (token ids and scores).
     An over-long text is cut (OVER_LONG_RULE), `warn` getting a message that names it with
-    `name(index)`; then `translate_sources`."""
+    `name(index)`; then `translate_sources` (on `backend`, if given)."""
     require_arch(run, "encoder-decoder")
     ids = [source_ids(run, text, name(i), warn) for i, text in enumerate(texts)]
-    return translate_sources(run, ids, dcfg, batch_size, name)
+    return translate_sources(run, ids, dcfg, batch_size, name, backend)
 
 
 def translate_sources(run, ids: list[list[int]], dcfg: DecodeConfig, batch_size: int = 32,
-                      name: Callable[[int], str] = lambda i: f"line {i + 1}") -> list[list[Hypothesis]]:
+                      name: Callable[[int], str] = lambda i: f"line {i + 1}",
+                      backend: SearchBackend | None = None) -> list[list[Hypothesis]]:
     """Translate source token lists (from `source_ids`) with a loaded run: each one's n-best
-    hypotheses. They are sorted by length and decoded `batch_size` at a time (little padding),
-    then put back in order; an empty one gets one empty hypothesis."""
+    hypotheses, `batch_size` sentences decoded together; an empty one gets one empty hypothesis.
+    `backend=None` searches with the run's own model: sources sorted by length, decoded
+    `batch_size` at a time (little padding), then put back in order; a backend (such as
+    `translation_backend(run, "ct2", DIR)`) does its own batching. NaN scores are refused."""
     require_arch(run, "encoder-decoder")
     if batch_size < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
+    results = _search(run, ids, dcfg, batch_size) if backend is None else backend.translate_ids(ids, dcfg, batch_size)
+    for i, hyps in enumerate(results):
+        if not hyps or math.isnan(hyps[0].score):
+            raise DataError(f"{name(i)}: the model's scores are NaN, so its output means nothing; "
+                            f"the weights are broken or overflow ({run.path}); retrain or use another checkpoint")
+    return results
+
+
+def _search(run, ids: list[list[int]], dcfg: DecodeConfig, batch_size: int) -> list[list[Hypothesis]]:
+    """`translate_ids` with the run's own model, `batch_size` sources of similar length at a time."""
     results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, 0.0)] for _ in ids]
     order = sorted((i for i, x in enumerate(ids) if x), key=lambda i: -len(ids[i]))
     device = next(run.model.parameters()).device
@@ -89,18 +142,16 @@ def translate_sources(run, ids: list[list[int]], dcfg: DecodeConfig, batch_size:
         chunk = order[start : start + batch_size]
         src = _pad([ids[i] for i in chunk], run.cfg.pad_id).to(device)
         for i, hyps in zip(chunk, translate_ids(run.model, src, dcfg)):
-            if not hyps or math.isnan(hyps[0].score):
-                raise DataError(f"{name(i)}: the model's scores are NaN, so its output means nothing; "
-                                f"the weights are broken or overflow ({run.path}); retrain or use another checkpoint")
             results[i] = hyps
     return results
 
 
 def translate_lines(run, lines: list[str], dcfg: DecodeConfig, batch_size: int = 32,
-                    warn: Callable[[str], None] | None = None) -> list[list[tuple[str, float]]]:
+                    warn: Callable[[str], None] | None = None,
+                    backend: SearchBackend | None = None) -> list[list[tuple[str, float]]]:
     """`translate_texts` as text: each line's n-best list of (text, score)."""
     return [[(run.tgt_tokenizer.decode(h.tokens), h.score) for h in hyps]
-            for hyps in translate_texts(run, lines, dcfg, batch_size, warn)]
+            for hyps in translate_texts(run, lines, dcfg, batch_size, warn, backend=backend)]
 
 
 def _pad(rows: list[list[int]], pad_id: int) -> torch.Tensor:
@@ -110,8 +161,9 @@ def _pad(rows: list[list[int]], pad_id: int) -> torch.Tensor:
 
 
 def evaluate(run, sources: list[str], references: list[str], dcfg: DecodeConfig, batch_size: int = 32,
-             warn: Callable[[str], None] | None = None) -> dict:
-    """Translate `sources` and score the 1-best outputs against `references` with sacreBLEU.
+             warn: Callable[[str], None] | None = None, backend: SearchBackend | None = None) -> dict:
+    """Translate `sources` (on `backend`, if given) and score the 1-best outputs against
+    `references` with sacreBLEU.
 
     Returns BLEU and chrF with their signatures (which say exactly how they were computed), the
     number of sentences and the hypotheses.
@@ -121,7 +173,7 @@ def evaluate(run, sources: list[str], references: list[str], dcfg: DecodeConfig,
     if len(sources) != len(references):
         raise DataError(f"{len(sources)} source lines but {len(references)} reference lines; "
                          f"the files must be line-aligned")
-    hyps = [nbest[0][0] for nbest in translate_lines(run, sources, dcfg, batch_size, warn)]
+    hyps = [nbest[0][0] for nbest in translate_lines(run, sources, dcfg, batch_size, warn, backend)]
     bleu, chrf = BLEU(), CHRF()
     return {
         "bleu": round(bleu.corpus_score(hyps, [references]).score, 2),

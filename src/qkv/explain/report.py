@@ -419,43 +419,41 @@ def render_html(t: Trace, layer: int = 0, head: int = 0, k: int = 5, title: str 
 # ---------------------------------------------------------------------------------------------
 
 
-def trace_run(run, text: str, target: str | None = None) -> tuple[Trace, list[str]]:
-    """Trace `text` through a loaded run (`qkv.run.load_run`), with warnings.
-
-    A translation model without `target` first translates `text` greedily and explains its own
-    output; a language model explains the text (and `target`, if given, appended to it).
-    """
-    from qkv.search import DecodeConfig
-    from qkv.text import prompt_ids, source_ids, translate_sources
-    from qkv.explain.trace import trace
-
-    warnings = []
+def report_notes(run, explained) -> list[str]:
+    """What the report says about the run and the output besides the input's warnings: an
+    untrained model, and which output is explained when no target was given."""
+    notes = []
     if not run.dir.has_metrics():
-        warnings.append(f"{run.path} has no training log ({run.dir.metrics.name}): the model may be untrained, "
-                        "so its attention and predictions are close to random")
-    if run.cfg.arch == "decoder-only":
-        text_ids = prompt_ids(run, text, warnings.append) if target is None else text
-        return trace(run.model, text_ids, target, run.src_tokenizer, run.tgt_tokenizer), warnings
-    src = source_ids(run, text, "the source", warnings.append)         # the one over-long rule (qkv.text)
-    if not src:
-        raise DataError("the source has no tokens; give some text")
-    if target is None:
-        out = translate_sources(run, [src], DecodeConfig())[0][0].tokens[: run.cfg.max_len - 1]
-        warnings.append(f"no --target given: explaining the model's own greedy translation "
-                        f"{run.tgt_tokenizer.decode(out)!r}")
-        return trace(run.model, src, out, run.src_tokenizer, run.tgt_tokenizer), warnings
-    return trace(run.model, src, target, run.src_tokenizer, run.tgt_tokenizer), warnings
+        notes.append(f"{run.path} has no training log ({run.dir.metrics.name}): the model may be untrained, "
+                     "so its attention and predictions are close to random")
+    if explained.own_output:
+        what = "continuation" if run.cfg.arch == "decoder-only" else "translation"
+        notes.append(f"no --target given: explaining the model's own greedy {what} "
+                     f"{run.tgt_tokenizer.decode(explained.output)!r}")
+    return notes
 
 
-def write_report(path: str | os.PathLike, run, text: str, target: str | None = None, layer: int = 0,
-                 head: int = 0, k: int = 5) -> list[str]:
-    """Write the HTML report for `text` (and `target`) through a loaded run; return its warnings."""
+def explain_run(run, text: str, target: str | None = None, layer: int = 0, head: int = 0,
+                max_new_tokens: int | None = None) -> tuple[Trace, list[str], str]:
+    """What the report of `text` shows (`qkv.explain.text.explain_text`): the trace, its warnings
+    (the input's and `report_notes`) and the page's title; `layer` and `head` must exist."""
+    from qkv.explain.text import explain_text
+
     cfg = run.cfg
     check_focus(max(cfg.n_decoder_layers, cfg.n_encoder_layers if cfg.arch == "encoder-decoder" else 0),
                 cfg.n_heads, layer, head)
-    t, warnings = trace_run(run, text, target)
+    explained = explain_text(run, text, target, max_new_tokens,
+                             name="the source" if cfg.arch == "encoder-decoder" else "the text")
     shown = f"“{text}”" + (f" → “{target}”" if target is not None else "")
-    page = render_html(t, layer, head, k, title=f"How {run.path.name} reads {shown}", warnings=warnings)
+    return explained.trace, report_notes(run, explained) + explained.warnings, f"How {run.path.name} reads {shown}"
+
+
+def write_report(path: str | os.PathLike, run, text: str, target: str | None = None, layer: int = 0,
+                 head: int = 0, k: int = 5, max_new_tokens: int | None = None) -> list[str]:
+    """Write the HTML report for `text` and the model's output (or `target`) through a loaded run
+    (`explain_run`); return its warnings."""
+    t, warnings, title = explain_run(run, text, target, layer, head, max_new_tokens)
+    page = render_html(t, layer, head, k, title=title, warnings=warnings)
     path = Path(path)
     if path.is_dir():
         raise DataError(f"{path} is a directory; give a file name such as {path / 'explain.html'}")

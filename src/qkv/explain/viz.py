@@ -13,7 +13,7 @@ from pathlib import Path
 from qkv.errors import ConfigError, DataError
 from qkv.explain import plots
 from qkv.explain.embeddings import Neighbour, nearest_neighbours, pca_2d
-from qkv.explain.report import trace_run
+from qkv.explain.text import explain_text
 from qkv.model.layers import sinusoidal_table
 
 
@@ -40,8 +40,9 @@ def write_positional_encoding(path: str | os.PathLike, d_model: int = 128, max_l
 
 def write_attention(path: str | os.PathLike, run, text: str, target: str | None = None,
                     layer: int = 0, head: int = 0, kind: str = "cross") -> Path:
-    """One head's attention map for `text` (translated greedily first if no target is given)."""
-    t, _ = trace_run(run, text, target)
+    """One head's attention map for `text` and the model's own greedy output, or `target`
+    (`qkv.explain.text.explain_text`)."""
+    t = explain_text(run, text, target).trace
     if run.cfg.arch == "decoder-only" and kind == "cross":
         kind = "dec"                            # the default kind fits both model shapes
     att = t.attention(kind, layer)

@@ -2,7 +2,8 @@
 
 - `qkv.interop.hf`: export a run as a `transformers` model directory (Marian, Pegasus or GPT-2,
   whichever is exactly equivalent) with its tokenizer.
-- `qkv.interop.ct2`: export a run as a CTranslate2 model (float32 or int8) and translate with it.
+- `qkv.interop.ct2`: export a run as a CTranslate2 model (float32 or int8); translating with it is
+  a search backend (`qkv.search.ct2`), used through `qkv.text`.
 - `qkv.interop.minilm`: load the pretrained all-MiniLM-L6-v2 sentence encoder into qkv's own
   encoder layers.
 

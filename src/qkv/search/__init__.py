@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import math
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -213,12 +214,16 @@ def _nucleus(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
 
 
+def output_limits(src_lengths: list[int], dcfg: DecodeConfig, model_max_len: int) -> list[int]:
+    """The output length limit of each sentence: a * src_len + b new tokens, at least 1, capped by
+    the model's max_len (generating n tokens feeds <bos> and n - 1 tokens, n positions)."""
+    return [min(model_max_len, max(1, math.floor(dcfg.max_len_a * n + dcfg.max_len_b))) for n in src_lengths]
+
+
 def max_new_tokens(src: torch.Tensor, dcfg: DecodeConfig, pad_id: int, model_max_len: int) -> torch.Tensor:
-    """(B,) the output length limit of each sentence: a * src_len + b, capped by the model's max_len
-    (generating n tokens feeds <bos> and n - 1 tokens, n positions)."""
-    src_len = (src != pad_id).sum(dim=1).double()
-    limit = torch.floor(dcfg.max_len_a * src_len + dcfg.max_len_b).long()
-    return limit.clamp(min=1, max=model_max_len)
+    """(B,) `output_limits` of a padded batch of sources (B, S)."""
+    lengths = (src != pad_id).sum(dim=1).tolist()
+    return torch.tensor(output_limits(lengths, dcfg, model_max_len), dtype=torch.long, device=src.device)
 
 
 def _encode(model, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

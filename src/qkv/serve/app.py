@@ -223,7 +223,7 @@ def serve(run_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000,
     """Load `run_dir` and serve it with uvicorn until Ctrl-C (translating on `engine`)."""
     import uvicorn
 
-    from qkv.interop.ct2 import check_engine
+    from qkv.text import check_engine
 
     check_engine(engine, ct2_model)
     app = create_app(run_dir, ct2_model)

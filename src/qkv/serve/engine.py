@@ -10,9 +10,10 @@ import time
 from typing import Any
 
 from qkv.search import DecodeConfig, Sampler, generate
-from qkv.text import prompt_ids, source_ids, translate_sources
+from qkv.text import prompt_ids, source_ids, translate_sources, translation_backend
 from qkv.errors import QkvError
-from qkv.explain.trace import display_token, trace
+from qkv.explain.text import explain_text
+from qkv.explain.trace import display_token
 from qkv.serve import explain_view
 from qkv.serve.schemas import MAX_BATCH, MAX_NEW_TOKENS, MAX_TEXT_CHARS, GenerateRequest, TranslateRequest
 
@@ -38,15 +39,10 @@ class Engine:
         self.kind = LANGUAGE_MODEL if self.cfg.arch == "decoder-only" else TRANSLATION
         self.tgt = run.tgt_tokenizer
         self.src = run.src_tokenizer
-        self.ct2 = None if ct2_model is None else self.load_ct2(ct2_model)
-        self.engine = "qkv" if self.ct2 is None else "ct2"
-
-    def load_ct2(self, model_dir: Any) -> Any:
-        from qkv.interop.ct2 import Ct2Translator, vocabulary
-
-        if self.kind != TRANSLATION:
+        self.engine = "qkv" if ct2_model is None else "ct2"
+        if ct2_model is not None and self.kind != TRANSLATION:
             raise ServeError("--engine ct2 serves translation models; this run is a language model", 400)
-        return Ct2Translator(model_dir, vocabulary(self.src), vocabulary(self.tgt))
+        self.backend = None if ct2_model is None else translation_backend(run, "ct2", ct2_model)
 
     # --- what the model is ---------------------------------------------------------------
 
@@ -100,11 +96,8 @@ class Engine:
 
     def search(self, ids: list[list[int]], dcfg: DecodeConfig) -> list[list[Any]]:
         """n-best hypotheses of each source: qkv's own search, or CTranslate2's (same tokens)."""
-        if self.ct2 is not None:
-            from qkv.interop.ct2 import ct2_limits
-
-            return self.ct2.search(ids, ct2_limits(ids, dcfg, self.cfg.max_len), dcfg)
-        return translate_sources(self.run, ids, dcfg, batch_size=len(ids), name=lambda i: f"text {i}")
+        return translate_sources(self.run, ids, dcfg, batch_size=len(ids), name=lambda i: f"text {i}",
+                                 backend=self.backend)
 
     def hypothesis(self, h: Any) -> dict[str, Any]:
         return {"text": self.tgt.decode(h.tokens), "tokens": self.labels(h.tokens), "score": h.score,
@@ -127,44 +120,22 @@ class Engine:
     # --- the explorer --------------------------------------------------------------------
 
     def explain(self, text: str, top_k: int, max_new_tokens: int) -> dict[str, Any]:
-        """Greedy output for `text`, then `qkv.explain.trace` of it (every attention map kept)."""
+        """The model's greedy output for `text`, traced with every attention map kept
+        (`qkv.explain.text.explain_text`, as `qkv explain`); a language model's `output_tokens`
+        include the prompt, and its steps start at the first new token."""
         start = time.perf_counter()
-        if self.kind == TRANSLATION:
-            result = self.explain_translation(text, top_k, max_new_tokens)
-        else:
-            result = self.explain_generation(text, top_k, max_new_tokens)
-        result["elapsed_ms"] = round(1000 * (time.perf_counter() - start), 2)
-        return result
-
-    def explain_translation(self, text: str, top_k: int, max_new_tokens: int) -> dict[str, Any]:
-        src, warnings = self.check_source(text, "the text")
-        dcfg = DecodeConfig(max_len_a=0.0, max_len_b=max_new_tokens)
-        out = translate_sources(self.run, [src], dcfg)[0][0].tokens[: self.cfg.max_len - 1]
-        tr = trace(self.model, src, out, self.src, self.tgt)
+        e = explain_text(self.run, text, max_new_tokens=max_new_tokens)
+        tr = e.trace
+        translation = self.kind == TRANSLATION
         return {
-            "kind": TRANSLATION,
+            "kind": self.kind,
             "source": text,
-            "source_tokens": tr.src.tokens,
-            "output": self.tgt.decode(out),
-            "output_tokens": tr.tgt.tokens[1:],
-            "warnings": warnings,
-            **explain_view.explain_json(tr, top_k),
-        }
-
-    def explain_generation(self, text: str, top_k: int, max_new_tokens: int) -> dict[str, Any]:
-        warnings: list[str] = []
-        prompt = prompt_ids(self.run, text, warnings.append) or [self.cfg.bos_id]
-        new = generate(self.model, prompt, max_new_tokens, sampler=Sampler())
-        new = new[: self.cfg.max_len - len(prompt)]
-        tr = trace(self.model, prompt + new, None, None, self.tgt)
-        return {
-            "kind": LANGUAGE_MODEL,
-            "source": text,
-            "source_tokens": [],
-            "output": self.tgt.decode(new),
-            "output_tokens": tr.tgt.tokens,
-            "warnings": warnings,
-            **explain_view.explain_json(tr, top_k, first_step=len(prompt) - 1),
+            "source_tokens": tr.src.tokens if translation else [],
+            "output": self.tgt.decode(e.output),
+            "output_tokens": tr.tgt.tokens[1:] if translation else tr.tgt.tokens,
+            "warnings": e.warnings,
+            **explain_view.explain_json(tr, top_k, first_step=e.first_step),
+            "elapsed_ms": round(1000 * (time.perf_counter() - start), 2),
         }
 
 
