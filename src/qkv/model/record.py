@@ -13,8 +13,8 @@ Outside `recording` the attribute is None and costs one `is None` check per modu
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 from torch import nn
