@@ -1,13 +1,14 @@
 # Two commands on a fresh machine:
 #   make demo   - create .venv, install qkv, train a tiny Transformer and show what it learned
-#   make test   - create .venv, install qkv with its test extras, run the whole test suite
+#   make test   - create .venv, install qkv with its test extras, run `make lint`, then the whole test suite
+#   make lint   - linter (ruff), type check (mypy) and import contract (lint-imports), as configured in pyproject.toml
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 # Extras the test suite exercises (each test that needs an extra skips cleanly without it).
 TEST_EXTRAS ?= test,serve,interop,bench
 
-.PHONY: demo test setup setup-test browser clean
+.PHONY: demo test lint setup setup-test browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +34,13 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
 	  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: the browser test will skip"; }
 
-test: setup-test browser
+lint: setup-test
+	$(BIN)/ruff check src tests recipes benchmarks
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: setup-test browser lint
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .grimp_cache

@@ -256,7 +256,7 @@ def main() -> None:
     generate_pairs(work / "pairs", args.pairs)
     generate_text(work / "text.txt", args.text_mb)
     say("generate_s", round(time.perf_counter() - t, 1))
-    sizes = {"pairs_mb": round(sum((work / "pairs" / f"train.{l}").stat().st_size for l in ("de", "en")) / 2**20),
+    sizes = {"pairs_mb": round(sum((work / "pairs" / f"train.{lang}").stat().st_size for lang in ("de", "en")) / 2**20),
              "text_mb": round((work / "text.txt").stat().st_size / 2**20)}
     say("corpus_sizes", sizes)
 

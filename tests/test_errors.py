@@ -5,7 +5,6 @@ Each case here once ended in a traceback or in exit 0 with a wrong result (a NaN
 """
 
 import io
-import json
 import math
 from pathlib import Path
 
@@ -240,7 +239,7 @@ def test_the_footprint_is_the_models_own(monkeypatch):
     """Counted from the model built on the meta device: equal to the real model's parameters
     (tied and shared embeddings once) and buffers, for every architecture option."""
     from qkv.config import ModelConfig
-    from qkv.machine import check_model_fits, model_footprint
+    from qkv.run.fits import check_model_fits, model_footprint
     from qkv.model import build_model
 
     shapes = [

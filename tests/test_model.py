@@ -227,7 +227,7 @@ def test_tiny_model_learns_the_copy_task():
     model = EncoderDecoder(cfg)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3, betas=(0.9, 0.98))
     g = torch.Generator().manual_seed(0)
-    for step in range(450):
+    for _step in range(450):
         y = torch.randint(4, 14, (32, 8), generator=g)
         tgt_in = torch.cat([torch.full((32, 1), cfg.bos_id), y], 1)
         tgt_out = torch.cat([y, torch.full((32, 1), cfg.eos_id)], 1)

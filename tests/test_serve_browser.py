@@ -16,7 +16,7 @@ import sys
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -57,7 +57,7 @@ def live_server(run_dir: Path) -> Iterator[str]:
 
 
 @contextmanager
-def chromium_page(width: int = 1280, height: int = 1400) -> Iterator["playwright.Page"]:
+def chromium_page(width: int = 1280, height: int = 1400) -> Iterator[playwright.Page]:
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
@@ -66,7 +66,7 @@ def chromium_page(width: int = 1280, height: int = 1400) -> Iterator["playwright
             browser.close()
 
 
-def explore(page: "playwright.Page", url: str, sentence: str) -> None:
+def explore(page: playwright.Page, url: str, sentence: str) -> None:
     """Open the page, type `sentence`, submit, and wait for the output and the heatmap."""
     page.goto(url)
     page.wait_for_function("document.getElementById('model-summary').textContent.includes('parameters')")

@@ -26,7 +26,8 @@ import os
 import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import torch
 
@@ -51,7 +52,7 @@ class Run(home.Run):
     training: Any = None
 
     @classmethod
-    def of(cls, run: home.Run, training: Any = None) -> "Run":
+    def of(cls, run: home.Run, training: Any = None) -> Run:
         """The face of a run the home loaded."""
         return cls(**{f.name: getattr(run, f.name) for f in fields(home.Run)}, training=training)
 
@@ -110,13 +111,13 @@ class Run(home.Run):
 
     # --- looking inside ----------------------------------------------------------------------
 
-    def attention(self, text: str, target: str | None = None) -> "Attention":
+    def attention(self, text: str, target: str | None = None) -> Attention:
         """The attention weights of one forward pass over `text` and the model's own greedy output
         (its translation, or a language model's continuation), or `target` if given; stacked over layers."""
         return Attention.of(self._explained(text, target).trace)
 
     def explain(self, text: str, target: str | None = None, layer: int = 0, head: int = 0, top_k: int = 5,
-                max_new_tokens: int | None = None) -> "Explanation":
+                max_new_tokens: int | None = None) -> Explanation:
         """The walk-through of `qkv explain` for `text`: every step with the real numbers, zoomed
         in on `layer` and `head` (0-based). Jupyter shows it inline; `.save(path)` writes the page."""
         from qkv.explain.report import explain_run
@@ -165,7 +166,7 @@ class Attention:
     cross: torch.Tensor | None
 
     @classmethod
-    def of(cls, trace: Any) -> "Attention":
+    def of(cls, trace: Any) -> Attention:
         def stack(items: list[Any]) -> torch.Tensor | None:
             return torch.stack([a.weights for a in items]) if items else None
 
@@ -276,7 +277,7 @@ def _settings(settings: dict[str, Any]) -> list[tuple[str, str, Any]]:
 
     known = {"model": set(ModelConfig.__dataclass_fields__), "train": set(home.TrainConfig.__dataclass_fields__),
              "data": set(home.DataConfig.__dataclass_fields__)}
-    out = []
+    out: list[tuple[str, str, Any]] = []
     for name, value in settings.items():
         if name in _SECTIONS:
             if not isinstance(value, dict):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -34,7 +34,7 @@ def echo_error(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
 
 
-def not_a_run_file(path: Optional[Path]) -> Optional[Path]:
+def not_a_run_file(path: Path | None) -> Path | None:
     """An output option's check: never write over a file of a qkv run (its weights, state, config,
     tokenizer or log), e.g. `qkv explain ... --out RUN/model.safetensors`."""
     from qkv.run import is_run_file
@@ -73,12 +73,12 @@ def demo(
 @app.command()
 def tokenize(
     text: Annotated[str, typer.Argument(help="Text to split into tokens.")],
-    tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", "-t", help="A saved tokenizer JSON, e.g. RUN/tokenizer.json.")] = None,
+    tokenizer: Annotated[Path | None, typer.Option("--tokenizer", "-t", help="A saved tokenizer JSON, e.g. RUN/tokenizer.json.")] = None,
     kind: Annotated[str, typer.Option(help="Kind to train when no --tokenizer is given: char, word or bpe.")] = "bpe",
     compare: Annotated[bool, typer.Option("--compare", help="Show char, word and BPE side by side with token counts.")] = False,
-    train: Annotated[Optional[list[Path]], typer.Option("--train", help="UTF-8 text file to train on (repeatable); default: TEXT itself.")] = None,
-    vocab_size: Annotated[Optional[int], typer.Option("--vocab-size", help="Largest vocabulary when training.", min=5)] = None,
-    save: Annotated[Optional[Path], typer.Option(help="Write the tokenizer to this JSON file.", callback=not_a_run_file)] = None,
+    train: Annotated[list[Path] | None, typer.Option("--train", help="UTF-8 text file to train on (repeatable); default: TEXT itself.")] = None,
+    vocab_size: Annotated[int | None, typer.Option("--vocab-size", help="Largest vocabulary when training.", min=5)] = None,
+    save: Annotated[Path | None, typer.Option(help="Write the tokenizer to this JSON file.", callback=not_a_run_file)] = None,
 ) -> None:
     """Show the tokens and ids of TEXT as a table, with a saved tokenizer or one trained on the spot.
 
@@ -136,7 +136,7 @@ def tokenize(
 
 # what translates (`qkv translate`, `qkv evaluate`, `qkv serve`): qkv.text.translation_backend
 EngineOpt = Annotated[str, typer.Option(help="What translates: qkv (PyTorch) or ct2 (CTranslate2, with --ct2-model).")]
-Ct2ModelOpt = Annotated[Optional[Path], typer.Option("--ct2-model", help="This run exported by `qkv export --format ct2`.")]
+Ct2ModelOpt = Annotated[Path | None, typer.Option("--ct2-model", help="This run exported by `qkv export --format ct2`.")]
 
 
 @app.command()
@@ -156,7 +156,7 @@ def serve(
 # options shared by `qkv explain` and `qkv viz attention`
 ExplainText = Annotated[str, typer.Argument(help="Source sentence (translation model) or text (language model).")]
 RunDir = Annotated[Path, typer.Option("--model", "-m", help="Run directory.")]
-Target = Annotated[Optional[str], typer.Option(help="Output to explain (a translation, or a language model's continuation); default: the model's own greedy output.")]
+Target = Annotated[str | None, typer.Option(help="Output to explain (a translation, or a language model's continuation); default: the model's own greedy output.")]
 Layer = Annotated[int, typer.Option(help="Layer (0-based).")]
 Head = Annotated[int, typer.Option(help="Head (0-based).")]
 
@@ -169,7 +169,7 @@ def explain(
     layer: Layer = 0,
     head: Head = 0,
     top_k: Annotated[int, typer.Option("--top-k", help="Next-token candidates shown per step.", min=1, max=50)] = 5,
-    max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens", help="Most tokens of the model's own output; default: 1.5 x input tokens + 10.", min=1)] = None,
+    max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", help="Most tokens of the model's own output; default: 1.5 x input tokens + 10.", min=1)] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.", callback=not_a_run_file)] = Path("explain.html"),
 ) -> None:
     """Write a self-contained HTML page that walks through one forward pass with the real numbers."""
@@ -245,7 +245,7 @@ def export(
     model: Annotated[Path, typer.Option("--model", "-m", help="Run directory to export.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write.")],
     format: Annotated[str, typer.Option("--format", "-f", help="hf (transformers) or ct2 (CTranslate2).")] = "hf",
-    quantize: Annotated[Optional[str], typer.Option(help="ct2 only: int8 (or int16, float16, bfloat16).")] = None,
+    quantize: Annotated[str | None, typer.Option(help="ct2 only: int8 (or int16, float16, bfloat16).")] = None,
 ) -> None:
     """Export a run as a Hugging Face `transformers` model or a CTranslate2 model."""
     from qkv.interop import export_run
@@ -262,7 +262,7 @@ BatchOpt = Annotated[int, typer.Option("--batch-size", help="Sentences decoded t
 TemperatureOpt = Annotated[float, typer.Option(help="Sampling temperature (> 0).")]
 TopKOpt = Annotated[int, typer.Option("--top-k", help="Sample among the k most probable tokens (0 = all).", min=0)]
 TopPOpt = Annotated[float, typer.Option("--top-p", help="Sample from the smallest set of tokens with this much probability.")]
-SeedOpt = Annotated[Optional[int], typer.Option(help="Random seed for sampling (reproducible output).")]
+SeedOpt = Annotated[int | None, typer.Option(help="Random seed for sampling (reproducible output).")]
 
 
 def echo_warning(message: str) -> None:
@@ -272,9 +272,9 @@ def echo_warning(message: str) -> None:
 @app.command()
 def translate(
     model: RunOpt,
-    text: Annotated[Optional[str], typer.Argument(help="Sentence to translate; default: --input or stdin lines.")] = None,
-    input: Annotated[Optional[Path], typer.Option("--input", "-i", help="File with one sentence per line.")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write translations here instead of stdout.", callback=not_a_run_file)] = None,
+    text: Annotated[str | None, typer.Argument(help="Sentence to translate; default: --input or stdin lines.")] = None,
+    input: Annotated[Path | None, typer.Option("--input", "-i", help="File with one sentence per line.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write translations here instead of stdout.", callback=not_a_run_file)] = None,
     beam: BeamOpt = 5,
     n_best: Annotated[int, typer.Option("--n-best", help="Hypotheses per sentence ('i ||| text ||| score').", min=1)] = 1,
     length_penalty: LengthPenaltyOpt = 0.6,
@@ -314,7 +314,7 @@ def evaluate(
     beam: BeamOpt = 5,
     length_penalty: LengthPenaltyOpt = 0.6,
     batch_size: BatchOpt = 32,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Also write the translations here.", callback=not_a_run_file)] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Also write the translations here.", callback=not_a_run_file)] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the scores as JSON.")] = False,
     engine: EngineOpt = "qkv",
     ct2_model: Ct2ModelOpt = None,
@@ -371,11 +371,11 @@ def generate(
 
 @app.command()
 def train(
-    task: Annotated[Optional[str], typer.Option(help="Built-in task: copy, reverse, sort, addition, dates.")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML config ([model], [train], [data]).")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory; default runs/<task or config name>.")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config value, e.g. model.d_model=256 (repeatable).")] = None,
-    resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this directory from its last checkpoint, with its own config.toml (--set may change values; --task/--config/--out are refused).")] = None,
+    task: Annotated[str | None, typer.Option(help="Built-in task: copy, reverse, sort, addition, dates.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML config ([model], [train], [data]).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run directory; default runs/<task or config name>.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config value, e.g. model.d_model=256 (repeatable).")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue the run in this directory from its last checkpoint, with its own config.toml (--set may change values; --task/--config/--out are refused).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
     processes: Annotated[int, typer.Option(
         "--processes", "-n",
@@ -415,7 +415,7 @@ def train(
 def prepare(
     config: Annotated[Path, typer.Option("--config", "-c", help="TOML config whose [data] section names the corpus (translation or lm).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write (must not exist or be empty).")],
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a config value, e.g. data.vocab_size=16000 (repeatable).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config value, e.g. data.vocab_size=16000 (repeatable).")] = None,
     sample: Annotated[int, typer.Option(help="Learn the tokenizer from at most this many training sentences (lines), sampled evenly.", min=1)] = 1_000_000,
     seed: Annotated[int, typer.Option(help="Seed of the tokenizer sample.", min=0, max=2**63 - 1)] = 0,
 ) -> None:
@@ -468,7 +468,7 @@ def train_launch_command(processes: int, task: str | None, config: Path | None, 
 @app.command()
 def plot(
     run: Annotated[Path, typer.Argument(help="Run directory (with metrics.jsonl).")],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="PNG to write; default RUN/training.png.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="PNG to write; default RUN/training.png.")] = None,
 ) -> None:
     """Plot a run's loss, learning rate and validation metrics as a PNG."""
     from qkv.training.metrics import plot_run
@@ -480,7 +480,7 @@ def plot(
 def average(
     run: Annotated[Path, typer.Argument(help="Run directory trained with train.keep_checkpoints >= --last.")],
     last: Annotated[int, typer.Option("--last", help="How many of the newest step checkpoints to average.")] = 5,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="File to write; default RUN/averaged.safetensors.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="File to write; default RUN/averaged.safetensors.")] = None,
 ) -> None:
     """Average the weights of a run's last N step checkpoints (step-<N>.safetensors)."""
     from qkv.training.average import average_checkpoints
@@ -509,14 +509,14 @@ def history(
     quick: Annotated[bool, typer.Option("--quick", help="Small budgets: a few minutes instead of about fifteen.")] = False,
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for report.md, the PNG plots and results.json.")] = Path("history-out"),
     models: Annotated[str, typer.Option(help="Comma-separated: rnn, lstm, gru, gru-attn, transformer.")] = "rnn,lstm,gru,gru-attn,transformer",
-    budget_seconds: Annotated[Optional[float], typer.Option("--budget-seconds", help="Training time per model (default 100, --quick 15).")] = None,
-    steps: Annotated[Optional[int], typer.Option(help="Also stop each model after this many steps (a step budget).")] = None,
+    budget_seconds: Annotated[float | None, typer.Option("--budget-seconds", help="Training time per model (default 100, --quick 15).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Also stop each model after this many steps (a step budget).")] = None,
     clock: Annotated[str, typer.Option(help="cpu: CPU time of the training thread (fair on a busy machine); wall.")] = "cpu",
-    seed: Annotated[Optional[int], typer.Option(help="Random seed (data, initialization; default 0, --modern 1337).",
+    seed: Annotated[int | None, typer.Option(help="Random seed (data, initialization; default 0, --modern 1337).",
                                                 min=0, max=2**63 - 1)] = None,
     modern: Annotated[bool, typer.Option("--modern", help="Instead: the 2017 GPT, then RoPE, RMSNorm, SwiGLU, GQA one at a time, "
                                                          "then all (a Llama), on Tiny Shakespeare (default 75 s each, --quick 2 s).")] = False,
-    data: Annotated[Optional[Path], typer.Option(help="With --modern: Tiny Shakespeare's input.txt (default ../shared/data/tinyshakespeare/input.txt).")] = None,
+    data: Annotated[Path | None, typer.Option(help="With --modern: Tiny Shakespeare's input.txt (default ../shared/data/tinyshakespeare/input.txt).")] = None,
 ) -> None:
     """Why the Transformer won: train RNN, LSTM, GRU, GRU+attention and a Transformer for the same time and compare.
     With --modern: what changed since 2017, each change trained alone and all together, same budget and seed."""
@@ -532,7 +532,7 @@ def history(
     typer.echo(f"wrote {run_history(out, task, quick, models, budget_seconds, steps, clock, seed or 0, log=typer.echo)}")
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """Entry point of the `qkv` console script, through the one wrapper (qkv.entry): one line for
     deliberate errors, never a traceback; click handles usage errors itself (exit 2)."""
     return run_main(lambda: app(args=argv, standalone_mode=True))

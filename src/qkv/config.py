@@ -126,12 +126,12 @@ class ModelConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], section: str = "model") -> "ModelConfig":
+    def from_dict(cls, data: dict[str, Any], section: str = "model") -> ModelConfig:
         return from_dict(cls, data, section)
 
 
 # Numeric [model] options beyond the positive sizes checked in validate (interval notation; every
-# float must also be finite). Whether a model of that size fits the machine: qkv.machine.check_model_fits.
+# float must also be finite). Whether a model of that size fits the machine: qkv.run.fits.check_model_fits.
 MODEL_RANGES = {
     "src_vocab_size": "[0, inf)", "n_kv_heads": "[0, inf)", "layer_norm_eps": "(0, 1)", "rope_theta": "(1, inf)",
     "n_encoder_layers": "[0, 1024]", "n_decoder_layers": "[1, 1024]",    # deeper than any trained Transformer

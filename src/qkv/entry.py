@@ -24,14 +24,14 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 from qkv.errors import QkvError
 
 __all__ = ["entry_point", "is_torchrun_rank", "out_of_memory", "prepare_process", "relaunch_under_torchrun",
            "run_main"]
 
-_kept_freed_memory: Optional[bool] = None
+_kept_freed_memory: bool | None = None
 
 
 def prepare_process() -> bool:
@@ -45,7 +45,7 @@ def prepare_process() -> bool:
     return _kept_freed_memory
 
 
-def run_main(fn: Callable[..., object], argv: Optional[Sequence[str]] = None) -> int:
+def run_main(fn: Callable[..., object], argv: Sequence[str] | None = None) -> int:
     """Run an entry point's main function and return its exit status (for ``sys.exit``).
 
     ``fn()`` is called without arguments when `argv` is None (it reads ``sys.argv`` itself), else
@@ -74,7 +74,7 @@ def run_main(fn: Callable[..., object], argv: Optional[Sequence[str]] = None) ->
     return code if isinstance(code, int) else 0
 
 
-def entry_point(fn: Callable[..., object]) -> Callable[[Optional[Sequence[str]]], int]:
+def entry_point(fn: Callable[..., object]) -> Callable[[Sequence[str] | None], int]:
     """Decorator form of :func:`run_main`: ``main(argv=None) -> int`` runs through the wrapper.
 
         @entry_point
@@ -84,7 +84,7 @@ def entry_point(fn: Callable[..., object]) -> Callable[[Optional[Sequence[str]]]
             sys.exit(main())
     """
     @functools.wraps(fn)
-    def wrapped(argv: Optional[Sequence[str]] = None) -> int:
+    def wrapped(argv: Sequence[str] | None = None) -> int:
         return run_main(fn, argv)
 
     return wrapped
@@ -104,7 +104,7 @@ def is_torchrun_rank() -> bool:
     return "WORLD_SIZE" in os.environ
 
 
-def relaunch_under_torchrun(processes: int, command: Callable[[], list[str]]) -> Optional[int]:
+def relaunch_under_torchrun(processes: int, command: Callable[[], list[str]]) -> int | None:
     """Start this entry point again under torchrun in `processes` ranks on this machine.
 
     Returns None when this process should do the work itself (one process, or it already is a

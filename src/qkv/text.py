@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Callable, Iterator, Protocol
+from typing import Protocol
+from collections.abc import Callable, Iterator
 
 import torch
 

@@ -74,7 +74,7 @@ class Tokenizer(ABC):
 
     @classmethod
     @abstractmethod
-    def from_dict(cls, data: dict[str, Any], origin: str) -> "Tokenizer":
+    def from_dict(cls, data: dict[str, Any], origin: str) -> Tokenizer:
         """Rebuild from `to_dict` output; `origin` names the file in error messages."""
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
@@ -87,7 +87,7 @@ class Tokenizer(ABC):
         atomic_write_bytes(path, json.dumps(data, ensure_ascii=False).encode("utf-8"))
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Tokenizer":
+    def load(cls, path: str | os.PathLike) -> Tokenizer:
         """Load a saved tokenizer; on a subclass, also check that the file holds that kind."""
         tok = load_tokenizer(path)
         if not isinstance(tok, cls):
@@ -171,14 +171,14 @@ class VocabTokenizer(Tokenizer):
         return {"vocab": self.vocab}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], origin: str) -> "VocabTokenizer":
+    def from_dict(cls, data: dict[str, Any], origin: str) -> VocabTokenizer:
         vocab = data.get("vocab")
         if not isinstance(vocab, list) or not all(isinstance(t, str) for t in vocab):
             raise DataError(f"{origin}: 'vocab' must be a list of strings; re-save the tokenizer")
         return cls(vocab)
 
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int | None = None, min_freq: int = 1) -> "VocabTokenizer":
+    def train(cls, texts: Iterable[str], vocab_size: int | None = None, min_freq: int = 1) -> VocabTokenizer:
         """Keep the tokens seen at least `min_freq` times, most frequent first, at most `vocab_size`
         ids in all (special tokens included); ties are broken alphabetically so training is
         deterministic."""
@@ -209,7 +209,7 @@ class CharTokenizer(VocabTokenizer):
         return "".join(tokens)
 
     @classmethod
-    def from_alphabet(cls, alphabet: Iterable[str]) -> "CharTokenizer":
+    def from_alphabet(cls, alphabet: Iterable[str]) -> CharTokenizer:
         """A tokenizer for a known alphabet (e.g. a built-in task's), in sorted order."""
         chars = sorted(set(alphabet))
         if any(len(c) != 1 for c in chars):
@@ -261,7 +261,7 @@ class BPETokenizer(Tokenizer):
         self._byte_of = {c: b for b, c in _bytes_to_unicode().items()}
 
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int = 8000, min_freq: int = 2) -> "BPETokenizer":
+    def train(cls, texts: Iterable[str], vocab_size: int = 8000, min_freq: int = 2) -> BPETokenizer:
         """Learn merges until `vocab_size` ids (special tokens and the 256 bytes included) or
         until no pair occurs `min_freq` times."""
         if not len(SPECIAL_TOKENS) + 256 <= vocab_size <= MAX_BPE_VOCAB:
@@ -315,7 +315,7 @@ class BPETokenizer(Tokenizer):
         return {"hf": json.loads(self.hf.to_str())}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], origin: str) -> "BPETokenizer":
+    def from_dict(cls, data: dict[str, Any], origin: str) -> BPETokenizer:
         try:
             hf = HFTokenizer.from_str(json.dumps(data["hf"]))
         except Exception as exc:  # a missing key, or the Rust parser's plain Exception

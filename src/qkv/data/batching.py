@@ -74,7 +74,7 @@ class Batch:
         """Positions in the tensors, padding included (src plus tgt_out)."""
         return self.src.numel() + (self.tgt_out.numel() if self.tgt_out is not None else 0)
 
-    def to(self, device: torch.device | str) -> "Batch":
+    def to(self, device: torch.device | str) -> Batch:
         def move(t: torch.Tensor | None) -> torch.Tensor | None:
             return None if t is None else t.to(device, non_blocking=True)
 

@@ -270,7 +270,7 @@ class _TokenWriter:
         self.path, self.dtype = path, dtype
         self.tokens = 0
 
-    def __enter__(self) -> "_TokenWriter":
+    def __enter__(self) -> _TokenWriter:
         self.file = open(self.path, "wb")
         return self
 
@@ -293,7 +293,7 @@ class _ShardWriter(_TokenWriter):
         self.idx_path = base.with_suffix(base.suffix + ".idx")
         self.count = 0
 
-    def __enter__(self) -> "_ShardWriter":
+    def __enter__(self) -> _ShardWriter:
         super().__enter__()
         self.idx = open(self.idx_path, "wb")
         self.idx.write(np.zeros(1, dtype=np.int64).tobytes())

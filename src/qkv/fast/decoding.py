@@ -30,23 +30,28 @@ cached == uncached decoding test.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import torch
 
 from qkv.model.masks import causal_padding_mask
+
+if TYPE_CHECKING:
+    from qkv.model import DecoderOnly, EncoderDecoder
 
 
 class CachedSteps:
     """Decoding steps of `model` over one batch, keeping the keys/values in `model.new_cache()`."""
 
     @staticmethod
-    def supports(model) -> bool:
+    def supports(model: object) -> bool:
         """The Transformers of qkv.model (the history lab's recurrent models step on their own)."""
         from qkv.model import DecoderOnly, EncoderDecoder
 
         return isinstance(model, (EncoderDecoder, DecoderOnly))
 
-    def __init__(self, model):
-        self.model = model
+    def __init__(self, model: EncoderDecoder | DecoderOnly) -> None:
+        self.model: Any = model     # its parts are taken by src_mask: a language model has none
         self.cache = model.new_cache()
         self.output_weight_t: torch.Tensor | None = None    # (d_model, V), made at the first step
         self.source_unpadded: bool | None = None             # decided at the first step
@@ -62,7 +67,7 @@ class CachedSteps:
         else:
             self_mask = causal_padding_mask(keys, ids.size(1))
         if src_mask is None:                                                  # a language model
-            h = model.decoder(model.embed(ids, start), self_mask, cache=cache)
+            h: torch.Tensor = model.decoder(model.embed(ids, start), self_mask, cache=cache)
         else:
             if self.source_unpadded is None:
                 self.source_unpadded = bool(src_mask.all())

@@ -90,7 +90,7 @@ class LabConfig:
         get_task(self.task)
 
     @classmethod
-    def quick(cls, **kwargs: Any) -> "LabConfig":
+    def quick(cls, **kwargs: Any) -> LabConfig:
         settings = dict(budget_seconds=15.0, train_examples=10_000, valid_examples=200, test_per_length=40,
                         timing_lengths=(8, 32, 128), evals=6)
         return cls(**{**settings, **kwargs})

@@ -88,7 +88,7 @@ class ModernConfig:
             raise ConfigError(f"clock must be one of {', '.join(CLOCKS)}; got {self.clock!r}")
 
     @classmethod
-    def quick(cls, **kwargs: Any) -> "ModernConfig":
+    def quick(cls, **kwargs: Any) -> ModernConfig:
         settings = dict(budget_seconds=2.0, d_model=32, n_heads=4, n_layers=2, d_ff=64, block_size=32,
                         batch_blocks=8, warmup=5, evals=2, valid_blocks=16)
         return cls(**{**settings, **kwargs})
@@ -188,7 +188,7 @@ def run_modern(mc: ModernConfig, log: Callable[[str], None] = print) -> dict[str
         "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(mc).items()},
         "machine": {"cpu": cpu_name(), "torch": torch.__version__, "threads": 1, "python": platform.python_version(),
                     "cores": os.cpu_count(), "load_average_before": list(os.getloadavg()),
-                    "clock": mc.clock, "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")},
+                    "clock": mc.clock, "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")},
         "validation_characters": int(valid[:, 1:].numel()), "variants": {},
     }
     try:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from qkv.errors import ShapeError
-from qkv.model.record import note
+from qkv.model.record import Calls, note
 
 
 def scaled_dot_product_attention(
@@ -111,7 +111,7 @@ class KVCache:
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Add (B, H, T_new, d) keys/values; return all keys/values so far."""
         t_new = k.size(2)
-        if self._k is None:
+        if self._k is None or self._v is None:                          # (both None or both set)
             capacity = max(16, 2 * t_new)
             self._k = k.new_empty(k.size(0), k.size(1), capacity, k.size(3))
             self._v = v.new_empty(v.size(0), v.size(1), capacity, v.size(3))
@@ -122,7 +122,7 @@ class KVCache:
         self._k[:, :, self.length : self.length + t_new] = k
         self._v[:, :, self.length : self.length + t_new] = v
         self.length += t_new
-        return self.k, self.v
+        return self._k[:, :, : self.length], self._v[:, :, : self.length]
 
     def store(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keep (B, H, T, d) keys/values that will never grow (the encoder's, for cross-attention)."""
@@ -136,7 +136,7 @@ class KVCache:
         change are copied, in place and over the used length; `moves` = row_moves(index), computed
         once for all layers. When rows leave, the whole buffer moves, spare capacity included (each
         row is one contiguous block), so the next append finds room instead of growing."""
-        if self._k is None:
+        if self._k is None or self._v is None:
             return
         if index.numel() != self._k.size(0):
             self._k = self._k.index_select(0, index)
@@ -172,7 +172,7 @@ class MultiHeadAttention(nn.Module):
     `rope`: rotary positions (Su et al., 2021) applied to queries and keys (self-attention).
     """
 
-    record: list | None = None          # see qkv.model.record
+    record: Calls | None = None         # see qkv.model.record
 
     def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True, cross: bool = False,
                  n_kv_heads: int | None = None, rope: nn.Module | None = None):
@@ -228,6 +228,7 @@ class MultiHeadAttention(nn.Module):
         unrotated = {}
         if self.cross and cache is not None and cache.length > 0:
             k, v = cache.k, cache.v                                     # encoder K, V: computed once
+            assert k is not None and v is not None                      # (length > 0)
         else:
             if source is None:
                 raise ShapeError("cross-attention needs the encoder output `memory`")
@@ -241,7 +242,7 @@ class MultiHeadAttention(nn.Module):
                 k, v = cache.store(k, v) if self.cross else cache.append(k, v)   # self: T_past + T_q keys
         k, v = self.share_kv_heads(k), self.share_kv_heads(v)           # (B, H, T_k, d_head)
         p = self.dropout if self.training else 0.0
-        steps = {} if self.record is not None else None
+        steps: dict[str, torch.Tensor] | None = {} if self.record is not None else None
         mixed, weights = scaled_dot_product_attention(q, k, v, mask=mask, return_weights=need_weights,
                                                       dropout_p=p, record=steps)
         out = self.out_proj(self.merge_heads(mixed))                    # concat heads, W_O: (B, T_q, d_model)

@@ -8,6 +8,7 @@ the SwiGLU feed-forward, and (in attention.py) grouped-query attention.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +17,7 @@ from torch import nn
 from qkv.config import ModelConfig
 from qkv.errors import ShapeError
 from qkv.model.attention import KVCache, MultiHeadAttention
-from qkv.model.record import note
+from qkv.model.record import Calls, note
 
 
 def sinusoidal_table(max_len: int, d_model: int) -> torch.Tensor:
@@ -36,6 +37,8 @@ def sinusoidal_table(max_len: int, d_model: int) -> torch.Tensor:
 
 class SinusoidalPositionalEncoding(nn.Module):
     """Fixed positions (no parameters); works for any position below max_len."""
+
+    pe: torch.Tensor                    # buffer (max_len, d_model)
 
     def __init__(self, max_len: int, d_model: int):
         super().__init__()
@@ -70,6 +73,9 @@ class RotaryPositionalEncoding(nn.Module):
     Used inside self-attention (see MultiHeadAttention); no parameters.
     """
 
+    cos: torch.Tensor                   # buffers (max_len, d_head/2)
+    sin: torch.Tensor
+
     def __init__(self, max_len: int, d_head: int, theta: float = 10000.0):
         super().__init__()
         self.max_len = max_len
@@ -99,7 +105,7 @@ def _check_positions(length: int, start: int, max_len: int) -> None:
 class Embeddings(nn.Module):
     """Token embedding (scaled by sqrt(d_model)) plus positional encoding, then dropout."""
 
-    record: list | None = None          # see qkv.model.record
+    record: Calls | None = None         # see qkv.model.record
 
     def __init__(self, vocab_size: int, cfg: ModelConfig):
         super().__init__()
@@ -124,13 +130,17 @@ class Embeddings(nn.Module):
         position = self.position(ids.size(1), start) if self.position is not None else None  # (T, d_model)
         x = token + position if position is not None else token
         note(self, ids=ids, token=token, position=position, sum=x)
-        return self.dropout(x)
+        out: torch.Tensor = self.dropout(x)
+        return out
 
 
 def swiglu_width(d_ff: int) -> int:
     """The hidden width of SwiGLU that holds as many parameters as a ReLU FFN of width d_ff:
     three d_model x h matrices instead of two, so h = 2/3 d_ff (rounded)."""
     return round(2 * d_ff / 3)
+
+
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"relu": F.relu, "gelu": F.gelu, "swiglu": F.silu}
 
 
 class FeedForward(nn.Module):
@@ -140,7 +150,7 @@ class FeedForward(nn.Module):
     FFN(x) = W2 (Swish(W1 x) * W3 x), Swish = SiLU, hidden width 2/3 d_ff (see swiglu_width).
     """
 
-    record: list | None = None          # see qkv.model.record
+    record: Calls | None = None         # see qkv.model.record
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -149,14 +159,14 @@ class FeedForward(nn.Module):
         self.w1 = nn.Linear(cfg.d_model, hidden, bias=cfg.bias)
         self.w3 = nn.Linear(cfg.d_model, hidden, bias=cfg.bias) if gated else None   # the gate's other half
         self.w2 = nn.Linear(hidden, cfg.d_model, bias=cfg.bias)
-        self.act = {"relu": F.relu, "gelu": F.gelu, "swiglu": F.silu}[cfg.activation]
+        self.act = ACTIVATIONS[cfg.activation]
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         hidden = self.act(self.w1(x))                                      # (B, T, d_ff)
         if self.w3 is not None:
             hidden = hidden * self.w3(x)                                   # SwiGLU: Swish(x W1) * (x W3)
-        out = self.w2(self.dropout(hidden))                                # (B, T, d_model)
+        out: torch.Tensor = self.w2(self.dropout(hidden))                  # (B, T, d_model)
         note(self, input=x, hidden=hidden, output=out)
         return out
 
@@ -167,7 +177,7 @@ class RMSNorm(nn.Module):
     fewer operations, and the paper finds it trains as well (written out here as the formula, it is
     slower on a CPU than PyTorch's fused LayerNorm kernel: see docs/language_model.md)."""
 
-    record: list | None = None          # see qkv.model.record
+    record: Calls | None = None         # see qkv.model.record
 
     def __init__(self, d_model: int, eps: float = 1e-5):
         super().__init__()
@@ -203,7 +213,7 @@ class Sublayer(nn.Module):
     (RMSNorm in place of LayerNorm when model.norm = "rmsnorm".)
     """
 
-    record: list | None = None          # see qkv.model.record
+    record: Calls | None = None         # see qkv.model.record
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -211,11 +221,11 @@ class Sublayer(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.norm_first = cfg.norm_first
 
-    def forward(self, x: torch.Tensor, fn) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         fn_input = self.norm(x) if self.norm_first else x
         fn_output = fn(fn_input)
         residual = x + self.dropout(fn_output)
-        out = residual if self.norm_first else self.norm(residual)
+        out: torch.Tensor = residual if self.norm_first else self.norm(residual)
         note(self, input=x, fn_input=fn_input, fn_output=fn_output, residual=residual, output=out)
         return out
 
@@ -233,7 +243,8 @@ class EncoderLayer(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """x: (B, S, d_model); mask: (B, 1, 1, S) source padding mask."""
         x = self.attn_block(x, lambda h: self.self_attn(h, mask=mask)[0])
-        return self.ff_block(x, self.ff)
+        x = self.ff_block(x, self.ff)
+        return x
 
 
 class DecoderLayer(nn.Module):
@@ -261,6 +272,7 @@ class DecoderLayer(nn.Module):
         """x: (B, T, d_model); self_mask: causal (& padding), broadcastable to (B, H, T, T_past + T);
         memory: encoder output (B, S, d_model) with memory_mask (B, 1, 1, S)."""
         x = self.attn_block(x, lambda h: self.self_attn(h, mask=self_mask, cache=self_cache)[0])
-        if self.cross_attn is not None:
+        if self.cross_attn is not None and self.cross_block is not None:   # (both or neither)
             x = self.cross_block(x, lambda h: self.cross_attn(h, memory, mask=memory_mask, cache=cross_cache)[0])
-        return self.ff_block(x, self.ff)
+        x = self.ff_block(x, self.ff)
+        return x

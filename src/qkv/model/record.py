@@ -13,11 +13,15 @@ Outside `recording` the attribute is None and costs one `is None` check per modu
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, cast
 
 import torch
 from torch import nn
+
+
+Calls = list[dict[str, torch.Tensor]]        # one dict of named tensors per call of a module
 
 
 class Record:
@@ -25,9 +29,9 @@ class Record:
     an embedding shared by the encoder and the decoder, has two entries)."""
 
     def __init__(self) -> None:
-        self.calls: dict[int, list[dict[str, torch.Tensor]]] = {}
+        self.calls: dict[int, Calls] = {}
 
-    def of(self, module: nn.Module) -> list[dict[str, torch.Tensor]]:
+    def of(self, module: nn.Module) -> Calls:
         return self.calls.get(id(module), [])
 
 
@@ -35,7 +39,7 @@ class Record:
 def recording(model: nn.Module) -> Iterator[Record]:
     """Record the intermediates of every forward pass that runs inside the `with` block."""
     rec = Record()
-    modules = [m for m in model.modules() if hasattr(m, "record")]
+    modules: list[Any] = [m for m in model.modules() if hasattr(m, "record")]   # their `record: Calls | None`
     for m in modules:
         m.record = rec.calls.setdefault(id(m), [])
     try:
@@ -47,5 +51,6 @@ def recording(model: nn.Module) -> Iterator[Record]:
 
 def note(module: nn.Module, **tensors: torch.Tensor | None) -> None:
     """Append this call's tensors to `module.record` when a recording is on."""
-    if module.record is not None:
-        module.record.append(tensors)
+    calls = cast("list[dict[str, torch.Tensor | None]] | None", module.record)   # nn.Module types it Tensor | Module
+    if calls is not None:
+        calls.append(tensors)

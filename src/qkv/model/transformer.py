@@ -12,7 +12,7 @@ from qkv.errors import ConfigError, ShapeError
 from qkv.model.attention import KVCache, row_moves
 from qkv.model.layers import DecoderLayer, Embeddings, EncoderLayer, make_norm
 from qkv.model.masks import causal_padding_mask, padding_mask
-from qkv.model.record import note
+from qkv.model.record import Calls, note
 
 
 @dataclass
@@ -60,7 +60,7 @@ def decoder_mask(ids: torch.Tensor, pad_id: int, cache: DecoderCache | None = No
 class Encoder(nn.Module):
     """A stack of encoder layers (plus a final LayerNorm for pre-LN)."""
 
-    record: list | None = None          # see qkv.model.record
+    record: Calls | None = None         # see qkv.model.record
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -79,7 +79,7 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """A stack of decoder layers; `cross=False` drops cross-attention (decoder-only models)."""
 
-    record: list | None = None          # see qkv.model.record
+    record: Calls | None = None         # see qkv.model.record
 
     def __init__(self, cfg: ModelConfig, cross: bool = True):
         super().__init__()
@@ -173,7 +173,8 @@ class EncoderDecoder(nn.Module):
         start = cache.length if cache is not None else 0
         self_mask = decoder_mask(tgt_in, self.cfg.pad_id, cache)          # (B, 1, T, T_past + T)
         h = self.decoder(self.tgt_embed(tgt_in, start), self_mask, memory, src_mask, cache)
-        return self.lm_head(h)                                           # (B, T, V)
+        logits: torch.Tensor = self.lm_head(h)                           # (B, T, V)
+        return logits
 
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
         """Teacher forcing: src (B, S), tgt_in (B, T) -> logits (B, T, V)."""
@@ -213,7 +214,8 @@ class DecoderOnly(nn.Module):
         start = cache.length if cache is not None else 0
         mask = decoder_mask(ids, self.cfg.pad_id, cache)                   # (B, 1, T, T_past + T)
         h = self.decoder(self.embed(ids, start), mask, cache=cache)
-        return self.lm_head(h)                                           # (B, T, V)
+        logits: torch.Tensor = self.lm_head(h)                           # (B, T, V)
+        return logits
 
     def new_cache(self) -> DecoderCache:
         return self.decoder.new_cache()

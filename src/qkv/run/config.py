@@ -20,7 +20,8 @@ import difflib
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 from qkv.config import ModelConfig, apply_overrides, check_ranges, from_dict, load_toml, unknown_key_message
 from qkv.errors import ConfigError
@@ -158,8 +159,8 @@ class RunConfig:
     data: DataConfig
 
     @classmethod
-    def parse(cls, config: "RunConfig | dict[str, Any] | str | os.PathLike[str]",
-              overrides: Sequence[str] = (), base_dir: str | os.PathLike[str] | None = None) -> "RunConfig":
+    def parse(cls, config: RunConfig | dict[str, Any] | str | os.PathLike[str],
+              overrides: Sequence[str] = (), base_dir: str | os.PathLike[str] | None = None) -> RunConfig:
         """A RunConfig from a TOML file, a dict of sections or another RunConfig, with `--set`
         overrides applied; unknown sections and keys, wrong types and out-of-range values are
         one-line ConfigErrors. Relative data paths of a file are read against the file's folder
@@ -216,7 +217,7 @@ def parse_config(config: dict[str, Any], overrides: list[str] | tuple[str, ...] 
     return RunConfig.parse(config, overrides).to_dict()
 
 
-def _nearest(name: str, valid) -> str:
+def _nearest(name: str, valid: Sequence[str]) -> str:
     close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.5)
     return f"; did you mean {close[0]!r}?" if close else f"; choose one of {', '.join(valid)}"
 

@@ -35,7 +35,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from safetensors import SafetensorError
@@ -46,7 +46,7 @@ from torch import nn
 from qkv.config import ModelConfig, load_toml
 from qkv.files import atomic_write_bytes, ensure_directory, remove_temporary_files, save_toml
 from qkv.errors import CheckpointError, OutputError, QkvError
-from qkv.machine import check_model_fits
+from qkv.run.fits import check_model_fits
 from qkv.model import build_model
 
 CONFIG_FILE = "config.toml"
@@ -135,7 +135,7 @@ class RunDir:
     def write_config(self, config: dict[str, Any]) -> None:
         save_toml(self.config, config)
 
-    def lock(self, create: bool = True):
+    def lock(self, create: bool = True) -> contextlib.AbstractContextManager[None]:
         """Hold the directory's lock while training in it (see `lock_run`)."""
         return lock_run(self.path, create)
 
@@ -182,7 +182,7 @@ def _unique_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def save_weights(path: str | os.PathLike, model: nn.Module, step: int | None = None) -> None:
+def save_weights(path: str | os.PathLike[str], model: nn.Module, step: int | None = None) -> None:
     """Write the model's weights as safetensors, with its ModelConfig (and the training step they
     were saved at) in the file's metadata."""
     model = _unwrap(model)
@@ -195,7 +195,7 @@ def save_weights(path: str | os.PathLike, model: nn.Module, step: int | None = N
     atomic_write_bytes(path, save_safetensors(_unique_state(model), metadata=metadata))
 
 
-def weights_step(path: str | os.PathLike) -> int | None:
+def weights_step(path: str | os.PathLike[str]) -> int | None:
     """The training step recorded in a weights file (None: not recorded, missing or unreadable)."""
     try:
         with open(path, "rb") as f:
@@ -208,7 +208,7 @@ def weights_step(path: str | os.PathLike) -> int | None:
         return None
 
 
-def load_weights(path: str | os.PathLike, model: nn.Module) -> None:
+def load_weights(path: str | os.PathLike[str], model: nn.Module) -> None:
     """Load safetensors weights into `model`, with a one-line error naming what does not fit."""
     path = Path(path)
     model = _unwrap(model)
@@ -224,7 +224,7 @@ def load_weights(path: str | os.PathLike, model: nn.Module) -> None:
         ) from None
     _check_saved_config(path, metadata, getattr(model, "cfg", None))
     expected = model.state_dict()
-    by_storage: dict[tuple, list[str]] = {}
+    by_storage: dict[tuple[int, int, tuple[int, ...]], list[str]] = {}
     for name, t in expected.items():
         by_storage.setdefault((t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape)), []).append(name)
     # every group of tied names needs exactly one stored tensor
@@ -294,12 +294,12 @@ _RUNTIME_FIELDS = {"dropout", "attention_dropout"}
 def _unwrap(model: nn.Module) -> nn.Module:
     """The plain model inside DistributedDataParallel and/or torch.compile wrappers."""
     while True:
-        if hasattr(model, "module") and isinstance(model.module, nn.Module):
-            model = model.module
-        elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        else:
+        inner = getattr(model, "module", None)           # DistributedDataParallel
+        if not isinstance(inner, nn.Module):
+            inner = getattr(model, "_orig_mod", None)    # torch.compile
+        if not isinstance(inner, nn.Module):
             return model
+        model = inner
 
 
 def _short(exc: BaseException) -> str:
@@ -364,7 +364,7 @@ def _check_vocab(run_dir: Path, key: str, size: int, tokenizer: Any) -> None:
 
 
 def save_run(
-    run_dir: str | os.PathLike,
+    run_dir: str | os.PathLike[str],
     model: nn.Module,
     config: dict[str, Any],
     src_tokenizer: Any | None,
@@ -381,7 +381,9 @@ def save_run(
     run_dir = ensure_directory(run_dir, "run directory")
     plain = _unwrap(model)
     config = dict(config)
-    config["model"] = plain.cfg.to_dict()
+    cfg = plain.cfg
+    assert isinstance(cfg, ModelConfig), "save_run needs a qkv model (with its ModelConfig as .cfg)"
+    config["model"] = cfg.to_dict()
     save_toml(run_dir / CONFIG_FILE, config)
     save_tokenizers(run_dir, src_tokenizer, tgt_tokenizer)
     if weights:
@@ -389,7 +391,7 @@ def save_run(
     return run_dir
 
 
-def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu", weights: str = "model") -> Run:
+def load_run(run_dir: str | os.PathLike[str], device: str | torch.device = "cpu", weights: str = "model") -> Run:
     """Load a run directory: config, tokenizer(s) and `<weights>.safetensors` (eval mode).
 
     weights: "model" (the best checkpoint) or "last" (the latest). Anything missing, corrupted
@@ -408,7 +410,7 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu", wei
     return Run(run_dir, config, cfg, model, src_tok, tgt_tok)
 
 
-def is_run_file(path: str | os.PathLike) -> bool:
+def is_run_file(path: str | os.PathLike[str]) -> bool:
     """Whether `path` is an existing file that a qkv run keeps: in a directory holding config.toml,
     the config itself, weights (*.safetensors), state (*.pt), a tokenizer (*.json) or the log."""
     path = Path(path)
@@ -416,7 +418,7 @@ def is_run_file(path: str | os.PathLike) -> bool:
             and (path.name == CONFIG_FILE or path.suffix in (".safetensors", ".pt", ".json", ".jsonl")))
 
 
-def refuse_to_replace_run(out_dir: str | os.PathLike, what: str) -> None:
+def refuse_to_replace_run(out_dir: str | os.PathLike[str], what: str) -> None:
     """One line instead of writing `what` into a qkv run directory (one holding config.toml), whose
     model.safetensors, tokenizer.json or config would be replaced: e.g. `qkv export -m RUN --out RUN`."""
     out = Path(out_dir)
@@ -450,7 +452,7 @@ def _model_config(run_dir: Path, config: dict[str, Any]) -> ModelConfig:
 
 
 @contextlib.contextmanager
-def lock_run(run_dir: str | os.PathLike, create: bool = True):
+def lock_run(run_dir: str | os.PathLike[str], create: bool = True) -> Iterator[None]:
     """Hold the run directory's lock while training in it; a second trainer gets a one-line error.
 
     The lock is an advisory `flock` on RUN/.qkv-lock, so the operating system drops it when the

@@ -28,7 +28,7 @@ import contextlib
 import contextvars
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -188,7 +188,7 @@ class Sampler:
             self.generator.manual_seed(seed)
 
     @classmethod
-    def from_config(cls, dcfg: DecodeConfig) -> "Sampler":
+    def from_config(cls, dcfg: DecodeConfig) -> Sampler:
         return cls(dcfg.sample, dcfg.temperature, dcfg.top_k, dcfg.top_p, dcfg.seed)
 
     def __call__(self, logp: torch.Tensor) -> torch.Tensor:

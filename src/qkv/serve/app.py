@@ -30,7 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import qkv
 from qkv.errors import QkvError
-from qkv.serve.engine import LANGUAGE_MODEL, TRANSLATION, Engine, ServeError
+from qkv.serve.engine import LANGUAGE_MODEL, TRANSLATION, Engine
 from qkv.serve.schemas import (
     MAX_BODY_BYTES,
     ExplainRequest,

@@ -50,7 +50,7 @@ class TranslateRequest(SamplingOptions):
     )
 
     @model_validator(mode="after")
-    def _search_fits(self) -> "TranslateRequest":
+    def _search_fits(self) -> TranslateRequest:
         if self.n_best > self.beam_size:
             raise ValueError(f"n_best ({self.n_best}) must be <= beam_size ({self.beam_size})")
         if self.sample and self.beam_size > 1:

@@ -13,7 +13,8 @@ import threading
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from qkv.search import stoppable
 from qkv.serve.engine import Engine, ServeError
