@@ -1,6 +1,6 @@
 """What a user sees while training: a live rich progress bar on a terminal, plain lines otherwise.
 
-On a terminal the bar shows step, loss, learning rate, tokens/s and the time left; every
+On a terminal (and in Jupyter, with ipywidgets) the bar shows step, loss, learning rate, tokens/s and the time left; every
 validation prints one summary line above it. When stderr is not a terminal (CI, a log file)
 there is no bar: a plain line every ~10% of the run and one per validation. `quiet` prints
 nothing.
@@ -16,11 +16,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemaini
 from rich.progress import Progress as RichProgress
 
 
+def _has_ipywidgets() -> bool:
+    """rich draws a live bar in Jupyter through ipywidgets; without them, plain lines."""
+    import importlib.util
+
+    return importlib.util.find_spec("ipywidgets") is not None
+
+
 class Progress:
     def __init__(self, quiet: bool = False):
         self.quiet = quiet
         self.console = Console(stderr=True, highlight=False)
-        self.live = not quiet and self.console.is_terminal
+        self.live = not quiet and (self.console.is_terminal or (self.console.is_jupyter and _has_ipywidgets()))
         self.bar: RichProgress | None = None
         self.task = None
         self.total = 0
