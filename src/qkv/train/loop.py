@@ -36,6 +36,7 @@ from qkv.config import ModelConfig
 from qkv.files import atomic_write_bytes
 from qkv.errors import CheckpointError, ConfigError, TrainingError
 from qkv.fast.dropout import use_fast_dropout
+from qkv.interop.targets import describe_targets
 from qkv.machine import check_model_fits, cpu_has_fast_bf16
 from qkv.model import build_model
 from qkv.train import distributed
@@ -506,7 +507,8 @@ class Trainer:
         where = f"{self.device.type}" + (f" x{self.dist.world} (DDP)" if self.dist.enabled else "")
         threads = f", {self.threads} threads" if self.threads else ""
         prec = self.dtype and str(self.dtype).replace("torch.", "") or "fp32"
-        return f"{what}: {n / 1e6:.2f}M parameters, {where}{threads}, {prec}, -> {self.run_dir}"
+        return (f"{what}: {n / 1e6:.2f}M parameters, {where}{threads}, {prec}, -> {self.run_dir}\n"
+                f"{describe_targets(self.cfg)}")
 
 
 def _resume_config(run_dir: Path, config: Any) -> Any:
