@@ -311,7 +311,8 @@ def evaluate(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Also write the translations here.", callback=not_a_run_file)] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the scores as JSON.")] = False,
 ) -> None:
-    """Translate --src and score it against --ref: sacreBLEU BLEU and chrF with their signatures."""
+    """Translate --src and score it against --ref: sacreBLEU BLEU and chrF with their signatures
+    (a built-in task's run: exact match and chrF)."""
     import json
 
     from qkv.files import atomic_write_bytes
@@ -329,7 +330,10 @@ def evaluate(
     if json_out:
         typer.echo(json.dumps(result, indent=2))
     else:
-        typer.echo(f"BLEU = {result['bleu']:.2f}  {result['bleu_signature']}")
+        if result["metric"] == "exact_match":
+            typer.echo(f"exact match = {100 * result['exact_match']:.1f}% ({result['exact_matches']} of {result['sentences']})")
+        else:
+            typer.echo(f"BLEU = {result['bleu']:.2f}  {result['bleu_signature']}")
         typer.echo(f"chrF = {result['chrf']:.2f}  {result['chrf_signature']}")
 
 

@@ -53,7 +53,7 @@ from qkv.run import (
 )
 from qkv.train.inputs import Inputs, MicroBatches, prepare
 from qkv.train.loss import label_smoothed_nll
-from qkv.train.metrics import MetricsLog, corpus_scores, is_better, plot_run
+from qkv.train.metrics import MetricsLog, bleu_applies, corpus_scores, headline_metric, is_better, plot_run
 from qkv.train.progress import Progress
 from qkv.train.schedule import make_scheduler
 
@@ -344,7 +344,7 @@ class Trainer:
                 self.bad_evals += 1
             record["best"] = improved
             self.log.append(record)
-            self.out.validation(record, self.tc.steps, show_bleu=self.dc.kind != "task")
+            self.out.validation(record, self.tc.steps, show_bleu=bleu_applies(self.dc.kind))
             stop = self._stop_reason(value)
         flag = distributed.broadcast_flag(stop is not None, self.device)
         if self.dist.enabled and flag and stop is None:
@@ -518,9 +518,7 @@ def _resume_config(run_dir: Path, config: Any) -> Any:
 
 
 def _metric_name(metric: str, kind: str) -> str:
-    if metric != "auto":
-        return metric
-    return {"task": "exact_match", "translation": "bleu"}.get(kind, "loss")
+    return headline_metric(kind) if metric == "auto" else metric
 
 
 def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
