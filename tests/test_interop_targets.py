@@ -7,11 +7,21 @@ import pytest
 
 import qkv.interop.targets
 from qkv import ModelConfig
+from qkv.data.tasks import TASKS, get_task, task_config
 from qkv.interop import FORMATS, describe_targets, export_targets
+from qkv.tokenizers import CharTokenizer
 
 
 def config(**kw) -> ModelConfig:
     return ModelConfig(**{"src_vocab_size": 30, "tgt_vocab_size": 30, "d_model": 32, "n_heads": 2, **kw})
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_the_built_in_tasks_defaults_export_to_every_format(task):
+    vocab = CharTokenizer.from_alphabet(get_task(task).alphabet).vocab_size     # one vocabulary, both sides
+    cfg = ModelConfig.from_dict({**task_config(task)["model"], "src_vocab_size": vocab, "tgt_vocab_size": vocab})
+    assert export_targets(cfg) == {"hf": None, "ct2": None}
+    assert describe_targets(cfg) == "exports to: hf, ct2"
 
 
 @pytest.mark.parametrize("options, fmt, named", [

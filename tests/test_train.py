@@ -345,6 +345,7 @@ def test_cli_train_end_to_end(tmp_path, capsys):
     assert main(args + ["--set", "train.steps=4", "--set", "train.eval_every=4"]) == 0
     err = capsys.readouterr().err
     assert "copy:" in err and "valid loss" in err and "finished after 4 steps" in err
+    assert "\nexports to: hf, ct2\n" in err        # known before training: the task defaults export everywhere
     assert load_run(out).cfg.d_model == 32
     # a second run into the same directory is refused; resume continues it
     assert main(args + ["--set", "train.steps=4"]) == 2
