@@ -90,6 +90,7 @@ def test_evaluate_prints_bleu_and_chrf_with_signatures(mt, tmp_path, capsys):
     code, out, _ = qkv(capsys, "evaluate", "-m", mt, "--src", str(src), "--ref", str(ref), "--json")
     result = json.loads(out)
     assert code == 0 and result["sentences"] == 2 and {"bleu", "chrf", "bleu_signature"} <= result.keys()
+    assert result["metric"] == "bleu" and "exact_match" not in result     # not a built-in task's run
     ref.write_text("cba\n", encoding="utf-8")
     code, _, err = qkv(capsys, "evaluate", "-m", mt, "--src", str(src), "--ref", str(ref))
     assert code == 2 and "2 source lines but 1 reference lines" in err

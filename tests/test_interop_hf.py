@@ -99,6 +99,22 @@ def test_pegasus_for_pre_ln():
     assert hf_outputs(hf, src, beam=1) == qkv_outputs(model, src, beam=1)
 
 
+def test_a_trained_built_in_task_run_exports_with_its_defaults(tmp_path, capsys):
+    """The quick tour's model (`qkv train --task reverse`, defaults kept, tiny sizes) exports as it is."""
+    from test_train import tiny_task
+
+    from qkv.training import train
+
+    train(tiny_task(steps=4, eval_every=4), tmp_path / "run", quiet=True)
+    assert main(["export", "--model", str(tmp_path / "run"), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
+    run = load_run(tmp_path / "run")
+    hf = transformers.PegasusForConditionalGeneration.from_pretrained(tmp_path / "hf").eval()
+    src = torch.tensor([run.src_tokenizer.encode("abcde"), run.src_tokenizer.encode("xyzzy")])
+    tgt_in = torch.cat([torch.full((2, 1), BOS), src[:, :3]], dim=1)
+    with torch.no_grad():
+        assert (run.model(src, tgt_in) - hf(input_ids=src, decoder_input_ids=tgt_in).logits).abs().max() < 1e-4
+
+
 def test_gpt2_for_a_pre_ln_language_model(tmp_path):
     lm = counting_lm()
     hf = to_hf(lm)

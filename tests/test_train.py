@@ -241,6 +241,29 @@ def test_corrupt_run_files_give_one_line_errors(short_run, tmp_path, capsys):
         load_run(tmp_path / "nowhere")
 
 
+def test_a_task_run_is_evaluated_and_plotted_by_exact_match(short_run, tmp_path, capsys):
+    """Characters detokenize without spaces, so a task's BLEU is 0 however many outputs are right:
+    its run (config.toml says data.kind = "task") reports exact match instead."""
+    from qkv.data.tasks import make_task
+    from qkv.training.metrics import plotted_scores
+
+    out, _ = short_run
+    pairs = make_task("reverse", 12, split="test", max_len=5)
+    src, ref, hyp = tmp_path / "src.txt", tmp_path / "ref.txt", tmp_path / "hyp.txt"
+    src.write_text("".join(s + "\n" for s, _ in pairs))
+    ref.write_text("".join(t + "\n" for _, t in pairs))
+    args = ["evaluate", "-m", str(out), "--src", str(src), "--ref", str(ref), "--beam", "1"]
+    assert main(args + ["-o", str(hyp)]) == 0
+    text = capsys.readouterr().out
+    exact = sum(h == t for h, (_, t) in zip(hyp.read_text().splitlines(), pairs))
+    assert text.startswith(f"exact match = {100 * exact / 12:.1f}% ({exact} of 12)\n") and "BLEU" not in text
+    assert main(args + ["--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["metric"] == "exact_match" and result["exact_matches"] == exact and "bleu" not in result
+    assert result["exact_match"] == pytest.approx(exact / 12)
+    assert plotted_scores([r for r in read_metrics(out) if r["kind"] == "valid"], "task") == ["exact_match", "chrf"]
+
+
 def test_plot_command_writes_png(short_run, tmp_path, capsys):
     out, _ = short_run
     png = tmp_path / "plot.png"
@@ -321,6 +344,7 @@ def test_cli_train_end_to_end(tmp_path, capsys):
     assert main(args + ["--set", "train.steps=4", "--set", "train.eval_every=4"]) == 0
     err = capsys.readouterr().err
     assert "copy:" in err and "valid loss" in err and "finished after 4 steps" in err
+    assert "\nexports to: hf, ct2\n" in err        # known before training: the task defaults export everywhere
     assert load_run(out).cfg.d_model == 32
     # a second run into the same directory is refused; resume continues it
     assert main(args + ["--set", "train.steps=4"]) == 2
@@ -369,7 +393,7 @@ def test_language_model_trains_with_char_tokenizer(tmp_path, device):
 # --- translation from parallel files -------------------------------------------------------------------
 
 
-def test_translation_from_parallel_files_with_two_tokenizers(tmp_path):
+def test_translation_from_parallel_files_with_two_tokenizers(tmp_path, capsys):
     words = ["ein hund", "eine katze", "ein mann", "eine frau", "ein kind"]
     english = ["a dog", "a cat", "a man", "a woman", "a child"]
     for split, n in (("train", 40), ("val", 5)):
@@ -387,6 +411,14 @@ def test_translation_from_parallel_files_with_two_tokenizers(tmp_path):
     assert (tmp_path / "run" / "src_tokenizer.json").is_file() and not (tmp_path / "run" / "tokenizer.json").exists()
     assert run.src_tokenizer.token_to_id("hund") is not None and run.tgt_tokenizer.token_to_id("dog") is not None
     assert run.cfg.src_vocab_size == run.src_tokenizer.vocab_size != run.cfg.tgt_vocab_size
+    # a translation run is evaluated and plotted with BLEU
+    assert main(["evaluate", "-m", str(tmp_path / "run"), "--src", str(tmp_path / "val.de"),
+                 "--ref", str(tmp_path / "val.en"), "--beam", "1"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("BLEU = ") and "chrF = " in text and "exact match" not in text
+    from qkv.training.metrics import plotted_scores
+
+    assert plotted_scores([result.valid], "translation") == ["exact_match", "bleu", "chrf"]
 
 
 def test_validation_line_leaves_bleu_out_for_built_in_tasks(capsys):

@@ -319,7 +319,8 @@ def evaluate(
     engine: EngineOpt = "qkv",
     ct2_model: Ct2ModelOpt = None,
 ) -> None:
-    """Translate --src and score it against --ref: sacreBLEU BLEU and chrF with their signatures."""
+    """Translate --src and score it against --ref: sacreBLEU BLEU and chrF with their signatures
+    (a built-in task's run: exact match and chrF)."""
     import json
 
     from qkv.files import atomic_write_bytes
@@ -340,7 +341,10 @@ def evaluate(
     if json_out:
         typer.echo(json.dumps(result, indent=2))
     else:
-        typer.echo(f"BLEU = {result['bleu']:.2f}  {result['bleu_signature']}")
+        if result["metric"] == "exact_match":
+            typer.echo(f"exact match = {100 * result['exact_match']:.1f}% ({result['exact_matches']} of {result['sentences']})")
+        else:
+            typer.echo(f"BLEU = {result['bleu']:.2f}  {result['bleu_signature']}")
         typer.echo(f"chrF = {result['chrf']:.2f}  {result['chrf_signature']}")
 
 

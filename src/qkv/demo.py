@@ -17,7 +17,7 @@ from rich.table import Table
 
 from qkv.data.tasks import make_task
 from qkv.search import DecodeConfig
-from qkv.text import translate_lines
+from qkv.text import evaluate
 from qkv.errors import OutputError
 from qkv.data.tasks import task_config
 from qkv.run import load_run
@@ -51,12 +51,12 @@ def run_demo(out_dir: str | Path = "runs/demo", task: str = "reverse", n_show: i
     seconds = time.perf_counter() - start
     run = load_run(out_dir)
     test = make_task(task, n_test, seed=1, split="test", min_len=3, max_len=10)
-    outputs = translate_lines(run, [src for src, _ in test], DecodeConfig(max_len_a=1.0, max_len_b=4))
-    hyps = [nbest[0][0] for nbest in outputs]
-    correct = sum(h == tgt for h, (_, tgt) in zip(hyps, test))
+    dcfg = DecodeConfig(max_len_a=1.0, max_len_b=4)
+    scored = evaluate(run, [src for src, _ in test], [tgt for _, tgt in test], dcfg)
+    hyps = scored["hypotheses"]
     examples = [(src, tgt, h) for (src, tgt), h in zip(test[:n_show], hyps[:n_show])]
     (Path(out_dir) / DEMO_MARK).write_text("written by `qkv demo`; the next `qkv demo` replaces this directory\n")
-    return DemoResult(Path(out_dir), seconds, result.steps, correct / len(test), examples)
+    return DemoResult(Path(out_dir), seconds, result.steps, scored["exact_match"], examples)
 
 
 DEMO_MARK = ".qkv-demo"

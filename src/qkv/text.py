@@ -163,28 +163,34 @@ def _pad(rows: list[list[int]], pad_id: int) -> torch.Tensor:
 
 def evaluate(run, sources: list[str], references: list[str], dcfg: DecodeConfig, batch_size: int = 32,
              warn: Callable[[str], None] | None = None, backend: SearchBackend | None = None) -> dict:
-    """Translate `sources` (on `backend`, if given) and score the 1-best outputs against
-    `references` with sacreBLEU.
+    """Translate `sources` (on `backend`, if given) and score the 1-best outputs against `references`.
 
-    Returns BLEU and chrF with their signatures (which say exactly how they were computed), the
-    number of sentences and the hypotheses.
+    The run's recorded data kind picks the headline score, named by "metric": a built-in task's
+    run is scored by exact match ("exact_match" the fraction, "exact_matches" the count; BLEU
+    means nothing there), any other run by sacreBLEU BLEU. chrF comes with both. Scores come with
+    their sacreBLEU signatures (which say exactly how they were computed), the number of
+    sentences and the hypotheses.
     """
     from sacrebleu.metrics import BLEU, CHRF
+
+    from qkv.training.metrics import bleu_applies, exact_matches, run_kind
 
     if len(sources) != len(references):
         raise DataError(f"{len(sources)} source lines but {len(references)} reference lines; "
                          f"the files must be line-aligned")
     hyps = [nbest[0][0] for nbest in translate_lines(run, sources, dcfg, batch_size, warn, backend)]
-    bleu, chrf = BLEU(), CHRF()
-    return {
-        "bleu": round(bleu.corpus_score(hyps, [references]).score, 2),
-        "bleu_signature": str(bleu.get_signature()),
-        "chrf": round(chrf.corpus_score(hyps, [references]).score, 2),
-        "chrf_signature": str(chrf.get_signature()),
-        "sentences": len(hyps),
-        "beam_size": dcfg.beam_size,
-        "hypotheses": hyps,
-    }
+    result: dict
+    if bleu_applies(run_kind(run.config)):
+        bleu = BLEU()
+        result = dict(metric="bleu", bleu=round(bleu.corpus_score(hyps, [references]).score, 2),
+                      bleu_signature=str(bleu.get_signature()))
+    else:
+        exact = exact_matches(hyps, references)
+        result = dict(metric="exact_match", exact_match=exact / max(len(hyps), 1), exact_matches=exact)
+    chrf = CHRF()
+    result.update(chrf=round(chrf.corpus_score(hyps, [references]).score, 2),
+                  chrf_signature=str(chrf.get_signature()))
+    return {**result, "sentences": len(hyps), "beam_size": dcfg.beam_size, "hypotheses": hyps}
 
 
 def generate_text(run, prompt: str, max_new_tokens: int, sampler: Sampler,

@@ -4,6 +4,8 @@
   whichever is exactly equivalent) with its tokenizer.
 - `qkv.interop.ct2`: export a run as a CTranslate2 model (float32 or int8); translating with it is
   a search backend (`qkv.search.ct2`), used through `qkv.text`.
+- `qkv.interop.targets`: which of those formats a model config exports to (`export_targets`),
+  known before training; the exporters apply the same rules.
 - `qkv.interop.minilm`: load the pretrained all-MiniLM-L6-v2 sentence encoder into qkv's own
   encoder layers.
 
@@ -17,8 +19,9 @@ import os
 from pathlib import Path
 
 from qkv.errors import ConfigError
+from qkv.interop.targets import FORMATS, describe_targets, export_targets
 
-FORMATS = ("hf", "ct2")
+__all__ = ["FORMATS", "describe_targets", "export_run", "export_targets"]
 
 
 def export_run(run_dir: str | os.PathLike, fmt: str, out_dir: str | os.PathLike, quantize: str | None = None) -> Path:

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from qkv.errors import ConfigError
+from qkv.interop.targets import check_ct2
 from qkv.search.ct2 import require_ctranslate2, vocabulary
 
 QUANTIZATIONS = ("int8", "int8_float32", "int16", "float16", "bfloat16")
@@ -76,17 +77,11 @@ def _embeddings(spec: Any, embed: nn.Module) -> None:
 
 def to_ct2_spec(model: nn.Module, src_tokens: list[str], tgt_tokens: list[str]) -> Any:
     """The CTranslate2 TransformerSpec of a qkv EncoderDecoder, with both vocabularies."""
+    cfg = model.cfg
+    check_ct2(cfg)
     require_ctranslate2()
     from ctranslate2.specs import common_spec, transformer_spec
 
-    cfg = model.cfg
-    if cfg.arch != "encoder-decoder":
-        raise ConfigError("CTranslate2 export covers translation (encoder-decoder) models; this run is a "
-                          "decoder-only language model: export it with --format hf")
-    from qkv.interop.llama import post_2017_options
-
-    if post_2017_options(cfg):
-        raise ConfigError(f"{post_2017_options(cfg)[0]} is not covered by the CTranslate2 export (2017 Transformer options only)")
     activation = common_spec.Activation.GELU if cfg.activation == "gelu" else common_spec.Activation.RELU
     spec = transformer_spec.TransformerSpec.from_config(
         (cfg.n_encoder_layers, cfg.n_decoder_layers), cfg.n_heads, pre_norm=cfg.norm_first, activation=activation
@@ -127,9 +122,7 @@ def export_ct2(run_dir: str | os.PathLike, out_dir: str | os.PathLike, quantize:
     if quantize is not None and quantize not in QUANTIZATIONS:
         raise ConfigError(f"unknown quantization {quantize!r}; choose one of {', '.join(QUANTIZATIONS)}")
     run = load_run(run_dir)
-    if run.src_tokenizer is None:
-        raise ConfigError("CTranslate2 export covers translation models; this run is a language model: "
-                          "export it with --format hf")
+    check_ct2(run.cfg)
     return write_ct2(run.model, vocabulary(run.src_tokenizer), vocabulary(run.tgt_tokenizer), out_dir, quantize)
 
 

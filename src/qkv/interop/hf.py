@@ -21,7 +21,8 @@ by P: embedding columns, LayerNorm weights and biases, the input columns of ever
 that reads the stream (q, k, v, FFN w1, output layer) and the output rows of every projection
 that writes to it (attention out, FFN w2). LayerNorm and attention do not care about the order
 of dimensions, so the permuted network computes the same logits. qkv's `bias=false` exports as
-zero biases. Options with no exact equivalent are refused with a one-line ConfigError.
+zero biases. Options with no exact equivalent are refused with a one-line ConfigError; the
+rules are qkv.interop.targets.hf_architecture, which `qkv train` applies before training.
 """
 
 from __future__ import annotations
@@ -34,10 +35,9 @@ import torch
 from torch import nn
 
 from qkv.config import ModelConfig
-from qkv.errors import ConfigError, QkvError
+from qkv.errors import QkvError
+from qkv.interop.targets import hf_architecture
 from qkv.model.layers import sinusoidal_table
-
-HF_LAYER_NORM_EPS = 1e-5   # Marian and Pegasus build nn.LayerNorm(d_model) with the default eps
 
 
 def require_transformers() -> Any:
@@ -50,39 +50,8 @@ def require_transformers() -> Any:
 
 
 # ---------------------------------------------------------------------------------------------
-# Which Hugging Face architecture is exactly equivalent
+# The sinusoid layout of Marian and Pegasus (which architecture: qkv.interop.targets)
 # ---------------------------------------------------------------------------------------------
-
-
-def hf_architecture(cfg: ModelConfig) -> str:
-    """"marian", "pegasus", "gpt2" or "llama"; a ConfigError naming the option that has no exact equivalent."""
-    from qkv.interop.llama import check_llama, post_2017_options
-
-    modern = post_2017_options(cfg)
-    if modern and cfg.arch == "decoder-only":
-        check_llama(cfg)
-        return "llama"
-    if modern:
-        raise ConfigError(f"{modern[0]} has no exact Hugging Face encoder-decoder equivalent (Marian and "
-                          "Pegasus are 2017-style); export a language model with it as Llama instead")
-    if cfg.arch == "decoder-only":
-        if not cfg.norm_first:
-            raise ConfigError("model.norm_first=false (post-LN) has no exact GPT-2 equivalent (GPT-2 is "
-                              "pre-LN); export a language model trained with model.norm_first=true")
-        return "gpt2"
-    if cfg.positional != "sinusoidal":
-        raise ConfigError("model.positional='learned' has no exact Hugging Face encoder-decoder equivalent "
-                          "(Marian and Pegasus use fixed sinusoidal positions, BART adds a LayerNorm on the "
-                          "embeddings); export a model trained with sinusoidal positions")
-    if cfg.layer_norm_eps != HF_LAYER_NORM_EPS:
-        raise ConfigError(f"model.layer_norm_eps={cfg.layer_norm_eps} cannot be set in Marian or Pegasus "
-                          f"(fixed at {HF_LAYER_NORM_EPS}); export a model trained with the default eps")
-    if not cfg.norm_first:
-        return "marian"
-    if not cfg.share_embeddings:
-        raise ConfigError("pre-LN encoder-decoders export as Pegasus, which has one embedding matrix for "
-                          "source and target: needs model.share_embeddings=true")
-    return "pegasus"
 
 
 def halves_permutation(d_model: int) -> torch.Tensor:

@@ -29,28 +29,8 @@ from torch import nn
 from qkv.config import ModelConfig
 from qkv.errors import CheckpointError, ConfigError
 from qkv.interop.hf import halves_permutation, require_transformers
+from qkv.interop.targets import LLAMA_OPTIONS, check_llama
 from qkv.model.layers import swiglu_width
-
-# what a qkv config must say to be a Llama (option -> the value Llama has)
-LLAMA_OPTIONS = {
-    "arch": "decoder-only", "norm_first": True, "norm": "rmsnorm", "positional": "rope",
-    "activation": "swiglu", "scale_embeddings": False,
-}
-
-
-def post_2017_options(cfg: ModelConfig) -> list[str]:
-    """The options of `cfg` that the 2017 Transformer (and GPT-2, Marian, Pegasus) does not have."""
-    used = {"positional": cfg.positional == "rope", "norm": cfg.norm == "rmsnorm",
-            "activation": cfg.activation == "swiglu", "n_kv_heads": cfg.kv_heads != cfg.n_heads}
-    return [f"model.{name}={getattr(cfg, name)!r}" for name, on in used.items() if on]
-
-
-def check_llama(cfg: ModelConfig) -> None:
-    """A ConfigError naming the first option that Llama does not have."""
-    for name, want in LLAMA_OPTIONS.items():
-        if getattr(cfg, name) != want:
-            raise ConfigError(f"model.{name}={getattr(cfg, name)!r} has no Llama equivalent (Llama has "
-                              f"{name}={want!r}); train with model.{name}={json.dumps(want)} to export as Llama")
 
 
 def llama_config(cfg: ModelConfig) -> Any:

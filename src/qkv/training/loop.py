@@ -36,6 +36,7 @@ from qkv.config import ModelConfig
 from qkv.files import atomic_write_bytes
 from qkv.errors import CheckpointError, ConfigError, TrainingError
 from qkv.fast.dropout import use_fast_dropout
+from qkv.interop.targets import describe_targets
 from qkv.machine import cpu_has_fast_bf16
 from qkv.run.fits import check_model_fits
 from qkv.model import build_model
@@ -53,9 +54,10 @@ from qkv.run import (
 )
 from qkv.training.inputs import Inputs, MicroBatches, prepare
 from qkv.training.loss import label_smoothed_nll
-from qkv.training.metrics import MetricsLog, corpus_scores, is_better, plot_run
+from qkv.training.metrics import MetricsLog, bleu_applies, corpus_scores, headline_metric, is_better, plot_run
 from qkv.training.progress import Progress
 from qkv.training.schedule import make_scheduler
+
 
 @dataclass
 class TrainResult:
@@ -344,7 +346,7 @@ class Trainer:
                 self.bad_evals += 1
             record["best"] = improved
             self.log.append(record)
-            self.out.validation(record, self.tc.steps, show_bleu=self.dc.kind != "task")
+            self.out.validation(record, self.tc.steps, show_bleu=bleu_applies(self.dc.kind))
             stop = self._stop_reason(value)
         flag = distributed.broadcast_flag(stop is not None, self.device)
         if self.dist.enabled and flag and stop is None:
@@ -507,7 +509,8 @@ class Trainer:
         where = f"{self.device.type}" + (f" x{self.dist.world} (DDP)" if self.dist.enabled else "")
         threads = f", {self.threads} threads" if self.threads else ""
         prec = self.dtype and str(self.dtype).replace("torch.", "") or "fp32"
-        return f"{what}: {n / 1e6:.2f}M parameters, {where}{threads}, {prec}, -> {self.run_dir}"
+        return (f"{what}: {n / 1e6:.2f}M parameters, {where}{threads}, {prec}, -> {self.run_dir}\n"
+                f"{describe_targets(self.cfg)}")
 
 
 def _resume_config(run_dir: Path, config: Any) -> Any:
@@ -517,9 +520,7 @@ def _resume_config(run_dir: Path, config: Any) -> Any:
 
 
 def _metric_name(metric: str, kind: str) -> str:
-    if metric != "auto":
-        return metric
-    return {"task": "exact_match", "translation": "bleu"}.get(kind, "loss")
+    return headline_metric(kind) if metric == "auto" else metric
 
 
 def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:

@@ -19,7 +19,7 @@ from typing import Any
 
 from qkv.files import atomic_write_bytes
 from qkv.errors import CheckpointError
-from qkv.run import RunDir
+from qkv.run import RunDir, load_run_config
 
 HIGHER_IS_BETTER = {"exact_match": True, "bleu": True, "chrf": True, "loss": False, "ppl": False, "bpc": False}
 
@@ -69,11 +69,33 @@ def is_better(metric: str, new: float, best: float | None) -> bool:
     return new > best if HIGHER_IS_BETTER.get(metric, False) else new < best
 
 
+def headline_metric(kind: str | None) -> str:
+    """The score that says how good a run of data kind `kind` is (train.metric="auto" stops on it):
+    exact match for the built-in tasks, BLEU for translation, the loss otherwise."""
+    return {"task": "exact_match", "translation": "bleu"}.get(kind or "", "loss")
+
+
+def run_kind(config: dict[str, Any]) -> str | None:
+    """The data kind a run's config.toml records ("task", "translation", "lm"), None if it says none."""
+    return config.get("data", {}).get("kind")
+
+
+def bleu_applies(kind: str | None) -> bool:
+    """False for the built-in tasks: their outputs are one "word" (a reversed string, a number, a
+    date) detokenized without spaces, where BLEU's 4-grams are 0 by construction."""
+    return kind != "task"
+
+
+def exact_matches(hypotheses: list[str], references: list[str]) -> int:
+    """How many hypotheses equal their reference exactly, character for character."""
+    return sum(h == r for h, r in zip(hypotheses, references))
+
+
 def corpus_scores(hypotheses: list[str], references: list[str]) -> dict[str, float]:
     """Exact match (fraction), sacreBLEU BLEU and chrF (0-100) of decoded text against references."""
     import sacrebleu
 
-    exact = sum(h == r for h, r in zip(hypotheses, references)) / max(len(references), 1)
+    exact = exact_matches(hypotheses, references) / max(len(references), 1)
     bleu = sacrebleu.corpus_bleu(hypotheses, [references]).score
     chrf = sacrebleu.corpus_chrf(hypotheses, [references]).score
     return {"exact_match": exact, "bleu": bleu, "chrf": chrf}
@@ -86,8 +108,15 @@ def corpus_scores(hypotheses: list[str], references: list[str]) -> dict[str, flo
 _VALID_PANELS = ("exact_match", "bleu", "chrf", "bpc")
 
 
+def plotted_scores(valid: list[dict[str, Any]], kind: str | None) -> list[str]:
+    """The validation scores a plot shows: those recorded, less BLEU where it does not apply."""
+    return [m for m in _VALID_PANELS
+            if any(r.get(m) is not None for r in valid) and (m != "bleu" or bleu_applies(kind))]
+
+
 def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
-    """Draw loss, learning rate and validation metrics of a run into one PNG; return its path."""
+    """Draw loss, learning rate and validation metrics of a run into one PNG; return its path.
+    A built-in task's run shows exact match (and chrF), no BLEU (see `bleu_applies`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -100,7 +129,8 @@ def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -
     valid = [r for r in records if r.get("kind") == "valid"]
     if not train and not valid:
         raise CheckpointError(f"{RunDir(run_dir).metrics} is missing or empty; train first with `qkv train --out {run_dir}`")
-    scores = [m for m in _VALID_PANELS if any(r.get(m) is not None for r in valid)]
+    kind = run_kind(load_run_config(run_dir)) if RunDir(run_dir).config.is_file() else None
+    scores = plotted_scores(valid, kind)
 
     fig, axes = plt.subplots(1, 2 + bool(scores), figsize=(5 * (2 + bool(scores)), 3.8), squeeze=False, sharex=True)
     ax_loss, ax_lr = axes[0][0], axes[0][1]

@@ -64,8 +64,7 @@ class Progress:
                        f"{self.speed:,.0f} tok/s")
 
     def validation(self, record: dict[str, Any], total: int, show_bleu: bool = True) -> None:
-        """One summary line. `show_bleu=False` for built-in tasks: their outputs are mostly one
-        "word" (a reversed string, a number), where BLEU's 4-grams are 0 by construction."""
+        """One summary line; `show_bleu=False` for built-in tasks (qkv.training.metrics.bleu_applies)."""
         parts = [f"step {record['step']}/{total}", f"valid loss {record['loss']:.3f}", f"ppl {record['ppl']:.2f}"]
         if "bpc" in record:
             parts.append(f"bpc {record['bpc']:.3f}")
