@@ -23,13 +23,14 @@ def _trained_runs(tmp_path_factory) -> Path:
     from qkv.training import train
 
     root = tmp_path_factory.mktemp("doc-runs")
-    tiny = ["model.d_model=64", "model.n_heads=4", "model.d_ff=256", "data.train_size=4000", "data.valid_size=200",
-            "train.steps=300", "train.eval_every=300", "train.checkpoint_every=300", "train.threads=2"]
+    tiny = ["model.d_model=48", "model.n_heads=4", "model.d_ff=128", "data.train_size=3000", "data.valid_size=50",
+            "data.max_len=6", "train.steps=150", "train.eval_every=150", "train.checkpoint_every=150",
+            "train.eval_examples=50", "train.threads=2"]
     train(task_config("reverse"), root / "reverse", tiny, quiet=True)
     (root / "lm.txt").write_text(LM_TEXT, encoding="utf-8")
     lm = {"model": {"d_model": 32, "n_heads": 2, "n_decoder_layers": 1, "d_ff": 64, "max_len": 64, "norm_first": True},
           "train": {"steps": 60, "batch_tokens": 512, "schedule": "cosine", "lr": 3e-3, "warmup_steps": 10,
-                    "eval_every": 60, "checkpoint_every": 60, "threads": 2},
+                    "eval_every": 60, "checkpoint_every": 60, "eval_examples": 64, "threads": 2},
           "data": {"kind": "lm", "train_text": str(root / "lm.txt"), "tokenizer": "char", "block_size": 64}}
     train(lm, root / "tiny-lm", quiet=True)
     return root
