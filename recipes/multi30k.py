@@ -43,24 +43,17 @@ EXAMPLES = 5
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from shakespeare import machine  # noqa: E402  (the same machine description for every recipe)
 
-from qkv.entry import entry_point, relaunch_under_torchrun  # noqa: E402
+from qkv.entry import entry_point, run_distributed  # noqa: E402
 
 
 @entry_point
 def main(argv: list[str] | None = None) -> int:
-    from qkv.training.distributed import default_processes, exit_worker_rank
+    from qkv.training.distributed import default_processes
 
     args = parse_args(argv)
     processes = 1 if args.evaluate_only else args.processes if args.processes is not None else default_processes()
     argv = sys.argv[1:] if argv is None else argv
-    code = relaunch_under_torchrun(processes, lambda: launch_command(processes, args, argv))  # bad input: one line here
-    if code is not None:                        # the ranks did the work
-        return code
-    results = run_recipe(args)
-    if results is None:                         # a DDP rank other than 0: rank 0 reports
-        exit_worker_rank()
-    print(json.dumps(results, indent=2, ensure_ascii=False))
-    return 0
+    return run_distributed(processes, lambda: launch_command(processes, args, argv), lambda: run_recipe(args))  # bad input: one line, before any rank
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

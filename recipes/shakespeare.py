@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from qkv.entry import entry_point, relaunch_under_torchrun
+from qkv.entry import entry_point, run_distributed
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = {"short": "shakespeare_char.toml", "long": "shakespeare_char_long.toml"}
@@ -40,19 +40,12 @@ WORLD_RANK, WORLD_SIZE = int(os.environ.get("RANK", "0")), int(os.environ.get("W
 
 @entry_point
 def main(argv: list[str] | None = None) -> int:
-    from qkv.training.distributed import default_processes, exit_worker_rank
+    from qkv.training.distributed import default_processes
 
     args = parse_args(argv)
     processes = args.processes if args.processes is not None else default_processes()
     argv = sys.argv[1:] if argv is None else argv
-    code = relaunch_under_torchrun(processes, lambda: launch_command(processes, args, argv, check_data=True))
-    if code is not None:                        # the ranks did the work
-        return code
-    results = run_recipe(args)
-    if results is None:                         # a DDP rank other than 0: rank 0 reports
-        exit_worker_rank()
-    print(json.dumps(results, indent=2, ensure_ascii=False))
-    return 0
+    return run_distributed(processes, lambda: launch_command(processes, args, argv, check_data=True), lambda: run_recipe(args))  # bad input: one line, before any rank
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -76,10 +76,8 @@ class ModelConfig:
 
     def validate(self) -> None:
         check_ranges("model", self, MODEL_RANGES)
-        _check_choice("arch", self.arch, ARCHS)
-        _check_choice("positional", self.positional, POSITIONALS)
-        _check_choice("activation", self.activation, ACTIVATIONS)
-        _check_choice("norm", self.norm, NORMS)
+        check_choices("model", self, {"arch": ARCHS, "positional": POSITIONALS, "activation": ACTIVATIONS,
+                                      "norm": NORMS})
         for name in ("d_model", "n_heads", "d_ff", "max_len", "tgt_vocab_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -138,9 +136,12 @@ MODEL_RANGES = {
 }
 
 
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"model.{name} must be one of {', '.join(choices)}; got {value!r}")
+def check_choices(section: str, obj: Any, choices: dict[str, tuple[str, ...]]) -> None:
+    """Each field named in `choices` holds one of its listed values, or one ConfigError line."""
+    for name, valid in choices.items():
+        value = getattr(obj, name)
+        if value not in valid:
+            raise ConfigError(f"{section}.{name} must be one of {', '.join(valid)}; got {value!r}")
 
 
 def _divisors(n: int) -> list[int]:

@@ -25,6 +25,7 @@ import functools
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from qkv.errors import QkvError
 
@@ -119,6 +120,25 @@ def relaunch_under_torchrun(processes: int, command: Callable[[], list[str]]) ->
     if processes == 1 or is_torchrun_rank():
         return None
     return local_launch(command(), processes)
+
+
+def run_distributed(processes: int, command: Callable[[], list[str]], work: Callable[[], Any]) -> int:
+    """A recipe's main: with `processes` > 1 start it again under torchrun (`command`, see
+    `relaunch_under_torchrun`) and return the ranks' exit status; otherwise do `work()`. Rank 0
+    prints what it returns as JSON; the other DDP ranks (whose `work` returns None) exit without
+    the interpreter's clean-up, as the trainer's ranks must."""
+    import json
+
+    from qkv.training.distributed import exit_worker_rank
+
+    code = relaunch_under_torchrun(processes, command)
+    if code is not None:                        # the ranks did the work
+        return code
+    results = work()
+    if results is None:                         # a DDP rank other than 0: rank 0 reports
+        exit_worker_rank()
+    print(json.dumps(results, indent=2, ensure_ascii=False))
+    return 0
 
 
 def _exit_status(exc: SystemExit) -> int:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Sequence
 
-from qkv.config import ModelConfig, apply_overrides, check_ranges, from_dict, load_toml, unknown_key_message
+from qkv.config import ModelConfig, apply_overrides, check_choices, check_ranges, from_dict, load_toml, unknown_key_message
 from qkv.errors import ConfigError
 
 
@@ -68,10 +68,7 @@ class TrainConfig:
     keep_checkpoints: int = 0         # also keep the last N checkpoints as step-<N>.safetensors (for averaging)
 
     def __post_init__(self) -> None:
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(f"train.schedule must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"train.precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
+        check_choices("train", self, {"schedule": SCHEDULES, "precision": PRECISIONS})
         check_ranges("train", self, TRAIN_RANGES)
 
 
@@ -126,10 +123,7 @@ class DataConfig:
     prepared: str = ""                # a directory written by `qkv prepare`: read translation/lm data from it
 
     def __post_init__(self) -> None:
-        if self.kind not in DATA_KINDS:
-            raise ConfigError(f"data.kind must be one of {', '.join(DATA_KINDS)}; got {self.kind!r}")
-        if self.tokenizer not in TOKENIZERS:
-            raise ConfigError(f"data.tokenizer must be one of {', '.join(TOKENIZERS)}; got {self.tokenizer!r}")
+        check_choices("data", self, {"kind": DATA_KINDS, "tokenizer": TOKENIZERS})
         check_ranges("data", self, DATA_RANGES)
 
 

@@ -61,6 +61,16 @@ PLOT_FILE = "training.png"
 LOCK_FILE = ".qkv-lock"
 
 
+class _file:
+    """A RunDir attribute: the path of the file `name` in the run directory."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, run_dir: RunDir, owner: type) -> Path:
+        return run_dir.path / self.name
+
+
 class RunDir:
     """The files of one run directory, by role. Nothing else spells a run's file names.
 
@@ -77,9 +87,12 @@ class RunDir:
     def __fspath__(self) -> str:
         return str(self.path)
 
-    @property
-    def config(self) -> Path:
-        return self.path / CONFIG_FILE
+    config = _file(CONFIG_FILE)          # [model], [train], [data]: what was trained
+    state = _file(STATE_FILE)            # the checkpoint --resume reads
+    metrics = _file(METRICS_FILE)        # one JSON object per logged step or validation
+    plot = _file(PLOT_FILE)              # the training curves
+    lock_file = _file(LOCK_FILE)         # held by the process training here
+    tokenizer = _file(SHARED_TOKENIZER)  # the one tokenizer of a language model, or of both sides
 
     def weights(self, name: str = BEST) -> Path:
         """<name>.safetensors: "model" (the best), "last" (the latest), "averaged", "step-<N>"."""
@@ -87,27 +100,6 @@ class RunDir:
 
     def step_weights(self, step: int) -> Path:
         return self.weights(f"step-{step}")
-
-    @property
-    def state(self) -> Path:
-        return self.path / STATE_FILE
-
-    @property
-    def metrics(self) -> Path:
-        return self.path / METRICS_FILE
-
-    @property
-    def plot(self) -> Path:
-        return self.path / PLOT_FILE
-
-    @property
-    def lock_file(self) -> Path:
-        return self.path / LOCK_FILE
-
-    @property
-    def tokenizer(self) -> Path:
-        """tokenizer.json: the one tokenizer of a language model, or of both sides."""
-        return self.path / SHARED_TOKENIZER
 
     def tokenizer_files(self) -> list[Path]:
         """The tokenizer file(s) present: tokenizer.json, or src_ + tgt_tokenizer.json."""
