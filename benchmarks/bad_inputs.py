@@ -37,6 +37,7 @@ from qkv.config import MODEL_RANGES, ModelConfig
 from qkv.entry import run_main
 from qkv.machine import cpu_has_fast_bf16, cpu_name
 from qkv.model import build_model
+from qkv.run import RunDir
 from qkv.tokenizers import CharTokenizer
 from qkv.run import save_run
 from qkv.run import DATA_RANGES, TRAIN_RANGES, DataConfig, TrainConfig
@@ -100,7 +101,7 @@ def train_cases(root: Path) -> list[Case]:
 
 
 def _no_weights(out: Path) -> Callable[[], str | None]:
-    return lambda: f"{out / 'model.safetensors'} was written" if (out / "model.safetensors").exists() else None
+    return lambda: f"{RunDir(out).weights()} was written" if RunDir(out).weights().exists() else None
 
 
 def _unchanged(run: Path) -> Callable[[], str | None]:
@@ -119,9 +120,9 @@ def _unchanged(run: Path) -> Callable[[], str | None]:
 
 def _finite_checkpoint(out: Path) -> Callable[[], str | None]:
     def check() -> str | None:
-        for name in ("model.safetensors", "last.safetensors"):
-            if (out / name).exists() and not all(bool(torch.isfinite(t).all()) for t in load_file(out / name).values()):
-                return f"{name} holds NaN"
+        for path in (RunDir(out).weights(), RunDir(out).weights("last")):
+            if path.exists() and not all(bool(torch.isfinite(t).all()) for t in load_file(path).values()):
+                return f"{path.name} holds NaN"
         return None
     return check
 
@@ -133,17 +134,17 @@ def other_cases(root: Path) -> list[Case]:
     (root / "bad.toml").write_text("[train\n")
     (root / "notok.json").write_text("[]")
     broken = Path(tiny_run(root / "broken"))
-    (broken / "model.safetensors").write_bytes(b"\0" * 64)
+    RunDir(broken).weights().write_bytes(b"\0" * 64)
     meta = Path(tiny_run(root / "meta"))
-    save_file(load_file(meta / "model.safetensors"), meta / "model.safetensors",
+    save_file(load_file(RunDir(meta).weights()), RunDir(meta).weights(),
               metadata={"format": "pt", "qkv_model_config": "not json"})
     nan = Path(tiny_run(root / "nan"))
-    weights = load_file(nan / "model.safetensors")
-    save_file({k: torch.full_like(v, float("nan")) for k, v in weights.items()}, nan / "model.safetensors",
+    weights = load_file(RunDir(nan).weights())
+    save_file({k: torch.full_like(v, float("nan")) for k, v in weights.items()}, RunDir(nan).weights(),
               metadata={"format": "pt"})
     huge = Path(tiny_run(root / "huge"))           # a hand-edited config.toml: positions for 10**12 tokens
-    config = (huge / "config.toml").read_text()
-    (huge / "config.toml").write_text(config.replace("max_len = ", "max_len = 1000000000000  # ", 1))
+    config = RunDir(huge).config.read_text()
+    RunDir(huge).config.write_text(config.replace("max_len = ", "max_len = 1000000000000  # ", 1))
     tr = lambda *a: ["translate", "-m", mt, *a]        # noqa: E731
     tiny = sum((["--set", kv] for kv in TINY), [])
     surrogate = "ab\udcffc"
@@ -218,9 +219,9 @@ def other_cases(root: Path) -> list[Case]:
         Case("import --out an existing run", ["import", "--from", "minilm", "--out", mt], check=_unchanged(Path(mt))),
         Case("train --out a run without a checkpoint", ["train", "-q", "--out", mt, *tiny], check=_unchanged(Path(mt))),
         Case("demo --out a run it did not write", ["demo", "--out", lm], check=_unchanged(Path(lm))),
-        Case("explain --out RUN/model.safetensors", ["explain", "abc", "-m", mt, "--out", str(Path(mt) / "model.safetensors")],
+        Case("explain --out RUN/model.safetensors", ["explain", "abc", "-m", mt, "--out", str(RunDir(mt).weights())],
              check=_unchanged(Path(mt))),
-        Case("translate --output RUN/config.toml", tr("--output", str(Path(mt) / "config.toml"), "abc"), check=_unchanged(Path(mt))),
+        Case("translate --output RUN/config.toml", tr("--output", str(RunDir(mt).config), "abc"), check=_unchanged(Path(mt))),
         Case("train --processes 100000", ["train", "-q", "--task", "reverse", "--processes", "100000", "--out", str(root / "np")],
              check=_no_weights(root / "np")),
         Case("history --seed -1", ["history", "--seed", "-1", "--steps", "1", "--out", str(root / "h")]),

@@ -129,6 +129,7 @@ def model_config_from_llama(hf: dict[str, Any]) -> ModelConfig:
 def _read_weights(src: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
+    # the Hugging Face layout's file names (not a qkv run's: those are qkv.run.RunDir's)
     single, index = src / "model.safetensors", src / "model.safetensors.index.json"
     if single.is_file():
         return load_file(single)
