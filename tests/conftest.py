@@ -4,6 +4,11 @@
         model = build_model(cfg).to(device)
 
 The CUDA variants carry the `cuda` marker: `pytest -m cuda` runs only them (on a GPU machine).
+
+Layout: tests/ mirrors src/qkv (tests/model for qkv.model, tests/training for qkv.training...); a test
+of a top-level module (qkv.tokenizers, qkv.entry, qkv.demo) or of the whole project sits at the top.
+tests/ and each folder are packages, so a module's name is its path (`tests.serve_runs`,
+`tests.training.test_train`) and two folders may hold files with the same name.
 """
 
 import pytest

@@ -8,7 +8,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import pytest
 import torch
 
-from interop_models import (
+from tests.interop_models import (
     BOS, assert_not_degenerate, counting_lm, model_config, reverse_run, sample_sources, strip,
 )
 from qkv import ConfigError, EncoderDecoder

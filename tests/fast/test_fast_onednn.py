@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from interop_models import assert_not_degenerate, reverse_run, sample_sources
+from tests.interop_models import assert_not_degenerate, reverse_run, sample_sources
 from qkv.search import DecodeConfig, translate_ids
 from qkv.fast import onednn
 from qkv.run import load_run

@@ -5,7 +5,7 @@ as int8 does); refused where the CPU would emulate bf16."""
 import pytest
 import torch
 
-from interop_models import reverse_batch, reverse_run
+from tests.interop_models import reverse_batch, reverse_run
 from qkv import ConfigError
 from qkv.search import DecodeConfig, translate_ids
 from qkv.fast import bf16

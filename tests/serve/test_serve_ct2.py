@@ -10,8 +10,8 @@ pytest.importorskip("fastapi", reason="the serve extra is not installed: pip ins
 pytest.importorskip("httpx", reason="TestClient needs httpx: pip install 'qkv[serve]'")
 
 from fastapi.testclient import TestClient  # noqa: E402
-from interop_models import assert_not_degenerate, reverse_run, sample_sources  # noqa: E402
-from serve_runs import tiny_run  # noqa: E402
+from tests.interop_models import assert_not_degenerate, reverse_run, sample_sources  # noqa: E402
+from tests.serve_runs import tiny_run  # noqa: E402
 
 from qkv import QkvError  # noqa: E402
 from qkv.cli import main  # noqa: E402
