@@ -4,7 +4,7 @@ Uses Debian's Chromium (/usr/bin/chromium, or $QKV_CHROMIUM) driven by Playwrigh
 skips only when Playwright or the browser binary is absent. Saves a screenshot under tmp_path.
 
 Run as a script to take the README picture with a trained model:
-    python tests/test_serve_browser.py runs/reverse docs/img/explorer.png "hello world"
+    python tests/serve/test_serve_browser.py runs/reverse docs/img/explorer.png "hello world"
 """
 
 from __future__ import annotations
