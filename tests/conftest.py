@@ -17,6 +17,15 @@ import torch
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 
 
+@pytest.fixture(scope="session")
+def trained_reverse_run(tmp_path_factory) -> str:
+    """A run directory whose tiny model has learnt (mostly) to reverse strings of 20 letters, trained
+    once per session (seconds) for every test that needs outputs that are not degenerate. Read only."""
+    from tests.interop_models import reverse_run
+
+    return reverse_run(str(tmp_path_factory.mktemp("shared")))
+
+
 @pytest.fixture(params=DEVICES)
 def device(request) -> torch.device:
     if request.param == "cuda" and not torch.cuda.is_available():

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tests.interop_models import (
-    ALPHABET, assert_not_degenerate, counting_lm, model_config, reverse_batch, reverse_run, sample_sources,
+    ALPHABET, assert_not_degenerate, counting_lm, model_config, reverse_batch, sample_sources,
 )
 from qkv import ConfigError, EncoderDecoder
 from qkv.search import DecodeConfig, translate_ids
@@ -20,8 +20,8 @@ MAX_NEW = 12
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    return load_run(reverse_run(str(tmp_path_factory.getbasetemp())))
+def run(trained_reverse_run):
+    return load_run(trained_reverse_run)
 
 
 def ct2_translator(run, out, quantize=None) -> Ct2Translator:
