@@ -4,12 +4,26 @@
         model = build_model(cfg).to(device)
 
 The CUDA variants carry the `cuda` marker: `pytest -m cuda` runs only them (on a GPU machine).
+
+Layout: tests/ mirrors src/qkv (tests/model for qkv.model, tests/training for qkv.training...); a test
+of a top-level module (qkv.tokenizers, qkv.entry, qkv.demo) or of the whole project sits at the top.
+tests/ and each folder are packages, so a module's name is its path (`tests.serve_runs`,
+`tests.training.test_train`) and two folders may hold files with the same name.
 """
 
 import pytest
 import torch
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
+
+
+@pytest.fixture(scope="session")
+def trained_reverse_run(tmp_path_factory) -> str:
+    """A run directory whose tiny model has learnt (mostly) to reverse strings of 20 letters, trained
+    once per session (seconds) for every test that needs outputs that are not degenerate. Read only."""
+    from tests.interop_models import reverse_run
+
+    return reverse_run(str(tmp_path_factory.mktemp("shared")))
 
 
 @pytest.fixture(params=DEVICES)

@@ -10,16 +10,14 @@ import torch
 import torch.nn.functional as F
 
 from qkv import DecoderOnly, EncoderDecoder, ModelConfig
+from tests.tiny import tiny_config
 
 V = 24          # 4 special tokens + 20 symbols
 PAD, BOS, EOS = 0, 1, 2
 
 
 def model_config(**kw) -> ModelConfig:
-    base = dict(src_vocab_size=V, tgt_vocab_size=V, d_model=32, n_heads=4, n_encoder_layers=2,
-                n_decoder_layers=2, d_ff=64, dropout=0.0, max_len=48)
-    base.update(kw)
-    return ModelConfig(**base)
+    return tiny_config(V, **{"max_len": 48, **kw})
 
 
 def reverse_batch(gen: torch.Generator, batch: int = 32, max_len: int = 9) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,9 +85,9 @@ def with_one_thread(fn):
 ALPHABET = "abcdefghijklmnopqrst"    # 20 symbols: ids 4..23 of a CharTokenizer
 
 
-@functools.cache
 def reverse_run(tmp_root: str) -> str:
-    """A run directory (char tokenizer, post-LN model trained to reverse) shared by the tests."""
+    """A run directory (char tokenizer, post-LN model trained to reverse); the tests share one, the
+    session fixture `trained_reverse_run` of conftest.py."""
     from qkv.tokenizers import CharTokenizer
     from qkv.run import save_run
 

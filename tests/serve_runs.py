@@ -6,10 +6,10 @@ from pathlib import Path
 
 import torch
 
-from qkv.config import ModelConfig
 from qkv.model import build_model
 from qkv.tokenizers import CharTokenizer
 from qkv.run import save_run
+from tests.tiny import tiny_config
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz "
 
@@ -21,10 +21,6 @@ def tiny_run(path: Path, arch: str = "encoder-decoder", max_len: int = 64, **mod
     torch.manual_seed(0)
     tok = CharTokenizer.from_alphabet(ALPHABET)
     v = tok.vocab_size
-    cfg = ModelConfig(
-        arch=arch, src_vocab_size=v if arch == "encoder-decoder" else 0, tgt_vocab_size=v,
-        d_model=32, n_heads=2, n_encoder_layers=2, n_decoder_layers=2, d_ff=64, dropout=0.0, max_len=max_len,
-        **model,
-    )
+    cfg = tiny_config(v, arch, n_heads=2, max_len=max_len, **model)
     src = tok if arch == "encoder-decoder" else None
     return save_run(path, build_model(cfg), {"data": {"task": "test"}}, src, tok)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from serve_runs import tiny_run
+from tests.serve_runs import tiny_run
 
 from qkv import CheckpointError, ConfigError
 from qkv.cli import main

@@ -10,7 +10,7 @@ inside PyTorch's bf16 kernels, and the search takes `log_softmax` of the logits 
 native bf16 PyTorch emulates it, far slower than fp32, so the copy is refused there.
 
 Not equal to the float32 paper path bit for bit: bf16 keeps 8 bits of mantissa. Its quality is
-tested like int8 (tests/test_fast_bf16.py: outputs and BLEU of a trained model against float32).
+tested like int8 (tests/fast/test_fast_bf16.py: outputs and BLEU of a trained model against float32).
 Measured gain: `python benchmarks/decode_speed_ct2.py` (system "qkv-bf16"); it pays at batch 32
 and not at batch 1, where per-step overheads, not products, dominate (docs/decoding.md).
 """

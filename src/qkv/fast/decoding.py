@@ -21,7 +21,7 @@ Measured with `python benchmarks/fast_layer.py --only decoding` (30 steps, small
 thread, CPU time; 2 AVX-512 EPYC cores, quiet, 2026-12-01): the paper path takes 1.17x the fast
 steps' time at batch 1 and 1.035x at batch 32 (1.033x with padded sources).
 
-Proof of equality: tests/test_decode.py::test_fast_steps_equal_the_paper_path (logits equal the
+Proof of equality: tests/search/test_decode.py::test_fast_steps_equal_the_paper_path (logits equal the
 paper path's within float rounding, with and without padding, both model shapes, and a language
 model with every option since 2017: RoPE takes its positions from the cache length inside
 attention, grouped-query attention caches its H_kv heads, so nothing here changes) and every

@@ -13,7 +13,7 @@ a checkpoint still make every mask reproducible (exact resume). Elsewhere (CUDA,
 it is `F.dropout`. The trainer applies it with `use_fast_dropout(model)`, which swaps every
 `nn.Dropout` of the model in place (no parameters change, checkpoints are the same).
 
-Proof: tests/test_model.py::test_fast_dropout_is_dropout (rate, scaling, gradient, eval identity,
+Proof: tests/model/test_model.py::test_fast_dropout_is_dropout (rate, scaling, gradient, eval identity,
 seeded reproducibility). A/B: `python benchmarks/fast_layer.py --only dropout`.
 """
 

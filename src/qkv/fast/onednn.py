@@ -10,7 +10,7 @@ EPYC with AVX-512 (2 cores, one thread) oneDNN's fp32 linear (`torch.ops.mkldnn.
 the op PyTorch's own compiler emits) ran the decoder's products 1.6-2.9x faster than MKL at 32 and
 128 rows, and slower below about 8 rows (a step at batch 1), so each linear picks by its number of
 rows. Same fp32 arithmetic in another summation order: logits agree to ~1e-5 and a trained model
-gives the same tokens (tests/test_fast_onednn.py). The output layer of a cached decoding step is
+gives the same tokens (tests/fast/test_fast_onednn.py). The output layer of a cached decoding step is
 `qkv.model`'s own product and is left alone.
 
 Measured gain: `python benchmarks/decode_speed_ct2.py` (system "qkv-onednn").

@@ -9,6 +9,7 @@ import torch
 from qkv import ConfigError, DataError, ModelConfig, build_model
 from qkv.explain import trace
 from qkv.tokenizers import CharTokenizer
+from tests.tiny import tiny_config
 
 V = 20
 SRC = [5, 6, 7, 8, 2]
@@ -16,9 +17,7 @@ TGT = [9, 10, 11]
 
 
 def make_model(arch: str = "encoder-decoder", norm_first: bool = False, seed: int = 0):
-    cfg = ModelConfig(src_vocab_size=0 if arch == "decoder-only" else V, tgt_vocab_size=V, arch=arch,
-                      d_model=32, n_heads=4, n_encoder_layers=2, n_decoder_layers=2, d_ff=64,
-                      max_len=32, norm_first=norm_first, dropout=0.1)
+    cfg = tiny_config(V, arch, max_len=32, norm_first=norm_first, dropout=0.1)
     torch.manual_seed(seed)
     return build_model(cfg).eval()
 

@@ -5,7 +5,7 @@ as int8 does); refused where the CPU would emulate bf16."""
 import pytest
 import torch
 
-from interop_models import reverse_batch, reverse_run
+from tests.interop_models import reverse_batch
 from qkv import ConfigError
 from qkv.search import DecodeConfig, translate_ids
 from qkv.fast import bf16
@@ -19,10 +19,10 @@ def outputs(model, src, beam: int) -> list[list[int]]:
 
 
 @pytest.mark.skipif(not cpu_has_fast_bf16(), reason="this CPU has no native bf16 (AVX-512 BF16 or AMX)")
-def test_bf16_decoding_keeps_the_outputs_of_a_trained_model(tmp_path_factory):
+def test_bf16_decoding_keeps_the_outputs_of_a_trained_model(trained_reverse_run):
     import sacrebleu
 
-    run = load_run(reverse_run(str(tmp_path_factory.getbasetemp())))
+    run = load_run(trained_reverse_run)
     fast = bf16.bf16_model(run.model)
     assert next(fast.parameters()).dtype == torch.bfloat16
     assert next(run.model.parameters()).dtype == torch.float32          # the run's model is untouched

@@ -13,7 +13,7 @@ pytest.importorskip("fastapi", reason="the serve extra is not installed: pip ins
 pytest.importorskip("httpx", reason="TestClient needs httpx: pip install 'qkv[serve]'")
 
 from fastapi.testclient import TestClient  # noqa: E402
-from serve_runs import tiny_run  # noqa: E402
+from tests.serve_runs import tiny_run  # noqa: E402
 
 from qkv.cli import main  # noqa: E402
 from qkv.serve import create_app  # noqa: E402

@@ -25,7 +25,7 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
     response_schema_conformance,
     status_code_conformance,
 )
-from serve_runs import tiny_run  # noqa: E402
+from tests.serve_runs import tiny_run  # noqa: E402
 
 from qkv.serve import create_app  # noqa: E402
 

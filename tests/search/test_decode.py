@@ -16,6 +16,7 @@ from qkv.search import (
     sample_search,
     translate_ids,
 )
+from tests.tiny import tiny_config
 
 V = 40
 PAD, BOS, EOS = 0, 1, 2
@@ -32,9 +33,8 @@ def one_thread():
 
 def seq2seq(seed: int = 0, **kw):
     torch.manual_seed(seed)
-    base = dict(src_vocab_size=V, tgt_vocab_size=V, d_model=32, n_heads=4, n_encoder_layers=2,
-                n_decoder_layers=2, d_ff=64, dropout=0.0, max_len=48, tie_embeddings=False)
-    return build_model(ModelConfig(**{**base, **kw})).eval()   # untied: random outputs do not just repeat
+    # untied: random outputs do not just repeat
+    return build_model(tiny_config(V, **{"max_len": 48, "tie_embeddings": False, **kw})).eval()
 
 
 def language_model(seed: int = 0, **kw):

@@ -9,15 +9,13 @@ from torch import nn
 from qkv import ConfigError, DecoderOnly, EncoderDecoder, ModelConfig, ShapeError
 from qkv.model.layers import LearnedPositionalEncoding, sinusoidal_table
 from qkv.model.masks import causal_mask
+from tests.tiny import tiny_config
 
 V = 23
 
 
 def small_cfg(**kw) -> ModelConfig:
-    base = dict(src_vocab_size=V, tgt_vocab_size=V, d_model=32, n_heads=4, n_encoder_layers=2,
-                n_decoder_layers=2, d_ff=64, dropout=0.0, max_len=64)
-    base.update(kw)
-    return ModelConfig(**base)
+    return tiny_config(V, **kw)
 
 
 def lm_cfg(**kw) -> ModelConfig:

@@ -4,8 +4,8 @@ import io
 import json
 
 import pytest
-from serve_runs import tiny_run
-from test_decode import one_thread  # noqa: F401  (autouse: tiny models decode fastest on one thread)
+from tests.serve_runs import tiny_run
+from tests.search.test_decode import one_thread  # noqa: F401  (autouse: tiny models decode fastest on one thread)
 
 from qkv.cli import main
 

@@ -53,7 +53,7 @@ def test_average_refuses_different_models(tmp_path):
 def test_training_keeps_the_last_checkpoints_and_a_time_limit_stops_it(tmp_path):
     from qkv.data.tasks import task_config
     from qkv.training import train
-    from test_train import TINY
+    from tests.training.test_train import TINY
 
     sets = TINY + ["train.steps=9", "train.checkpoint_every=2", "train.keep_checkpoints=2", "train.eval_every=0"]
     train(task_config("reverse"), tmp_path / "run", overrides=sets, quiet=True)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from interop_models import assert_not_degenerate, reverse_run, sample_sources
+from tests.interop_models import assert_not_degenerate, sample_sources
 from qkv.search import DecodeConfig, translate_ids
 from qkv.fast import onednn
 from qkv.run import load_run
@@ -27,8 +27,8 @@ def test_onednn_linear_equals_nn_linear_and_shares_its_weights():
             torch.testing.assert_close(fast(x), linear(x), rtol=1e-5, atol=1e-5)
 
 
-def test_onednn_model_gives_the_paper_paths_tokens(tmp_path_factory):
-    run = load_run(reverse_run(str(tmp_path_factory.getbasetemp())))
+def test_onednn_model_gives_the_paper_paths_tokens(trained_reverse_run):
+    run = load_run(trained_reverse_run)
     fast = onednn.onednn_model(run.model)
     assert any(isinstance(m, onednn.OneDnnLinear) for m in fast.modules())
     assert not any(isinstance(m, onednn.OneDnnLinear) for m in run.model.modules())     # untouched

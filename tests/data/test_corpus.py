@@ -16,7 +16,7 @@ from qkv.data.corpus import (
 )
 from qkv.errors import DataError
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def write(path: Path, data: str | bytes) -> Path:

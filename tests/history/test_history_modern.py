@@ -8,7 +8,7 @@ import pytest
 from qkv.cli import main
 from qkv.history.modern import VARIANTS, ModernConfig, model_config
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare" / "input.txt"
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "tinyshakespeare" / "input.txt"
 
 
 def test_variants_change_one_thing_each_and_all_is_a_llama():

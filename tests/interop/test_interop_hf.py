@@ -8,8 +8,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import pytest
 import torch
 
-from interop_models import (
-    BOS, assert_not_degenerate, counting_lm, model_config, reverse_run, sample_sources, strip,
+from tests.interop_models import (
+    BOS, assert_not_degenerate, counting_lm, model_config, sample_sources, strip,
 )
 from qkv import ConfigError, EncoderDecoder
 from qkv.cli import main
@@ -24,8 +24,8 @@ MAX_NEW = 12
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    return reverse_run(str(tmp_path_factory.getbasetemp()))
+def run_dir(trained_reverse_run):
+    return trained_reverse_run
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from interop_models import (
-    ALPHABET, assert_not_degenerate, counting_lm, model_config, reverse_batch, reverse_run, sample_sources,
+from tests.interop_models import (
+    ALPHABET, assert_not_degenerate, counting_lm, model_config, reverse_batch, sample_sources,
 )
 from qkv import ConfigError, EncoderDecoder
 from qkv.search import DecodeConfig, translate_ids
@@ -20,8 +20,8 @@ MAX_NEW = 12
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    return load_run(reverse_run(str(tmp_path_factory.getbasetemp())))
+def run(trained_reverse_run):
+    return load_run(trained_reverse_run)
 
 
 def ct2_translator(run, out, quantize=None) -> Ct2Translator:
@@ -203,7 +203,7 @@ def test_evaluate_on_both_engines(run, exported, tmp_path, capsys):
 
 @pytest.mark.parametrize("command", [["translate", "abc"], ["evaluate", "--src", "x", "--ref", "x"]])
 def test_both_engines_refuse_a_language_model_the_same_way(exported, tmp_path, capsys, command):
-    from serve_runs import tiny_run
+    from tests.serve_runs import tiny_run
 
     from qkv.cli import main
 

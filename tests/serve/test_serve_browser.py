@@ -4,7 +4,7 @@ Uses Debian's Chromium (/usr/bin/chromium, or $QKV_CHROMIUM) driven by Playwrigh
 skips only when Playwright or the browser binary is absent. Saves a screenshot under tmp_path.
 
 Run as a script to take the README picture with a trained model:
-    python tests/test_serve_browser.py runs/reverse docs/img/explorer.png "hello world"
+    python tests/serve/test_serve_browser.py runs/reverse docs/img/explorer.png "hello world"
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def explore(page: playwright.Page, url: str, sentence: str) -> None:
 def test_explorer_page_in_chromium(tmp_path: Path) -> None:
     if not Path(CHROMIUM).is_file():
         pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install -y chromium (or set QKV_CHROMIUM)")
-    from serve_runs import tiny_run
+    from tests.serve_runs import tiny_run
 
     run = tiny_run(tmp_path / "run")
     errors: list[str] = []
@@ -108,7 +108,7 @@ def test_explorer_page_in_chromium(tmp_path: Path) -> None:
 def test_explorer_shows_the_rope_turn_and_the_rmsnorm_step(tmp_path: Path) -> None:
     if not Path(CHROMIUM).is_file():
         pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install -y chromium (or set QKV_CHROMIUM)")
-    from serve_runs import tiny_run
+    from tests.serve_runs import tiny_run
 
     run = tiny_run(tmp_path / "run", "decoder-only", positional="rope", norm="rmsnorm", activation="swiglu",
                    n_kv_heads=1, norm_first=True)

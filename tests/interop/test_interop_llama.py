@@ -11,7 +11,7 @@ import json
 import pytest
 import torch
 
-from interop_models import ALPHABET, model_config, train_lm, with_one_thread
+from tests.interop_models import ALPHABET, model_config, train_lm, with_one_thread
 from qkv import ConfigError, build_model
 from qkv.cli import main
 from qkv.search import generate

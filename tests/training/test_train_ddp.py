@@ -11,7 +11,7 @@ import torch.multiprocessing as mp
 from qkv.training import train
 from qkv.training.metrics import read_metrics
 
-from test_train import tiny_task
+from tests.training.test_train import tiny_task
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")]
 
@@ -119,7 +119,7 @@ def test_ddp_ranks_read_disjoint_batches_from_a_prepared_corpus(tmp_path, monkey
     from qkv.training.inputs import MicroBatches
     from qkv.run import DataConfig
 
-    from test_shards import TINY_MODEL, TINY_TRAIN, translation_data, write_pairs
+    from tests.data.test_shards import TINY_MODEL, TINY_TRAIN, translation_data, write_pairs
 
     (tmp_path / "corpus").mkdir()
     data = translation_data(write_pairs(tmp_path / "corpus"))

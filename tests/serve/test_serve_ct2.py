@@ -10,8 +10,8 @@ pytest.importorskip("fastapi", reason="the serve extra is not installed: pip ins
 pytest.importorskip("httpx", reason="TestClient needs httpx: pip install 'qkv[serve]'")
 
 from fastapi.testclient import TestClient  # noqa: E402
-from interop_models import assert_not_degenerate, reverse_run, sample_sources  # noqa: E402
-from serve_runs import tiny_run  # noqa: E402
+from tests.interop_models import assert_not_degenerate, sample_sources  # noqa: E402
+from tests.serve_runs import tiny_run  # noqa: E402
 
 from qkv import QkvError  # noqa: E402
 from qkv.cli import main  # noqa: E402
@@ -21,9 +21,9 @@ from qkv.run import load_run  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def apps(tmp_path_factory):
+def apps(trained_reverse_run, tmp_path_factory):
     """The same trained run served twice: on qkv's own search and on its CTranslate2 export."""
-    run = load_run(reverse_run(str(tmp_path_factory.getbasetemp())))
+    run = load_run(trained_reverse_run)
     ct2_dir = export_run(run.path, "ct2", tmp_path_factory.mktemp("ct2") / "model")
     with TestClient(create_app(run)) as qkv_app, TestClient(create_app(run, ct2_model=ct2_dir)) as ct2_app:
         yield run, qkv_app, ct2_app

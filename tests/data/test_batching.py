@@ -11,7 +11,7 @@ from qkv.data.corpus import load_split
 from qkv.errors import DataError
 from qkv.tokenizers import BOS_ID, EOS_ID, PAD_ID, CharTokenizer
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def random_pairs(n: int, seed: int = 0, max_len: int = 30) -> tuple[list[list[int]], list[list[int]]]:

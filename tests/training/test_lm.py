@@ -20,7 +20,7 @@ from qkv.run import load_run
 from qkv.training.inputs import prepare
 from qkv.run import DataConfig
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 WORDS = ("the", "king", "queen", "sword", "crown", "speaks", "falls", "rises")
 
 
