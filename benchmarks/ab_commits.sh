@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # A/B of two commits in one sitting: train_throughput --quick and decode_speed --quick, one thread,
 # interleaved (old, new, old, new), each side running its own code from a temporary worktree.
-#   bash benchmarks/ab_commits.sh OLD_REV [NEW_REV]     # results in benchmarks/results/ab/
+#   bash benchmarks/ab_commits.sh OLD_REV [NEW_REV]     # results in benchmarks/results/ab/ (or $AB_OUT)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 old_rev=${1:?usage: ab_commits.sh OLD_REV [NEW_REV]}
 new_rev=${2:-HEAD}
 py=${PYTHON:-.venv/bin/python}
-out=benchmarks/results/ab
+out=${AB_OUT:-benchmarks/results/ab}                 # AB_OUT=DIR keeps earlier A/B results
 mkdir -p "$out"
 tmp=$(mktemp -d)
 trap 'git worktree remove --force "$tmp/old"; git worktree remove --force "$tmp/new"; rm -rf "$tmp"' EXIT

@@ -12,7 +12,7 @@ DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "tinyshakespear
 
 
 def test_variants_change_one_thing_each_and_all_is_a_llama():
-    from qkv.interop.targets import check_llama
+    from qkv.run.targets import check_llama
 
     mc = ModernConfig.quick()
     base = model_config("2017", 65, mc).to_dict()

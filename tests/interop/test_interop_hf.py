@@ -101,7 +101,7 @@ def test_pegasus_for_pre_ln():
 
 def test_a_trained_built_in_task_run_exports_with_its_defaults(tmp_path, capsys):
     """The quick tour's model (`qkv train --task reverse`, defaults kept, tiny sizes) exports as it is."""
-    from test_train import tiny_task
+    from tests.training.test_train import tiny_task
 
     from qkv.training import train
 

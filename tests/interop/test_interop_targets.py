@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-import qkv.interop.targets
+import qkv.run.targets
 from qkv import ModelConfig
 from qkv.data.tasks import TASKS, get_task, task_config
 from qkv.interop import FORMATS, describe_targets, export_targets
@@ -43,7 +43,7 @@ def test_nothing_exportable_says_none():
 
 
 def test_the_rules_import_no_export_library():
-    tree = ast.parse(Path(qkv.interop.targets.__file__).read_text())
+    tree = ast.parse(Path(qkv.run.targets.__file__).read_text())
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert imported <= {"__future__", "json", "qkv.config", "qkv.errors"}

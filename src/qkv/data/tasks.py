@@ -209,7 +209,7 @@ def _length_range(task: Task, min_len: int | None, max_len: int | None) -> tuple
 # Pre-LN without dropout learns these exact, noise-free mappings fastest; small batches mean
 # many cheap updates, which is what a 2-core CPU does best. A task has one character vocabulary
 # for both sides, so source and target share one embedding: what a pre-LN model needs to export
-# to Hugging Face (as Pegasus; qkv.interop.targets).
+# to Hugging Face (as Pegasus; qkv.run.targets).
 _SMALL_MODEL = dict(d_model=128, n_heads=4, n_encoder_layers=2, n_decoder_layers=2, d_ff=512,
                     dropout=0.0, norm_first=True, share_embeddings=True, max_len=128)
 _SMALL_TRAIN = dict(batch_tokens=1200, schedule="cosine", lr=3e-3, warmup_steps=100, eval_every=200,

@@ -335,6 +335,8 @@ def run_lab(lab: LabConfig, log: Callable[[str], None] = print) -> dict[str, Any
 
 
 def _run_lab(lab: LabConfig, log: Callable[[str], None]) -> dict[str, Any]:
+    from qkv.history.report import percent       # the report's number format (it imports matplotlib)
+
     torch.manual_seed(lab.seed)
     data = make_data(lab)
     vocab = data.tokenizer.vocab_size
@@ -417,10 +419,6 @@ def _attention_example(model: AttentionSeq2Seq, data: LabData) -> dict[str, Any]
 def _mean(values) -> float | None:
     values = list(values)
     return sum(values) / len(values) if values else None
-
-
-def percent(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1%}"
 
 
 def _jsonable(value: Any) -> Any:

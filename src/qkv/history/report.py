@@ -23,7 +23,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from qkv.files import atomic_write_bytes
-from qkv.history.lab import percent  # noqa: E402
+
+
+def percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
 
 COLORS = {"rnn": "tab:red", "lstm": "tab:orange", "gru": "tab:olive", "gru-attn": "tab:blue",
           "transformer": "tab:purple"}

@@ -4,7 +4,7 @@
   whichever is exactly equivalent) with its tokenizer.
 - `qkv.interop.ct2`: export a run as a CTranslate2 model (float32 or int8); translating with it is
   a search backend (`qkv.search.ct2`), used through `qkv.text`.
-- `qkv.interop.targets`: which of those formats a model config exports to (`export_targets`),
+- `qkv.run.targets`: which of those formats a model config exports to (`export_targets`),
   known before training; the exporters apply the same rules.
 - `qkv.interop.minilm`: load the pretrained all-MiniLM-L6-v2 sentence encoder into qkv's own
   encoder layers.
@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 
 from qkv.errors import ConfigError
-from qkv.interop.targets import FORMATS, describe_targets, export_targets
+from qkv.run.targets import FORMATS, describe_targets, export_targets
 
 __all__ = ["FORMATS", "describe_targets", "export_run", "export_targets"]
 

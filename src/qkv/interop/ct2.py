@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from qkv.errors import ConfigError
-from qkv.interop.targets import check_ct2
+from qkv.run.targets import check_ct2
 from qkv.search.ct2 import require_ctranslate2, vocabulary
 
 QUANTIZATIONS = ("int8", "int8_float32", "int16", "float16", "bfloat16")

@@ -22,7 +22,7 @@ that reads the stream (q, k, v, FFN w1, output layer) and the output rows of eve
 that writes to it (attention out, FFN w2). LayerNorm and attention do not care about the order
 of dimensions, so the permuted network computes the same logits. qkv's `bias=false` exports as
 zero biases. Options with no exact equivalent are refused with a one-line ConfigError; the
-rules are qkv.interop.targets.hf_architecture, which `qkv train` applies before training.
+rules are qkv.run.targets.hf_architecture, which `qkv train` applies before training.
 """
 
 from __future__ import annotations
@@ -35,28 +35,9 @@ import torch
 from torch import nn
 
 from qkv.config import ModelConfig
-from qkv.errors import QkvError
-from qkv.interop.targets import hf_architecture
+from qkv.interop.common import halves_permutation, require_transformers
+from qkv.run.targets import hf_architecture
 from qkv.model.layers import sinusoidal_table
-
-
-def require_transformers() -> Any:
-    """The `transformers` module, or a one-line error saying how to install it."""
-    try:
-        import transformers
-    except ImportError:
-        raise QkvError("exporting to Hugging Face needs `transformers`: pip install -e '.[interop]'") from None
-    return transformers
-
-
-# ---------------------------------------------------------------------------------------------
-# The sinusoid layout of Marian and Pegasus (which architecture: qkv.interop.targets)
-# ---------------------------------------------------------------------------------------------
-
-
-def halves_permutation(d_model: int) -> torch.Tensor:
-    """P with table_halves[:, k] = table_interleaved[:, P[k]]: the even dimensions, then the odd."""
-    return torch.cat([torch.arange(0, d_model, 2), torch.arange(1, d_model, 2)])
 
 
 # ---------------------------------------------------------------------------------------------

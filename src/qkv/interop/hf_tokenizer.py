@@ -19,7 +19,7 @@ from typing import Any
 
 from qkv.config import ModelConfig
 from qkv.errors import ConfigError
-from qkv.interop.hf import require_transformers
+from qkv.interop.common import require_transformers
 
 TARGET_TOKENIZER_DIR = "target_tokenizer"
 _WORD_PATTERN = r"\w+|[^\w\s]"

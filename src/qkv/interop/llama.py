@@ -28,8 +28,8 @@ from torch import nn
 
 from qkv.config import ModelConfig
 from qkv.errors import CheckpointError, ConfigError
-from qkv.interop.hf import halves_permutation, require_transformers
-from qkv.interop.targets import LLAMA_OPTIONS, check_llama
+from qkv.interop.common import halves_permutation, require_transformers
+from qkv.run.targets import LLAMA_OPTIONS, check_llama
 from qkv.model.layers import swiglu_width
 
 

@@ -36,7 +36,7 @@ from qkv.config import ModelConfig
 from qkv.files import atomic_write_bytes
 from qkv.errors import CheckpointError, ConfigError, TrainingError
 from qkv.fast.dropout import use_fast_dropout
-from qkv.interop.targets import describe_targets
+from qkv.run.targets import describe_targets
 from qkv.machine import cpu_has_fast_bf16
 from qkv.run.fits import check_model_fits
 from qkv.model import build_model
