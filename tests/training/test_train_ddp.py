@@ -143,3 +143,93 @@ def test_ddp_ranks_read_disjoint_batches_from_a_prepared_corpus(tmp_path, monkey
     assert single == [b for step in zip(rank0, rank1) for b in step]                 # one stream, shared out
     a, b = _losses(tmp_path / "single"), _losses(tmp_path / "ddp")
     assert len(a) == len(b) == STEPS and max(abs(x - y) for x, y in zip(a, b)) < 1e-5, (a, b)
+
+
+# --- two torchrun agents (--nnodes 2) on one machine: what two machines do ----------------------
+
+
+AGENT_SECONDS = 90                                       # both agents are killed after this
+
+
+def _tagged_processes(tag: str) -> list[int]:
+    """Our processes whose environment carries `tag`: the agents and every worker they started (the
+    workers run in sessions of their own and outlive a killed agent)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    if f"QKV_TEST_AGENTS={tag}".encode() in f.read().split(b"\0"):
+                        pids.append(int(entry))
+            except OSError:                              # gone, or another user's
+                pass
+    return pids
+
+
+def _kill_tagged(tag: str) -> None:
+    import signal
+
+    for pid in _tagged_processes(tag):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the agents' workers through /proc")
+def test_two_torchrun_agents_with_nnodes_2_match_one_process(tmp_path):
+    """Two `torchrun --nnodes 2` agents, each a "machine" with one CPU rank, meet at a c10d rendezvous
+    on 127.0.0.1 and train the same per-step losses as one process with the same global batch.
+    Each agent gets its own --out, as two machines without a shared file system would: the run lands
+    only where global rank 0 runs, and the other "machine" gets nothing."""
+    import subprocess
+    import sys
+    import uuid
+    from pathlib import Path
+
+    import qkv
+    from tests.training.test_train import TINY
+
+    sets = [*TINY, "model.dropout=0.0", f"train.steps={STEPS}", "train.eval_every=0",
+            f"train.checkpoint_every={STEPS}"]
+    single = tiny_task(steps=STEPS, eval_every=0, checkpoint_every=STEPS, accumulate=2)
+    single["model"]["dropout"] = 0.0
+    train(single, tmp_path / "single", quiet=True)
+
+    tag = uuid.uuid4().hex
+    src = str(Path(qkv.__file__).resolve().parents[1])
+    env = dict(os.environ, QKV_TEST_AGENTS=tag, OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p))
+    env.pop("WORLD_SIZE", None)                          # not a rank ourselves
+    endpoint = f"127.0.0.1:{_free_port()}"
+    agents, logs = [], []
+    try:
+        for node in (0, 1):
+            log = open(tmp_path / f"agent{node}.log", "wb")
+            logs.append(log)
+            command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+                       "--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint, "--rdzv-id", f"qkv-test-{tag}",
+                       "--rdzv-conf", f"is_host={int(node == 0)}", "--max-restarts", "0", "--local-addr", "127.0.0.1",
+                       "-m", "qkv", "train", "--task", "reverse", "--quiet", "--out", str(tmp_path / f"node{node}" / "run"),
+                       *sum((["--set", s] for s in sets), [])]
+            agents.append(subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                           start_new_session=True))
+        codes = [agent.wait(timeout=AGENT_SECONDS) for agent in agents]
+    except subprocess.TimeoutExpired:
+        codes = None
+    finally:
+        _kill_tagged(tag)                                # agents and workers alike, on any outcome
+        for agent in agents:
+            agent.wait()
+        for log in logs:
+            log.close()
+    output = "\n".join(f"--- agent {n}:\n" + (tmp_path / f"agent{n}.log").read_text(errors="replace")[-3000:]
+                       for n in (0, 1))
+    assert codes == [0, 0], f"agents ended with {codes} (None: killed after {AGENT_SECONDS} s)\n{output}"
+    assert not _tagged_processes(tag)
+
+    written = [n for n in (0, 1) if (tmp_path / f"node{n}").exists()]
+    assert len(written) == 1, f"exactly one 'machine' holds the run (global rank 0's), got {written}"
+    a, b = _losses(tmp_path / "single"), _losses(tmp_path / f"node{written[0]}" / "run")
+    assert len(a) == len(b) == STEPS
+    assert max(abs(x - y) for x, y in zip(a, b)) < 1e-5, (a, b)
