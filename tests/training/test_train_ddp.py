@@ -233,3 +233,50 @@ def test_two_torchrun_agents_with_nnodes_2_match_one_process(tmp_path):
     a, b = _losses(tmp_path / "single"), _losses(tmp_path / f"node{written[0]}" / "run")
     assert len(a) == len(b) == STEPS
     assert max(abs(x - y) for x, y in zip(a, b)) < 1e-5, (a, b)
+
+
+# --- several machines: what is per machine and what is global --------------------------------------
+
+
+def test_threads_and_model_copies_count_the_ranks_of_this_machine_not_the_world(monkeypatch):
+    """Two machines of 8 usable cores with 2 ranks each: every rank gets 4 threads (not 8 // 4), and the
+    memory check counts 2 model copies on this machine (not 4)."""
+    from qkv.training import distributed
+
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    d = distributed.from_env()
+    assert (d.rank, d.world, d.local_rank, d.local_world, d.is_main, d.enabled) == (3, 4, 1, 2, False, True)
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)                   # the node has 64 cores...
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)  # ...8 are ours
+    try:
+        assert distributed.set_threads(0, d) == 4 == torch.get_num_threads()
+        assert distributed.set_threads(3, d) == 3                       # train.threads wins
+    finally:
+        torch.set_num_threads(threads)
+    assert distributed.check_processes(8) == 8
+    with pytest.raises(Exception, match="between 1 and 8"):
+        distributed.check_processes(9)
+
+
+def test_the_memory_check_counts_the_copies_on_this_machine(monkeypatch, tmp_path):
+    """Rank 1 of 4, two per machine: check_model_fits is asked for 2 copies of the model (CPU)."""
+    from qkv.training import loop
+
+    seen = []
+    monkeypatch.setattr(loop, "check_model_fits", lambda cfg, device, training, copies: seen.append(copies))
+    monkeypatch.setattr(loop.distributed, "setup", lambda device: loop.distributed.from_env())   # no group
+    monkeypatch.setattr(loop, "build_model", lambda cfg: (_ for _ in ()).throw(RuntimeError("stop here")))
+    for name, value in (("WORLD_SIZE", "4"), ("RANK", "1"), ("LOCAL_RANK", "1"), ("LOCAL_WORLD_SIZE", "2")):
+        monkeypatch.setenv(name, value)
+    rng, threads = torch.get_rng_state(), torch.get_num_threads()
+    try:
+        with pytest.raises(RuntimeError, match="stop here"):
+            loop.Trainer(tiny_task(steps=1), tmp_path / "run")
+    finally:
+        torch.set_rng_state(rng)
+        torch.set_num_threads(threads)
+    assert seen == [2] and not (tmp_path / "run").exists()              # and rank 1 wrote nothing
