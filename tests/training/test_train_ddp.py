@@ -280,3 +280,25 @@ def test_the_memory_check_counts_the_copies_on_this_machine(monkeypatch, tmp_pat
         torch.set_rng_state(rng)
         torch.set_num_threads(threads)
     assert seen == [2] and not (tmp_path / "run").exists()              # and rank 1 wrote nothing
+
+
+def _data_check_worker(rank: int, world: int, port: int, out: str, config: dict) -> None:
+    """_worker where rank 1's machine holds other data (a smaller corpus); records the error."""
+    from qkv.errors import ConfigError
+
+    if rank == 1:
+        config = dict(config, data=dict(config["data"], train_size=config["data"]["train_size"] - 50))
+    try:
+        _worker(rank, world, port, out, config)
+    except ConfigError as exc:
+        with open(f"{out}.error.{rank}", "w") as f:
+            f.write(str(exc))
+
+
+def test_ranks_with_different_data_stop_with_one_line_each(tmp_path):
+    config = tiny_task(steps=2, eval_every=0, checkpoint_every=2)
+    mp.start_processes(_data_check_worker, args=(2, _free_port(), str(tmp_path / "run"), config), nprocs=2,
+                       join=True, start_method="spawn")
+    for rank in (0, 1):
+        assert "differs between the DDP ranks" in (tmp_path / f"run.error.{rank}").read_text()
+    assert not (tmp_path / "run" / "train_state.pt").exists()

@@ -111,6 +111,25 @@ def any_flag(flag: bool, device: torch.device) -> bool:
     return all_reduce_sum([float(flag)], device)[0] > 0
 
 
+def check_same_everywhere(fingerprint: str, what: str, device: torch.device) -> None:
+    """One ConfigError on every rank when `fingerprint` differs from rank 0's (nothing in one process).
+
+    Each machine reads its own copy of the corpus and builds its own tokenizers; when the copies
+    differ, the ranks would train on different ids and DDP would average gradients that mean
+    nothing, silently."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    import hashlib
+
+    mine = int.from_bytes(hashlib.sha256(fingerprint.encode("utf-8")).digest()[:7], "big")
+    t = torch.tensor([mine], dtype=torch.int64, device=device)
+    dist.broadcast(t, src=0)
+    if any_flag(int(t.item()) != mine, device):
+        raise ConfigError(f"{what} differs between the DDP ranks: every machine must read the same data (the "
+                          f"same files at the config's paths, or one shared file system) and build the same "
+                          f"tokenizers")
+
+
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
