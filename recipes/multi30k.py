@@ -116,7 +116,9 @@ def run_recipe(args: argparse.Namespace) -> dict[str, Any] | None:
         train(config, out, overrides=overrides)
     if int(os.environ.get("RANK", "0")) != 0:   # a DDP rank other than 0: rank 0 measures and reports
         return None
-    torch.set_num_threads(os.cpu_count() or 1)  # the ranks ran 1 thread each; rank 0 now has the machine
+    from qkv.machine import usable_cores
+
+    torch.set_num_threads(usable_cores())       # the ranks ran 1 thread each; rank 0 now has the machine
     training = training_summary(out)
     results = {"recipe": f"multi30k-{args.direction}", "direction": args.direction, "data": str(data),
                **evaluate_run(out, data, src, tgt, args), "training": training,

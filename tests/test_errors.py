@@ -364,8 +364,8 @@ def test_an_output_option_never_writes_over_a_run_file(args, target, tmp_path, c
 
 
 def test_more_processes_than_the_machine_has_are_refused_before_any_starts(tmp_path, capsys):
-    import os
+    from qkv.machine import usable_cores
 
-    too_many = max(2, os.cpu_count() or 1) + 1
+    too_many = max(2, usable_cores()) + 1
     err = one_line_error(capsys, ["train", "--task", "reverse", "--processes", str(too_many), "--out", str(tmp_path / "r")])
     assert f"--processes must be between 1 and {too_many - 1}" in err and not (tmp_path / "r").exists()

@@ -46,9 +46,19 @@ def cpu_has_vnni(flags: frozenset[str] | None = None) -> bool:
 SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity where the system has one (what SLURM's
+    --cpus-per-task, taskset or a container's cpuset grant), else every core of the machine. On a
+    cluster node os.cpu_count() counts cores that belong to other jobs."""
+    import os
+
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def describe() -> dict[str, object]:
     """The machine beside a measurement: CPU, SIMD flags, cores, torch (and CTranslate2) versions."""
-    import os
 
     import torch
 
@@ -56,7 +66,7 @@ def describe() -> dict[str, object]:
     info: dict[str, object] = {
         "cpu": cpu_name(), "vendor": cpu_vendor(), "arch": platform.machine(),
         "flags": [f for f in SIMD_FLAGS if f in flags],
-        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cores": usable_cores(),
         "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
     }
     try:

@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 
 from qkv.errors import ConfigError
+from qkv.machine import usable_cores
 
 
 @dataclass(frozen=True)
@@ -80,8 +81,9 @@ def device_for(requested: str, d: Dist) -> torch.device:
 
 
 def set_threads(requested: int, d: Dist) -> int:
-    """CPU threads for this process: all cores shared evenly between the ranks on this machine."""
-    n = requested or max(1, (os.cpu_count() or 1) // d.local_world)
+    """CPU threads for this process: the cores it may use shared evenly between the ranks on this
+    machine (LOCAL_WORLD_SIZE, not the world: with several machines each has its own cores)."""
+    n = requested or max(1, usable_cores() // d.local_world)
     torch.set_num_threads(n)
     return n
 
@@ -107,6 +109,25 @@ def broadcast_flag(flag: bool, device: torch.device) -> bool:
 def any_flag(flag: bool, device: torch.device) -> bool:
     """True on every rank if any rank raised the flag (e.g. one of them got Ctrl-C)."""
     return all_reduce_sum([float(flag)], device)[0] > 0
+
+
+def check_same_everywhere(fingerprint: str, what: str, device: torch.device) -> None:
+    """One ConfigError on every rank when `fingerprint` differs from rank 0's (nothing in one process).
+
+    Each machine reads its own copy of the corpus and builds its own tokenizers; when the copies
+    differ, the ranks would train on different ids and DDP would average gradients that mean
+    nothing, silently."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    import hashlib
+
+    mine = int.from_bytes(hashlib.sha256(fingerprint.encode("utf-8")).digest()[:7], "big")
+    t = torch.tensor([mine], dtype=torch.int64, device=device)
+    dist.broadcast(t, src=0)
+    if any_flag(int(t.item()) != mine, device):
+        raise ConfigError(f"{what} differs between the DDP ranks: every machine must read the same data (the "
+                          f"same files at the config's paths, or one shared file system) and build the same "
+                          f"tokenizers")
 
 
 def barrier() -> None:
@@ -142,13 +163,13 @@ def default_processes() -> int:
     6,600 against 5,200 tokens/s (median step)."""
     if torch.cuda.is_available():
         return 1
-    return 2 if (os.cpu_count() or 1) >= 2 else 1
+    return 2 if usable_cores() >= 2 else 1
 
 
 def check_processes(processes: int) -> int:
     """--processes as given, or one line: at least 1, and no more than this machine's cores or GPUs
     (each rank is a process with its own model copy: more ranks than cores only thrash)."""
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     most = max(2, cores, torch.cuda.device_count() if torch.cuda.is_available() else 0)
     if not 1 <= processes <= most:
         raise ConfigError(f"--processes must be between 1 and {most} on this machine ({cores} cores), got {processes}")
@@ -175,7 +196,7 @@ def local_launch(command: list[str], processes: int) -> int:
     exit status. Ctrl-C reaches the ranks through torchrun: they save and stop."""
     import subprocess
 
-    env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or processes) // processes)))
+    env = dict(os.environ, OMP_NUM_THREADS=str(max(1, usable_cores() // processes)))
     child = subprocess.Popen(command, env=env)
     try:
         return child.wait()

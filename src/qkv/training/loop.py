@@ -153,6 +153,9 @@ class Trainer:
         torch.manual_seed(self.tc.seed)
 
         self.inputs = self._prepare_inputs()
+        if self.dist.enabled:                 # several machines: each read its own copy of the data
+            distributed.check_same_everywhere(_fingerprint(self.inputs), "the training data or its tokenizers",
+                                              self.device)
         if self.dc.kind == "task" or self.dc.prepared:     # config.toml says what was used, not the file defaults
             tok = self.inputs.tgt_tokenizer
             self.dc.tokenizer, self.dc.vocab_size = tok.kind, tok.vocab_size
@@ -511,6 +514,15 @@ class Trainer:
         prec = self.dtype and str(self.dtype).replace("torch.", "") or "fp32"
         return (f"{what}: {n / 1e6:.2f}M parameters, {where}{threads}, {prec}, -> {self.run_dir}\n"
                 f"{describe_targets(self.cfg)}")
+
+
+def _fingerprint(inputs: Inputs) -> str:
+    """What every DDP rank must agree on: the kind and size of the data and the tokenizers' content."""
+    import json
+
+    tokenizers = [t.to_dict() if t is not None else None for t in (inputs.src_tokenizer, inputs.tgt_tokenizer)]
+    return json.dumps([inputs.kind, len(inputs.train), len(inputs.valid), inputs.dropped, tokenizers],
+                      sort_keys=True, default=str)
 
 
 def _resume_config(run_dir: Path, config: Any) -> Any:
