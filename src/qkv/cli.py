@@ -159,7 +159,7 @@ def serve(
 
     Limits: a body of at most 1 MiB (counted as it arrives, chunked or not; 413 past it), at most 100
     headers in 16 KiB (431; 400 for a larger head), headers and body each within --timeout seconds,
-    and only the Host names above (403)."""
+    and only the Host names listed under --allow-host (403)."""
     from qkv import serve as serving
 
     serving.serve(model, host=host, port=port, engine=engine, ct2_model=ct2_model, allow_hosts=allow_host or (),

@@ -315,7 +315,7 @@ def post_then_leave(app, payload: dict, after: float) -> None:
 
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
              "scheme": "http", "path": "/v1/translate", "raw_path": b"/v1/translate", "query_string": b"",
-             "root_path": "", "headers": [(b"content-type", b"application/json"),
+             "root_path": "", "headers": [(b"host", b"testserver"), (b"content-type", b"application/json"),
                                           (b"content-length", str(len(body)).encode())],
              "client": ("127.0.0.1", 1234), "server": ("127.0.0.1", 80)}
     asyncio.run(app(scope, receive, send))

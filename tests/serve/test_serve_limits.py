@@ -184,3 +184,18 @@ def test_too_large_headers_are_refused(server) -> None:
         sock.sendall(f"GET /health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-Big: {'a' * 20000}\r\n\r\n".encode())
         response = read_all(sock)
     assert response.split(b" ", 2)[1] in (b"400", b"431")
+
+
+def test_cli_states_the_limits_and_refuses_a_bad_timeout(capsys) -> None:
+    from qkv.cli import main
+
+    try:
+        main(["serve", "--help"])
+    except SystemExit:
+        pass
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--allow-host" in text and "1 MiB" in text and "--timeout" in text and "DNS rebinding" in text
+    for bad in ("0", "-1", "nan", "inf"):
+        assert main(["serve", "--model", "/nonexistent/run", "--timeout", bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "--timeout must be a positive number" in err and "\n" not in err, (bad, err)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import ipaddress
+import math
 import os
 import socket
 import time
@@ -244,7 +245,7 @@ def serve(run_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000,
     from qkv.text import check_engine
 
     check_engine(engine, ct2_model)
-    if timeout <= 0:
+    if not (math.isfinite(timeout) and timeout > 0):
         raise QkvError(f"--timeout must be a positive number of seconds, not {timeout:g}")
     hosts = serving_hosts(host, port, allow_hosts)
     app = create_app(run_dir, ct2_model, allowed_hosts=hosts, body_timeout=timeout)

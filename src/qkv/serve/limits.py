@@ -124,7 +124,7 @@ class _BodyReader:
             return await self._receive()
         try:
             message = await asyncio.wait_for(self._receive(), max(0.0, self.deadline - time.monotonic()))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.refused = _Refused(408, f"the request body did not arrive within {self.timeout:g} s; "
                                          f"send the whole body at once")
             raise self.refused from None
