@@ -5,8 +5,9 @@
 Starts `python -m qkv serve` on a free 127.0.0.1 port (and only there), answers a few ordinary
 translations, reads the server's resident memory (VmRSS), then offers `--repeat` chunked bodies and
 one Content-Length body of `--megabytes` MiB each, over raw sockets, and reads the memory again a
-second later. Reports what each oversize request got (status, bytes the client got sent before the server
-refused: bytes the client could send, kernel buffers included) and the memory ratio after/before (the server's promise: within 1.10). Linux only (/proc).
+second later. Reports what each oversize request got (its status, and how many bytes the client
+could send before the server refused, the kernel's socket buffers included) and the memory ratio
+after/before (the server's promise: within 1.10). Linux only (/proc).
 Bounded: every socket operation times out after 30 s, every body stops at `--megabytes`.
 """
 
