@@ -211,6 +211,7 @@ def other_cases(root: Path) -> list[Case]:
         Case("train --resume with --task", ["train", "-q", "--resume", mt, "--task", "dates"]),
         Case("serve --host not here", ["serve", "-m", mt, "--host", "192.0.2.1", "--port", "8765"]),
         Case("serve --port 0", ["serve", "-m", mt, "--port", "0"]),
+        *[Case(f"serve --timeout {t}", ["serve", "-m", mt, "--timeout", t]) for t in ("0", "-5", "nan", "inf")],
         Case("explain --layer 99", ["explain", "abc", "-m", mt, "--layer", "99", "--out", str(root / "e.html")]),
         Case("viz pe --d-model 3", ["viz", "pe", "--d-model", "3", "--out", str(root / "pe.png")]),
         Case("viz pe --d-model 10**9", ["viz", "pe", "--d-model", str(10**9), "--out", str(root / "pe.png")]),

@@ -146,11 +146,24 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port.", min=1, max=65535)] = 8000,
     engine: Annotated[str, typer.Option(help="What translates: qkv (PyTorch) or ct2 (CTranslate2, with --ct2-model); explain stays on PyTorch.")] = "qkv",
     ct2_model: Ct2ModelOpt = None,
+    allow_host: Annotated[list[str] | None, typer.Option(
+        "--allow-host", help="Also answer requests whose Host header is NAME (or NAME:PORT); repeat it for more; "
+                             "* answers every Host. By default only 127.0.0.1, localhost, [::1] and --host, with --port, "
+                             "are answered (others get 403), which keeps web pages from reaching the server by DNS rebinding.",
+        metavar="NAME")] = None,
+    timeout: Annotated[float, typer.Option(
+        help="Seconds a client has to send a request's headers, and then its body (else the connection is closed, "
+             "408 for a body).")] = 10.0,
 ) -> None:
-    """Serve a model over HTTP with the explorer page at / (API docs at /docs)."""
+    """Serve a model over HTTP with the explorer page at / (API docs at /docs).
+
+    Limits: a body of at most 1 MiB (counted as it arrives, chunked or not; 413 past it), at most 100
+    headers in 16 KiB (431; 400 for a larger head), headers and body each within --timeout seconds,
+    and only the Host names listed under --allow-host (403)."""
     from qkv import serve as serving
 
-    serving.serve(model, host=host, port=port, engine=engine, ct2_model=ct2_model)
+    serving.serve(model, host=host, port=port, engine=engine, ct2_model=ct2_model, allow_hosts=allow_host or (),
+                  timeout=timeout)
 
 
 # options shared by `qkv explain` and `qkv viz attention`

@@ -22,13 +22,13 @@ from qkv.serve.schemas import MAX_BATCH, MAX_BODY_BYTES, MAX_TEXT_CHARS  # noqa:
 
 @pytest.fixture(scope="module")
 def mt(tmp_path_factory) -> TestClient:
-    with TestClient(create_app(tiny_run(tmp_path_factory.mktemp("mt")))) as client:
+    with TestClient(create_app(tiny_run(tmp_path_factory.mktemp("mt")), allowed_hosts=["testserver"])) as client:
         yield client
 
 
 @pytest.fixture(scope="module")
 def lm(tmp_path_factory) -> TestClient:
-    with TestClient(create_app(tiny_run(tmp_path_factory.mktemp("lm"), "decoder-only"))) as client:
+    with TestClient(create_app(tiny_run(tmp_path_factory.mktemp("lm"), "decoder-only"), allowed_hosts=["testserver"])) as client:
         yield client
 
 
@@ -105,7 +105,7 @@ def test_explain_language_model_shows_masked_self_attention(lm: TestClient) -> N
 @pytest.mark.parametrize("arch", ["decoder-only", "encoder-decoder"])
 def test_explain_shows_the_rope_turn_and_every_rmsnorm(tmp_path, arch: str) -> None:
     modern = {"positional": "rope", "norm": "rmsnorm", "activation": "swiglu", "n_kv_heads": 1, "norm_first": True}
-    with TestClient(create_app(tiny_run(tmp_path / "run", arch, **modern))) as client:
+    with TestClient(create_app(tiny_run(tmp_path / "run", arch, **modern), allowed_hosts=["testserver"])) as client:
         d = client.post("/v1/explain", json={"text": "hello", "max_new_tokens": 5}).json()
         model = client.app.state.engine.model
     stacks = ["encoder", "decoder"] if arch == "encoder-decoder" else ["decoder"]
@@ -315,7 +315,7 @@ def post_then_leave(app, payload: dict, after: float) -> None:
 
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
              "scheme": "http", "path": "/v1/translate", "raw_path": b"/v1/translate", "query_string": b"",
-             "root_path": "", "headers": [(b"content-type", b"application/json"),
+             "root_path": "", "headers": [(b"host", b"testserver"), (b"content-type", b"application/json"),
                                           (b"content-length", str(len(body)).encode())],
              "client": ("127.0.0.1", 1234), "server": ("127.0.0.1", 80)}
     asyncio.run(app(scope, receive, send))

@@ -25,7 +25,8 @@ def apps(trained_reverse_run, tmp_path_factory):
     """The same trained run served twice: on qkv's own search and on its CTranslate2 export."""
     run = load_run(trained_reverse_run)
     ct2_dir = export_run(run.path, "ct2", tmp_path_factory.mktemp("ct2") / "model")
-    with TestClient(create_app(run)) as qkv_app, TestClient(create_app(run, ct2_model=ct2_dir)) as ct2_app:
+    with TestClient(create_app(run, allowed_hosts=["testserver"])) as qkv_app, \
+            TestClient(create_app(run, ct2_model=ct2_dir, allowed_hosts=["testserver"])) as ct2_app:
         yield run, qkv_app, ct2_app
 
 

@@ -33,8 +33,8 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 BOUNDED = settings(max_examples=10, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 
 _RUNS = Path(tempfile.mkdtemp(prefix="qkv-serve-schema-"))
-MT_APP = create_app(tiny_run(_RUNS / "mt", max_len=12))
-LM_APP = create_app(tiny_run(_RUNS / "lm", "decoder-only", max_len=12))
+MT_APP = create_app(tiny_run(_RUNS / "mt", max_len=12), allowed_hosts=["testserver"])
+LM_APP = create_app(tiny_run(_RUNS / "lm", "decoder-only", max_len=12), allowed_hosts=["testserver"])
 mt_schema = schemathesis.openapi.from_asgi("/openapi.json", MT_APP)
 lm_schema = schemathesis.openapi.from_asgi("/openapi.json", LM_APP)
 for _schema in (mt_schema, lm_schema):

@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import errno
 import ipaddress
+import math
 import os
 import socket
 import time
 from concurrent.futures import Future
 from importlib import resources
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -31,8 +33,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import qkv
 from qkv.errors import QkvError
 from qkv.serve.engine import LANGUAGE_MODEL, TRANSLATION, Engine
+from qkv.serve.limits import (
+    BODY_TIMEOUT,
+    HEADER_TIMEOUT,
+    LOOPBACK_HOSTS,
+    MAX_HEADER_BYTES,
+    RequestLimits,
+    protocol,
+    serving_hosts,
+)
 from qkv.serve.schemas import (
-    MAX_BODY_BYTES,
     ExplainRequest,
     ExplainResponse,
     GenerateRequest,
@@ -54,15 +64,23 @@ class ErrorMessage(BaseModel):
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorMessage, "description": "the endpoint does not fit the model"},
+    403: {"model": ErrorMessage, "description": "the Host header is not a name this server answers to"},
+    408: {"model": ErrorMessage, "description": "the body did not arrive in time"},
     413: {"model": ErrorMessage, "description": "the request body is too large"},
     415: {"model": ErrorMessage, "description": "the body is not sent as application/json"},
+    431: {"model": ErrorMessage, "description": "too many or too large request headers"},
     503: {"model": ErrorMessage, "description": "too many requests queued"},
 }
 
 
-def create_app(run: Any, ct2_model: str | os.PathLike | None = None) -> FastAPI:
+def create_app(run: Any, ct2_model: str | os.PathLike | None = None,
+               allowed_hosts: Iterable[str] = LOOPBACK_HOSTS, body_timeout: float = BODY_TIMEOUT) -> FastAPI:
     """The app for a loaded run (`qkv.run.Run`) or a run directory path; with `ct2_model`
-    (the run exported by `qkv export --format ct2`) translations run on CTranslate2."""
+    (the run exported by `qkv export --format ct2`) translations run on CTranslate2.
+    It answers only requests whose Host is in `allowed_hosts` (names or addresses, any port;
+    `name:port`; `*` for all: see qkv.serve.limits.HostRule): FastAPI's TestClient sends
+    Host `testserver`, so a test passes `allowed_hosts=["testserver"]`. A body must arrive
+    within `body_timeout` seconds."""
     if isinstance(run, (str, os.PathLike)):
         from qkv.run import load_run
 
@@ -77,9 +95,10 @@ def create_app(run: Any, ct2_model: str | os.PathLike | None = None) -> FastAPI:
     )
     app.state.engine, app.state.worker = engine, worker
     _add_error_handlers(app)
-    _add_body_limit(app)
+    _add_json_check(app)
     _add_routes(app, engine, worker)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(RequestLimits, allowed_hosts=list(allowed_hosts), body_timeout=body_timeout)  # outermost
     return app
 
 
@@ -196,14 +215,11 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
-def _add_body_limit(app: FastAPI) -> None:
+def _add_json_check(app: FastAPI) -> None:
+    """415 for a POST to the API whose body is not declared as JSON (the size, Host and headers
+    are checked before, by qkv.serve.limits.RequestLimits)."""
     @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            return error_response(
-                f"the request body is larger than {MAX_BODY_BYTES} bytes; send fewer or shorter texts", 413
-            )
+    async def json_only(request: Request, call_next):
         if request.method == "POST" and request.url.path.startswith("/v1/") and not _is_json(request):
             kind = request.headers.get("content-type") or "none"
             return error_response(
@@ -219,20 +235,36 @@ def _is_json(request: Request) -> bool:
 
 
 def serve(run_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",
-          engine: str = "qkv", ct2_model: str | os.PathLike | None = None) -> None:
-    """Load `run_dir` and serve it with uvicorn until Ctrl-C (translating on `engine`)."""
+          engine: str = "qkv", ct2_model: str | os.PathLike | None = None, allow_hosts: Iterable[str] = (),
+          timeout: float = BODY_TIMEOUT) -> None:
+    """Load `run_dir` and serve it with uvicorn until Ctrl-C (translating on `engine`). It answers
+    requests whose Host is a loopback name or `host`, with `port`, or one of `allow_hosts`; request
+    headers and bodies each have `timeout` seconds to arrive."""
     import uvicorn
 
     from qkv.text import check_engine
 
     check_engine(engine, ct2_model)
-    app = create_app(run_dir, ct2_model)
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise QkvError(f"--timeout must be a positive number of seconds, not {timeout:g}")
+    hosts = serving_hosts(host, port, allow_hosts)
+    app = create_app(run_dir, ct2_model, allowed_hosts=hosts, body_timeout=timeout)
     _check_bindable(host, port)
     if not _is_loopback(host):
-        print(f"warning: serving on {host}: anyone who can reach this machine can use the model")
+        print(f"warning: serving on {host}: anyone who can reach this machine can use the model; "
+              f"it answers to Host {', '.join(hosts)} (add names with --allow-host)")
     print(f"qkv: {app.state.engine.kind} model from {run_dir} on {app.state.engine.engine}; "
           f"open http://{_url_host(host)}:{port}/")
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    uvicorn.Server(server_config(app, host, port, log_level, timeout)).run()
+
+
+def server_config(app: Any, host: str, port: int, log_level: str = "info", timeout: float = HEADER_TIMEOUT) -> Any:
+    """uvicorn's configuration for `app`: the h11 parser with a header timeout of `timeout` s and
+    request heads of at most MAX_HEADER_BYTES (a larger one gets 400), idle keep-alive 5 s."""
+    import uvicorn
+
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level, http=protocol(timeout),
+                          h11_max_incomplete_event_size=MAX_HEADER_BYTES, timeout_keep_alive=5)
 
 
 def _check_bindable(host: str, port: int) -> None:
