@@ -37,7 +37,8 @@ from qkv.config import MODEL_RANGES, ModelConfig
 from qkv.entry import run_main
 from qkv.machine import cpu_has_fast_bf16, cpu_name
 from qkv.model import build_model
-from qkv.run import RunDir
+from qkv.interop.ct2 import export_ct2
+from qkv.run import RunDir, load_run, save_weights
 from qkv.tokenizers import CharTokenizer
 from qkv.run import save_run
 from qkv.run import DATA_RANGES, TRAIN_RANGES, DataConfig, TrainConfig
@@ -127,6 +128,12 @@ def _finite_checkpoint(out: Path) -> Callable[[], str | None]:
     return check
 
 
+def _flip_bit(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) * 3 // 4] ^= 4
+    path.write_bytes(bytes(data))
+
+
 def other_cases(root: Path) -> list[Case]:
     mt, lm = str(tiny_run(root / "mt")), str(tiny_run(root / "lm", "decoder-only"))
     (root / "file").write_text("x")
@@ -142,6 +149,14 @@ def other_cases(root: Path) -> list[Case]:
     weights = load_file(RunDir(nan).weights())
     save_file({k: torch.full_like(v, float("nan")) for k, v in weights.items()}, RunDir(nan).weights(),
               metadata={"format": "pt"})
+    flipped_weights, flipped_tok = Path(tiny_run(root / "flip-w")), Path(tiny_run(root / "flip-t"))
+    _flip_bit(RunDir(flipped_weights).weights())        # one bit in the tensor data
+    _flip_bit(RunDir(flipped_tok).tokenizer)
+    other = load_run(tiny_run(root / "other"))          # the same vocabulary, other weights
+    with torch.no_grad():
+        next(other.model.parameters()).add_(1.0)
+    save_weights(other.dir.weights(), other.model)
+    ct2_of_mt = export_ct2(mt, root / "mt-ct2")
     huge = Path(tiny_run(root / "huge"))           # a hand-edited config.toml: positions for 10**12 tokens
     config = RunDir(huge).config.read_text()
     RunDir(huge).config.write_text(config.replace("max_len = ", "max_len = 1000000000000  # ", 1))
@@ -174,6 +189,10 @@ def other_cases(root: Path) -> list[Case]:
         Case("translate corrupt weights", ["translate", "-m", str(broken), "abc"]),
         Case("translate weights metadata not JSON", ["translate", "-m", str(meta), "abc"]),
         Case("translate NaN weights", ["translate", "-m", str(nan), "abc"]),
+        Case("translate one flipped bit in model.safetensors", ["translate", "-m", str(flipped_weights), "abc"]),
+        Case("translate one flipped bit in tokenizer.json", ["translate", "-m", str(flipped_tok), "abc"]),
+        Case("translate --engine ct2 with another run's export",
+             ["translate", "-m", str(other.path), "--engine", "ct2", "--ct2-model", str(ct2_of_mt), "abc"]),
         Case("generate with a translation model", ["generate", "-m", mt, "--prompt", "ab"]),
         Case("generate --prompt lone surrogate", ["generate", "-m", lm, "--prompt", surrogate]),
         Case("generate --temperature nan", ["generate", "-m", lm, "--temperature", "nan"]),

@@ -217,13 +217,15 @@ class Explanation:
 # --- loading and training -----------------------------------------------------------------------
 
 
-def load(path: str | os.PathLike[str], device: str | torch.device = "cpu", weights: str = "model") -> Run:
+def load(path: str | os.PathLike[str], device: str | torch.device = "cpu", weights: str = "model",
+         verify: bool = True) -> Run:
     """Load a run directory (what `qkv train` wrote): config, tokenizers, the model in eval mode.
 
     weights: "model" (the best checkpoint), "last" or "averaged". Anything missing or broken is
-    one `qkv.CheckpointError` that says which file and what to do.
+    one `qkv.CheckpointError` that says which file and what to do. verify=False loads files whose
+    recorded hash no longer matches (edited on purpose; QKV_NO_VERIFY=1 does the same).
     """
-    return Run.of(home.load_run(path, device=device, weights=weights))
+    return Run.of(home.load_run(path, device=device, weights=weights, verify=verify))
 
 
 def train(config: Any = "reverse", out: str | os.PathLike[str] | None = None, *,

@@ -92,7 +92,7 @@ def check_engine(engine: str, ct2_model: str | os.PathLike | None) -> None:
 def translation_backend(run, engine: str = "qkv", ct2_model: str | os.PathLike | None = None) -> SearchBackend | None:
     """The search backend that `--engine` names for a translation run: None for qkv (the run's own
     PyTorch model), or a CTranslate2 translator over `ct2_model` (this run exported by
-    `qkv export --format ct2`; its vocabularies must be the run's). A language-model run is
+    `qkv export --format ct2`; its vocabularies and weights must be the run's). A language-model run is
     refused as by `translate_texts`."""
     check_engine(engine, ct2_model)
     require_arch(run, "encoder-decoder")
@@ -100,7 +100,8 @@ def translation_backend(run, engine: str = "qkv", ct2_model: str | os.PathLike |
         return None
     from qkv.search.ct2 import Ct2Translator, vocabulary
 
-    return Ct2Translator(ct2_model, vocabulary(run.src_tokenizer), vocabulary(run.tgt_tokenizer), run.cfg.max_len)
+    return Ct2Translator(ct2_model, vocabulary(run.src_tokenizer), vocabulary(run.tgt_tokenizer), run.cfg.max_len,
+                         weights_digest=getattr(run, "weights_digest", None))
 
 
 def translate_texts(run, texts: list[str], dcfg: DecodeConfig, batch_size: int = 32,

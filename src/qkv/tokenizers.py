@@ -81,10 +81,14 @@ class Tokenizer(ABC):
         """`encode` for many texts at once (BPE runs them in parallel)."""
         return [self.encode(t) for t in texts]
 
+    def to_bytes(self) -> bytes:
+        """The tokenizer's JSON file, as `save` writes it (`load_tokenizer` reads it)."""
+        data = {"qkv_tokenizer": FORMAT_VERSION, "kind": self.kind, **self.to_dict()}
+        return json.dumps(data, ensure_ascii=False).encode("utf-8")
+
     def save(self, path: str | os.PathLike) -> None:
         """Write the tokenizer as one JSON file, atomically."""
-        data = {"qkv_tokenizer": FORMAT_VERSION, "kind": self.kind, **self.to_dict()}
-        atomic_write_bytes(path, json.dumps(data, ensure_ascii=False).encode("utf-8"))
+        atomic_write_bytes(path, self.to_bytes())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Tokenizer:

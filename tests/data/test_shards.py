@@ -2,6 +2,7 @@
 
 import json
 import random
+import shutil
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from qkv.cli import main
 from qkv.data import shards
 from qkv.data.shards import PairShards, open_prepared, prepare_corpus, reservoir_sample
-from qkv.errors import DataError
+from qkv.errors import CheckpointError, DataError
 from qkv.training import train
 from qkv.training.inputs import MicroBatches, prepare
 from qkv.training.metrics import read_metrics
@@ -173,3 +174,44 @@ def test_ranks_take_disjoint_batches_of_one_stream(prepared, monkeypatch):
     assert [b for pair in pairs for b in pair] == single                  # rank r takes items r, r+2, ...
     assert ranks[0].state() == ranks[1].state() == one.state()
     assert ranks[0].state()["window"] > 0 and ranks[0].state()["epoch"] == 0
+
+
+def _shuffled_copy(corpus, out):
+    """The same sentences in another order: the same vocabulary, sizes and counts, other content."""
+    out.mkdir()
+    for split in ("train", "val"):
+        pairs = list(zip((corpus / f"{split}.de").read_text(encoding="utf-8").splitlines(),
+                         (corpus / f"{split}.en").read_text(encoding="utf-8").splitlines()))
+        random.Random(5).shuffle(pairs)
+        (out / f"{split}.de").write_text("".join(s + "\n" for s, _ in pairs), encoding="utf-8")
+        (out / f"{split}.en").write_text("".join(t + "\n" for _, t in pairs), encoding="utf-8")
+    return out
+
+
+def test_resume_refuses_a_corpus_prepared_again_from_other_text(prepared, corpus, tmp_path, monkeypatch):
+    config = {"model": TINY_MODEL, "train": dict(TINY_TRAIN, steps=2, checkpoint_every=2),
+              "data": translation_data(corpus, prepared=str(prepared))}
+    train(config, tmp_path / "run", quiet=True)
+    before = json.loads((prepared / "meta.json").read_text())
+    shutil.rmtree(prepared)
+    prepare_corpus(DataConfig(**translation_data(_shuffled_copy(corpus, tmp_path / "other"))), prepared)
+    after = json.loads((prepared / "meta.json").read_text())
+    assert after["tokenizer_sha256"] == before["tokenizer_sha256"] and after["counts"] == before["counts"]
+    assert after["fingerprint"] != before["fingerprint"]
+    with pytest.raises(CheckpointError, match="QKV_NO_VERIFY=1"):
+        train(None, tmp_path / "run", ["train.steps=3"], quiet=True, resume=True)
+    monkeypatch.setenv("QKV_NO_VERIFY", "1")                           # on purpose: continue on this one
+    assert train(None, tmp_path / "run", ["train.steps=3"], quiet=True, resume=True).steps == 3
+
+
+def test_a_prepared_directory_with_another_corpus_tokenizer_is_refused(prepared, tmp_path):
+    (tmp_path / "other_corpus").mkdir()
+    write_pairs(tmp_path / "other_corpus", seed=1)
+    prepare_corpus(DataConfig(**dict(translation_data(tmp_path / "other_corpus"), tokenizer="char")), tmp_path / "other")
+    for tokenizer in tmp_path.joinpath("other").glob("*tokenizer.json"):
+        shutil.copy(tokenizer, prepared / tokenizer.name)
+    with pytest.raises(DataError, match="not the one its corpus was encoded with"):
+        open_prepared(prepared)
+    (prepared / "train.src.bin").write_bytes((prepared / "train.src.bin").read_bytes()[:-2])
+    with pytest.raises(DataError, match="meta.json says"):
+        open_prepared(prepared)

@@ -213,3 +213,25 @@ def test_both_engines_refuse_a_language_model_the_same_way(exported, tmp_path, c
                                                                              for a in command[1:]]], exported, capsys)
     assert ours[0] == 2 and "is a language model" in ours[2] and "qkv generate" in ours[2]
     assert theirs == ours
+
+
+def test_an_export_of_another_runs_weights_is_refused(run, tmp_path, monkeypatch):
+    """Run B: run A's files with one weight changed (the same vocabulary): A's export is refused beside
+    B's weights in one line, and accepted beside A's."""
+    import shutil
+
+    from qkv import QkvError
+    from qkv.run import save_weights
+
+    export_run(run.path, "ct2", tmp_path / "a-ct2")
+    other = load_run(shutil.copytree(run.path, tmp_path / "b"))
+    with torch.no_grad():
+        next(other.model.parameters()).mul_(0.5)
+    save_weights(other.dir.weights(), other.model)
+    b = load_run(other.path)
+    with pytest.raises(QkvError, match="exported from other weights") as info:
+        translation_backend(b, "ct2", tmp_path / "a-ct2")
+    assert "\n" not in str(info.value)
+    assert translation_backend(load_run(run.path), "ct2", tmp_path / "a-ct2") is not None
+    monkeypatch.setenv("QKV_NO_VERIFY", "1")
+    assert translation_backend(b, "ct2", tmp_path / "a-ct2") is not None

@@ -233,6 +233,11 @@ def test_corrupt_run_files_give_one_line_errors(short_run, tmp_path, capsys):
     (broken / "train_state.pt").write_bytes(b"not a checkpoint")
     assert main(["train", "--resume", str(broken), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "\n" not in err      # the recorded hash catches it first
+    assert "train_state.pt does not match the hash recorded" in err
+    (broken / "integrity.json").unlink()                   # a run from before hashes: the file itself is read
+    assert main(["train", "--resume", str(broken), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "train_state.pt is corrupted" in err and "\n" not in err
     (broken / "config.toml").unlink()
     with pytest.raises(CheckpointError, match="config.toml is missing"):

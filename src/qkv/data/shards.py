@@ -3,7 +3,8 @@
 `qkv prepare` turns the [data] section of a config (parallel files, a multi30k-style directory,
 or monolingual text) into a *prepared directory*:
 
-    meta.json                    format, kind, token dtype, per-split counts, the sample size used
+    meta.json                    format, kind, token dtype, per-split counts, the sample size used,
+                                 each file's size and SHA-256 and the corpus fingerprint
     tokenizer.json               (or src_tokenizer.json + tgt_tokenizer.json)
     train.src.bin  train.tgt.bin token ids of every sentence, back to back (uint16 or uint32)
     train.src.idx  train.tgt.idx int64 offsets: sentence i is bin[idx[i] : idx[i + 1]]
@@ -28,10 +29,17 @@ shuffled, sorted by length and cut into token-budget batches (the length bucketi
 `qkv.data.batching.plan_batches`); only a batch's own sentences are read from disk when it is
 collated. A corpus of one window (up to 100k pairs by default) gets exactly the batches of the
 in-memory path. A language model draws random blocks from the memory-mapped sequence.
+
+Integrity: meta.json records every file's size and SHA-256 (hashed as it is written, at no extra
+read) and a *fingerprint* of the whole corpus: one hash over the kind, dtype, counts, file sizes,
+content and tokenizer hashes. Opening a prepared directory checks the file sizes and the tokenizer
+hashes (a tokenizer from another corpus is refused); training records the fingerprint in
+train_state.pt and `--resume` refuses a corpus prepared again at the same path from other text.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -148,9 +156,9 @@ def _prepare_pairs(data, out: Path, sample: int, seed: int, say) -> PrepareRepor
     src_tok, tgt_tok = pair_tokenizers(data, pairs)
     sampled = len(pairs)
     del pairs
-    save_tokenizers(out, src_tok, tgt_tok)
+    save_tokenizers(out, src_tok, tgt_tok, record=False)          # meta.json records their hashes
     dtype = _dtype_for(max(src_tok.vocab_size, tgt_tok.vocab_size))
-    counts, tokens = {}, {}
+    counts, tokens, hashes = {}, {}, {}
     for split, (src_path, tgt_path) in files.items():
         say(f"encoding {split}: {src_path} + {tgt_path}")
         with _ShardWriter(out / f"{split}.src", dtype) as src_w, _ShardWriter(out / f"{split}.tgt", dtype) as tgt_w:
@@ -158,7 +166,8 @@ def _prepare_pairs(data, out: Path, sample: int, seed: int, say) -> PrepareRepor
                 src_w.add(_encode(src_tok, [s for s, _ in chunk]))
                 tgt_w.add(_encode(tgt_tok, [t for _, t in chunk]))
         counts[split], tokens[split] = src_w.count, src_w.tokens + tgt_w.tokens
-    _write_meta(out, "translation", dtype, counts, tokens, sampled, data)
+        hashes.update(src_w.hashes() | tgt_w.hashes())
+    _write_meta(out, "translation", dtype, counts, tokens, sampled, data, hashes)
     return PrepareReport(out, "translation", counts, tokens, sampled)
 
 
@@ -177,7 +186,7 @@ def _prepare_text(data, out: Path, sample: int, seed: int, say) -> PrepareReport
     tok = train_tokenizer(data.tokenizer, lines, data.vocab_size, min_freq)
     sampled = len(lines)
     del lines
-    save_tokenizers(out, None, tok)
+    save_tokenizers(out, None, tok, record=False)                 # meta.json records its hash
     dtype = _dtype_for(tok.vocab_size)
     if data.valid_text:
         sources = {"train": (data.train_text, 0, None), "valid": (data.valid_text, 0, None)}
@@ -185,14 +194,15 @@ def _prepare_text(data, out: Path, sample: int, seed: int, say) -> PrepareReport
         size = Path(data.train_text).stat().st_size
         cut = int(size * (1.0 - data.valid_fraction))
         sources = {"train": (data.train_text, 0, cut), "valid": (data.train_text, cut, None)}
-    counts = {}
+    counts, hashes = {}, {}
     for split, (path, first, last) in sources.items():
         say(f"encoding {split}: {path}")
         with _TokenWriter(out / f"{split}.bin", dtype) as writer:
             for chunk in _text_chunks(path, first, last):
                 writer.add(_encode(tok, chunk))
         counts[split] = writer.tokens
-    _write_meta(out, "lm", dtype, counts, dict(counts), sampled, data)
+        hashes.update(writer.hashes())
+    _write_meta(out, "lm", dtype, counts, dict(counts), sampled, data, hashes)
     return PrepareReport(out, "lm", counts, dict(counts), sampled)
 
 
@@ -269,6 +279,7 @@ class _TokenWriter:
     def __init__(self, path: Path, dtype: np.dtype):
         self.path, self.dtype = path, dtype
         self.tokens = 0
+        self.digest = hashlib.sha256()
 
     def __enter__(self) -> _TokenWriter:
         self.file = open(self.path, "wb")
@@ -277,9 +288,14 @@ class _TokenWriter:
     def add(self, arrays: list[np.ndarray]) -> None:
         if not arrays:
             return
-        flat = np.concatenate(arrays).astype(self.dtype)
-        self.file.write(flat.tobytes())
-        self.tokens += len(flat)
+        flat = np.concatenate(arrays).astype(self.dtype).tobytes()
+        self.file.write(flat)
+        self.digest.update(flat)
+        self.tokens += len(flat) // self.dtype.itemsize
+
+    def hashes(self) -> dict[str, str]:
+        """File name -> SHA-256 of what was written."""
+        return {self.path.name: self.digest.hexdigest()}
 
     def __exit__(self, *exc) -> None:
         self.file.close()
@@ -296,21 +312,30 @@ class _ShardWriter(_TokenWriter):
     def __enter__(self) -> _ShardWriter:
         super().__enter__()
         self.idx = open(self.idx_path, "wb")
-        self.idx.write(np.zeros(1, dtype=np.int64).tobytes())
+        self.idx_digest = hashlib.sha256()
+        self._write_idx(np.zeros(1, dtype=np.int64).tobytes())
         return self
+
+    def _write_idx(self, data: bytes) -> None:
+        self.idx.write(data)
+        self.idx_digest.update(data)
 
     def add(self, arrays: list[np.ndarray]) -> None:
         lengths = np.fromiter((len(a) for a in arrays), dtype=np.int64, count=len(arrays))
-        self.idx.write((self.tokens + np.cumsum(lengths)).tobytes())
+        self._write_idx((self.tokens + np.cumsum(lengths)).tobytes())
         self.count += len(arrays)
         super().add(arrays)
+
+    def hashes(self) -> dict[str, str]:
+        return super().hashes() | {self.idx_path.name: self.idx_digest.hexdigest()}
 
     def __exit__(self, *exc) -> None:
         self.idx.close()
         super().__exit__(*exc)
 
 
-def _write_meta(out: Path, kind: str, dtype: np.dtype, counts, tokens, sampled: int, data) -> None:
+def _write_meta(out: Path, kind: str, dtype: np.dtype, counts, tokens, sampled: int, data,
+                hashes: dict[str, str]) -> None:
     meta = {
         "qkv_prepared": FORMAT_VERSION,
         "kind": kind,
@@ -319,8 +344,27 @@ def _write_meta(out: Path, kind: str, dtype: np.dtype, counts, tokens, sampled: 
         "tokens": tokens,
         "tokenizer": {"kind": data.tokenizer, "vocab_size": data.vocab_size, "min_freq": data.min_freq,
                       "shared_vocab": bool(data.shared_vocab), "sampled": sampled},
+        "files": {name: {"size": (out / name).stat().st_size, "sha256": digest}
+                  for name, digest in sorted(hashes.items())},
+        "tokenizer_sha256": _tokenizer_hashes(out),
     }
+    meta["fingerprint"] = fingerprint(meta)
     (out / META_FILE).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+
+
+def _tokenizer_hashes(path: Path) -> dict[str, str]:
+    """Tokenizer file name -> SHA-256, for the tokenizer file(s) in `path`."""
+    from qkv.run import RunDir, file_digest
+
+    return {p.name: file_digest(p.read_bytes()) for p in RunDir(path).tokenizer_files()}
+
+
+def fingerprint(meta: dict[str, Any]) -> str:
+    """One SHA-256 over what identifies a prepared corpus: kind, dtype, counts, every file's size
+    and hash, the tokenizer hashes (whatever of these meta.json holds)."""
+    keys = ("qkv_prepared", "kind", "dtype", "counts", "tokens", "files", "tokenizer_sha256")
+    identity = {k: meta.get(k) for k in keys}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode("utf-8")).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,6 +389,19 @@ class Prepared:
     def dtype(self) -> np.dtype:
         return np.dtype(self.meta["dtype"])
 
+    @property
+    def fingerprint(self) -> str:
+        """The corpus's fingerprint: recorded in meta.json, or (a corpus prepared before
+        fingerprints) computed from its counts, file sizes and tokenizer hashes."""
+        recorded = self.meta.get("fingerprint")
+        if isinstance(recorded, str):
+            return recorded
+        meta = dict(self.meta)
+        shards = sorted([*self.path.glob("*.bin"), *self.path.glob("*.idx")])
+        meta["files"] = {p.name: {"size": p.stat().st_size} for p in shards if p.is_file()}
+        meta["tokenizer_sha256"] = _tokenizer_hashes(self.path)
+        return fingerprint(meta)
+
 
 def open_prepared(path: str | os.PathLike) -> Prepared:
     """Read meta.json and the tokenizer(s) of a directory written by `qkv prepare`."""
@@ -363,12 +420,34 @@ def open_prepared(path: str | os.PathLike) -> Prepared:
     if version != FORMAT_VERSION:
         raise DataError(f"{path} has prepared-corpus format {version!r}; this qkv reads {FORMAT_VERSION}; "
                         f"prepare the corpus again")
+    _check_files(path, meta)
     if (path / SHARED_TOKENIZER).is_file():
         tgt = load_tokenizer(path / SHARED_TOKENIZER)
         src = None if kind == "lm" else tgt
     else:
         src, tgt = load_tokenizer(path / SRC_TOKENIZER), load_tokenizer(path / TGT_TOKENIZER)
     return Prepared(path, meta, src, tgt)
+
+
+def _check_files(path: Path, meta: dict[str, Any]) -> None:
+    """The files are those meta.json describes: each file's size, and the tokenizers' hashes (a
+    tokenizer copied from another corpus is refused). Unless QKV_NO_VERIFY=1."""
+    from qkv.run import verifying
+
+    if not verifying():
+        return
+    files = meta.get("files")
+    for name, entry in (files.items() if isinstance(files, dict) else ()):
+        size = entry.get("size") if isinstance(entry, dict) else None
+        actual = (path / name).stat().st_size if (path / name).is_file() else None
+        if size is not None and actual != size:
+            found = "missing" if actual is None else f"{actual:,} bytes"
+            raise DataError(f"{path / name} is {found}, but {META_FILE} says {size:,} bytes: the prepared "
+                            f"directory was changed or mixed with another; prepare the corpus again")
+    recorded = meta.get("tokenizer_sha256")
+    if isinstance(recorded, dict) and recorded != _tokenizer_hashes(path):
+        raise DataError(f"the tokenizer in {path} is not the one its corpus was encoded with ({META_FILE} "
+                        f"records another hash); copy back its own tokenizer or prepare the corpus again")
 
 
 def _memmap(path: Path, dtype) -> np.ndarray:

@@ -8,7 +8,8 @@ Transformer has a switch or a slot for every option qkv has (post-/pre-LN, ReLU/
 learned positions as an explicit table, sqrt(d_model) scaling, shared or separate embeddings,
 tied or untied output layer, no biases), so no option is refused and no detour through
 `transformers` is needed. The position table is written as qkv computes it (interleaved sin/cos).
-The vocabulary lists each id's token string, so ids map one to one.
+The vocabulary lists each id's token string, so ids map one to one. `qkv_source.json` records
+the SHA-256 of the weights exported, so that `--engine ct2` refuses the export beside another run.
 
 `quantize="int8"` stores the matrices as 8-bit integers with one scale per row: about 4x smaller
 and faster on CPU, at a small cost in accuracy (measure it with BLEU, see docs/interop.md).
@@ -19,6 +20,7 @@ through the one text pipeline (`qkv.text`, `backend=`).
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -27,8 +29,9 @@ import torch
 from torch import nn
 
 from qkv.errors import ConfigError
+from qkv.files import atomic_write_bytes
 from qkv.run.targets import check_ct2
-from qkv.search.ct2 import require_ctranslate2, vocabulary
+from qkv.search.ct2 import SOURCE_RECORD, require_ctranslate2, vocabulary
 
 QUANTIZATIONS = ("int8", "int8_float32", "int16", "float16", "bfloat16")
 
@@ -123,7 +126,11 @@ def export_ct2(run_dir: str | os.PathLike, out_dir: str | os.PathLike, quantize:
         raise ConfigError(f"unknown quantization {quantize!r}; choose one of {', '.join(QUANTIZATIONS)}")
     run = load_run(run_dir)
     check_ct2(run.cfg)
-    return write_ct2(run.model, vocabulary(run.src_tokenizer), vocabulary(run.tgt_tokenizer), out_dir, quantize)
+    out = write_ct2(run.model, vocabulary(run.src_tokenizer), vocabulary(run.tgt_tokenizer), out_dir, quantize)
+    if run.weights_digest is not None:      # which weights it came from: --engine ct2 checks it
+        record = {"weights_sha256": run.weights_digest, "run": str(Path(run_dir).resolve())}
+        atomic_write_bytes(out / SOURCE_RECORD, (json.dumps(record, indent=1) + "\n").encode("utf-8"))
+    return out
 
 
 def write_ct2(model: nn.Module, src_tokens: list[str], tgt_tokens: list[str], out_dir: str | os.PathLike,

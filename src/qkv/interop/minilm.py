@@ -26,16 +26,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
-from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from qkv.config import ModelConfig, load_toml
 from qkv.errors import CheckpointError, ConfigError, QkvError
-from qkv.files import atomic_write_bytes, save_toml
+from qkv.files import save_toml
 from qkv.model.layers import Embeddings
 from qkv.model.masks import padding_mask
 from qkv.model.transformer import Encoder
-from qkv.run import RunDir
+from qkv.run import RunDir, save_tensors
 
 KIND = "sentence-encoder"
 SOURCES = ("minilm",)
@@ -188,7 +187,7 @@ def import_minilm(out_dir: str | os.PathLike) -> Path:
     run_dir = RunDir(out)
     save_toml(run_dir.config, config)
     tokenizer.save(str(run_dir.tokenizer))
-    atomic_write_bytes(run_dir.weights(), save_safetensors({k: v.contiguous() for k, v in model.state_dict().items()}))
+    save_tensors(run_dir.weights(), {k: v.contiguous() for k, v in model.state_dict().items()}, {"format": "pt"})
     return out
 
 

@@ -20,6 +20,8 @@ from qkv.run.config import (
     parse_config,
 )
 from qkv.run.dir import (
+    NO_VERIFY_ENV,
+    file_digest,
     SHARED_TOKENIZER,
     SRC_TOKENIZER,
     TGT_TOKENIZER,
@@ -32,15 +34,22 @@ from qkv.run.dir import (
     load_weights,
     lock_run,
     refuse_to_replace_run,
+    read_recorded,
+    read_weights,
     save_run,
+    save_tensors,
     save_tokenizers,
     save_weights,
+    verifying,
+    weights_file_digest,
     weights_step,
+    write_recorded,
 )
 
 __all__ = [
     "DATA_RANGES", "PATH_KEYS", "SCHEDULES", "TRAIN_RANGES", "DataConfig", "RunConfig", "TrainConfig",
     "parse_config", "SHARED_TOKENIZER", "SRC_TOKENIZER", "TGT_TOKENIZER", "Run", "RunDir", "is_run_file",
     "load_run", "load_run_config", "load_tokenizers", "load_weights", "lock_run", "refuse_to_replace_run",
-    "save_run", "save_tokenizers", "save_weights", "weights_step",
+    "save_run", "save_tokenizers", "save_weights", "weights_step", "NO_VERIFY_ENV", "file_digest", "read_recorded", "read_weights",
+    "save_tensors", "verifying", "weights_file_digest", "write_recorded",
 ]

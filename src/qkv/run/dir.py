@@ -13,6 +13,7 @@
       training.png         the training curves (qkv plot)
       step-<N>.safetensors the last train.keep_checkpoints weights (for qkv average)
       averaged.safetensors their mean (qkv average)
+      integrity.json       the SHA-256 of train_state.pt and of the tokenizer file(s)
       .qkv-lock            held by the process training in the directory (one at a time)
 
 The names exist here only: everything else asks a `RunDir` (`RunDir(path).state`, `.weights("last")`).
@@ -24,6 +25,14 @@ then train_state.pt, which holds the same weights and is written last; a kill be
 leaves the previous train_state.pt, and resume continues from it exactly (rewriting
 last.safetensors to match).
 
+Integrity: every weights file carries the SHA-256 of its contents (`qkv_sha256` in its metadata,
+over the tensor bytes and the rest of the header); train_state.pt and the tokenizer file(s) have
+theirs in integrity.json, written before (the new hash beside the old one) and after the file, so a
+kill at any point leaves a file whose hash is recorded. Loading checks them: a file changed on disk
+(one flipped bit, a bad copy, an edit) is a one-line CheckpointError. A file edited on purpose
+loads with `QKV_NO_VERIFY=1` in the environment (or `load_run(..., verify=False)`); a run written
+before hashes were recorded loads as before, unchecked.
+
     save_run(run_dir, model, config, src_tokenizer, tgt_tokenizer)
     run = load_run(run_dir)          # run.model (eval mode), run.cfg, run.src_tokenizer, run.dir ...
 """
@@ -31,6 +40,7 @@ last.safetensors to match).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -59,6 +69,9 @@ STATE_FILE = "train_state.pt"
 METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "training.png"
 LOCK_FILE = ".qkv-lock"
+MANIFEST_FILE = "integrity.json"
+HASH_KEY = "qkv_sha256"          # a weights file's own hash, in its safetensors metadata
+NO_VERIFY_ENV = "QKV_NO_VERIFY"  # =1: load files whose hash does not match (edited on purpose)
 
 
 class _file:
@@ -92,6 +105,7 @@ class RunDir:
     metrics = _file(METRICS_FILE)        # one JSON object per logged step or validation
     plot = _file(PLOT_FILE)              # the training curves
     lock_file = _file(LOCK_FILE)         # held by the process training here
+    manifest = _file(MANIFEST_FILE)      # the hashes of train_state.pt and the tokenizer file(s)
     tokenizer = _file(SHARED_TOKENIZER)  # the one tokenizer of a language model, or of both sides
 
     def weights(self, name: str = BEST) -> Path:
@@ -128,6 +142,14 @@ class RunDir:
     def write_config(self, config: dict[str, Any]) -> None:
         save_toml(self.config, config)
 
+    def write_state(self, data: bytes) -> None:
+        """Write train_state.pt (atomically) and record its hash."""
+        write_recorded(self.state, data)
+
+    def read_state(self, verify: bool = True) -> bytes:
+        """The bytes of train_state.pt, checked against its recorded hash."""
+        return read_recorded(self.state, verify)
+
     def lock(self, create: bool = True) -> contextlib.AbstractContextManager[None]:
         """Hold the directory's lock while training in it (see `lock_run`)."""
         return lock_run(self.path, create)
@@ -143,6 +165,7 @@ class Run:
     model: nn.Module                # in eval mode, on the requested device
     src_tokenizer: Any | None
     tgt_tokenizer: Any
+    weights_digest: str | None = None   # the SHA-256 of the weights loaded (see `weights_digest`)
 
     @property
     def device(self) -> torch.device:
@@ -185,7 +208,35 @@ def save_weights(path: str | os.PathLike[str], model: nn.Module, step: int | Non
         metadata["qkv_model_config"] = json.dumps(cfg.to_dict(), sort_keys=True)
     if step is not None:
         metadata["qkv_step"] = str(step)
-    atomic_write_bytes(path, save_safetensors(_unique_state(model), metadata=metadata))
+    save_tensors(path, _unique_state(model), metadata)
+
+
+def save_tensors(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Write `tensors` as a safetensors file (atomically) whose metadata holds its own hash."""
+    atomic_write_bytes(path, encode_weights(tensors, metadata))
+
+
+def encode_weights(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """The safetensors bytes of `tensors`, with `qkv_sha256` (see `weights_digest`) in the metadata."""
+    metadata = {k: v for k, v in metadata.items() if k != HASH_KEY}
+    raw = save_safetensors(tensors, metadata=metadata)
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    data = memoryview(raw)[8 + n :]
+    header.setdefault("__metadata__", {})[HASH_KEY] = weights_digest(header, data)
+    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)          # the tensor data stays 8-byte aligned, as safetensors writes it
+    return len(text).to_bytes(8, "little") + text + data
+
+
+def weights_digest(header: dict[str, Any], data: bytes | memoryview) -> str:
+    """The SHA-256 of a safetensors file's contents: its header (as canonical JSON, without the
+    hash itself) and its tensor bytes. Any changed bit changes it."""
+    canonical = dict(header)
+    canonical["__metadata__"] = {k: v for k, v in (header.get("__metadata__") or {}).items() if k != HASH_KEY}
+    digest = hashlib.sha256(json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode("utf-8"))
+    digest.update(data)
+    return digest.hexdigest()
 
 
 def weights_step(path: str | os.PathLike[str]) -> int | None:
@@ -201,20 +252,12 @@ def weights_step(path: str | os.PathLike[str]) -> int | None:
         return None
 
 
-def load_weights(path: str | os.PathLike[str], model: nn.Module) -> None:
-    """Load safetensors weights into `model`, with a one-line error naming what does not fit."""
+def load_weights(path: str | os.PathLike[str], model: nn.Module, verify: bool = True) -> str:
+    """Load safetensors weights into `model`, with a one-line error naming what does not fit;
+    returns the file's SHA-256 (`weights_digest`). verify: check it against the recorded one."""
     path = Path(path)
     model = _unwrap(model)
-    if not path.is_file():
-        raise CheckpointError(f"weights file not found: {path}; train a model first or check the run directory")
-    try:
-        raw = path.read_bytes()
-        saved = load_safetensors(raw)
-        metadata = _read_metadata(raw)
-    except (SafetensorError, ValueError, OSError) as exc:
-        raise CheckpointError(
-            f"{path} is corrupted or not a safetensors file ({_short(exc)}); restore it or retrain"
-        ) from None
+    saved, metadata, digest = read_weights(path, verify)
     _check_saved_config(path, metadata, getattr(model, "cfg", None))
     expected = model.state_dict()
     by_storage: dict[tuple[int, int, tuple[int, ...]], list[str]] = {}
@@ -250,12 +293,49 @@ def load_weights(path: str | os.PathLike[str], model: nn.Module) -> None:
                 f"expects {want}; the checkpoint comes from a different architecture"
             )
     model.load_state_dict(state, strict=True)
+    return digest
 
 
-def _read_metadata(raw: bytes) -> dict[str, str]:
-    """The `__metadata__` table of a safetensors header (8-byte length, then JSON)."""
-    n = int.from_bytes(raw[:8], "little")
-    return json.loads(raw[8 : 8 + n]).get("__metadata__") or {}
+def read_weights(path: str | os.PathLike[str], verify: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, str], str]:
+    """The tensors of a safetensors file, its metadata (without the hash) and its SHA-256.
+
+    A file that records its hash (`qkv_sha256`) must still match it, unless verify=False or
+    QKV_NO_VERIFY=1; a file without one (written before hashes were recorded) is not checked."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"weights file not found: {path}; train a model first or check the run directory")
+    try:
+        raw = path.read_bytes()
+        n = int.from_bytes(raw[:8], "little")
+        header = json.loads(raw[8 : 8 + n]) if 2 <= n <= len(raw) - 8 else None
+        if not isinstance(header, dict):
+            raise ValueError("no safetensors header")
+        metadata = header.get("__metadata__") or {}
+        if not isinstance(metadata, dict):
+            raise ValueError("its metadata is not a table")
+        digest = weights_digest(header, memoryview(raw)[8 + n :])
+        recorded = metadata.get(HASH_KEY)
+        if recorded is not None and recorded != digest and verifying(verify):
+            raise CheckpointError(_changed(path))
+        saved = load_safetensors(raw)
+    except (SafetensorError, ValueError, OSError, UnicodeDecodeError) as exc:
+        raise CheckpointError(
+            f"{path} is corrupted or not a safetensors file ({_short(exc)}); restore it or retrain"
+        ) from None
+    return saved, {str(k): str(v) for k, v in metadata.items() if k != HASH_KEY}, digest
+
+
+def weights_file_digest(path: str | os.PathLike[str]) -> str | None:
+    """The SHA-256 recorded in a weights file (None: not recorded, missing or unreadable)."""
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if not 0 < n <= 100_000_000:
+                return None
+            value = json.loads(f.read(n))["__metadata__"][HASH_KEY]
+        return value if isinstance(value, str) else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _check_saved_config(path: Path, metadata: dict[str, str], cfg: Any) -> None:
@@ -300,30 +380,104 @@ def _short(exc: BaseException) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# Integrity: hashes recorded when a file is written, checked when it is read
+# ---------------------------------------------------------------------------------------------
+
+
+def verifying(verify: bool = True) -> bool:
+    """Whether hashes are checked: verify=True and QKV_NO_VERIFY is not set (to 1, true or yes)."""
+    return verify and os.environ.get(NO_VERIFY_ENV, "").strip().lower() not in ("1", "true", "yes")
+
+
+def file_digest(data: bytes | memoryview) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _changed(path: Path) -> str:
+    return (f"{path} does not match the hash recorded when it was written (changed on disk: a damaged or "
+            f"mixed-up copy, or an edit); restore the file, or set {NO_VERIFY_ENV}=1 to load a file "
+            f"edited on purpose")
+
+
+def _read_manifest(directory: Path) -> dict[str, list[str]]:
+    """The recorded hashes of integrity.json: file name -> accepted SHA-256s ({} when there is none)."""
+    path = directory / MANIFEST_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_bytes())
+        table = data["sha256"]
+        if not isinstance(table, dict) or not all(
+                isinstance(v, list) and all(isinstance(h, str) for h in v) for v in table.values()):
+            raise ValueError("not a table of hash lists")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path} is corrupted ({_short(exc)}); delete it to load the run without "
+                              f"its integrity checks") from None
+    return {str(k): list(v) for k, v in table.items()}
+
+
+def _write_manifest(directory: Path, table: dict[str, list[str]]) -> None:
+    data = {"qkv_integrity": 1, "sha256": table}
+    atomic_write_bytes(directory / MANIFEST_FILE, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
+
+
+def write_recorded(path: Path, data: bytes) -> None:
+    """Write `path` atomically with its hash in the directory's integrity.json: first the new hash
+    beside the old one, then the file, then the new hash alone, so that a kill at any point leaves
+    a file whose hash is recorded."""
+    digest = file_digest(data)
+    try:
+        table = _read_manifest(path.parent)
+    except CheckpointError:
+        table = {}                               # a damaged manifest is replaced
+    old = table.get(path.name, [])
+    if digest not in old:
+        table[path.name] = old[-1:] + [digest]
+        _write_manifest(path.parent, table)
+    atomic_write_bytes(path, data)
+    if table.get(path.name) != [digest]:
+        table[path.name] = [digest]
+        _write_manifest(path.parent, table)
+
+
+def read_recorded(path: Path, verify: bool = True) -> bytes:
+    """The bytes of `path`, checked against the hash integrity.json records for it (none recorded:
+    not checked). A mismatch is a one-line CheckpointError."""
+    data = path.read_bytes()
+    if verifying(verify):
+        accepted = _read_manifest(path.parent).get(path.name)
+        if accepted is not None and file_digest(data) not in accepted:
+            raise CheckpointError(_changed(path))
+    return data
+
+
+# ---------------------------------------------------------------------------------------------
 # Tokenizers
 # ---------------------------------------------------------------------------------------------
 
 
-def save_tokenizers(run_dir: Path, src_tokenizer: Any | None, tgt_tokenizer: Any) -> None:
-    """tokenizer.json when one tokenizer serves both sides (or a language model), else two files."""
+def save_tokenizers(run_dir: Path, src_tokenizer: Any | None, tgt_tokenizer: Any, record: bool = True) -> None:
+    """tokenizer.json when one tokenizer serves both sides (or a language model), else two files;
+    each written atomically, its hash in integrity.json (record=False: not recorded there)."""
+    write = write_recorded if record else atomic_write_bytes
     if src_tokenizer is None or src_tokenizer is tgt_tokenizer:
-        tgt_tokenizer.save(run_dir / SHARED_TOKENIZER)          # Tokenizer.save is atomic
+        write(Path(run_dir) / SHARED_TOKENIZER, tgt_tokenizer.to_bytes())
     else:
-        src_tokenizer.save(run_dir / SRC_TOKENIZER)
-        tgt_tokenizer.save(run_dir / TGT_TOKENIZER)
+        write(Path(run_dir) / SRC_TOKENIZER, src_tokenizer.to_bytes())
+        write(Path(run_dir) / TGT_TOKENIZER, tgt_tokenizer.to_bytes())
 
 
-def load_tokenizers(run_dir: Path, cfg: ModelConfig) -> tuple[Any | None, Any]:
-    """(src_tokenizer, tgt_tokenizer) of a run; src is None for a decoder-only model."""
-    from qkv.tokenizers import load_tokenizer
-
+def load_tokenizers(run_dir: Path, cfg: ModelConfig, verify: bool = True) -> tuple[Any | None, Any]:
+    """(src_tokenizer, tgt_tokenizer) of a run; src is None for a decoder-only model. Each file
+    is checked against its hash in integrity.json (see `read_recorded`)."""
+    run_dir = Path(run_dir)
     shared = run_dir / SHARED_TOKENIZER
     if shared.is_file():
-        tgt = _load_one(load_tokenizer, shared)
+        tgt = _load_one(shared, verify)
         src = None if cfg.arch == "decoder-only" else tgt
     elif (run_dir / SRC_TOKENIZER).is_file() and (run_dir / TGT_TOKENIZER).is_file():
-        src = _load_one(load_tokenizer, run_dir / SRC_TOKENIZER)
-        tgt = _load_one(load_tokenizer, run_dir / TGT_TOKENIZER)
+        src = _load_one(run_dir / SRC_TOKENIZER, verify)
+        tgt = _load_one(run_dir / TGT_TOKENIZER, verify)
     else:
         raise CheckpointError(
             f"{run_dir} has no tokenizer: expected {SHARED_TOKENIZER} or {SRC_TOKENIZER} + {TGT_TOKENIZER}"
@@ -334,10 +488,15 @@ def load_tokenizers(run_dir: Path, cfg: ModelConfig) -> tuple[Any | None, Any]:
     return src, tgt
 
 
-def _load_one(load_tokenizer: Any, path: Path) -> Any:
+def _load_one(path: Path, verify: bool) -> Any:
+    from qkv.tokenizers import load_tokenizer
+
     try:
+        read_recorded(path, verify)
         return load_tokenizer(path)
     except QkvError as exc:
+        if isinstance(exc, CheckpointError):
+            raise
         raise CheckpointError(f"cannot load tokenizer {path}: {_short(exc)}") from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{path} is corrupted or not a qkv tokenizer ({_short(exc)})") from None
@@ -384,23 +543,26 @@ def save_run(
     return run_dir
 
 
-def load_run(run_dir: str | os.PathLike[str], device: str | torch.device = "cpu", weights: str = "model") -> Run:
+def load_run(run_dir: str | os.PathLike[str], device: str | torch.device = "cpu", weights: str = "model",
+             verify: bool = True) -> Run:
     """Load a run directory: config, tokenizer(s) and `<weights>.safetensors` (eval mode).
 
-    weights: "model" (the best checkpoint) or "last" (the latest). Anything missing, corrupted
-    or inconsistent raises CheckpointError with a one-line message naming the file.
+    weights: "model" (the best checkpoint), "last", "averaged" or "step-<N>". Anything missing,
+    corrupted or inconsistent raises CheckpointError with a one-line message naming the file.
+    verify=False (or QKV_NO_VERIFY=1) loads files whose recorded hash no longer matches (edited
+    on purpose); see the module's note on integrity.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"run directory not found: {run_dir}; train one with `qkv train --out {run_dir} ...`")
     config = load_run_config(run_dir)
     cfg = _model_config(run_dir, config)
-    src_tok, tgt_tok = load_tokenizers(run_dir, cfg)
+    src_tok, tgt_tok = load_tokenizers(run_dir, cfg, verify)
     check_model_fits(cfg)                   # built on the CPU, then moved
     model = build_model(cfg)
-    load_weights(RunDir(run_dir).weights(weights), model)
+    digest = load_weights(RunDir(run_dir).weights(weights), model, verify)
     model.to(device).eval()
-    return Run(run_dir, config, cfg, model, src_tok, tgt_tok)
+    return Run(run_dir, config, cfg, model, src_tok, tgt_tok, digest)
 
 
 def is_run_file(path: str | os.PathLike[str]) -> bool:

@@ -27,6 +27,8 @@ from typing import Any
 from qkv.errors import ConfigError, QkvError
 from qkv.search import DecodeConfig, Hypothesis, length_penalty, output_limits
 
+SOURCE_RECORD = "qkv_source.json"   # in an export: the SHA-256 of the run weights it was made from
+
 
 def require_ctranslate2() -> Any:
     """The `ctranslate2` module, or a one-line error saying how to install it."""
@@ -93,17 +95,19 @@ class Ct2Translator:
     """A CTranslate2 model that takes and returns qkv token ids (a search backend)."""
 
     def __init__(self, model_dir: str | os.PathLike, src_tokens: list[str], tgt_tokens: list[str], max_len: int,
-                 compute_type: str = "auto", threads: int = 0):
+                 compute_type: str = "auto", threads: int = 0, weights_digest: str | None = None):
         """`src_tokens`/`tgt_tokens`: every id's token string (`vocabulary`); `max_len`: the model's
         max_len (output limits are capped by it, as in qkv's search); `compute_type`: "auto"
         (`compute_type_for_machine`) or a CTranslate2 compute type; `threads`: intra-op threads,
-        0 for `default_threads()`."""
+        0 for `default_threads()`; `weights_digest`: the SHA-256 of the run's weights (`Run.weights_digest`),
+        refused when the export records other weights."""
         ctranslate2 = require_ctranslate2()
         model_dir = Path(model_dir)
         if not (model_dir / "model.bin").is_file():
             raise QkvError(f"{model_dir} is not a CTranslate2 model (no model.bin); "
                            f"create it with `qkv export --format ct2 --out {model_dir}`")
         _check_vocabularies(model_dir, src_tokens, tgt_tokens)
+        _check_source(model_dir, weights_digest)
         self.translator = ctranslate2.Translator(str(model_dir), device="cpu",
                                                  compute_type=compute_type_for_machine(compute_type),
                                                  intra_threads=threads or default_threads())
@@ -167,3 +171,18 @@ def _check_vocabularies(model_dir: Path, src_tokens: list[str], tgt_tokens: list
         if path.is_file() and _read_json(path, []) != expected[name]:
             raise QkvError(f"{model_dir} was exported from another model (its {name} vocabulary differs from "
                            f"this run's); export this run with `qkv export --format ct2 --out DIR`")
+
+
+def _check_source(model_dir: Path, weights_digest: str | None) -> None:
+    """A one-line error when the export records other weights than the run's (another run of the
+    same vocabulary, or the run trained further since). An export without the record (made before
+    it was written) or a run whose digest is unknown is not checked; QKV_NO_VERIFY=1 skips it."""
+    from qkv.run import verifying
+
+    record = _read_json(model_dir / SOURCE_RECORD)
+    recorded = record.get("weights_sha256") if isinstance(record, dict) else None
+    if weights_digest is None or not isinstance(recorded, str) or recorded == weights_digest or not verifying():
+        return
+    source = record.get("run", "another run")
+    raise QkvError(f"{model_dir} was exported from other weights ({source}) than this run's; export this run "
+                   f"with `qkv export --model RUN --format ct2 --out DIR` and use that DIR")

@@ -14,12 +14,9 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save as save_safetensors
 
-from qkv.files import atomic_write_bytes
 from qkv.errors import CheckpointError, ConfigError
-from qkv.run import RunDir
+from qkv.run import RunDir, read_weights, save_tensors
 
 def average_checkpoints(run_dir: str | os.PathLike, last: int, out: str | os.PathLike | None = None) -> Path:
     """Average the newest `last` step-<N>.safetensors of `run_dir`; returns the file written."""
@@ -46,13 +43,11 @@ def average_checkpoints(run_dir: str | os.PathLike, last: int, out: str | os.Pat
     dtypes, _ = _read(paths[-1])
     mean = {name: (t / last).to(dtypes[name].dtype).contiguous() for name, t in total.items()}
     target = Path(out) if out is not None else RunDir(run_dir).weights("averaged")
-    atomic_write_bytes(target, save_safetensors(mean, metadata=metadata))
+    save_tensors(target, mean, metadata)                   # with its own hash
     return target
 
 
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path} is corrupted or not a safetensors file ({exc}); delete it or retrain") from None
+    """A step file's tensors and metadata, checked against its recorded hash."""
+    tensors, metadata, _ = read_weights(path)
+    return tensors, metadata

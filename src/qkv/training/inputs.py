@@ -39,6 +39,7 @@ class Inputs:
     valid: Seq2SeqBatches | LMBlocks
     valid_pairs: list[tuple[str, str]]          # seq2seq: raw (source, reference) for decoding
     dropped: int = 0                            # training pairs left out as too long
+    fingerprint: str | None = None              # a prepared corpus's fingerprint (qkv.data.shards)
 
     @property
     def is_lm(self) -> bool:
@@ -167,7 +168,7 @@ def _prepared_inputs(data: DataConfig, batch_tokens: int, seed: int, model_max_l
             kind="lm", src_tokenizer=None, tgt_tokenizer=tgt_tok,
             train=TokenShard(prepared.path / "train.bin", prepared.dtype, data.block_size, seed),
             valid=TokenShard(prepared.path / "valid.bin", prepared.dtype, data.block_size, seed),
-            valid_pairs=[],
+            valid_pairs=[], fingerprint=prepared.fingerprint,
         )
     limit = min(data.max_tokens, model_max_len - 1)
     train = PairShards(prepared, "train", limit, batch_tokens, seed)
@@ -179,7 +180,7 @@ def _prepared_inputs(data: DataConfig, batch_tokens: int, seed: int, model_max_l
         kind="seq2seq", src_tokenizer=src_tok, tgt_tokenizer=tgt_tok, train=train,
         valid=Seq2SeqBatches([v_src[i] for i in v_keep], [v_tgt[i] for i in v_keep], batch_tokens, seed),
         valid_pairs=[(src_tok.decode(v_src[i]), tgt_tok.decode(v_tgt[i])) for i in v_keep],
-        dropped=len(train) - train.kept,
+        dropped=len(train) - train.kept, fingerprint=prepared.fingerprint,
     )
 
 

@@ -33,7 +33,6 @@ import torch
 from torch import nn
 
 from qkv.config import ModelConfig
-from qkv.files import atomic_write_bytes
 from qkv.errors import CheckpointError, ConfigError, TrainingError
 from qkv.fast.dropout import use_fast_dropout
 from qkv.run.targets import describe_targets
@@ -42,6 +41,7 @@ from qkv.run.fits import check_model_fits
 from qkv.model import build_model
 from qkv.training import distributed
 from qkv.run import (
+    NO_VERIFY_ENV,
     RunConfig,
     RunDir,
     load_run_config,
@@ -50,6 +50,7 @@ from qkv.run import (
     lock_run,
     save_run,
     save_weights,
+    verifying,
     weights_step,
 )
 from qkv.training.inputs import Inputs, MicroBatches, prepare
@@ -453,9 +454,11 @@ class Trainer:
             "best": self.best,
             "bad_evals": self.bad_evals,
         }
+        if self.inputs.fingerprint is not None:
+            state["corpus"] = self.inputs.fingerprint      # resume checks that the prepared corpus is the same
         buf = io.BytesIO()
         torch.save(state, buf)
-        atomic_write_bytes(self.dir.state, buf.getvalue())
+        self.dir.write_state(buf.getvalue())
         self._saved_step = self.step
 
     def _keep_step_weights(self) -> None:
@@ -468,8 +471,9 @@ class Trainer:
         path = self.dir.state
         if not path.is_file():
             raise CheckpointError(f"{path} is missing: nothing to resume; start the run without --resume")
+        data = self.dir.read_state()              # checked against its recorded hash
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             if "model" in state:
@@ -477,6 +481,7 @@ class Trainer:
         except Exception as exc:  # pickle/zip errors of a torn or foreign file, or a mismatched optimizer
             raise CheckpointError(f"{path} is corrupted or from another model ({_first_line(exc)}); "
                                   f"start a new run or restore the file") from None
+        self._check_corpus(state.get("corpus"))
         step = state["step"]
         last = self.dir.weights("last")
         if "model" not in state:                # written before train_state.pt held the weights
@@ -495,6 +500,18 @@ class Trainer:
         torch.set_rng_state(state["rng"]["torch"])
         if state["rng"]["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+
+    def _check_corpus(self, recorded: str | None) -> None:
+        """Resume only on the prepared corpus the run was trained on (its fingerprint: file sizes,
+        counts, content and tokenizer hashes), unless QKV_NO_VERIFY=1 says it changed on purpose."""
+        current = self.inputs.fingerprint
+        if recorded is None or current is None or recorded == current or not verifying():
+            return
+        raise CheckpointError(
+            f"{self.dc.prepared} is not the prepared corpus this run was trained on (its fingerprint changed: "
+            f"prepared again, from other text?); resume with that corpus, start a new run, or set "
+            f"{NO_VERIFY_ENV}=1 to continue on this one on purpose"
+        )
 
     def _drop_later_files(self, step: int) -> None:
         """Undo what a killed run wrote after its last complete checkpoint: last.safetensors goes
