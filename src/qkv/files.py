@@ -163,12 +163,16 @@ def atomic_directory(out: str | os.PathLike, what: str = "directory",
         raise output_error(out, exc, what) from None
     try:
         yield tmp
-        if out.is_dir():
+        if out.is_dir() and not out.is_symlink() and any(out.iterdir()):
+            if not (replaceable and replaceable(out)):       # e.g. another process wrote it meanwhile
+                raise OutputError(f"{what} {out} was filled by someone else meanwhile; choose another --out")
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
             os.replace(out, old / out.name)
             os.replace(tmp, out)
             shutil.rmtree(old, ignore_errors=True)
         else:
+            if out.is_dir() and not out.is_symlink():
+                out.rmdir()
             os.replace(tmp, out)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)

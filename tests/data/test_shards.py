@@ -173,3 +173,20 @@ def test_ranks_take_disjoint_batches_of_one_stream(prepared, monkeypatch):
     assert [b for pair in pairs for b in pair] == single                  # rank r takes items r, r+2, ...
     assert ranks[0].state() == ranks[1].state() == one.state()
     assert ranks[0].state()["window"] > 0 and ranks[0].state()["epoch"] == 0
+
+
+def test_prepare_to_a_file_or_a_full_disk_is_one_line_and_leaves_nothing(corpus, tmp_path, monkeypatch):
+    from qkv.errors import OutputError
+
+    (tmp_path / "file").write_text("mine")
+    with pytest.raises(OutputError, match="is a file"):
+        prepare_corpus(DataConfig(**translation_data(corpus)), tmp_path / "file")
+    assert (tmp_path / "file").read_text() == "mine"
+
+    def full(self, arrays):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(shards._TokenWriter, "add", full)
+    with pytest.raises(OutputError, match="No space left on device; free some space"):
+        prepare_corpus(DataConfig(**translation_data(corpus)), tmp_path / "p")
+    assert not (tmp_path / "p").exists() and not list(tmp_path.glob(".p.*"))
