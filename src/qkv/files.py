@@ -18,6 +18,7 @@ import contextlib
 import errno
 import io
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -176,9 +177,24 @@ def atomic_directory(out: str | os.PathLike, what: str = "directory",
             os.replace(tmp, out)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(exc, OSError) and not isinstance(exc, OutputError):
-            raise output_error(out, exc, what) from None
+        found = _os_error(exc)
+        if found is not None:
+            raise output_error(out, found, what) from None
         raise
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    """The file-system error in `exc`: an OSError, or a library's error that carries one in its
+    message the way Rust and C++ libraries print it ("... (os error 28)")."""
+    if isinstance(exc, OutputError) or not isinstance(exc, Exception):
+        return None
+    if isinstance(exc, OSError):
+        return exc
+    match = re.search(r"os error (\d+)", str(exc))
+    if match and int(match.group(1)) in _ADVICE:
+        code = int(match.group(1))
+        return OSError(code, os.strerror(code))
+    return None
 
 
 def ensure_directory(path: str | os.PathLike, what: str = "directory") -> Path:

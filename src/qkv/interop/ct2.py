@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from qkv.errors import ConfigError
+from qkv.files import atomic_directory
 from qkv.run.targets import check_ct2
 from qkv.search.ct2 import require_ctranslate2, vocabulary
 
@@ -133,6 +134,11 @@ def write_ct2(model: nn.Module, src_tokens: list[str], tgt_tokens: list[str], ou
     spec.validate()
     spec.optimize(quantization=quantize)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    spec.save(str(out))
+    with atomic_directory(out, "CTranslate2 export", replaceable=is_ct2_export) as tmp:   # whole, or not at all
+        spec.save(str(tmp))
     return out
+
+
+def is_ct2_export(directory: Path) -> bool:
+    """Whether `directory` looks like a CTranslate2 model directory (a previous export, replaceable)."""
+    return (directory / "model.bin").is_file() and not (directory / "config.toml").exists()
