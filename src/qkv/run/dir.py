@@ -405,10 +405,26 @@ def load_run(run_dir: str | os.PathLike[str], device: str | torch.device = "cpu"
 
 def is_run_file(path: str | os.PathLike[str]) -> bool:
     """Whether `path` is an existing file that a qkv run keeps: in a directory holding config.toml,
-    the config itself, weights (*.safetensors), state (*.pt), a tokenizer (*.json) or the log."""
+    the config itself, weights (*.safetensors), state (*.pt), a tokenizer (*.json) or the log;
+    also when `path` is a symbolic link (or under one) that leads to such a file."""
     path = Path(path)
-    return (path.is_file() and (path.parent / CONFIG_FILE).is_file()
-            and (path.name == CONFIG_FILE or path.suffix in (".safetensors", ".pt", ".json", ".jsonl")))
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError):         # a link loop: nothing of a run's
+        return False
+    return any(p.is_file() and (p.parent / CONFIG_FILE).is_file()
+               and (p.name == CONFIG_FILE or p.suffix in (".safetensors", ".pt", ".json", ".jsonl"))
+               for p in (path, resolved))
+
+
+def refuse_run_file(path: str | os.PathLike[str], option: str = "--out") -> None:
+    """One line instead of writing over a file of a qkv run (directly or through a link), e.g.
+    `qkv plot RUN --out RUN/model.safetensors`."""
+    if is_run_file(path):
+        target = Path(path).resolve()
+        what = f"a link to {target}, " if target != Path(os.path.abspath(path)) else ""
+        raise OutputError(f"{option + ' ' if option else ''}{path} is {what}a file of the qkv run in {target.parent}; "
+                          f"write somewhere else")
 
 
 def refuse_to_replace_run(out_dir: str | os.PathLike[str], what: str) -> None:
