@@ -147,3 +147,15 @@ def test_directory_full_disk_leaves_nothing(tmp_path):
     with pytest.raises(OutputError, match="No space left"), atomic_directory(out, "export"):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     assert not out.exists() and leftovers(tmp_path) == []
+
+
+def test_a_device_is_written_in_place_not_replaced(tmp_path):
+    atomic_write_bytes("/dev/null", b"nothing")
+    assert Path("/dev/null").is_char_device()
+    if Path("/dev/full").is_char_device():
+        with pytest.raises(OutputError, match="No space left on device; free some space"):
+            atomic_write_bytes("/dev/full", b"x" * 10)
+        assert Path("/dev/full").is_char_device()
+    (tmp_path / "to-null").symlink_to("/dev/null")         # like /dev/stdout: a link to a device
+    atomic_write_bytes(tmp_path / "to-null", b"x")
+    assert (tmp_path / "to-null").is_symlink()

@@ -20,6 +20,7 @@ import io
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -69,7 +70,7 @@ def _new_mode(path: Path) -> int:
         st = os.lstat(path)
     except OSError:
         st = None
-    if st is not None and not os.path.islink(path) and (st.st_mode & 0o170000) == 0o100000:
+    if st is not None and stat.S_ISREG(st.st_mode):           # lstat: a link's target keeps its own
         return st.st_mode & 0o7777
     return 0o666 & ~current_umask()
 
@@ -83,6 +84,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> N
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"cannot write {path}: it is a directory; give a file name")
+    if _is_stream(path):
+        _write_stream(path, write)
+        return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -101,6 +105,24 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> N
         if isinstance(exc, OSError) and not isinstance(exc, OutputError):
             raise output_error(path, exc) from None
         raise
+
+
+def _is_stream(path: Path) -> bool:
+    """Whether `path` leads to a device, a pipe or a socket (/dev/stdout, /dev/null, a FIFO): those
+    are written in place, as a stream; replacing them with a file is never what was meant."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def _write_stream(path: Path, write: Callable[[BinaryIO], Any]) -> None:
+    try:
+        with open(path, "wb") as f:
+            write(f)
+    except OSError as exc:
+        raise output_error(path, exc) from None
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
