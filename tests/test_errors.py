@@ -395,3 +395,12 @@ def test_more_processes_than_the_machine_has_are_refused_before_any_starts(tmp_p
     too_many = max(2, os.cpu_count() or 1) + 1
     err = one_line_error(capsys, ["train", "--task", "reverse", "--processes", str(too_many), "--out", str(tmp_path / "r")])
     assert f"--processes must be between 1 and {too_many - 1}" in err and not (tmp_path / "r").exists()
+
+
+def test_a_lock_file_that_is_a_link_is_never_written_through(tmp_path):
+    run = tiny_run(tmp_path / "run")
+    weights = (run / "model.safetensors").read_bytes()
+    (run / LOCK_FILE).symlink_to(run / "model.safetensors")
+    with pytest.raises(CheckpointError, match="cannot lock"), lock_run(run):
+        pass
+    assert (run / "model.safetensors").read_bytes() == weights

@@ -478,7 +478,7 @@ def lock_run(run_dir: str | os.PathLike[str], create: bool = True) -> Iterator[N
         yield                                    # the trainer says "run directory not found"
         return
     try:
-        fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)   # never through a link
     except OSError as exc:
         raise CheckpointError(f"cannot lock {run_dir}: {exc.strerror or exc}") from None
     try:
