@@ -159,3 +159,18 @@ def test_a_device_is_written_in_place_not_replaced(tmp_path):
     (tmp_path / "to-null").symlink_to("/dev/null")         # like /dev/stdout: a link to a device
     atomic_write_bytes(tmp_path / "to-null", b"x")
     assert (tmp_path / "to-null").is_symlink()
+
+
+def test_a_run_and_a_directory_output_are_readable_by_others_under_umask_022(tmp_path):
+    from tests.serve_runs import tiny_run
+
+    old = os.umask(0o022)
+    try:
+        run = tiny_run(tmp_path / "run")
+        with atomic_directory(tmp_path / "export") as tmp:
+            atomic_write_bytes(tmp / "model.bin", b"x")
+    finally:
+        os.umask(old)
+    modes = {p.name: mode(p) for p in run.iterdir() if not p.name.startswith(".")}
+    assert modes and set(modes.values()) == {0o644}, modes
+    assert mode(tmp_path / "export") == 0o755 and mode(tmp_path / "export" / "model.bin") == 0o644
