@@ -174,3 +174,12 @@ def test_a_run_and_a_directory_output_are_readable_by_others_under_umask_022(tmp
     modes = {p.name: mode(p) for p in run.iterdir() if not p.name.startswith(".")}
     assert modes and set(modes.values()) == {0o644}, modes
     assert mode(tmp_path / "export") == 0o755 and mode(tmp_path / "export" / "model.bin") == 0o644
+
+
+def test_two_writers_of_one_directory_never_mix(tmp_path):
+    out = tmp_path / "prepared"
+    with pytest.raises(OutputError, match="meanwhile"), atomic_directory(out, "prepared corpus") as tmp:
+        (tmp / "mine").write_text("second")
+        out.mkdir()                                   # the first writer finished while this one worked
+        (out / "theirs").write_text("first")
+    assert [p.name for p in out.iterdir()] == ["theirs"] and leftovers(tmp_path) == []
