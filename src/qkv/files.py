@@ -71,7 +71,7 @@ def _new_mode(path: Path) -> int:
     except OSError:
         st = None
     if st is not None and stat.S_ISREG(st.st_mode):           # lstat: a link's target keeps its own
-        return st.st_mode & 0o7777
+        return st.st_mode & 0o777
     return 0o666 & ~current_umask()
 
 
