@@ -268,6 +268,10 @@ def output_cases(root: Path, mt: str, tiny: list[str]) -> list[Case]:
     lock_link.mkdir()
     (lock_link / ".qkv-lock").symlink_to(RunDir(victim).weights())
     (root / "prep.toml").write_text(f'[data]\nkind = "translation"\ndir = "{root / "nowhere"}"\nsrc_lang = "de"\ntgt_lang = "en"\n')
+    marked = root / "marked-demo"                           # looks like an earlier demo, behind a link
+    marked.mkdir()
+    (marked / ".qkv-demo").write_text("marked")
+    (links / "demo").symlink_to(marked)
     v, intact = str(victim), _intact(victim)
     cases = [
         Case("plot --out RUN/model.safetensors", ["plot", v, "--out", str(RunDir(v).weights())], check=intact),
@@ -284,6 +288,7 @@ def output_cases(root: Path, mt: str, tiny: list[str]) -> list[Case]:
              check=intact),
         Case("average --out LINK to RUN/model.safetensors", ["average", v, "--last", "2", "--out", str(links / "picture.png")],
              check=intact),
+        Case("demo --out LINK to a marked directory", ["demo", "--out", str(links / "demo")], check=_intact(marked)),
         Case("history --out RUN", ["history", "--steps", "1", "--models", "rnn", "--out", v], check=intact),
         Case("train with a .qkv-lock that links to weights", ["train", "-q", "--out", str(lock_link), *tiny], check=intact),
         Case("export --out FILE", ["export", "-m", mt, "--out", str(root / "file")], check=_intact(root / "file")),

@@ -66,6 +66,8 @@ DEMO_MARK = ".qkv-demo"
 def _clear_previous_demo(out: Path) -> None:
     """`qkv demo` can run again: it replaces a directory that an earlier demo wrote (marked by
     DEMO_MARK), and refuses any other non-empty one rather than delete someone's work."""
+    if out.is_symlink():
+        raise OutputError(f"{out} is a symbolic link; give the directory itself as --out")
     if not out.is_dir() or not any(out.iterdir()):
         return
     if not (out / DEMO_MARK).is_file():
