@@ -248,7 +248,88 @@ def other_cases(root: Path) -> list[Case]:
         Case("average with no step files", ["average", mt]),
         Case("plot a directory without metrics", ["plot", str(root)]),
         Case("export --format bogus", ["export", "-m", mt, "--out", str(root / "x"), "--format", "bogus"]),
+        *output_cases(root, mt, tiny),
     ]
+
+
+def _intact(path: Path) -> Callable[[], str | None]:
+    """`path` (a file, or every file of a directory) must be there, byte for byte, after the case."""
+    def files() -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in ([path] if path.is_file() else path.iterdir()) if p.is_file()}
+
+    before = files()
+    return lambda: None if files() == before else f"{path} was changed"
+
+
+def _absent(path: Path) -> Callable[[], str | None]:
+    """Nothing at `path` (nor a temporary sibling of it) after the case: no partial output."""
+    def check() -> str | None:
+        left = [p.name for p in path.parent.glob(f".{path.name}.*")] + ([path.name] if path.exists() else [])
+        return f"left behind: {', '.join(left)}" if left else None
+    return check
+
+
+def output_cases(root: Path, mt: str, tiny: list[str]) -> list[Case]:
+    """Output options aimed at a run's files, directly or through a link; exports and prepared
+    corpora over files, foreign directories and full devices: refused in one line, nothing changed."""
+    victim = Path(tiny_run(root / "victim"))              # a run with a train state and step checkpoints to average
+    RunDir(victim).state.write_bytes(b"the train state")
+    for step in (1, 2):
+        RunDir(victim).step_weights(step).write_bytes(RunDir(victim).weights().read_bytes())
+    links = root / "links"
+    links.mkdir()
+    (links / "picture.png").symlink_to(RunDir(victim).weights())
+    (links / "out.txt").symlink_to(RunDir(victim).config)
+    (links / "run").symlink_to(victim)
+    foreign = root / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    lock_link = root / "lock-link"
+    lock_link.mkdir()
+    (lock_link / ".qkv-lock").symlink_to(RunDir(victim).weights())
+    (root / "prep.toml").write_text(f'[data]\nkind = "translation"\ndir = "{root / "nowhere"}"\nsrc_lang = "de"\ntgt_lang = "en"\n')
+    marked = root / "marked-demo"                           # looks like an earlier demo, behind a link
+    marked.mkdir()
+    (marked / ".qkv-demo").write_text("marked")
+    (links / "demo").symlink_to(marked)
+    v, intact = str(victim), _intact(victim)
+    cases = [
+        Case("plot --out RUN/model.safetensors", ["plot", v, "--out", str(RunDir(v).weights())], check=intact),
+        Case("average --out RUN/train_state.pt", ["average", v, "--last", "2", "--out", str(RunDir(v).state)], check=intact),
+        Case("average --out RUN/config.toml", ["average", v, "--last", "2", "--out", str(RunDir(v).config)], check=intact),
+        Case("average --out RUN/model.safetensors", ["average", v, "--last", "2", "--out", str(RunDir(v).weights())], check=intact),
+        Case("viz pe --out LINK to RUN/model.safetensors", ["viz", "pe", "--out", str(links / "picture.png")], check=intact),
+        Case("plot --out LINK to RUN/model.safetensors", ["plot", v, "--out", str(links / "picture.png")], check=intact),
+        Case("translate --output LINK to RUN/config.toml", ["translate", "-m", mt, "--output", str(links / "out.txt"), "abc"],
+             check=intact),
+        Case("explain --out LINKED-DIR/model.safetensors", ["explain", "abc", "-m", mt, "--out", str(links / "run" / "model.safetensors")],
+             check=intact),
+        Case("tokenize --save LINKED-DIR/tokenizer.json", ["tokenize", "--kind", "char", "--save", str(links / "run" / "tokenizer.json"), "abc"],
+             check=intact),
+        Case("average --out LINK to RUN/model.safetensors", ["average", v, "--last", "2", "--out", str(links / "picture.png")],
+             check=intact),
+        Case("demo --out LINK to a marked directory", ["demo", "--out", str(links / "demo")], check=_intact(marked)),
+        Case("history --out RUN", ["history", "--steps", "1", "--models", "rnn", "--out", v], check=intact),
+        Case("train with a .qkv-lock that links to weights", ["train", "-q", "--out", str(lock_link), *tiny], check=intact),
+        Case("export --out FILE", ["export", "-m", mt, "--out", str(root / "file")], check=_intact(root / "file")),
+        Case("export --out a foreign non-empty dir", ["export", "-m", mt, "--out", str(foreign)], check=_intact(foreign)),
+        Case("export --format ct2 --out FILE", ["export", "-m", mt, "--format", "ct2", "--out", str(root / "file")],
+             check=_intact(root / "file")),
+        Case("prepare --out FILE", ["prepare", "-c", str(root / "prep.toml"), "--out", str(root / "file")],
+             check=_intact(root / "file")),
+        Case("prepare --out a foreign non-empty dir", ["prepare", "-c", str(root / "prep.toml"), "--out", str(foreign)],
+             check=_intact(foreign)),
+        Case("prepare a missing corpus leaves nothing", ["prepare", "-c", str(root / "prep.toml"), "--out", str(root / "prep")],
+             check=_absent(root / "prep")),
+    ]
+    if Path("/dev/full").is_char_device():           # a full disk, without root tricks
+        cases += [
+            Case("translate --output /dev/full", ["translate", "-m", mt, "--output", "/dev/full", "abc"]),
+            Case("tokenize --save /dev/full", ["tokenize", "--kind", "char", "--save", "/dev/full", "abc"]),
+            Case("viz pe --out /dev/full", ["viz", "pe", "--out", "/dev/full"]),
+            Case("explain --out /dev/full", ["explain", "abc", "-m", mt, "--out", "/dev/full"]),
+        ]
+    return cases
 
 
 def run_case(case: Case) -> None:

@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from shakespeare import machine  # noqa: E402  (the same machine description for every recipe)
 
 from qkv.entry import entry_point, run_distributed  # noqa: E402
+from qkv.files import atomic_write_bytes  # noqa: E402
 
 
 @entry_point
@@ -123,7 +124,7 @@ def run_recipe(args: argparse.Namespace) -> dict[str, Any] | None:
     results = {"recipe": f"multi30k-{args.direction}", "direction": args.direction, "data": str(data),
                **evaluate_run(out, data, src, tgt, args), "training": training,
                "machine": machine(load_before), "run_dir": str(out)}
-    (Path(out) / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    atomic_write_bytes(Path(out) / "results.json", (json.dumps(results, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
     return results
 
 
@@ -180,7 +181,6 @@ def evaluate_run(out: Path, data: Path, src: str, tgt: str, args: argparse.Names
     from qkv.search import DecodeConfig
     from qkv.text import evaluate
     from qkv.training.average import average_checkpoints
-    from qkv.files import atomic_write_bytes
     from qkv.run import RunDir, load_run
 
     out = Path(out)

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from qkv.entry import entry_point, run_distributed
+from qkv.files import atomic_write_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = {"short": "shakespeare_char.toml", "long": "shakespeare_char_long.toml"}
@@ -109,7 +110,7 @@ def run_recipe(args: argparse.Namespace) -> dict[str, Any] | None:
     results = summarize(out, result, name, load_before)
     results["overrides"] = list(args.overrides)
     results["samples"] = samples(out, args.samples, args.sample_tokens)
-    (Path(out) / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    atomic_write_bytes(Path(out) / "results.json", (json.dumps(results, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
     return results
 
 

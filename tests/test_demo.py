@@ -28,3 +28,13 @@ def test_the_demo_never_replaces_a_directory_it_did_not_write(content, tmp_path,
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "was not written by `qkv demo`" in err
     assert [p.name for p in out.iterdir()] == [content] and (out / content).read_text() == "someone's work"
+
+
+def test_the_demo_never_clears_a_directory_through_a_link(tmp_path, capsys):
+    target = tmp_path / "earlier-demo"
+    target.mkdir()
+    (target / ".qkv-demo").write_text("marked")
+    (tmp_path / "link").symlink_to(target)
+    assert main(["demo", "--out", str(tmp_path / "link")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "symbolic link" in err and (target / ".qkv-demo").exists()

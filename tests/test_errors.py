@@ -353,15 +353,41 @@ def test_training_never_writes_over_a_model_without_a_checkpoint(tmp_path, capsy
     (["translate", "-m", "{run}", "abc", "--output"], "config.toml"),
     (["tokenize", "abc", "--save"], "tokenizer.json"),
     (["viz", "pe", "--out"], "model.safetensors"),
+    (["plot", "{run}", "--out"], "model.safetensors"),
+    (["average", "{run}", "--out"], "train_state.pt"),
+    (["average", "{run}", "--out"], "config.toml"),
 ])
-def test_an_output_option_never_writes_over_a_run_file(args, target, tmp_path, capsys):
+@pytest.mark.parametrize("through_a_link", [False, True])
+def test_an_output_option_never_writes_over_a_run_file(args, target, through_a_link, tmp_path, capsys):
     run = tiny_run(tmp_path / "run")
+    if not (run / target).exists():
+        (run / target).write_bytes(b"state")
     before = (run / target).read_bytes()
-    argv = [a.replace("{run}", str(run)) for a in args] + [str(run / target)]
-    assert main(argv) == 2
-    assert "is a file of the qkv run" in capsys.readouterr().err
+    out = run / target
+    if through_a_link:                          # a picture "elsewhere" that is a link into the run
+        out = tmp_path / "elsewhere.png"
+        out.symlink_to(run / target)
+    argv = [a.replace("{run}", str(run)) for a in args] + [str(out)]
+    assert main(argv) in (1, 2)
+    err = " ".join(capsys.readouterr().err.replace("│", " ").split())       # (click may wrap the line)
+    assert "a file of the qkv run" in err and ("a link to" in err) == through_a_link
     assert (run / target).read_bytes() == before
     load_run(run)
+
+
+def test_a_run_file_behind_a_linked_directory_is_refused(tmp_path, capsys):
+    run = tiny_run(tmp_path / "run")
+    (tmp_path / "pictures").symlink_to(run)
+    before = (run / "model.safetensors").read_bytes()
+    assert main(["viz", "pe", "--out", str(tmp_path / "pictures" / "model.safetensors")]) == 2
+    assert "a file of the qkv run" in " ".join(capsys.readouterr().err.split())
+    assert (run / "model.safetensors").read_bytes() == before
+
+
+def test_history_never_writes_into_a_run(tmp_path, capsys):
+    run = tiny_run(tmp_path / "run")
+    err = one_line_error(capsys, ["history", "--steps", "1", "--models", "rnn", "--out", str(run)])
+    assert "holds a qkv run" in err
 
 
 def test_more_processes_than_the_machine_has_are_refused_before_any_starts(tmp_path, capsys):
@@ -370,3 +396,12 @@ def test_more_processes_than_the_machine_has_are_refused_before_any_starts(tmp_p
     too_many = max(2, usable_cores()) + 1
     err = one_line_error(capsys, ["train", "--task", "reverse", "--processes", str(too_many), "--out", str(tmp_path / "r")])
     assert f"--processes must be between 1 and {too_many - 1}" in err and not (tmp_path / "r").exists()
+
+
+def test_a_lock_file_that_is_a_link_is_never_written_through(tmp_path):
+    run = tiny_run(tmp_path / "run")
+    weights = (run / "model.safetensors").read_bytes()
+    (run / LOCK_FILE).symlink_to(run / "model.safetensors")
+    with pytest.raises(CheckpointError, match="cannot lock"), lock_run(run):
+        pass
+    assert (run / "model.safetensors").read_bytes() == weights

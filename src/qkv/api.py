@@ -32,7 +32,7 @@ from collections.abc import Sequence
 import torch
 
 from qkv import run as home
-from qkv.errors import ConfigError, OutputError
+from qkv.errors import ConfigError
 
 
 class QkvWarning(UserWarning):
@@ -205,8 +205,7 @@ class Explanation:
         from qkv.files import atomic_write_bytes
 
         path = Path(path)
-        if home.is_run_file(path):
-            raise OutputError(f"{path} is a file of the qkv run in {path.parent}; write somewhere else")
+        home.refuse_run_file(path)
         atomic_write_bytes(path, self.html.encode("utf-8"))
         return path
 

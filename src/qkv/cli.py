@@ -36,11 +36,15 @@ def echo_error(message: str) -> None:
 
 def not_a_run_file(path: Path | None) -> Path | None:
     """An output option's check: never write over a file of a qkv run (its weights, state, config,
-    tokenizer or log), e.g. `qkv explain ... --out RUN/model.safetensors`."""
-    from qkv.run import is_run_file
+    tokenizer or log), directly or through a link, e.g. `qkv explain ... --out RUN/model.safetensors`."""
+    from qkv.errors import OutputError
+    from qkv.run import refuse_run_file
 
-    if path is not None and is_run_file(path):
-        raise typer.BadParameter(f"{path} is a file of the qkv run in {path.parent}; write somewhere else")
+    if path is not None:
+        try:
+            refuse_run_file(path, "")
+        except OutputError as exc:
+            raise typer.BadParameter(str(exc).strip()) from None
     return path
 
 
@@ -485,7 +489,7 @@ def train_launch_command(processes: int, task: str | None, config: Path | None, 
 @app.command()
 def plot(
     run: Annotated[Path, typer.Argument(help="Run directory (with metrics.jsonl).")],
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="PNG to write; default RUN/training.png.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="PNG to write; default RUN/training.png.", callback=not_a_run_file)] = None,
 ) -> None:
     """Plot a run's loss, learning rate and validation metrics as a PNG."""
     from qkv.training.metrics import plot_run
@@ -500,8 +504,11 @@ def average(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="File to write; default RUN/averaged.safetensors.")] = None,
 ) -> None:
     """Average the weights of a run's last N step checkpoints (step-<N>.safetensors)."""
+    from qkv.run import RunDir, refuse_run_file
     from qkv.training.average import average_checkpoints
 
+    if out is not None and out.resolve() != RunDir(run).weights("averaged").resolve():   # its own output may be replaced
+        refuse_run_file(out)
     typer.echo(f"wrote {average_checkpoints(run, last, out)}")
 
 
@@ -537,6 +544,9 @@ def history(
 ) -> None:
     """Why the Transformer won: train RNN, LSTM, GRU, GRU+attention and a Transformer for the same time and compare.
     With --modern: what changed since 2017, each change trained alone and all together, same budget and seed."""
+    from qkv.run import refuse_to_replace_run
+
+    refuse_to_replace_run(out, "the history report")
     if modern:
         from qkv.history.modern import run_modern_history
 

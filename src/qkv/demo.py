@@ -19,6 +19,7 @@ from qkv.data.tasks import make_task
 from qkv.search import DecodeConfig
 from qkv.text import evaluate
 from qkv.errors import OutputError
+from qkv.files import atomic_write_bytes
 from qkv.data.tasks import task_config
 from qkv.run import load_run
 from qkv.training import train
@@ -55,7 +56,7 @@ def run_demo(out_dir: str | Path = "runs/demo", task: str = "reverse", n_show: i
     scored = evaluate(run, [src for src, _ in test], [tgt for _, tgt in test], dcfg)
     hyps = scored["hypotheses"]
     examples = [(src, tgt, h) for (src, tgt), h in zip(test[:n_show], hyps[:n_show])]
-    (Path(out_dir) / DEMO_MARK).write_text("written by `qkv demo`; the next `qkv demo` replaces this directory\n")
+    atomic_write_bytes(Path(out_dir) / DEMO_MARK, b"written by `qkv demo`; the next `qkv demo` replaces this directory\n")
     return DemoResult(Path(out_dir), seconds, result.steps, scored["exact_match"], examples)
 
 
@@ -65,6 +66,8 @@ DEMO_MARK = ".qkv-demo"
 def _clear_previous_demo(out: Path) -> None:
     """`qkv demo` can run again: it replaces a directory that an earlier demo wrote (marked by
     DEMO_MARK), and refuses any other non-empty one rather than delete someone's work."""
+    if out.is_symlink():
+        raise OutputError(f"{out} is a symbolic link; give the directory itself as --out")
     if not out.is_dir() or not any(out.iterdir()):
         return
     if not (out / DEMO_MARK).is_file():

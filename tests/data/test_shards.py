@@ -215,3 +215,20 @@ def test_a_prepared_directory_with_another_corpus_tokenizer_is_refused(prepared,
     (prepared / "train.src.bin").write_bytes((prepared / "train.src.bin").read_bytes()[:-2])
     with pytest.raises(DataError, match="meta.json says"):
         open_prepared(prepared)
+
+
+def test_prepare_to_a_file_or_a_full_disk_is_one_line_and_leaves_nothing(corpus, tmp_path, monkeypatch):
+    from qkv.errors import OutputError
+
+    (tmp_path / "file").write_text("mine")
+    with pytest.raises(OutputError, match="is a file"):
+        prepare_corpus(DataConfig(**translation_data(corpus)), tmp_path / "file")
+    assert (tmp_path / "file").read_text() == "mine"
+
+    def full(self, arrays):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(shards._TokenWriter, "add", full)
+    with pytest.raises(OutputError, match="No space left on device; free some space"):
+        prepare_corpus(DataConfig(**translation_data(corpus)), tmp_path / "p")
+    assert not (tmp_path / "p").exists() and not list(tmp_path.glob(".p.*"))

@@ -167,3 +167,28 @@ def test_every_exportable_option_gives_the_same_logits(options):
         else:
             diff = model(ids, ids) - hf(input_ids=ids, decoder_input_ids=ids).logits
     assert diff.abs().max() < 1e-4
+
+
+def test_export_is_whole_or_absent_and_never_over_foreign_files(run_dir, exported, tmp_path, capsys, monkeypatch):
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep")
+    assert main(["export", "--model", run_dir, "--out", str(foreign)]) == 2
+    assert "not empty" in capsys.readouterr().err and (foreign / "notes.txt").read_text() == "keep"
+    (tmp_path / "file").write_text("keep")
+    assert main(["export", "--model", run_dir, "--out", str(tmp_path / "file")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1 and (tmp_path / "file").read_text() == "keep"
+
+    again = tmp_path / "again"
+    export_run(run_dir, "hf", again)
+    export_run(run_dir, "hf", again)                      # a previous export of the same kind is replaced
+    assert (again / "model.safetensors").is_file()
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("qkv.interop.hf_tokenizer.save_hf_tokenizers", full)
+    assert main(["export", "--model", run_dir, "--out", str(tmp_path / "half")]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]   # (transformers' progress bar aside)
+    assert len(errors) == 1 and "No space left on device" in errors[0]
+    assert not (tmp_path / "half").exists() and not list(tmp_path.glob(".half.*"))   # no export that looks complete

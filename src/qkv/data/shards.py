@@ -43,8 +43,6 @@ import hashlib
 import json
 import os
 import random
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +53,7 @@ import torch
 
 from qkv.data.batching import Batch, LMBlocks, plan_batches
 from qkv.errors import ConfigError, DataError
+from qkv.files import atomic_directory, atomic_write_bytes
 from qkv.tokenizers import BOS_ID, EOS_ID, PAD_ID
 
 FORMAT_VERSION = 1
@@ -108,25 +107,14 @@ def prepare_corpus(data, out: str | os.PathLike, sample: int = SAMPLE, seed: int
         raise ConfigError(f"qkv prepare writes translation or lm data; data.kind is {data.kind!r}")
     if sample < 1:
         raise ConfigError(f"--sample must be >= 1, got {sample}")
-    if out.exists() and any(out.iterdir()):
+    if out.is_dir() and not out.is_symlink() and any(out.iterdir()):
         raise DataError(f"{out} already exists and is not empty; choose another --out or delete it")
     say = log or (lambda message: None)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(tmp, 0o777 & ~mask)                # mkdtemp's 0700 would hide the corpus from other users
-    try:
+    with atomic_directory(out, "prepared corpus") as tmp:      # complete, or not there at all
         if data.kind == "translation":
             report = _prepare_pairs(data, tmp, sample, seed, say)
         else:
             report = _prepare_text(data, tmp, sample, seed, say)
-        if out.exists():
-            out.rmdir()                 # empty, checked above
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     report.out, report.seconds = out, time.perf_counter() - start
     return report
 
@@ -349,7 +337,7 @@ def _write_meta(out: Path, kind: str, dtype: np.dtype, counts, tokens, sampled: 
         "tokenizer_sha256": _tokenizer_hashes(out),
     }
     meta["fingerprint"] = fingerprint(meta)
-    (out / META_FILE).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+    atomic_write_bytes(out / META_FILE, (json.dumps(meta, indent=1) + "\n").encode("utf-8"))
 
 
 def _tokenizer_hashes(path: Path) -> dict[str, str]:

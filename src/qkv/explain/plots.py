@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from qkv.explain.trace import AttentionTrace
+from qkv.files import atomic_write_bytes
 
 ATTENTION_CMAP = "Blues"
 HIDDEN_COLOUR = "#b0b0b0"        # hatching over masked (hidden) cells
@@ -32,8 +33,7 @@ def png_bytes(fig: Figure, dpi: int = 110) -> bytes:
 
 
 def save_png(fig: Figure, path: str | os.PathLike, dpi: int = 110) -> None:
-    with open(path, "wb") as f:
-        f.write(png_bytes(fig, dpi))
+    atomic_write_bytes(path, png_bytes(fig, dpi))
 
 
 def _cell_size(n_rows: int, n_cols: int, cell: float = 0.45, least: float = 2.5, most: float = 11.0) -> tuple[float, float]:

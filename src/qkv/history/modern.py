@@ -245,7 +245,7 @@ def write_modern_report(results: dict[str, Any], out_dir: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from qkv.files import atomic_write_bytes
+    from qkv.files import atomic_write_bytes, save_figure
 
     out = Path(out_dir)
     atomic_write_bytes(out / "results.json", json.dumps(results, indent=1).encode("utf-8"))
@@ -262,8 +262,10 @@ def write_modern_report(results: dict[str, Any], out_dir: str | Path) -> Path:
     kv.invert_yaxis()
     kv.set(xlabel="KV cache bytes per token (fp32)", title="Memory of generation")
     fig.tight_layout()
-    fig.savefig(out / "modern.png", dpi=110)
-    plt.close(fig)
+    try:
+        save_figure(fig, out / "modern.png", dpi=110)
+    finally:
+        plt.close(fig)
     m = results["machine"]
     text = (f"# From 2017 to today's decoder-only models\n\n{results['experiment']}.\n\n{markdown_table(results)}\n\n"
             f"Budget {results['config']['budget_seconds']:g} CPU seconds per variant on one thread, seed "

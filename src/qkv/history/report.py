@@ -22,7 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from qkv.files import atomic_write_bytes
+from qkv.files import atomic_write_bytes, save_figure
 
 
 def percent(value: float | None) -> str:
@@ -58,8 +58,10 @@ def _points(by_key: dict) -> tuple[list[int], list[float]]:
 
 def _save(fig: plt.Figure, path: Path) -> None:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        save_figure(fig, path, dpi=110)
+    finally:
+        plt.close(fig)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from qkv.errors import ConfigError
-from qkv.files import atomic_write_bytes
+from qkv.files import atomic_directory
 from qkv.run.targets import check_ct2
 from qkv.search.ct2 import SOURCE_RECORD, require_ctranslate2, vocabulary
 
@@ -126,20 +126,28 @@ def export_ct2(run_dir: str | os.PathLike, out_dir: str | os.PathLike, quantize:
         raise ConfigError(f"unknown quantization {quantize!r}; choose one of {', '.join(QUANTIZATIONS)}")
     run = load_run(run_dir)
     check_ct2(run.cfg)
-    out = write_ct2(run.model, vocabulary(run.src_tokenizer), vocabulary(run.tgt_tokenizer), out_dir, quantize)
+    extra = {}
     if run.weights_digest is not None:      # which weights it came from: --engine ct2 checks it
         record = {"weights_sha256": run.weights_digest, "run": str(Path(run_dir).resolve())}
-        atomic_write_bytes(out / SOURCE_RECORD, (json.dumps(record, indent=1) + "\n").encode("utf-8"))
-    return out
+        extra[SOURCE_RECORD] = (json.dumps(record, indent=1) + "\n").encode("utf-8")
+    return write_ct2(run.model, vocabulary(run.src_tokenizer), vocabulary(run.tgt_tokenizer), out_dir, quantize, extra)
 
 
 def write_ct2(model: nn.Module, src_tokens: list[str], tgt_tokens: list[str], out_dir: str | os.PathLike,
-              quantize: str | None = None) -> Path:
-    """Convert `model`, quantize its weights if asked, and save model.bin + vocabularies in `out_dir`."""
+              quantize: str | None = None, extra: dict[str, bytes] | None = None) -> Path:
+    """Convert `model`, quantize its weights if asked, and save model.bin + vocabularies (and the
+    `extra` files, name -> bytes) in `out_dir`, all at once."""
     spec = to_ct2_spec(model, src_tokens, tgt_tokens)
     spec.validate()
     spec.optimize(quantization=quantize)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    spec.save(str(out))
+    with atomic_directory(out, "CTranslate2 export", replaceable=is_ct2_export) as tmp:   # whole, or not at all
+        spec.save(str(tmp))
+        for name, data in (extra or {}).items():
+            (tmp / name).write_bytes(data)            # inside the temporary directory: whole, or not at all
     return out
+
+
+def is_ct2_export(directory: Path) -> bool:
+    """Whether `directory` looks like a CTranslate2 model directory (a previous export, replaceable)."""
+    return (directory / "model.bin").is_file() and not (directory / "config.toml").exists()

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from qkv.config import ModelConfig
+from qkv.files import atomic_directory
 from qkv.interop.common import halves_permutation, require_transformers
 from qkv.run.targets import hf_architecture
 from qkv.model.layers import sinusoidal_table
@@ -240,8 +241,14 @@ def export_hf(run_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     run = load_run(run_dir)
     hf = to_hf(run.model)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    hf.save_pretrained(out)
-    save_hf_tokenizers(out, run.src_tokenizer, run.tgt_tokenizer, run.cfg)
+    with atomic_directory(out, "Hugging Face export", replaceable=is_hf_export) as tmp:   # whole, or not at all
+        hf.save_pretrained(tmp)
+        save_hf_tokenizers(tmp, run.src_tokenizer, run.tgt_tokenizer, run.cfg)
     return out
+
+
+def is_hf_export(directory: Path) -> bool:
+    """Whether `directory` looks like a `transformers` model directory (a previous export, replaceable)."""
+    return (directory / "config.json").is_file() and not (directory / "config.toml").exists() and any(
+        (directory / name).is_file() for name in ("model.safetensors", "pytorch_model.bin"))
 

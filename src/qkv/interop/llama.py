@@ -28,6 +28,7 @@ from torch import nn
 
 from qkv.config import ModelConfig
 from qkv.errors import CheckpointError, ConfigError
+from qkv.files import atomic_directory
 from qkv.interop.common import halves_permutation, require_transformers
 from qkv.run.targets import LLAMA_OPTIONS, check_llama
 from qkv.model.layers import swiglu_width
@@ -190,4 +191,6 @@ def import_llama(src_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path
             if tensor.shape != state[ours].shape:
                 raise CheckpointError(f"{src}: {theirs} has shape {tuple(tensor.shape)}, expected {tuple(state[ours].shape)}")
             state[ours].copy_(tensor)
-    return save_run(out_dir, model.eval(), {}, None, tokenizer)
+    with atomic_directory(out_dir, "imported run") as tmp:        # whole, or not at all
+        save_run(tmp, model.eval(), {}, None, tokenizer)
+    return Path(out_dir)

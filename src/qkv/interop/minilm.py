@@ -30,7 +30,7 @@ from torch import nn
 
 from qkv.config import ModelConfig, load_toml
 from qkv.errors import CheckpointError, ConfigError, QkvError
-from qkv.files import save_toml
+from qkv.files import atomic_directory, atomic_write_bytes, save_toml
 from qkv.model.layers import Embeddings
 from qkv.model.masks import padding_mask
 from qkv.model.transformer import Encoder
@@ -180,14 +180,14 @@ def import_minilm(out_dir: str | os.PathLike) -> Path:
     """`qkv import --from minilm`: write config.toml, tokenizer.json and model.safetensors."""
     model, tokenizer = load_minilm()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     config = {"model": model.cfg.to_dict(),
               "import": {"kind": KIND, "source": "sentence-transformers/all-MiniLM-L6-v2",
                          "pooling": "mean", "normalize": True, "max_length": tokenizer.truncation["max_length"]}}
-    run_dir = RunDir(out)
-    save_toml(run_dir.config, config)
-    tokenizer.save(str(run_dir.tokenizer))
-    save_tensors(run_dir.weights(), {k: v.contiguous() for k, v in model.state_dict().items()}, {"format": "pt"})
+    with atomic_directory(out, "imported run") as tmp:            # whole, or not at all
+        run_dir = RunDir(tmp)
+        save_toml(run_dir.config, config)
+        atomic_write_bytes(run_dir.tokenizer, tokenizer.to_str(pretty=True).encode("utf-8"))
+        save_tensors(run_dir.weights(), {k: v.contiguous() for k, v in model.state_dict().items()}, {"format": "pt"})
     return out
 
 

@@ -33,6 +33,7 @@ from qkv.run.dir import (
     load_tokenizers,
     load_weights,
     lock_run,
+    refuse_run_file,
     refuse_to_replace_run,
     read_recorded,
     read_weights,
@@ -48,7 +49,7 @@ from qkv.run.dir import (
 
 __all__ = [
     "DATA_RANGES", "PATH_KEYS", "SCHEDULES", "TRAIN_RANGES", "DataConfig", "RunConfig", "TrainConfig",
-    "parse_config", "SHARED_TOKENIZER", "SRC_TOKENIZER", "TGT_TOKENIZER", "Run", "RunDir", "is_run_file",
+    "parse_config", "SHARED_TOKENIZER", "SRC_TOKENIZER", "TGT_TOKENIZER", "Run", "RunDir", "is_run_file", "refuse_run_file",
     "load_run", "load_run_config", "load_tokenizers", "load_weights", "lock_run", "refuse_to_replace_run",
     "save_run", "save_tokenizers", "save_weights", "weights_step", "NO_VERIFY_ENV", "file_digest", "read_recorded", "read_weights",
     "save_tensors", "verifying", "weights_file_digest", "write_recorded",

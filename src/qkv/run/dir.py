@@ -567,10 +567,26 @@ def load_run(run_dir: str | os.PathLike[str], device: str | torch.device = "cpu"
 
 def is_run_file(path: str | os.PathLike[str]) -> bool:
     """Whether `path` is an existing file that a qkv run keeps: in a directory holding config.toml,
-    the config itself, weights (*.safetensors), state (*.pt), a tokenizer (*.json) or the log."""
+    the config itself, weights (*.safetensors), state (*.pt), a tokenizer (*.json) or the log;
+    also when `path` is a symbolic link (or under one) that leads to such a file."""
     path = Path(path)
-    return (path.is_file() and (path.parent / CONFIG_FILE).is_file()
-            and (path.name == CONFIG_FILE or path.suffix in (".safetensors", ".pt", ".json", ".jsonl")))
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError):         # a link loop: nothing of a run's
+        return False
+    return any(p.is_file() and (p.parent / CONFIG_FILE).is_file()
+               and (p.name == CONFIG_FILE or p.suffix in (".safetensors", ".pt", ".json", ".jsonl"))
+               for p in (path, resolved))
+
+
+def refuse_run_file(path: str | os.PathLike[str], option: str = "--out") -> None:
+    """One line instead of writing over a file of a qkv run (directly or through a link), e.g.
+    `qkv plot RUN --out RUN/model.safetensors`."""
+    if is_run_file(path):
+        target = Path(path).resolve()
+        what = f"a link to {target}, " if target != Path(os.path.abspath(path)) else ""
+        raise OutputError(f"{option + ' ' if option else ''}{path} is {what}a file of the qkv run in {target.parent}; "
+                          f"write somewhere else")
 
 
 def refuse_to_replace_run(out_dir: str | os.PathLike[str], what: str) -> None:
@@ -624,7 +640,7 @@ def lock_run(run_dir: str | os.PathLike[str], create: bool = True) -> Iterator[N
         yield                                    # the trainer says "run directory not found"
         return
     try:
-        fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)   # never through a link
     except OSError as exc:
         raise CheckpointError(f"cannot lock {run_dir}: {exc.strerror or exc}") from None
     try:

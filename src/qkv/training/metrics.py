@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from qkv.files import atomic_write_bytes
+from qkv.files import append_bytes, atomic_write_bytes, save_figure
 from qkv.errors import CheckpointError
 from qkv.run import RunDir, load_run_config
 
@@ -32,9 +32,7 @@ class MetricsLog:
 
     def append(self, record: dict[str, Any]) -> None:
         line = json.dumps(_finite(record), sort_keys=False) + "\n"
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
+        append_bytes(self.path, line.encode("utf-8"))      # the run's own log: appended, never through a link
 
     def truncate_after(self, step: int) -> None:
         """Keep only the records up to `step` (resume continues from there)."""
@@ -157,10 +155,10 @@ def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -
     fig.suptitle(run_dir.name)
     fig.tight_layout()
     out = Path(out) if out is not None else RunDir(run_dir).plot
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, out)
+    try:
+        save_figure(fig, out, dpi=110)
+    finally:
+        plt.close(fig)
     return out
 
 
