@@ -91,8 +91,12 @@ def tokenize(
     from rich.table import Table
 
     from qkv.data.corpus import iter_text_lines
-    from qkv.errors import ConfigError
-    from qkv.tokenizers import KINDS, load_tokenizer, train_tokenizer
+    from qkv.errors import ConfigError, DataError
+    from qkv.tokenizers import KINDS, MAX_TRAIN_LINE_CHARS, load_tokenizer, train_tokenizer
+
+    if not train and tokenizer is None and len(text) > MAX_TRAIN_LINE_CHARS:
+        raise DataError(f"TEXT has {len(text):,} characters, more than the {MAX_TRAIN_LINE_CHARS:,} a tokenizer "
+                        f"learns from at once; give a saved --tokenizer, or --train FILE with shorter lines")
 
     def trained(kind: str):
         if train:

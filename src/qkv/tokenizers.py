@@ -18,9 +18,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,7 +29,7 @@ from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from qkv.files import atomic_write_bytes
-from qkv.errors import ConfigError, DataError
+from qkv.errors import ConfigError, DataError, QkvWarning
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)
@@ -241,6 +242,26 @@ class WordTokenizer(VocabTokenizer):
 # The largest BPE vocabulary trained here: 4x the largest in use (about 256k). The trainer of
 # `tokenizers` allocates for the whole vocabulary up front and aborts the process when it cannot.
 MAX_BPE_VOCAB = 1_000_000
+# BPE training time grows with the square of a word's length inside the tokenizers library (a
+# 100,000-character word: ~10 s; 1,000,000: minutes; 50 MB: the process aborts), so longer
+# training lines never reach it: they are skipped with one warning (docs/training.md).
+MAX_TRAIN_LINE_CHARS = 100_000
+
+
+def _short_lines(texts: Iterable[str], limit: int | None = None) -> Iterator[str]:
+    """The training texts of at most `limit` characters (default MAX_TRAIN_LINE_CHARS), each
+    checked as Unicode; one QkvWarning at the end names how many longer ones were skipped."""
+    limit = MAX_TRAIN_LINE_CHARS if limit is None else limit
+    skipped, longest = 0, 0
+    for text in texts:
+        if isinstance(text, str) and len(text) > limit:
+            skipped, longest = skipped + 1, max(longest, len(text))
+            continue
+        yield checked_text(text, "training text")
+    if skipped:
+        warnings.warn(f"skipped {skipped:,} tokenizer training line{'s' if skipped > 1 else ''} longer than "
+                      f"{limit:,} characters (the longest {longest:,}); BPE cannot learn from such lines: "
+                      f"split them at sentence or paragraph ends", QkvWarning, stacklevel=2)
 
 
 class BPETokenizer(Tokenizer):
@@ -276,7 +297,7 @@ class BPETokenizer(Tokenizer):
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
             show_progress=False,
         )
-        hf.train_from_iterator((checked_text(t, "training text") for t in texts), trainer)
+        hf.train_from_iterator(_short_lines(texts), trainer)
         return cls(hf)
 
     def encode(self, text: str) -> list[int]:
