@@ -398,6 +398,9 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
         raise DataError(f"tokenizer file not found: {path}")
     try:
         data = json.loads(path.read_bytes().decode("utf-8"))
+    except RecursionError:
+        raise DataError(f"{path} is not a tokenizer JSON file (nested too deeply); "
+                        f"give the file written by Tokenizer.save or `qkv tokenize --save`") from None
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise DataError(f"{path} is not a tokenizer JSON file (not valid JSON); "
                         f"give the file written by Tokenizer.save or `qkv tokenize --save`") from None
