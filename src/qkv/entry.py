@@ -8,6 +8,8 @@ Every entry point (the `qkv` command, the recipes, the benchmarks) runs its main
 - prints a deliberate error (:class:`~qkv.errors.QkvError`) as one line, ``error: ...``, and
   exits 2 (QKV_DEBUG=1 shows the traceback instead),
 - prints a :class:`~qkv.errors.QkvWarning` as one line, ``warning: ...``,
+- turns a full or read-only device while writing (ENOSPC, EDQUOT, EROFS, EFBIG) into one line
+  and exit 2, and a closed pipe (``qkv ... | head``) into a quiet exit 141,
 - answers Ctrl-C with ``error: interrupted`` and exit 130,
 - answers an allocation failure (CPU or CUDA) with one line of advice and exit 2; any other
   exception is a bug and keeps its traceback,
@@ -23,6 +25,7 @@ Nothing here imports torch, so a script's ``--help`` stays fast.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
 import sys
@@ -58,6 +61,7 @@ def run_main(fn: Callable[..., object], argv: Sequence[str] | None = None) -> in
     try:
         with _warnings_as_lines():
             code = fn() if argv is None else fn(list(argv))
+            sys.stdout.flush()                  # a full device fails here, not silently at exit
     except SystemExit as exc:
         return _exit_status(exc)
     except KeyboardInterrupt:
@@ -68,6 +72,14 @@ def run_main(fn: Callable[..., object], argv: Sequence[str] | None = None) -> in
             raise
         if isinstance(exc, QkvError):
             _print_error(" ".join(str(exc).split()))
+            return 2
+        if isinstance(exc, BrokenPipeError):    # `qkv ... | head`: the reader left, as with SIGPIPE
+            _silence_stdout()
+            return 141
+        if isinstance(exc, OSError) and exc.errno in _FULL_OR_READ_ONLY:
+            where = f" {exc.filename}" if exc.filename else ""
+            _print_error(f"cannot write{where}: {exc.strerror}; free some space or write somewhere else")
+            _silence_stdout()
             return 2
         if out_of_memory(exc):
             text = str(exc).strip()
@@ -172,6 +184,18 @@ def _warnings_as_lines() -> Iterator[None]:
 
         warnings.showwarning = show
         yield
+
+
+_FULL_OR_READ_ONLY = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
+
+
+def _silence_stdout() -> None:
+    """Point standard output at /dev/null, so that the interpreter's last flush of what is still
+    buffered (to a full device, a closed pipe) adds no second message."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def _print_error(message: str) -> None:

@@ -115,7 +115,8 @@ def prepare_corpus(data, out: str | os.PathLike, sample: int = SAMPLE, seed: int
 @contextlib.contextmanager
 def _prepare_lock(out: Path) -> Iterator[None]:
     """Hold `.<name>.prepare-lock` beside `out` (an advisory flock the system drops when the
-    process dies, even by kill -9): a second `qkv prepare` into the same output gets one line.
+    process dies, even by kill -9; the file is removed when done): a second `qkv prepare` into the
+    same output gets one line.
     Under the lock, temporary directories that a killed prepare left behind are removed."""
     import fcntl
 
@@ -131,12 +132,21 @@ def _prepare_lock(out: Path) -> Iterator[None]:
             holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
             raise DataError(f"another qkv prepare (pid {holder}) is writing {out}; wait for it to finish "
                             f"or choose another --out") from None
+        try:
+            same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:                            # the holder finished and removed it as we opened it
+            raise DataError(f"another qkv prepare wrote {out} just now; look at it, or choose another --out")
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         for stale in out.parent.glob(f".{out.name}.prepare-*.tmp"):
             if stale.is_dir():                  # a killed prepare's: no other one can be running
                 shutil.rmtree(stale, ignore_errors=True)
-        yield
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)        # still holding it: no leftover beside the output
     finally:
         os.close(fd)
 
