@@ -297,3 +297,14 @@ def test_a_skipped_training_line_is_one_warning_line_on_the_command_line(monkeyp
     assert err.startswith("warning: skipped 1 tokenizer training line longer than 50 characters") and err.count("\n") == 1
     assert main(["tokenize", "--kind", "bpe", "x" * 51]) == 2
     assert capsys.readouterr().err.startswith("error: TEXT has 51 characters, more than the 50")
+
+
+def test_bpe_encodes_a_text_over_the_limit_in_pieces_with_the_same_ids(monkeypatch):
+    import qkv.tokenizers as tokenizers
+
+    tok = tokenizers.train_tokenizer("bpe", ["the cat sat on the mat", "the dog ran"] * 20, 300, 2)
+    text = "the cat sat on the mat and the dog ran far, " * 40 + "x" * 120
+    whole = tok.encode(text)
+    monkeypatch.setattr(tokenizers, "MAX_TRAIN_LINE_CHARS", 50)
+    assert tokenizers._pieces(text, 50)[0].endswith("the") and "".join(tokenizers._pieces(text, 50)) == text
+    assert tok.encode(text) == whole and tok.encode_batch(["ab", text]) == [tok.encode("ab"), whole]

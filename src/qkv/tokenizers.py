@@ -301,10 +301,21 @@ class BPETokenizer(Tokenizer):
         return cls(hf)
 
     def encode(self, text: str) -> list[int]:
+        if len(text) > MAX_TRAIN_LINE_CHARS:
+            return self.encode_batch([text])[0]
         return self.hf.encode(checked_text(text)).ids
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        return [e.ids for e in self.hf.encode_batch([checked_text(t) for t in texts])]
+        """Ids of each text; a text over MAX_TRAIN_LINE_CHARS goes to the library in pieces cut
+        before a space (the byte-level pre-tokenizer starts a word there, so the ids are the same
+        unless a piece has no space to cut at), which keeps its time and memory linear."""
+        if all(len(t) <= MAX_TRAIN_LINE_CHARS for t in texts):
+            return [e.ids for e in self.hf.encode_batch([checked_text(t) for t in texts])]
+        out = []
+        for text in texts:
+            pieces = _pieces(checked_text(text), MAX_TRAIN_LINE_CHARS)
+            out.append([i for e in self.hf.encode_batch(pieces) for i in e.ids])
+        return out
 
     def decode(self, ids: Iterable[int]) -> str:
         return self.hf.decode(list(ids), skip_special_tokens=True)
@@ -343,6 +354,19 @@ class BPETokenizer(Tokenizer):
             raise DataError(f"{origin}: the BPE model cannot be read ({_first_line(exc)}); "
                             f"retrain and save the tokenizer") from None
         return cls(hf)
+
+
+def _pieces(text: str, limit: int) -> list[str]:
+    """`text` cut into pieces of at most `limit` characters, each cut just before a space in the
+    second half of the window where there is one."""
+    pieces, start = [], 0
+    while len(text) - start > limit:
+        cut = text.rfind(" ", start + limit // 2, start + limit)
+        cut = cut if cut > start else start + limit
+        pieces.append(text[start:cut])
+        start = cut
+    pieces.append(text[start:])
+    return pieces
 
 
 def _bytes_to_unicode() -> dict[int, str]:
