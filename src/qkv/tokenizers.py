@@ -313,7 +313,8 @@ class BPETokenizer(Tokenizer):
             return [e.ids for e in self.hf.encode_batch([checked_text(t) for t in texts])]
         out = []
         for text in texts:
-            pieces, ids = _pieces(checked_text(text), MAX_TRAIN_LINE_CHARS), []
+            pieces = _pieces(checked_text(text), MAX_TRAIN_LINE_CHARS)
+            ids: list[int] = []
             for k in range(0, len(pieces), 8):  # the library's Encoding objects are large: a few at once
                 ids.extend(i for e in self.hf.encode_batch(pieces[k:k + 8]) for i in e.ids)
             out.append(ids)
