@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import io
 import json
 import math
@@ -26,6 +27,7 @@ import tempfile
 import time
 import traceback
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 from collections.abc import Callable
 
@@ -55,8 +57,9 @@ TINY = [
 class Case:
     name: str
     args: list[str]
-    expect: str = "error"                          # or "warning"
-    stdin: bytes | None = None
+    expect: str = "error"                          # or "warning", or "ok" (exit 0, the check passes)
+    stdin: bytes | str | None = None               # bytes piped in, or "closed" (started with 0<&-)
+    terminal: str = ""                             # "full": stdout on a full device; "ascii": an ASCII-only one
     check: Callable[[], str | None] | None = None  # after the run: a problem found on disk, or None
     outcome: str = ""
     detail: str = ""
@@ -132,6 +135,137 @@ def _flip_bit(path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[len(data) * 3 // 4] ^= 4
     path.write_bytes(bytes(data))
+
+
+def llama_cases(root: Path) -> list[Case]:
+    """`qkv import` of a Llama directory damaged in each way a copy or a hand edit can damage it."""
+    import shutil
+
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        return []
+    from qkv.interop import export_run
+    from safetensors.torch import save_file as save_st
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(arch="decoder-only", src_vocab_size=0, tgt_vocab_size=30, d_model=16, n_heads=2, n_kv_heads=1,
+                      n_decoder_layers=1, d_ff=48, max_len=32, norm_first=True, positional="rope", norm="rmsnorm",
+                      activation="swiglu", bias=False, scale_embeddings=False, tie_embeddings=False)
+    tok = CharTokenizer.from_alphabet("abcdefghijklmnopqrstuvwxyz")
+    good = export_run(save_run(root / "llama-run", build_model(cfg), {}, None, tok), "hf", root / "llama-hf")
+
+    def config(d: Path, **changes: Any) -> None:
+        data = json.loads((d / "config.json").read_text())
+        for key, value in changes.items():
+            if value is None:
+                data.pop(key)
+            else:
+                data[key] = value
+        (d / "config.json").write_text(json.dumps(data))
+
+    def shape(d: Path) -> None:
+        weights = load_file(d / "model.safetensors")
+        name = next(k for k in weights if k.endswith("q_proj.weight"))
+        save_st({**weights, name: weights[name][:-1]}, d / "model.safetensors", metadata={"format": "pt"})
+
+    deep = "[" * 100_000 + "]" * 100_000
+    damage: dict[str, Callable[[Path], Any]] = {
+        "no config.json": lambda d: (d / "config.json").unlink(),
+        "config.json not JSON": lambda d: (d / "config.json").write_text("{hidden"),
+        "config.json nested deeply": lambda d: (d / "config.json").write_text(deep),
+        "config.json without hidden_size": lambda d: config(d, hidden_size=None),
+        "config.json hidden_size a string": lambda d: config(d, hidden_size="big"),
+        "no weights": lambda d: (d / "model.safetensors").unlink(),
+        "truncated weights": lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:300]),
+        "weight of the wrong shape": shape,
+        "index naming a missing shard": lambda d: ((d / "model.safetensors").unlink(), (d / "model.safetensors.index.json")
+                                                   .write_text('{"weight_map": {"x": "model-1.safetensors"}}')),
+        "no tokenizer.json": lambda d: (d / "tokenizer.json").unlink(),
+        "tokenizer.json not JSON": lambda d: (d / "tokenizer.json").write_text("{"),
+    }
+    cases = []
+    for i, (name, spoil) in enumerate(damage.items()):
+        src = root / f"llama-bad-{i}"
+        shutil.copytree(good, src)
+        spoil(src)
+        cases.append(Case(f"import Llama: {name}", ["import", "--from", str(src), "--out", str(root / f"llama-out-{i}")],
+                          check=lambda i=i: f"llama-out-{i} written" if (root / f"llama-out-{i}").exists() else None))
+    return cases
+
+
+def line_and_output_cases(root: Path, mt: str) -> tuple[list[Case], Any]:
+    """Very long lines, damaged exports, corpora of the wrong shape, prepare's output, nesting,
+    full devices, closed stdin, an ASCII terminal; and the lock that a prepare running elsewhere
+    would hold (held around the case that runs into it)."""
+    from qkv.data.shards import _prepare_lock
+    from qkv.tokenizers import MAX_TRAIN_LINE_CHARS
+
+    long_line = "x" * (MAX_TRAIN_LINE_CHARS + 1)
+    (root / "long.txt").write_text(f"hello world\n{long_line}\nhello again\n")
+    (root / "a.de").write_text("hallo welt\nguten tag\n")
+    (root / "a.en").write_text("hello world\ngood day\n")
+    (root / "cr.de").write_bytes(b"hallo\rwelt\r")
+    (root / "blank.de").write_text("\n  \n\n")
+    (root / "corpus-dir").mkdir()
+    deep = "[" * 100_000 + "]" * 100_000
+    (root / "deep.toml").write_text(f"x = {deep}\n")
+    (root / "deep.json").write_text(deep)
+
+    def data_toml(name: str, train_src: str, train_tgt: str = "a.en") -> str:
+        (root / f"{name}.toml").write_text(
+            f'[data]\nkind = "translation"\ntokenizer = "char"\ntrain_src = "{train_src}"\n'
+            f'train_tgt = "{train_tgt}"\nvalid_src = "a.de"\nvalid_tgt = "a.en"\n')
+        return str(root / f"{name}.toml")
+
+    ok, cr, blank = data_toml("ok", "a.de"), data_toml("cr", "cr.de", "cr.de"), data_toml("blank", "blank.de", "blank.de")
+    in_dir = data_toml("in-dir", "corpus-dir")
+    (root / "stale").mkdir()
+    (root / "stale" / ".p.prepare-k1ll3d.tmp").mkdir()
+
+    def no_stale() -> str | None:
+        left = sorted(p.name for p in (root / "stale").iterdir() if p.name != "p")
+        return f"left beside the output: {left}" if left else None
+
+    held = Case("prepare while another prepare writes the same output",       # main() holds its lock
+                ["prepare", "-c", ok, "--out", str(root / "held")])
+    ct2 = None
+    try:
+        import ctranslate2  # noqa: F401
+        from qkv.interop import export_run
+
+        ct2 = export_run(mt, "ct2", root / "ct2")
+        (ct2 / "model.bin").write_bytes((ct2 / "model.bin").read_bytes()[:1000])
+    except ImportError:
+        pass
+    return [
+        Case("tokenize --kind bpe --train FILE with a line over the limit",
+             ["tokenize", "--kind", "bpe", "--train", str(root / "long.txt"), "hello"], expect="warning"),
+        Case("tokenize --kind bpe TEXT over the limit", ["tokenize", "--kind", "bpe", long_line]),
+        *([Case("translate --engine ct2 truncated model.bin", ["translate", "-m", mt, "--engine", "ct2",
+                                                                "--ct2-model", str(ct2), "abc"]),
+           Case("serve --engine ct2 truncated model.bin", ["serve", "-m", mt, "--port", "8793", "--engine", "ct2",
+                                                            "--ct2-model", str(ct2)])] if ct2 else []),
+        Case("prepare --out FILE", ["prepare", "-c", ok, "--out", str(root / "file")]),
+        Case("prepare --out FILE/sub", ["prepare", "-c", ok, "--out", str(root / "file" / "sub")]),
+        held,
+        Case("prepare after a killed prepare left its temporary directory",
+             ["prepare", "-c", ok, "--out", str(root / "stale" / "p")], expect="ok", check=no_stale),
+        Case("prepare a corpus with CR-only line ends", ["prepare", "-c", cr, "--out", str(root / "p-cr")]),
+        Case("prepare a corpus of blank lines", ["prepare", "-c", blank, "--out", str(root / "p-blank")]),
+        Case("prepare a directory given as a corpus file", ["prepare", "-c", in_dir, "--out", str(root / "p-dir")]),
+        Case("train --config nested too deeply", ["train", "-q", "--config", str(root / "deep.toml")]),
+        Case("train --set nested too deeply", ["train", "-q", "--out", str(root / "deep"), "--set", f"model.d_model={deep}"]),
+        Case("tokenize --tokenizer nested too deeply", ["tokenize", "--tokenizer", str(root / "deep.json"), "abc"]),
+        *([Case("translate --output /dev/full", ["translate", "-m", mt, "abc", "--output", "/dev/full"],
+                check=lambda: "/dev/full was replaced by a file" if Path("/dev/full").is_file() else None)]
+          if Path("/dev/full").exists() else []),
+        Case("translate to a full stdout", ["translate", "-m", mt, "abc"], terminal="full"),
+        Case("translate with stdin closed", ["translate", "-m", mt], stdin="closed"),
+        Case("translate with an empty stdin", ["translate", "-m", mt], stdin=b"", expect="warning"),
+        Case("tokenize non-ASCII on an ASCII-only terminal", ["tokenize", "--kind", "char", "Grüße"], terminal="ascii",
+             expect="warning"),
+    ], _prepare_lock(root / "held")
 
 
 def other_cases(root: Path) -> list[Case]:
@@ -332,13 +466,29 @@ def output_cases(root: Path, mt: str, tiny: list[str]) -> list[Case]:
     return cases
 
 
+class _FullDevice(io.StringIO):
+    def flush(self) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+class _AsciiTerminal(io.TextIOWrapper):
+    def __init__(self) -> None:
+        super().__init__(io.BytesIO(), encoding="ascii")
+
+    def getvalue(self) -> str:
+        self.flush()
+        return self.buffer.getvalue().decode("ascii")  # type: ignore[attr-defined]
+
+
 def run_case(case: Case) -> None:
-    err, out = io.StringIO(), io.StringIO()
-    stdin = io.TextIOWrapper(io.BytesIO(case.stdin), encoding="utf-8", errors="replace") if case.stdin is not None else None
+    err: Any = _AsciiTerminal() if case.terminal == "ascii" else io.StringIO()
+    out: Any = {"full": _FullDevice, "ascii": _AsciiTerminal}.get(case.terminal, io.StringIO)()
+    stdin = (io.TextIOWrapper(io.BytesIO(case.stdin), encoding="utf-8", errors="replace")
+             if isinstance(case.stdin, bytes) else None)
     old_stdin = sys.stdin
     try:
-        if stdin is not None:
-            sys.stdin = stdin
+        if stdin is not None or case.stdin == "closed":
+            sys.stdin = stdin                   # None: what Python gives a process started with stdin closed
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
             code = qkv_main(case.args)
     except BaseException as exc:  # noqa: BLE001 - a traceback is what this script counts
@@ -354,6 +504,8 @@ def run_case(case: Case) -> None:
         case.outcome = "silent"
     elif case.expect == "warning":
         case.outcome = "warned" if code == 0 and any(line.startswith("warning:") for line in lines) else "silent"
+    elif case.expect == "ok":
+        case.outcome = "clean" if code == 0 else "messy"
     elif code == 0:
         case.outcome = "silent"
     elif len(lines) == 1 and lines[0].startswith("error:") or (code == 2 and any("Usage:" in line for line in lines)):
@@ -371,9 +523,15 @@ def main() -> None:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        cases = train_cases(root) + other_cases(root)
+        cases = train_cases(root) + other_cases(root) + llama_cases(root)
+        more, held_lock = line_and_output_cases(root, str(root / "mt"))
+        cases += more
         for case in cases:
-            run_case(case)
+            if case.name.startswith("prepare while another"):
+                with held_lock:
+                    run_case(case)
+            else:
+                run_case(case)
     counts = {k: sum(c.outcome == k for c in cases) for k in ("clean", "warned", "traceback", "silent", "messy")}
     result = {
         "benchmark": "bad_inputs",

@@ -405,3 +405,69 @@ def test_a_lock_file_that_is_a_link_is_never_written_through(tmp_path):
     with pytest.raises(CheckpointError, match="cannot lock"), lock_run(run):
         pass
     assert (run / "model.safetensors").read_bytes() == weights
+
+
+# --- issue 27: damaged or unusual input, output and terminals -------------------------------------
+
+
+def test_deeply_nested_config_set_and_tokenizer_values_are_one_line(mt, tmp_path, capsys):
+    deep = "[" * 100_000 + "]" * 100_000
+    (tmp_path / "deep.toml").write_text(f"x = {deep}\n")
+    assert "nests arrays or tables too deeply" in one_line_error(capsys, ["train", "-q", "-c", str(tmp_path / "deep.toml")])
+    err = one_line_error(capsys, ["train", "-q", "--out", str(tmp_path / "r"), "--set", f"model.d_model={deep}"])
+    assert "override model.d_model=... nests" in err
+    (tmp_path / "tok.json").write_text(deep)
+    err = one_line_error(capsys, ["tokenize", "--tokenizer", str(tmp_path / "tok.json"), "abc"])
+    assert "nested too deeply" in err
+
+
+def test_a_truncated_ctranslate2_model_is_one_line_for_translate_and_serve(mt, tmp_path, capsys):
+    pytest.importorskip("ctranslate2")
+    from qkv.interop import export_run
+
+    ct2 = export_run(mt, "ct2", tmp_path / "ct2")
+    weights = ct2 / "model.bin"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    for command in (["translate", "-m", mt, "abc"], ["serve", "-m", mt, "--port", "8791"]):
+        err = one_line_error(capsys, [*command, "--engine", "ct2", "--ct2-model", str(ct2)])
+        assert "model.bin cannot be loaded by CTranslate2" in err and "export it again" in err
+
+
+def test_a_full_device_is_one_line_and_never_replaced(mt, capsys, monkeypatch):
+    import errno
+    import os
+
+    if os.path.exists("/dev/full"):
+        err = one_line_error(capsys, ["translate", "-m", mt, "abc", "--output", "/dev/full"])
+        assert err == "error: cannot write /dev/full: No space left on device"
+        assert not Path("/dev/full").is_file()
+
+    class Full(io.StringIO):
+        def flush(self):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("sys.stdout", Full())
+    err = one_line_error(capsys, ["translate", "-m", mt, "abc"])
+    assert err == "error: cannot write: No space left on device; free some space or write somewhere else"
+
+
+def test_a_closed_or_empty_stdin_is_said(mt, capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdin", None)                       # what Python gives for `0<&-`
+    assert "stdin is closed" in one_line_error(capsys, ["translate", "-m", mt])
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"")))     # `< /dev/null`
+    assert main(["translate", "-m", mt]) == 0
+    assert capsys.readouterr().err == "warning: no lines to translate: stdin is empty\n"
+
+
+def test_an_ascii_only_terminal_gets_escapes_and_one_warning(mt, monkeypatch):
+    out, err = io.BytesIO(), io.BytesIO()
+    monkeypatch.setattr("sys.stdout", io.TextIOWrapper(out, encoding="ascii"))
+    monkeypatch.setattr("sys.stderr", io.TextIOWrapper(err, encoding="ascii"))
+    assert main(["tokenize", "--kind", "char", "Grüße"]) == 0
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    assert "\\xfc" in out.getvalue().decode("ascii")
+    lines = err.getvalue().decode("ascii").splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning: ") and "encoding (ascii)" in lines[0], lines

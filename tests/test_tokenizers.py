@@ -266,3 +266,45 @@ def test_cli_tokenize_errors_are_one_line(tmp_path, capsys):
     assert main(["tokenize", "-t", str(tmp_path / "x.json"), "hi"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "not a qkv tokenizer" in err and err.count("\n") == 1
+
+
+def test_bpe_training_skips_lines_over_the_limit_with_one_warning(monkeypatch):
+    """A line longer than MAX_TRAIN_LINE_CHARS never reaches the tokenizers library (a 50 MB line
+    aborted the process there); the limit is set small here to keep the test fast."""
+    import warnings
+
+    import qkv.tokenizers as tokenizers
+    from qkv.errors import QkvWarning
+
+    monkeypatch.setattr(tokenizers, "MAX_TRAIN_LINE_CHARS", 50)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tok = tokenizers.train_tokenizer("bpe", ["ab ab ab", "x" * 51, "y" * 80, "ab ab"], 300, 1)
+    said = [str(w.message) for w in caught if issubclass(w.category, QkvWarning)]
+    assert len(said) == 1 and "skipped 2 tokenizer training lines longer than 50 characters (the longest 80)" in said[0]
+    assert tok.token_to_id("xx") is None and tok.token_to_id("ab") is not None
+
+
+def test_a_skipped_training_line_is_one_warning_line_on_the_command_line(monkeypatch, tmp_path, capsys):
+    import qkv.tokenizers as tokenizers
+    from qkv.cli import main
+
+    monkeypatch.setattr(tokenizers, "MAX_TRAIN_LINE_CHARS", 50)
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("hello world\n" + "z" * 500 + "\nhello again\n")
+    assert main(["tokenize", "--kind", "bpe", "--train", str(corpus), "hello"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("warning: skipped 1 tokenizer training line longer than 50 characters") and err.count("\n") == 1
+    assert main(["tokenize", "--kind", "bpe", "x" * 51]) == 2
+    assert capsys.readouterr().err.startswith("error: TEXT has 51 characters, more than the 50")
+
+
+def test_bpe_encodes_a_text_over_the_limit_in_pieces_with_the_same_ids(monkeypatch):
+    import qkv.tokenizers as tokenizers
+
+    tok = tokenizers.train_tokenizer("bpe", ["the cat sat on the mat", "the dog ran"] * 20, 300, 2)
+    text = "the cat sat on the mat and the dog ran far, " * 40 + "x" * 120
+    whole = tok.encode(text)
+    monkeypatch.setattr(tokenizers, "MAX_TRAIN_LINE_CHARS", 50)
+    assert tokenizers._pieces(text, 50)[0].endswith("the") and "".join(tokenizers._pieces(text, 50)) == text
+    assert tok.encode(text) == whole and tok.encode_batch(["ab", text]) == [tok.encode("ab"), whole]

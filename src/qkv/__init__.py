@@ -28,7 +28,7 @@ _LAZY = {
     "Run": "qkv.api",
     "Attention": "qkv.api",
     "Explanation": "qkv.api",
-    "QkvWarning": "qkv.api",
+    "QkvWarning": "qkv.errors",
 }
 
 __all__ = [*_LAZY, "QkvError", "ConfigError", "ShapeError", "DataError", "CheckpointError", "__version__"]

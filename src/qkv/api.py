@@ -32,12 +32,7 @@ from collections.abc import Sequence
 import torch
 
 from qkv import run as home
-from qkv.errors import ConfigError
-
-
-class QkvWarning(UserWarning):
-    """What the `qkv` command prints as `warning: ...` (input cut to the model's length, unknown
-    tokens, an untrained model), raised through Python's `warnings` module."""
+from qkv.errors import ConfigError, QkvWarning
 
 
 def _warn(message: str) -> None:

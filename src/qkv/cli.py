@@ -95,8 +95,12 @@ def tokenize(
     from rich.table import Table
 
     from qkv.data.corpus import iter_text_lines
-    from qkv.errors import ConfigError
-    from qkv.tokenizers import KINDS, load_tokenizer, train_tokenizer
+    from qkv.errors import ConfigError, DataError
+    from qkv.tokenizers import KINDS, MAX_TRAIN_LINE_CHARS, load_tokenizer, train_tokenizer
+
+    if not train and tokenizer is None and len(text) > MAX_TRAIN_LINE_CHARS:
+        raise DataError(f"TEXT has {len(text):,} characters, more than the {MAX_TRAIN_LINE_CHARS:,} a tokenizer "
+                        f"learns from at once; give a saved --tokenizer, or --train FILE with shorter lines")
 
     def trained(kind: str):
         if train:
@@ -286,6 +290,28 @@ def echo_warning(message: str) -> None:
     typer.echo(f"warning: {message}", err=True)
 
 
+def write_output(path: Path, data: bytes) -> None:
+    """Write an --output file atomically; a device or pipe that already exists (/dev/stdout,
+    /dev/full, a FIFO) is written in place, never replaced by a file, and a failure is one line."""
+    import stat
+
+    from qkv.errors import OutputError
+    from qkv.files import atomic_write_bytes
+
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        mode = 0
+    if not mode or stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        atomic_write_bytes(path, data)
+        return
+    try:
+        with path.open("wb") as f:
+            f.write(data)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
 @app.command()
 def translate(
     model: RunOpt,
@@ -305,7 +331,6 @@ def translate(
     ct2_model: Ct2ModelOpt = None,
 ) -> None:
     """Translate TEXT, a file, or stdin with a trained translation model."""
-    from qkv.files import atomic_write_bytes
     from qkv.search import DecodeConfig
     from qkv.text import check_engine, format_translations, read_input_lines, translate_lines, translation_backend
     from qkv.run import load_run
@@ -314,13 +339,15 @@ def translate(
     dcfg = DecodeConfig(beam_size=1 if sample else beam, n_best=n_best, length_penalty=length_penalty, sample=sample,
                         temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
     lines = read_input_lines(text, input)
+    if not lines:
+        echo_warning(f"no lines to translate: {input or 'stdin'} is empty")
     run = load_run(model)
     backend = translation_backend(run, engine, ct2_model)
     out = format_translations(translate_lines(run, lines, dcfg, batch_size, echo_warning, backend), n_best)
     if output is None:
         typer.echo(out, nl=False)
     else:
-        atomic_write_bytes(output, out.encode("utf-8"))
+        write_output(output, out.encode("utf-8"))
 
 
 @app.command()
@@ -340,7 +367,6 @@ def evaluate(
     (a built-in task's run: exact match and chrF)."""
     import json
 
-    from qkv.files import atomic_write_bytes
     from qkv.data.corpus import iter_lines
     from qkv.search import DecodeConfig
     from qkv.text import check_engine, translation_backend
@@ -354,7 +380,7 @@ def evaluate(
     result = score(run, sources, refs, dcfg, batch_size, echo_warning, translation_backend(run, engine, ct2_model))
     hyps = result.pop("hypotheses")
     if output is not None:
-        atomic_write_bytes(output, "".join(h + "\n" for h in hyps).encode("utf-8"))
+        write_output(output, "".join(h + "\n" for h in hyps).encode("utf-8"))
     if json_out:
         typer.echo(json.dumps(result, indent=2))
     else:
@@ -559,10 +585,49 @@ def history(
     typer.echo(f"wrote {run_history(out, task, quick, models, budget_seconds, steps, clock, seed or 0, log=typer.echo)}")
 
 
+_escaped = {"count": 0}
+
+
+def _escape_unencodable(exc: UnicodeError) -> tuple[str, int]:
+    """The codec error handler of an output stream whose encoding cannot show everything (an
+    ASCII-only terminal): backslash escapes, counted for one warning at the end."""
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    _escaped["count"] += exc.end - exc.start
+    return exc.object[exc.start:exc.end].encode("ascii", "backslashreplace").decode("ascii"), exc.end
+
+
+def tolerant_output_streams() -> None:
+    """Let stdout and stderr write what their encoding cannot (PYTHONIOENCODING=ascii, an ASCII
+    locale) as backslash escapes instead of raising UnicodeEncodeError mid-output."""
+    import codecs
+
+    try:
+        codecs.lookup_error("qkv-escape")
+    except LookupError:
+        codecs.register_error("qkv-escape", _escape_unencodable)
+    for stream in (sys.stdout, sys.stderr):
+        encoding = getattr(stream, "encoding", None)
+        if encoding and hasattr(stream, "reconfigure") and getattr(stream, "errors", "") == "strict":
+            try:
+                "\u00e4\u2192\uac00".encode(encoding)
+            except (UnicodeEncodeError, LookupError):
+                stream.reconfigure(errors="qkv-escape")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `qkv` console script, through the one wrapper (qkv.entry): one line for
-    deliberate errors, never a traceback; click handles usage errors itself (exit 2)."""
-    return run_main(lambda: app(args=argv, standalone_mode=True))
+    deliberate errors, never a traceback; click handles usage errors itself (exit 2). Characters
+    the terminal's encoding cannot show are written as backslash escapes, with one warning."""
+    tolerant_output_streams()
+    _escaped["count"] = 0
+    code = run_main(lambda: app(args=argv, standalone_mode=True))
+    escaped = _escaped["count"]
+    if escaped:
+        encoding = getattr(sys.stdout, "encoding", None) or getattr(sys.stderr, "encoding", "?")
+        echo_warning(f"{escaped:,} character(s) that the terminal's encoding ({encoding}) cannot show "
+                     f"were written as backslash escapes; use a UTF-8 locale or PYTHONIOENCODING=utf-8")
+    return code
 
 
 if __name__ == "__main__":

@@ -243,6 +243,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()  # a bare word such as model.activation=gelu
+    except RecursionError:
+        raise ConfigError(f"override {path.strip()}=... nests arrays or tables too deeply; give a plain value") from None
     return keys, value
 
 
@@ -273,3 +275,6 @@ def load_toml(path: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path} is not UTF-8 text") from None
+    except RecursionError:
+        raise ConfigError(f"{path} nests arrays or tables too deeply to be a config; a qkv config has "
+                          f"[model], [train] and [data] sections of plain values") from None

@@ -7,6 +7,9 @@ Every entry point (the `qkv` command, the recipes, the benchmarks) runs its main
   big tensors, :mod:`qkv.fast.malloc`; QKV_KEEP_FREED_MEMORY=0 turns it off),
 - prints a deliberate error (:class:`~qkv.errors.QkvError`) as one line, ``error: ...``, and
   exits 2 (QKV_DEBUG=1 shows the traceback instead),
+- prints a :class:`~qkv.errors.QkvWarning` as one line, ``warning: ...``,
+- turns a full or read-only device while writing (ENOSPC, EDQUOT, EROFS, EFBIG) into one line
+  and exit 2, and a closed pipe (``qkv ... | head``) into a quiet exit 141,
 - answers Ctrl-C with ``error: interrupted`` and exit 130,
 - answers an allocation failure (CPU or CUDA) with one line of advice and exit 2; any other
   exception is a bug and keeps its traceback,
@@ -21,13 +24,16 @@ Nothing here imports torch, so a script's ``--help`` stays fast.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import os
 import sys
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from qkv.errors import QkvError
+from qkv.errors import QkvError, QkvWarning
 
 __all__ = ["entry_point", "is_torchrun_rank", "out_of_memory", "prepare_process", "relaunch_under_torchrun",
            "run_main"]
@@ -53,7 +59,9 @@ def run_main(fn: Callable[..., object], argv: Sequence[str] | None = None) -> in
     ``fn(list(argv))``. An int it returns is the exit status; anything else (None) is 0."""
     prepare_process()
     try:
-        code = fn() if argv is None else fn(list(argv))
+        with _warnings_as_lines():
+            code = fn() if argv is None else fn(list(argv))
+            sys.stdout.flush()                  # a full device fails here, not silently at exit
     except SystemExit as exc:
         return _exit_status(exc)
     except KeyboardInterrupt:
@@ -64,6 +72,14 @@ def run_main(fn: Callable[..., object], argv: Sequence[str] | None = None) -> in
             raise
         if isinstance(exc, QkvError):
             _print_error(" ".join(str(exc).split()))
+            return 2
+        if isinstance(exc, BrokenPipeError):    # `qkv ... | head`: the reader left, as with SIGPIPE
+            _silence_stdout()
+            return 141
+        if isinstance(exc, OSError) and exc.errno in _FULL_OR_READ_ONLY:
+            where = f" {exc.filename}" if exc.filename else ""
+            _print_error(f"cannot write{where}: {exc.strerror}; free some space or write somewhere else")
+            _silence_stdout()
             return 2
         if out_of_memory(exc):
             text = str(exc).strip()
@@ -150,6 +166,36 @@ def _exit_status(exc: SystemExit) -> int:
         return exc.code
     print(exc.code, file=sys.stderr, flush=True)
     return 1
+
+
+@contextlib.contextmanager
+def _warnings_as_lines() -> Iterator[None]:
+    """A QkvWarning raised anywhere below (e.g. tokenizer training lines skipped) is printed as
+    one line, ``warning: ...``, every time; other warnings keep Python's own format."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", QkvWarning)
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+            if issubclass(category, QkvWarning):
+                print(f"warning: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
+
+
+_FULL_OR_READ_ONLY = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
+
+
+def _silence_stdout() -> None:
+    """Point standard output at /dev/null, so that the interpreter's last flush of what is still
+    buffered (to a full device, a closed pipe) adds no second message."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def _print_error(message: str) -> None:

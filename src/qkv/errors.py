@@ -31,3 +31,8 @@ class OutputError(QkvError, OSError):
 
 class TrainingError(QkvError):
     """Training cannot go on (e.g. the loss became NaN or infinite); the last good checkpoint is kept."""
+
+
+class QkvWarning(UserWarning):
+    """What the `qkv` command prints as `warning: ...` (input cut to the model's length, unknown
+    tokens, an untrained model, training lines skipped), raised through Python's `warnings` module."""

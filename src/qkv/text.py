@@ -232,6 +232,8 @@ def read_input_lines(text: str | None, input_path: str | None, stdin=None) -> li
         return [text]
     if input_path is not None:
         return [line for _, line in iter_lines(input_path)]
+    if stdin is None or getattr(stdin, "closed", False):     # started with stdin closed (0<&-)
+        raise ConfigError("nothing to translate: stdin is closed; give TEXT, --input FILE, or pipe lines on stdin")
     if stdin.isatty():
         raise ConfigError("nothing to translate: give TEXT, --input FILE, or pipe lines on stdin")
     if hasattr(stdin, "buffer"):                 # the bytes, decoded by the same rule as --input

@@ -18,9 +18,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,7 +29,7 @@ from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from qkv.files import atomic_write_bytes
-from qkv.errors import ConfigError, DataError
+from qkv.errors import ConfigError, DataError, QkvWarning
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)
@@ -245,6 +246,26 @@ class WordTokenizer(VocabTokenizer):
 # The largest BPE vocabulary trained here: 4x the largest in use (about 256k). The trainer of
 # `tokenizers` allocates for the whole vocabulary up front and aborts the process when it cannot.
 MAX_BPE_VOCAB = 1_000_000
+# BPE training time grows with the square of a word's length inside the tokenizers library (a
+# 100,000-character word: ~10 s; 1,000,000: minutes; 50 MB: the process aborts), so longer
+# training lines never reach it: they are skipped with one warning (docs/training.md).
+MAX_TRAIN_LINE_CHARS = 100_000
+
+
+def _short_lines(texts: Iterable[str], limit: int | None = None) -> Iterator[str]:
+    """The training texts of at most `limit` characters (default MAX_TRAIN_LINE_CHARS), each
+    checked as Unicode; one QkvWarning at the end names how many longer ones were skipped."""
+    limit = MAX_TRAIN_LINE_CHARS if limit is None else limit
+    skipped, longest = 0, 0
+    for text in texts:
+        if isinstance(text, str) and len(text) > limit:
+            skipped, longest = skipped + 1, max(longest, len(text))
+            continue
+        yield checked_text(text, "training text")
+    if skipped:
+        warnings.warn(f"skipped {skipped:,} tokenizer training line{'s' if skipped > 1 else ''} longer than "
+                      f"{limit:,} characters (the longest {longest:,}); BPE cannot learn from such lines: "
+                      f"split them at sentence or paragraph ends", QkvWarning, stacklevel=2)
 
 
 class BPETokenizer(Tokenizer):
@@ -280,14 +301,28 @@ class BPETokenizer(Tokenizer):
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
             show_progress=False,
         )
-        hf.train_from_iterator((checked_text(t, "training text") for t in texts), trainer)
+        hf.train_from_iterator(_short_lines(texts), trainer)
         return cls(hf)
 
     def encode(self, text: str) -> list[int]:
+        if len(text) > MAX_TRAIN_LINE_CHARS:
+            return self.encode_batch([text])[0]
         return self.hf.encode(checked_text(text)).ids
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        return [e.ids for e in self.hf.encode_batch([checked_text(t) for t in texts])]
+        """Ids of each text; a text over MAX_TRAIN_LINE_CHARS goes to the library in pieces cut
+        before a space (the byte-level pre-tokenizer starts a word there, so the ids are the same
+        unless a piece has no space to cut at), which keeps its time and memory linear."""
+        if all(len(t) <= MAX_TRAIN_LINE_CHARS for t in texts):
+            return [e.ids for e in self.hf.encode_batch([checked_text(t) for t in texts])]
+        out = []
+        for text in texts:
+            pieces = _pieces(checked_text(text), MAX_TRAIN_LINE_CHARS)
+            ids: list[int] = []
+            for k in range(0, len(pieces), 8):  # the library's Encoding objects are large: a few at once
+                ids.extend(i for e in self.hf.encode_batch(pieces[k:k + 8]) for i in e.ids)
+            out.append(ids)
+        return out
 
     def decode(self, ids: Iterable[int]) -> str:
         return self.hf.decode(list(ids), skip_special_tokens=True)
@@ -326,6 +361,19 @@ class BPETokenizer(Tokenizer):
             raise DataError(f"{origin}: the BPE model cannot be read ({_first_line(exc)}); "
                             f"retrain and save the tokenizer") from None
         return cls(hf)
+
+
+def _pieces(text: str, limit: int) -> list[str]:
+    """`text` cut into pieces of at most `limit` characters, each cut just before a space in the
+    second half of the window where there is one."""
+    pieces, start = [], 0
+    while len(text) - start > limit:
+        cut = text.rfind(" ", start + limit // 2, start + limit)
+        cut = cut if cut > start else start + limit
+        pieces.append(text[start:cut])
+        start = cut
+    pieces.append(text[start:])
+    return pieces
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -381,6 +429,9 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
         raise DataError(f"tokenizer file not found: {path}")
     try:
         data = json.loads(path.read_bytes().decode("utf-8"))
+    except RecursionError:
+        raise DataError(f"{path} is not a tokenizer JSON file (nested too deeply); "
+                        f"give the file written by Tokenizer.save or `qkv tokenize --save`") from None
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise DataError(f"{path} is not a tokenizer JSON file (not valid JSON); "
                         f"give the file written by Tokenizer.save or `qkv tokenize --save`") from None

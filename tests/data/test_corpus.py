@@ -136,3 +136,18 @@ def test_real_multi30k():
     assert train.tgt[0] == "Two young, White males are outside near many bushes."
     assert len(load_split(root, "valid", "de", "en")) == 1014
     assert len(load_split(root, "test", "de", "en")) == 1000
+
+
+def test_wrong_kinds_of_corpus_files_get_messages_with_the_right_fix(tmp_path):
+    (tmp_path / "d").mkdir()
+    with pytest.raises(DataError, match="is a directory, not a text file.*data.dir"):
+        read_text(tmp_path / "d")
+    (tmp_path / "cr.txt").write_bytes(b"one\rtwo\rthree\r")
+    with pytest.raises(DataError, match=r"cr.txt:1: .*carriage returns.*tr '\\r' '\\n'"):
+        list(iter_text_lines(tmp_path / "cr.txt"))
+    (tmp_path / "crlf.txt").write_bytes(b"one\r\ntwo\r\n")       # Windows line ends stay fine
+    assert list(iter_text_lines(tmp_path / "crlf.txt")) == ["one", "two"]
+    (tmp_path / "blank.txt").write_text("\n  \n\t\n")
+    for read in (lambda p: list(iter_text_lines(p)), read_text, read_tsv, lambda p: read_parallel(p, p)):
+        with pytest.raises(DataError, match="all 3 lines are blank.*will not help"):
+            read(tmp_path / "blank.txt")

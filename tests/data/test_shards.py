@@ -232,3 +232,26 @@ def test_prepare_to_a_file_or_a_full_disk_is_one_line_and_leaves_nothing(corpus,
     with pytest.raises(OutputError, match="No space left on device; free some space"):
         prepare_corpus(DataConfig(**translation_data(corpus)), tmp_path / "p")
     assert not (tmp_path / "p").exists() and not list(tmp_path.glob(".p.*"))
+
+
+def test_prepare_out_that_is_a_file_is_one_line(corpus, tmp_path, capsys):
+    from qkv.errors import OutputError
+
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(OutputError, match="is a file; --out names a directory"):
+        prepare_corpus(DataConfig(**translation_data(corpus)), tmp_path / "afile")
+    with pytest.raises(OutputError, match="is a file"):
+        prepare_corpus(DataConfig(**translation_data(corpus)), tmp_path / "afile" / "sub")
+
+
+def test_a_second_prepare_into_one_output_is_refused_and_a_killed_ones_leftovers_are_removed(corpus, tmp_path):
+    data = DataConfig(**translation_data(corpus))
+    out = tmp_path / "p"
+    with shards._prepare_lock(out):            # what a prepare running in another process holds
+        with pytest.raises(DataError, match=r"another qkv prepare \(pid \d+\) is writing"):
+            prepare_corpus(data, out)
+    stale = tmp_path / ".p.prepare-k1ll3d.tmp"     # the temporary directory of a prepare killed by -9
+    stale.mkdir()
+    (stale / "train.src.bin").write_bytes(b"\0" * 8)
+    prepare_corpus(data, out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus", "p"]

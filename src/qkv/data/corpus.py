@@ -35,6 +35,9 @@ SPLIT_ALIASES = {"valid": ("valid", "val", "dev"), "val": ("val", "valid", "dev"
 def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
     """Yield (line number from 1, text without the line break) of a UTF-8 file, lazily."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path} is a directory, not a text file; give one of its files (for a directory of "
+                        f"<split>.<lang> files such as Multi30k, set data.dir with data.src_lang and data.tgt_lang)")
     if not path.is_file():
         raise DataError(f"file not found: {path}")
     n = 0
@@ -56,7 +59,12 @@ def iter_byte_lines(stream, name: str) -> Iterator[tuple[int, str]]:
                             f"convert the input to UTF-8 (e.g. iconv -t UTF-8)") from None
         if n == 1:
             line = line.removeprefix("\ufeff")
-        yield n, line.rstrip("\n").removesuffix("\r")
+        line = line.rstrip("\n").removesuffix("\r")
+        if n == 1 and "\r" in line:
+            raise DataError(f"{name}:1: the line holds carriage returns (\\r) inside it: the input seems to end "
+                            f"its lines with \\r alone (old Mac style), so it reads as one line; convert the line "
+                            f"ends to \\n (e.g. tr '\\r' '\\n' < IN > OUT)")
+        yield n, line
 
 
 def _check_empty(text: str, empty: EmptyPolicy, where: str) -> bool:
@@ -78,6 +86,11 @@ def _pair_is_empty(src: str, tgt: str, empty: EmptyPolicy, src_where: str, tgt_w
 def _check_policy(empty: str) -> None:
     if empty not in ("skip", "error"):
         raise ConfigError(f"empty must be 'skip' or 'error', got {empty!r}")
+
+
+def _raise_all_blank(where: str, lines: int, what: str) -> None:
+    raise DataError(f"{where}: all {lines:,} lines are blank ({what}); the file holds no text: "
+                    f"check that it is the right file and was fully written (min_freq or vocab_size will not help)")
 
 
 @dataclass
@@ -129,6 +142,8 @@ class ParallelFiles:
         extra = sum(1 for _ in tgt_lines)
         if extra:
             self._raise_mismatch(n, n + extra, shorter=self.src_path)
+        if self.skipped == n:
+            _raise_all_blank(f"{self.src_path} + {self.tgt_path}", n, "pair has an empty side")
 
     def _raise_mismatch(self, short_count: int, long_count: int, shorter: Path) -> None:
         src_count, tgt_count = (short_count, long_count) if shorter == self.src_path else (long_count, short_count)
@@ -160,6 +175,7 @@ class TsvFile:
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         self.skipped = 0
+        n = 0
         for n, line in iter_lines(self.path):
             columns = line.split("\t")
             if len(columns) == 1 and not line.strip():
@@ -172,6 +188,8 @@ class TsvFile:
                 self.skipped += 1
                 continue
             yield src, tgt
+        if self.skipped == n:
+            _raise_all_blank(str(self.path), n, "pair has an empty side")
 
     def read(self) -> ParallelText:
         pairs = list(self)
@@ -192,14 +210,21 @@ def read_tsv(path: str | os.PathLike, empty: EmptyPolicy = "skip") -> ParallelTe
 def iter_text_lines(path: str | os.PathLike, empty: EmptyPolicy = "skip") -> Iterator[str]:
     """The non-empty lines of a monolingual file, lazily (e.g. to train a tokenizer)."""
     _check_policy(empty)
+    kept = n = 0
     for n, line in iter_lines(path):
         if not _check_empty(line, empty, f"{path}:{n}"):
+            kept += 1
             yield line
+    if not kept:
+        _raise_all_blank(str(path), n, "only spaces")
 
 
 def read_text(path: str | os.PathLike) -> str:
     """A whole monolingual file as one string, newlines kept (the input of a language model)."""
-    return "".join(line + "\n" for _, line in iter_lines(path))
+    lines = [line for _, line in iter_lines(path)]
+    if not any(line.strip() for line in lines):
+        _raise_all_blank(str(path), len(lines), "only spaces")
+    return "".join(line + "\n" for line in lines)
 
 
 def split_files(directory: str | os.PathLike, split: str, src_lang: str, tgt_lang: str) -> tuple[Path, Path]:

@@ -39,10 +39,12 @@ train_state.pt and `--resume` refuses a corpus prepared again at the same path f
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import random
+import shutil
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,8 +54,8 @@ import numpy as np
 import torch
 
 from qkv.data.batching import Batch, LMBlocks, plan_batches
-from qkv.errors import ConfigError, DataError
-from qkv.files import atomic_directory, atomic_write_bytes
+from qkv.errors import ConfigError, DataError, OutputError
+from qkv.files import atomic_directory, atomic_write_bytes, ensure_directory
 from qkv.tokenizers import BOS_ID, EOS_ID, PAD_ID
 
 FORMAT_VERSION = 1
@@ -107,16 +109,58 @@ def prepare_corpus(data, out: str | os.PathLike, sample: int = SAMPLE, seed: int
         raise ConfigError(f"qkv prepare writes translation or lm data; data.kind is {data.kind!r}")
     if sample < 1:
         raise ConfigError(f"--sample must be >= 1, got {sample}")
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out} is a file; --out names a directory for the prepared corpus, give a new path")
     if out.is_dir() and not out.is_symlink() and any(out.iterdir()):
         raise DataError(f"{out} already exists and is not empty; choose another --out or delete it")
     say = log or (lambda message: None)
-    with atomic_directory(out, "prepared corpus") as tmp:      # complete, or not there at all
+    ensure_directory(out.parent, "the folder of --out")
+    with _prepare_lock(out), atomic_directory(out, "prepared corpus") as tmp:   # one at a time; whole or absent
         if data.kind == "translation":
             report = _prepare_pairs(data, tmp, sample, seed, say)
         else:
             report = _prepare_text(data, tmp, sample, seed, say)
     report.out, report.seconds = out, time.perf_counter() - start
     return report
+
+
+@contextlib.contextmanager
+def _prepare_lock(out: Path) -> Iterator[None]:
+    """Hold `.<name>.prepare-lock` beside `out` (an advisory flock the system drops when the
+    process dies, even by kill -9; the file is removed when done): a second `qkv prepare` into the
+    same output gets one line.
+    Under the lock, temporary directories that a killed prepare left behind are removed."""
+    import fcntl
+
+    lock = out.parent / f".{out.name}.prepare-lock"
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise OutputError(f"cannot write beside {out}: {exc.strerror or exc}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            raise DataError(f"another qkv prepare (pid {holder}) is writing {out}; wait for it to finish "
+                            f"or choose another --out") from None
+        try:
+            same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:                            # the holder finished and removed it as we opened it
+            raise DataError(f"another qkv prepare wrote {out} just now; look at it, or choose another --out")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        for stale in [*out.parent.glob(f".{out.name}.*.tmp"), *out.parent.glob(f".{out.name}.*.old")]:
+            if stale.is_dir():                  # a killed prepare's: no other one can be running
+                shutil.rmtree(stale, ignore_errors=True)
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)        # still holding it: no leftover beside the output
+    finally:
+        os.close(fd)
 
 
 def _pair_files(data) -> dict[str, tuple[Path, Path]]:
@@ -170,6 +214,10 @@ def _prepare_text(data, out: Path, sample: int, seed: int, say) -> PrepareReport
         raise DataError("language-model data needs data.train_text (a UTF-8 text file)")
     say(f"sampling up to {sample:,} lines for the tokenizer")
     lines = reservoir_sample((line + "\n" for _, line in iter_lines(data.train_text)), sample, seed)
+    if not any(line.strip() for line in lines):
+        from qkv.data.corpus import _raise_all_blank
+
+        _raise_all_blank(str(data.train_text), len(lines), "only spaces")
     min_freq = data.min_freq if data.tokenizer != "char" else 1
     tok = train_tokenizer(data.tokenizer, lines, data.vocab_size, min_freq)
     sampled = len(lines)

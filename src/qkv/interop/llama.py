@@ -96,8 +96,35 @@ def to_llama(model: nn.Module) -> Any:
     return llama
 
 
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from `path`, or one CheckpointError (unreadable, not UTF-8, not JSON, nested
+    too deep, not an object)."""
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else " ".join(str(exc).split())[:160]
+        raise CheckpointError(f"{path} cannot be read as JSON ({reason}); copy the file again from the "
+                              f"model's source") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} holds a JSON {type(data).__name__}, not an object; copy the file again "
+                              f"from the model's source")
+    return data
+
+
 def model_config_from_llama(hf: dict[str, Any]) -> ModelConfig:
-    """The qkv ModelConfig of a Llama config.json."""
+    """The qkv ModelConfig of a Llama config.json (a missing or mistyped field: one CheckpointError)."""
+    try:
+        return _model_config_from_llama(hf)
+    except (KeyError, TypeError, ValueError, AttributeError, ZeroDivisionError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        what = f"lacks {exc.args[0]!r}" if isinstance(exc, KeyError) else f"has a value of the wrong type or size ({exc})"
+        raise CheckpointError(f"config.json {what}; a Llama config.json needs hidden_size, num_attention_heads, "
+                              f"num_hidden_layers, intermediate_size, vocab_size, max_position_embeddings "
+                              f"as positive integers") from None
+
+
+def _model_config_from_llama(hf: dict[str, Any]) -> ModelConfig:
     if hf.get("model_type") != "llama":
         raise ConfigError(f"config.json describes model_type={hf.get('model_type')!r}, not 'llama'")
     rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
@@ -123,20 +150,33 @@ def model_config_from_llama(hf: dict[str, Any]) -> ModelConfig:
         bos_id=hf.get("bos_token_id", 1), eos_id=hf.get("eos_token_id", 2),
         **{k: v for k, v in LLAMA_OPTIONS.items() if k != "arch"},
     )
-    assert swiglu_width(cfg.d_ff) == hf["intermediate_size"]
+    if swiglu_width(cfg.d_ff) != hf["intermediate_size"]:
+        raise ConfigError(f"intermediate_size={hf['intermediate_size']} is not a SwiGLU width qkv can hold")
     return cfg
 
 
 def _read_weights(src: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
+    def load(path: Path) -> dict[str, torch.Tensor]:
+        if not path.is_file():
+            raise CheckpointError(f"{path} is missing; the model's weights are incomplete, copy them again")
+        try:
+            return load_file(path)
+        except Exception as exc:  # safetensors' SafetensorError (truncated, bad header), OSError
+            raise CheckpointError(f"{path} cannot be read as safetensors ({' '.join(str(exc).split())[:160]}); "
+                                  f"the file is damaged or truncated, copy it again") from None
+
     # the Hugging Face layout's file names (not a qkv run's: those are qkv.run.RunDir's)
     single, index = src / "model.safetensors", src / "model.safetensors.index.json"
     if single.is_file():
-        return load_file(single)
+        return load(single)
     if index.is_file():
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        return {k: v for f in files for k, v in load_file(src / f).items()}
+        weight_map = _read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
+            raise CheckpointError(f"{index} has no weight_map of tensor names to files; copy it again")
+        files = sorted(set(weight_map.values()))
+        return {k: v for f in files for k, v in load(src / f).items()}
     raise CheckpointError(f"{src} holds no model.safetensors (or model.safetensors.index.json)")
 
 
@@ -149,8 +189,10 @@ def _read_tokenizer(src: Path) -> Any:
     path = src / "tokenizer.json"
     if not path.is_file():
         raise CheckpointError(f"{src} has no tokenizer.json; qkv needs the tokenizer to write a run")
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data = _read_json(path)
     model = data.get("model") or {}
+    if not isinstance(model, dict):
+        raise CheckpointError(f"{path}: 'model' is not an object; copy the file again")
     try:
         if model.get("type") == "BPE":
             return BPETokenizer(HFTokenizer.from_file(str(path)))
@@ -158,7 +200,7 @@ def _read_tokenizer(src: Path) -> Any:
             vocab = [t for t, _ in sorted(model["vocab"].items(), key=lambda kv: kv[1])]
             char = (data.get("pre_tokenizer") or {}).get("type") == "Split"
             return (CharTokenizer if char else WordTokenizer)(vocab)
-    except Exception as exc:  # DataError from the qkv classes, or the Rust parser's plain Exception
+    except Exception as exc:  # DataError from the qkv classes, the Rust parser's plain Exception, a RecursionError
         raise CheckpointError(f"{path} cannot be read as a qkv tokenizer ({' '.join(str(exc).split())[:160]})") from None
     raise CheckpointError(f"{path} holds a {model.get('type')!r} tokenizer; qkv reads byte-level BPE, char or word")
 
@@ -171,7 +213,7 @@ def import_llama(src_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path
     src = Path(src_dir)
     if not (src / "config.json").is_file():
         raise CheckpointError(f"{src} is not a Hugging Face model directory: config.json is missing")
-    cfg = model_config_from_llama(json.loads((src / "config.json").read_text()))
+    cfg = model_config_from_llama(_read_json(src / "config.json"))
     tokenizer = _read_tokenizer(src)
     if tokenizer.vocab_size != cfg.tgt_vocab_size:
         raise CheckpointError(f"{src}: tokenizer has {tokenizer.vocab_size} tokens, config.json vocab_size="
@@ -186,10 +228,10 @@ def import_llama(src_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path
             if theirs not in weights:
                 raise CheckpointError(f"{src} lacks the weight {theirs!r} that a Llama of this config.json has")
             tensor = weights[theirs].float()
+            if tensor.shape != state[ours].shape:       # the RoPE row permutation keeps the shape
+                raise CheckpointError(f"{src}: {theirs} has shape {tuple(tensor.shape)}, expected {tuple(state[ours].shape)}")
             if rows is not None:
                 tensor = tensor[inverse[next(k for k in inverse if k in ours)]]
-            if tensor.shape != state[ours].shape:
-                raise CheckpointError(f"{src}: {theirs} has shape {tuple(tensor.shape)}, expected {tuple(state[ours].shape)}")
             state[ours].copy_(tensor)
     with atomic_directory(out_dir, "imported run") as tmp:        # whole, or not at all
         save_run(tmp, model.eval(), {}, None, tokenizer)

@@ -108,13 +108,19 @@ class Ct2Translator:
                            f"create it with `qkv export --format ct2 --out {model_dir}`")
         _check_vocabularies(model_dir, src_tokens, tgt_tokens)
         _check_source(model_dir, weights_digest)
-        self.translator = ctranslate2.Translator(str(model_dir), device="cpu",
-                                                 compute_type=compute_type_for_machine(compute_type),
-                                                 intra_threads=threads or default_threads())
+        try:
+            self.translator = ctranslate2.Translator(str(model_dir), device="cpu",
+                                                     compute_type=compute_type_for_machine(compute_type),
+                                                     intra_threads=threads or default_threads())
+        except (RuntimeError, ValueError, OSError) as exc:   # a truncated or damaged model.bin
+            reason = " ".join(str(exc).split())[:160]
+            raise QkvError(f"{model_dir / 'model.bin'} cannot be loaded by CTranslate2 ({reason}); the export is "
+                           f"damaged or incomplete: export it again with `qkv export --format ct2`") from None
         self.max_len = max_len
         self.src_tokens = src_tokens
         self.tgt_ids = {t: i for i, t in enumerate(tgt_tokens)}
-        self.eos_id = self.tgt_ids.get(_read_json(model_dir / "config.json").get("eos_token"), -1)
+        config = _read_json(model_dir / "config.json")
+        self.eos_id = self.tgt_ids.get(config.get("eos_token") if isinstance(config, dict) else None, -1)
 
     def translate_ids(self, src: list[list[int]], dcfg: DecodeConfig, batch_size: int = 0) -> list[list[Hypothesis]]:
         """`qkv.search.translate_ids` on CTranslate2: each source's n-best `Hypothesis` list (ids without
@@ -159,7 +165,7 @@ class Ct2Translator:
 def _read_json(path: Path, default: Any = None) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {} if default is None else default
 
 
