@@ -58,6 +58,7 @@ def main() -> None:
 
     from decode_speed import SMALL
     from qkv import ModelConfig, build_model
+    from qkv.files import atomic_write_bytes
     from qkv.interop.ct2 import write_ct2
     from qkv.machine import describe
 
@@ -80,7 +81,7 @@ def main() -> None:
                   load_average_before=load_before, load_average_after=[round(x, 2) for x in os.getloadavg()],
                   results=rows)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_bytes(Path(args.out), (json.dumps(result, indent=2) + "\n").encode("utf-8"))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import torch
 
 from qkv import ModelConfig, build_model
 from qkv.entry import prepare_process, run_main
+from qkv.files import atomic_write_bytes
 from qkv.search import DecodeConfig, translate_ids
 
 SMALL = dict(d_model=256, n_heads=4, n_encoder_layers=3, n_decoder_layers=3, d_ff=1024,
@@ -131,7 +132,7 @@ def main() -> None:
         results=rows, speedups=speedups(rows), speedups_cpu_time=speedups(rows, "sentences_per_cpu_s"),
     )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_bytes(Path(args.out), (json.dumps(result, indent=2) + "\n").encode("utf-8"))
     print(json.dumps({"wall clock": result["speedups"], "CPU time": result["speedups_cpu_time"]}, indent=2))
 
 

@@ -38,6 +38,7 @@ import torch
 from decode_speed import SMALL, SRC_LEN, make_sources, qkv_runner
 from qkv import ModelConfig, build_model
 from qkv.entry import run_main
+from qkv.files import atomic_write_bytes
 from qkv.interop.ct2 import write_ct2
 from qkv.search.ct2 import require_ctranslate2
 from qkv.machine import cpu_has_fast_bf16, describe
@@ -175,7 +176,7 @@ def main() -> None:
     result["best"] = best_rows(rows)
     result["goals"] = goals(result["best"])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_bytes(Path(args.out), (json.dumps(result, indent=2) + "\n").encode("utf-8"))
     print(json.dumps({"best": result["best"], "goals": result["goals"]}, indent=2))
 
 

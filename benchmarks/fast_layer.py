@@ -36,6 +36,7 @@ import torch
 
 from qkv import ModelConfig, build_model
 from qkv.entry import run_main
+from qkv.files import atomic_write_bytes
 from qkv.search import StepDecoder
 from qkv.fast.dropout import use_fast_dropout
 from qkv.machine import cpu_has_fast_bf16, cpu_name
@@ -185,7 +186,7 @@ def main() -> None:
     text = json.dumps(result, indent=2)
     print(text)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text + "\n")
+    atomic_write_bytes(Path(args.out), (text + "\n").encode("utf-8"))
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ import httpx
 import numpy as np
 
 from qkv.entry import run_main
+from qkv.files import atomic_write_bytes
 from qkv.machine import describe
 
 HOST = "127.0.0.1"
@@ -165,7 +166,7 @@ def main() -> None:
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+        atomic_write_bytes(args.out, (text + "\n").encode("utf-8"))
 
 
 if __name__ == "__main__":

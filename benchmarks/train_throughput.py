@@ -46,6 +46,7 @@ from qkv import DecoderOnly, EncoderDecoder, ModelConfig, build_model
 from qkv.model.layers import Embeddings
 from qkv.fast.dropout import use_fast_dropout
 from qkv.entry import prepare_process, run_main
+from qkv.files import atomic_write_bytes
 from qkv.machine import cpu_has_fast_bf16, cpu_name
 from qkv.training.loss import label_smoothed_nll
 
@@ -280,7 +281,7 @@ def main() -> None:
     text = json.dumps(results, indent=2)
     print(text)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text + "\n")
+    atomic_write_bytes(Path(args.out), (text + "\n").encode("utf-8"))
 
 
 def _load() -> float | None:
