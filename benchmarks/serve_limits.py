@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from qkv.entry import run_main
+
 HOST = "127.0.0.1"
 CHUNK = 1 << 16
 PREFIX = b'{"texts": ["'   # a body that would be JSON, were it not cut off
@@ -114,4 +116,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))
