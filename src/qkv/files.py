@@ -28,7 +28,7 @@ from typing import Any, BinaryIO
 
 import tomli_w
 
-from qkv.errors import OutputError
+from qkv.errors import OutputError, QkvError
 
 _ADVICE = {
     errno.ENOSPC: "free some space or write somewhere else",
@@ -162,6 +162,30 @@ def append_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
     except OSError as exc:
         raise output_error(path, exc) from None
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path, busy: Callable[[str], QkvError], cannot: Callable[[OSError], QkvError]) -> Iterator[int]:
+    """Hold an advisory `flock` on `path` (created if missing, never opened through a link) with
+    this process's pid written in it; the system drops the lock when the process dies, even by
+    kill -9. Raises `busy(holder_pid)` when another process holds it, `cannot(error)` when the file
+    cannot be opened. Yields the file descriptor."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    except OSError as exc:
+        raise cannot(exc) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise busy(os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield fd
+    finally:
+        os.close(fd)                             # closing releases the lock
 
 
 @contextlib.contextmanager

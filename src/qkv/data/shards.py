@@ -55,7 +55,7 @@ import torch
 
 from qkv.data.batching import Batch, LMBlocks, plan_batches
 from qkv.errors import ConfigError, DataError, OutputError
-from qkv.files import atomic_directory, atomic_write_bytes, ensure_directory
+from qkv.files import atomic_directory, atomic_write_bytes, ensure_directory, exclusive_lock
 from qkv.tokenizers import BOS_ID, EOS_ID, PAD_ID
 
 FORMAT_VERSION = 1
@@ -130,28 +130,21 @@ def _prepare_lock(out: Path) -> Iterator[None]:
     process dies, even by kill -9; the file is removed when done): a second `qkv prepare` into the
     same output gets one line.
     Under the lock, temporary directories that a killed prepare left behind are removed."""
-    import fcntl
-
     lock = out.parent / f".{out.name}.prepare-lock"
-    try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise OutputError(f"cannot write beside {out}: {exc.strerror or exc}") from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-            raise DataError(f"another qkv prepare (pid {holder}) is writing {out}; wait for it to finish "
-                            f"or choose another --out") from None
+
+    def busy(pid: str) -> DataError:
+        return DataError(f"another qkv prepare (pid {pid}) is writing {out}; wait for it to finish or choose another --out")
+
+    def cannot(exc: OSError) -> OutputError:
+        return OutputError(f"cannot write beside {out}: {exc.strerror or exc}")
+
+    with exclusive_lock(lock, busy, cannot) as fd:
         try:
             same = os.stat(lock).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:
             same = False
         if not same:                            # the holder finished and removed it as we opened it
             raise DataError(f"another qkv prepare wrote {out} just now; look at it, or choose another --out")
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         for stale in [*out.parent.glob(f".{out.name}.*.tmp"), *out.parent.glob(f".{out.name}.*.old")]:
             if stale.is_dir():                  # a killed prepare's: no other one can be running
                 shutil.rmtree(stale, ignore_errors=True)
@@ -159,8 +152,6 @@ def _prepare_lock(out: Path) -> Iterator[None]:
             yield
         finally:
             lock.unlink(missing_ok=True)        # still holding it: no leftover beside the output
-    finally:
-        os.close(fd)
 
 
 def _pair_files(data) -> dict[str, tuple[Path, Path]]:

@@ -55,7 +55,7 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from qkv.config import ModelConfig, load_toml
-from qkv.files import atomic_write_bytes, ensure_directory, remove_temporary_files, save_toml
+from qkv.files import atomic_write_bytes, ensure_directory, exclusive_lock, remove_temporary_files, save_toml
 from qkv.errors import CheckpointError, OutputError, QkvError
 from qkv.run.fits import check_model_fits
 from qkv.model import build_model
@@ -631,30 +631,20 @@ def lock_run(run_dir: str | os.PathLike[str], create: bool = True) -> Iterator[N
     the lock is held, temporary files that an earlier kill left behind are removed.
     create: make the directory if it does not exist (a new run); resume needs it to exist.
     """
-    import fcntl
-
     run_dir = Path(run_dir)
     if create:
         ensure_directory(run_dir, "run directory")
     elif not run_dir.is_dir():
         yield                                    # the trainer says "run directory not found"
         return
-    try:
-        fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)   # never through a link
-    except OSError as exc:
-        raise CheckpointError(f"cannot lock {run_dir}: {exc.strerror or exc}") from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-            raise CheckpointError(
-                f"{run_dir} is in use by another qkv train (pid {holder}); wait for it to finish "
-                f"(or stop it) before resuming, or choose another --out"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+
+    def busy(pid: str) -> QkvError:
+        return CheckpointError(f"{run_dir} is in use by another qkv train (pid {pid}); wait for it to finish "
+                               f"(or stop it) before resuming, or choose another --out")
+
+    def cannot(exc: OSError) -> QkvError:
+        return CheckpointError(f"cannot lock {run_dir}: {exc.strerror or exc}")
+
+    with exclusive_lock(run_dir / LOCK_FILE, busy, cannot):
         remove_temporary_files(run_dir)
         yield
-    finally:
-        os.close(fd)                             # closing releases the lock
