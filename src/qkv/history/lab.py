@@ -394,7 +394,9 @@ def run_history(
     except OSError as exc:
         raise ConfigError(f"cannot write the report to {out_dir}: {exc.strerror}; choose another --out") from None
     names = tuple(m.strip() for m in models.split(",") if m.strip())
-    settings: dict[str, Any] = dict(task=task, models=names, max_steps=max_steps, clock=clock, seed=seed)
+    settings: dict[str, Any] = dict(task=task, models=names, clock=clock, seed=seed)
+    if max_steps is not None:
+        settings["max_steps"] = max_steps
     if budget_seconds is not None:
         settings["budget_seconds"] = budget_seconds
     lab = LabConfig.quick(**settings) if quick else LabConfig(**settings)

@@ -52,7 +52,14 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "gqa": ("+ GQA (2 KV heads of 4)", dict(n_kv_heads=2)),
     "all": ("all (a Llama: + no biases, no emb. scale)", LLAMA),
 }
-DEFAULT_DATA = Path("../shared/data/tinyshakespeare/input.txt")
+# Tiny Shakespeare beside the repository (../shared/data/... from the repository root), found from the
+# package's own location so that the command works from any directory.
+REPO_ROOT = Path(__file__).resolve().parents[3]
+DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
+# When a comparison is too short to rank (docs/language_model.md, "Too short to rank"):
+MIN_STEPS = 300               # every variant takes at least this many optimizer steps
+MAX_BEST_LOSS = 2.2           # and the best gets under 2.2 nats/char (past "which letters are common")
+NOISE = 0.04                  # run-to-run spread of the validation loss (seeds): smaller differences are level
 
 
 @dataclass
@@ -107,7 +114,7 @@ def read_text(path: str | Path) -> str:
     if path.is_dir():
         path = path / "input.txt"
     if not path.is_file():
-        raise DataError(f"Tiny Shakespeare not found at {path}; pass --data FILE (shared/data/tinyshakespeare/input.txt)")
+        raise DataError(f"Tiny Shakespeare not found at {path}; pass --data FILE (its input.txt)")
     return path.read_text(encoding="utf-8")
 
 
@@ -145,7 +152,7 @@ def train_variant(model: DecoderOnly, train: torch.Tensor, valid: torch.Tensor, 
         starts = torch.randint(0, train.numel() - mc.block_size - 1, (mc.batch_blocks,), generator=gen)
         batch = train[starts[:, None] + offsets]                                   # (B, block + 1)
         start = clock()
-        progress = min(1.0, seconds / mc.budget_seconds)
+        progress = min(1.0, max(seconds / mc.budget_seconds, step / mc.max_steps if mc.max_steps else 0.0))
         lr = mc.min_lr + (mc.lr - mc.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
         for group in opt.param_groups:
             group["lr"] = lr * min(1.0, (step + 1) / mc.warmup)
@@ -217,7 +224,9 @@ def run_modern_history(out_dir: str | Path, quick: bool = False, budget_seconds:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"cannot write the report to {out}: {exc.strerror}; choose another --out") from None
-    settings: dict[str, Any] = dict(max_steps=max_steps, clock=clock, seed=seed)
+    settings: dict[str, Any] = dict(clock=clock, seed=seed)
+    if max_steps is not None:
+        settings["max_steps"] = max_steps
     if budget_seconds is not None:
         settings["budget_seconds"] = budget_seconds
     if data is not None:
@@ -228,12 +237,62 @@ def run_modern_history(out_dir: str | Path, quick: bool = False, budget_seconds:
 
 
 def markdown_table(results: dict[str, Any]) -> str:
-    rows = ["| variant | parameters | validation loss | steps | tokens/s | KV cache bytes/token |",
-            "|---|---:|---:|---:|---:|---:|"]
+    base = results["variants"].get("2017")
+    rows = ["| variant | parameters | validation loss | vs 2017 | steps | tokens/s | KV cache bytes/token |",
+            "|---|---:|---:|---:|---:|---:|---:|"]
     for v in results["variants"].values():
-        rows.append(f"| {v['label']} | {v['parameters']:,} | {v['valid_loss']:.3f} | {v['steps']:,} | "
+        delta = f"{v['valid_loss'] - base['valid_loss']:+.3f}" if base is not None else "n/a"
+        rows.append(f"| {v['label']} | {v['parameters']:,} | {v['valid_loss']:.3f} | {delta} | {v['steps']:,} | "
                     f"{v['tokens_per_second']:,.0f} | {v['kv_cache_bytes_per_token']:,.0f} |")
     return "\n".join(rows)
+
+
+def too_short_reasons(results: dict[str, Any]) -> list[str]:
+    """Why this comparison cannot rank the variants (empty when it can)."""
+    variants = results["variants"]
+    reasons = []
+    short = {v["label"]: v["steps"] for v in variants.values() if v["steps"] < MIN_STEPS}
+    if short:
+        listed = ", ".join(f"{label} {steps:,}" for label, steps in short.items())
+        reasons.append(f"some variants took fewer than {MIN_STEPS} optimizer steps ({listed})")
+    best = min(v["valid_loss"] for v in variants.values())
+    if best > MAX_BEST_LOSS:
+        reasons.append(f"no variant got past the letter frequencies: the best validation loss is {best:.3f}, "
+                       f"above {MAX_BEST_LOSS} nats/char")
+    return reasons
+
+
+def conclusions(results: dict[str, Any]) -> list[str]:
+    """What this comparison measured, as markdown paragraphs computed from its numbers."""
+    variants = results["variants"]
+    ranked = sorted(variants.items(), key=lambda kv: kv[1]["valid_loss"])
+    lines = []
+    reasons = too_short_reasons(results)
+    if reasons:
+        lines += [f"**Too short to rank.** This run cannot say which variant is better: {'; '.join(reasons)}. "
+                  "The numbers are what it measured, not a ranking; rerun with more steps "
+                  "(e.g. `qkv history --modern --budget-seconds 75`).", ""]
+    order = ", ".join(f"{i}. {v['label']} {v['valid_loss']:.3f}" for i, (_, v) in enumerate(ranked, 1))
+    lines.append(f"Validation loss, best first: {order}.")
+    if len(ranked) > 1:
+        (_, first), (_, second) = ranked[0], ranked[1]
+        gap = second["valid_loss"] - first["valid_loss"]
+        if gap < NOISE:
+            lines.append(f"{first['label']} and {second['label']} are level: {gap:.3f} apart, within the "
+                         f"run-to-run spread of about {NOISE} nats/char.")
+        else:
+            lines.append(f"{first['label']} is best, {gap:.3f} nats/char ahead of {second['label']}.")
+    base = variants.get("2017")
+    if base is not None:
+        better = [v["label"] for n, v in variants.items() if n != "2017" and base["valid_loss"] - v["valid_loss"] >= NOISE]
+        worse = [v["label"] for n, v in variants.items() if n != "2017" and v["valid_loss"] - base["valid_loss"] >= NOISE]
+        level = [v["label"] for n, v in variants.items() if n != "2017" and v["label"] not in better + worse]
+        parts = [f"better than the 2017 model: {', '.join(better)}" if better else "no change beat the 2017 model",
+                 *([f"worse: {', '.join(worse)}"] if worse else []),
+                 *([f"level with it (within {NOISE}): {', '.join(level)}"] if level else [])]
+        sentence = "; ".join(parts)
+        lines.append(sentence[0].upper() + sentence[1:] + ".")
+    return lines
 
 
 def write_modern_report(results: dict[str, Any], out_dir: str | Path) -> Path:
@@ -270,6 +329,7 @@ def write_modern_report(results: dict[str, Any], out_dir: str | Path) -> Path:
     text = (f"# From 2017 to today's decoder-only models\n\n{results['experiment']}.\n\n{markdown_table(results)}\n\n"
             f"Budget {results['config']['budget_seconds']:g} CPU seconds per variant on one thread, seed "
             f"{results['config']['seed']}; validation over {results['validation_characters']:,} characters. "
-            f"Machine: {m['cpu']}, torch {m['torch']}, {m['date']}.\n\n![validation loss](modern.png)\n")
+            f"Machine: {m['cpu']}, torch {m['torch']}, {m['date']}.\n\n## What this run measured\n\n"
+            + "\n".join(conclusions(results)) + "\n\n![validation loss](modern.png)\n")
     atomic_write_bytes(out / "report.md", text.encode("utf-8"))
     return out / "report.md"

@@ -171,6 +171,108 @@ def _long_inputs_sentence(results: dict[str, Any]) -> str:
             f"{span(groups[False])} exact match, attention models {span(groups[True])}.")
 
 
+# When a run is too short to rank (documented in docs/history.md, "Too short to rank"):
+MIN_STEPS = 400               # every model must take at least this many optimizer steps (4x the warm-up)
+MIN_BEST_ACCURACY = 0.5       # and the best model must get at least half the training-length tests right
+TIE_POINTS = 0.05             # accuracies closer than 5 points (or 2 standard errors, if more) are level
+ATTENTION_MODELS = ("gru-attn", "transformer")
+
+
+def _test_count(results: dict[str, Any]) -> int:
+    """Test examples behind one model's exact match on the training lengths."""
+    low, high = results["train_lengths"]
+    lengths = {int(k) for m in results["models"].values() for k in m["accuracy_by_length"] if int(k) <= high}
+    return max(1, len(lengths) * int(results["config"].get("test_per_length", 1)))
+
+
+def _margin(a: float, b: float, n: int) -> float:
+    """The smallest difference between two exact-match rates that this run can tell from noise."""
+    se = (a * (1 - a) / n + b * (1 - b) / n) ** 0.5
+    return max(TIE_POINTS, 2 * se)
+
+
+def too_short_reasons(results: dict[str, Any]) -> list[str]:
+    """Why this run cannot rank the models (empty when it can)."""
+    models = results["models"]
+    reasons = []
+    short = {m["label"]: m["steps"] for m in models.values() if m["steps"] < MIN_STEPS}
+    if short:
+        listed = ", ".join(f"{label} {steps:,}" for label, steps in short.items())
+        reasons.append(f"some models took fewer than {MIN_STEPS} optimizer steps ({listed})")
+    best = max((m["accuracy_in_training_lengths"] or 0.0) for m in models.values())
+    if best < MIN_BEST_ACCURACY:
+        reasons.append(f"no model learned the task: the best exact match on the training lengths is "
+                       f"{percent(best)}, under {percent(MIN_BEST_ACCURACY)}")
+    return reasons
+
+
+def conclusions(results: dict[str, Any]) -> list[str]:
+    """What this run measured, as markdown paragraphs computed from its numbers (no fixed verdict)."""
+    models = results["models"]
+    low, high = results["train_lengths"]
+    n = _test_count(results)
+    ranked = sorted(models.items(), key=lambda kv: (-(kv[1]["accuracy_in_training_lengths"] or 0.0),
+                                                     kv[1]["curve"][-1]["valid_loss"]))
+    lines = []
+    reasons = too_short_reasons(results)
+    if reasons:
+        lines += [f"**Too short to rank.** This run cannot say which architecture is better: {'; '.join(reasons)}. "
+                  "The numbers below are what it measured, not a ranking of the models; rerun with a larger "
+                  "step budget (e.g. `--steps 1000 --budget-seconds 300`).", ""]
+    order = ", ".join(f"{i}. {m['label']} {percent(m['accuracy_in_training_lengths'])}"
+                      for i, (_, m) in enumerate(ranked, 1))
+    lines.append(f"Exact match on the training lengths {low}-{high}, best first: {order}.")
+    if len(ranked) > 1:
+        (_, first), (_, second) = ranked[0], ranked[1]
+        a, b = first["accuracy_in_training_lengths"] or 0.0, second["accuracy_in_training_lengths"] or 0.0
+        if a - b < _margin(a, b, n):
+            lines.append(f"{first['label']} and {second['label']} are level: {(a - b) * 100:.1f} points apart, "
+                         f"within this run's noise ({_margin(a, b, n) * 100:.0f} points on {n:,} test inputs each).")
+        else:
+            lines.append(f"{first['label']} is best, {(a - b) * 100:.1f} points ahead of {second['label']}.")
+        attention = [kv for kv in ranked if kv[0] in ATTENTION_MODELS]
+        fixed = [kv for kv in ranked if kv[0] not in ATTENTION_MODELS]
+        if attention and fixed:
+            lines.append(_attention_against_fixed(results, attention[0][0], fixed[0][0]))
+    lowest = min(models.values(), key=lambda m: m["curve"][-1]["valid_loss"])
+    lines.append(f"Lowest validation loss: {lowest['label']} ({lowest['curve'][-1]['valid_loss']:.3f}).")
+    return lines
+
+
+def _attention_against_fixed(results: dict[str, Any], att: str, fix: str) -> str:
+    """The best attention model against the best fixed-vector model on the longer half of training lengths."""
+    low, high = results["train_lengths"]
+    lo = int((low + high) // 2 + 1)
+
+    def longer_half(name: str) -> float | None:
+        acc = [a for k, a in zip(*_points(results["models"][name]["accuracy_by_length"])) if lo <= k <= high]
+        return sum(acc) / len(acc) if acc else None
+
+    a, f = longer_half(att), longer_half(fix)
+    if a is None or f is None:
+        return ""
+    la, lf = results["models"][att]["label"], results["models"][fix]["label"]
+    n = max(1, (high - lo + 1) * int(results["config"].get("test_per_length", 1)))
+    if abs(a - f) < _margin(a, f, n):
+        verdict = "are level"
+    elif a > f:
+        verdict = f"favour attention by {(a - f) * 100:.1f} points"
+    else:
+        verdict = f"favour the fixed vector by {(f - a) * 100:.1f} points: attention did not win this run"
+    return (f"On the longer inputs of training (lengths {lo}-{high}), the best attention model ({la}, {percent(a)}) "
+            f"and the best fixed-vector model ({lf}, {percent(f)}) {verdict}.")
+
+
+def _step_time_sentence(models: dict[str, Any], length: int) -> str:
+    """Measured: the fastest and the slowest training step at the longest timed length."""
+    ms = {m["label"]: 1000 * dict((int(k), v) for k, v in m["step_seconds_by_length"].items())[length]
+          for m in models.values()}
+    if len(ms) < 2:
+        return ""
+    fast, slow = min(ms, key=ms.__getitem__), max(ms, key=ms.__getitem__)
+    return f" Measured here at length {length}: fastest {fast} ({ms[fast]:.1f} ms), slowest {slow} ({ms[slow]:.1f} ms)."
+
+
 def markdown(results: dict[str, Any], with_attention: bool) -> str:
     cfg, models = results["config"], results["models"]
     low, high = results["train_lengths"]
@@ -199,14 +301,15 @@ def markdown(results: dict[str, Any], with_attention: bool) -> str:
             f"{percent(m['accuracy_beyond_training_lengths'])} | {step_ms:.1f} | "
             f"{_ratio(m['gradient_flow_init'])} -> {_ratio(m['gradient_flow_trained'])} |"
         )
+    lines += ["", "## What this run measured", "", *conclusions(results)]
     lines += [
         "",
         "## Accuracy by input length: the fixed-vector bottleneck",
         "",
         "![accuracy by length](accuracy_by_length.png)",
         "",
-        "The RNN, LSTM and GRU encoder-decoders hand the decoder one vector, the encoder's final state. "
-        "The longer the input, the more it must hold, and their exact match falls with length. "
+        "The RNN, LSTM and GRU encoder-decoders hand the decoder one vector, the encoder's final state: "
+        "the longer the input, the more it must hold. "
         "Attention (GRU + attention, Transformer) lets each output step read every source position. "
         "The grey region holds inputs longer than any seen in training." + _long_inputs_sentence(results),
         "",
@@ -221,7 +324,7 @@ def markdown(results: dict[str, Any], with_attention: bool) -> str:
         "A recurrent layer cannot compute position t before position t-1, so a step costs one small "
         "matrix product per token, one after the other. A Transformer layer handles all positions in a few "
         "large matrix products; its cost grows with length too (attention is quadratic), but in parallel. "
-        "Additive attention builds a (target x source x hidden) tensor, which makes it the slowest on long inputs.",
+        "Additive attention builds a (target x source x hidden) tensor." + _step_time_sentence(models, longest),
         "",
         "## Gradient flow: vanishing gradients",
         "",
