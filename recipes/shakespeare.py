@@ -2,6 +2,7 @@
 
     python recipes/shakespeare.py                  # recipes/shakespeare_char.toml -> runs/shakespeare-char
     python recipes/shakespeare.py --config long    # recipes/shakespeare_char_long.toml -> runs/shakespeare-char-long
+    python recipes/shakespeare.py --config llama   # recipes/llama_char.toml (a Llama) -> runs/llama-char
     python recipes/shakespeare.py --data DIR       # DIR/input.txt instead of ../shared/data/tinyshakespeare
     python recipes/shakespeare.py --set train.steps=100 --out /tmp/quick   # any config override
     python recipes/shakespeare.py --processes 1    # one process (default: 2 DDP processes on 2+ CPU cores)
@@ -34,7 +35,7 @@ from qkv.entry import entry_point, run_distributed
 from qkv.files import atomic_write_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
-CONFIGS = {"short": "shakespeare_char.toml", "long": "shakespeare_char_long.toml"}
+CONFIGS = {"short": "shakespeare_char.toml", "long": "shakespeare_char_long.toml", "llama": "llama_char.toml"}
 PROMPTS = ("ROMEO:", "KING HENRY:\nMy lord,", "\n")
 WORLD_RANK, WORLD_SIZE = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))   # torchrun's
 
@@ -51,9 +52,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Train and measure the Tiny Shakespeare character-level GPT.")
-    p.add_argument("--config", default="short", help="short, long, or a TOML file (default: short)")
+    p.add_argument("--config", default="short", help="short, long, llama, or a TOML file (default: short)")
     p.add_argument("--data", type=Path, help="directory holding input.txt (or the file itself)")
-    p.add_argument("--out", type=Path, help="run directory (default: runs/shakespeare-char[-long])")
+    p.add_argument("--out", type=Path, help="run directory (default: runs/ and the config file name, e.g. runs/shakespeare-char)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="config override, repeatable, e.g. --set train.steps=200")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -119,7 +120,7 @@ def config_file(name: str) -> Path:
 
     path = ROOT / "recipes" / CONFIGS[name] if name in CONFIGS else Path(name)
     if not path.is_file():
-        raise ConfigError(f"recipe config not found: {path}; use --config short, long or a TOML file")
+        raise ConfigError(f"recipe config not found: {path}; use --config short, long, llama or a TOML file")
     return path
 
 

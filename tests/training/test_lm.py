@@ -106,7 +106,7 @@ def test_recipe_names_the_missing_data_file(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("name", ["shakespeare_char.toml", "shakespeare_char_long.toml"])
+@pytest.mark.parametrize("name", ["shakespeare_char.toml", "shakespeare_char_long.toml", "llama_char.toml"])
 def test_recipe_configs_are_valid(name):
     from qkv.config import load_toml
     from qkv.run import parse_config
@@ -114,6 +114,23 @@ def test_recipe_configs_are_valid(name):
     config = parse_config(load_toml(ROOT / "recipes" / name))
     assert config["data"]["kind"] == "lm" and config["data"]["tokenizer"] == "char"
     assert config["data"]["valid_fraction"] == 0.1 and config["train"]["label_smoothing"] == 0.0
+
+
+def test_llama_recipe_is_a_llama_sized_like_the_5_minute_recipe():
+    from qkv.run import RunConfig
+    from qkv.run.targets import check_llama, export_targets
+
+    path = load_recipe().config_file("llama")                  # python recipes/shakespeare.py --config llama
+    assert path == ROOT / "recipes" / "llama_char.toml"
+    config, short = RunConfig.parse(path), RunConfig.parse(ROOT / "recipes" / "shakespeare_char.toml")
+    assert config.data == short.data and config.train == short.train
+    model = {**config.model, "arch": "decoder-only", "src_vocab_size": 0, "tgt_vocab_size": 65}
+    cfg = ModelConfig.from_dict(model)
+    check_llama(cfg)
+    assert export_targets(cfg)["hf"] is None and cfg.kv_heads == 2 < cfg.n_heads
+    assert cfg.d_model == short.model["d_model"] and cfg.n_decoder_layers == short.model["n_decoder_layers"]
+    assert 0.9 < build_model(cfg).num_parameters() / build_model(ModelConfig.from_dict(
+        {**short.model, "arch": "decoder-only", "src_vocab_size": 0, "tgt_vocab_size": 65})).num_parameters() <= 1.0
 
 
 def test_recipe_runs_and_writes_results(corpus, tmp_path, capsys):
