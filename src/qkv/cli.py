@@ -556,16 +556,16 @@ def import_(
 @app.command()
 def history(
     task: Annotated[str, typer.Option(help="Built-in task: reverse, copy, sort, addition, dates.")] = "reverse",
-    quick: Annotated[bool, typer.Option("--quick", help="Small budgets: a few minutes instead of about fifteen.")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="Small budgets in steps (500 per model; --modern: 600 per variant), a few minutes in all.")] = False,
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for report.md, the PNG plots and results.json.")] = Path("history-out"),
     models: Annotated[str, typer.Option(help="Comma-separated: rnn, lstm, gru, gru-attn, transformer.")] = "rnn,lstm,gru,gru-attn,transformer",
-    budget_seconds: Annotated[float | None, typer.Option("--budget-seconds", help="Training time per model (default 100, --quick 15).")] = None,
+    budget_seconds: Annotated[float | None, typer.Option("--budget-seconds", help="Training time per model (default 100; --quick: 500 steps, at most 60 s).")] = None,
     steps: Annotated[int | None, typer.Option(help="Also stop each model after this many steps (a step budget).")] = None,
     clock: Annotated[str, typer.Option(help="cpu: CPU time of the training thread (fair on a busy machine); wall.")] = "cpu",
     seed: Annotated[int | None, typer.Option(help="Random seed (data, initialization; default 0, --modern 1337).",
                                                 min=0, max=2**63 - 1)] = None,
     modern: Annotated[bool, typer.Option("--modern", help="Instead: the 2017 GPT, then RoPE, RMSNorm, SwiGLU, GQA one at a time, "
-                                                         "then all (a Llama), on Tiny Shakespeare (default 75 s each, --quick 2 s).")] = False,
+                                                         "then all (a Llama), on Tiny Shakespeare (default 75 s each, --quick 600 steps, at most 60 s).")] = False,
     data: Annotated[Path | None, typer.Option(help="With --modern: Tiny Shakespeare's input.txt (default ../shared/data/tinyshakespeare/input.txt).")] = None,
 ) -> None:
     """Why the Transformer won: train RNN, LSTM, GRU, GRU+attention and a Transformer for the same time and compare.

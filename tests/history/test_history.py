@@ -203,7 +203,7 @@ def test_history_command_runs_and_rejects_bad_options(tmp_path, capsys):
     assert (out / "report.md").is_file() and (out / "accuracy_by_length.png").is_file()
     assert not (out / "attention.png").exists()                              # no attention model was run
     saved = json.loads((out / "results.json").read_text())
-    assert saved["task"] == "reverse" and saved["config"]["budget_seconds"] == 15.0
+    assert saved["task"] == "reverse" and saved["config"]["budget_seconds"] == 60.0
     assert set(saved["models"]["rnn"]["accuracy_by_length"]) == {str(n) for n in range(2, 21)}  # 1-10, tested to 20
     assert main(["history", "--models", "rnn,cnn", "--out", str(out)]) == 2
     assert main(["history", "--task", "poems", "--out", str(out)]) == 2

@@ -91,8 +91,10 @@ class LabConfig:
 
     @classmethod
     def quick(cls, **kwargs: Any) -> LabConfig:
-        settings = dict(budget_seconds=15.0, train_examples=10_000, valid_examples=200, test_per_length=40,
-                        timing_lengths=(8, 32, 128), evals=6)
+        # Sized in steps: every model takes 500 optimizer steps (the report calls fewer than 400 too
+        # short to rank), with 60 CPU seconds as a ceiling for a slow machine.
+        settings = dict(budget_seconds=60.0, max_steps=500, train_examples=10_000, valid_examples=200,
+                        test_per_length=40, timing_lengths=(8, 32, 128), evals=6)
         return cls(**{**settings, **kwargs})
 
 

@@ -1,6 +1,6 @@
 """From the 2017 Transformer to today's decoder-only models, one change at a time, measured.
 
-    qkv history --modern --quick                      # seconds: a smoke run
+    qkv history --modern --quick                      # 600 steps a variant: about a minute
     qkv history --modern --budget-seconds 75          # the comparison quoted in docs/language_model.md
 
 Every variant is the same character-level GPT on Tiny Shakespeare (the first 90% of the text
@@ -96,8 +96,10 @@ class ModernConfig:
 
     @classmethod
     def quick(cls, **kwargs: Any) -> ModernConfig:
-        settings = dict(budget_seconds=2.0, d_model=32, n_heads=4, n_layers=2, d_ff=64, block_size=32,
-                        batch_blocks=8, warmup=5, evals=2, valid_blocks=16)
+        # Sized in steps: 600 steps of 512 characters for every variant (fewer than 300 are too short
+        # to rank), 60 CPU seconds as a ceiling; a model small enough for about 10 s a variant.
+        settings = dict(budget_seconds=60.0, max_steps=600, d_model=64, n_heads=4, n_layers=2, d_ff=256,
+                        block_size=64, batch_blocks=8, lr=5e-3, warmup=20, evals=3, valid_blocks=128)
         return cls(**{**settings, **kwargs})
 
 
