@@ -268,7 +268,7 @@ def _projection_step(a: AttentionTrace, head: int) -> Step:
                 tables.append(matrix_table(b[j][None], ["b"], dims, f"b_{letter}[{cols}]", name=f"b_{letter.lower()}"))
     q = a.q_before_rope[head] if a.q_before_rope is not None else a.q[head]
     k = a.k_before_rope[head] if a.k_before_rope is not None else a.k[head]
-    later = " (before the rotation)" if rope else ""
+    later = " before the rotation" if rope else ""
     tables += [matrix_table(q, a.query_tokens, dims, "Q" + later, name="q_before_rope" if rope else "q"),
                matrix_table(k, a.key_tokens, dims, "K" + later, name="k_before_rope" if rope else "k"),
                matrix_table(a.v[head], a.key_tokens, dims, "V", name="v")]

@@ -14,14 +14,18 @@ those tensors in the order of the paper:
 
 and inside every multi-head attention, for every head h:
 
-    Q = x W_Q,  K = m W_K,  V = m W_V                  (split into H heads of d_head)
+    [pre-LN: x = norm(stream) (`norm`)]
+    Q = x W_Q,  K = m W_K,  V = m W_V                  (split into H heads of d_head; with
+                                                        grouped-query attention H_kv < H heads of K, V)
     [RoPE: Q, K = rotate(Q, position), rotate(K, position)   when model.positional = "rope"]
     scores = Q K^T,  scaled = scores / sqrt(d_head),  masked positions -> -inf
     weights = softmax(scaled),  mixed = weights V,  MHA(x) = concat_h(mixed_h) W_O + b_O
 
 Nothing is recomputed except each head's share of the output projection, mixed_h W_O[:, h]
 (`head_outputs`, which add up to the attention output): the tests check that the recorded
-tensors are the forward's own.
+tensors are the forward's own. The weights each attention used are kept per head
+(`weights_used`), and with pre-LN the norms before each attention and before the output layer
+(`norm`, `final_norm`), so that every number can be recomputed from the ones before it.
 """
 
 from __future__ import annotations
