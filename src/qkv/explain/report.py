@@ -274,7 +274,8 @@ def _projection_step(a: AttentionTrace, head: int) -> Step:
                matrix_table(a.v[head], a.key_tokens, dims, "V", name="v")]
     bias = " + b" if u is not None and u.b_q is not None else ""
     return ("1. Project queries, keys and values",
-            f"Queries come from x; keys and values from {source}. Head {head} uses columns {q_cols} of W_Q "
+            ("Queries come from x; keys and values from m. " if a.kind == "cross" else
+             "Queries, keys and values all come from x. ") + f"Head {head} uses columns {q_cols} of W_Q "
             f"(d_head = {d}).{shared}" + (" Q and K are rotated in the next step." if rope else ""),
             f"Q = x W_Q{bias},   K = {source} W_K{bias},   V = {source} W_V{bias}", tables)
 
@@ -313,7 +314,8 @@ def _step_by_step(a: AttentionTrace, head: int, open_: bool, rope_theta: float =
         ("7. Output projection", f"The heads' results are concatenated and multiplied by W_O; head {head}'s "
          "share is its mixed values times its rows of W_O. Adding all heads' shares and the bias "
          "gives the attention output, which joins the residual stream.",
-         f"head_out = mixed W_O[rows of head {head}],   out = Σ heads + b_O",
+         f"head_out = mixed W_O[rows of head {head}],   out = Σ heads"
+         + (" + b_O" if a.weights_used is None or a.weights_used.b_o is not None else ""),
          [*w_o, matrix_table(a.head_outputs[head], a.query_tokens, None, f"head {head}'s share of the output",
                              name="head_out"),
           matrix_table(a.out, a.query_tokens, None, "attention output (all heads)", name="out")]),
