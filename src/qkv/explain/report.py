@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from qkv.files import atomic_write_bytes
 from qkv.errors import ConfigError, DataError
 from qkv.explain import plots
-from qkv.explain.trace import KIND_NAMES, AttentionTrace, LayerTrace, Trace
+from qkv.explain.trace import KIND_NAMES, AttentionTrace, LayerTrace, NormTrace, Trace
 
 MAX_ROWS = 8        # matrices larger than this are cut, with an ellipsis row/column
 MAX_COLS = 8
@@ -88,10 +88,12 @@ def matrix_table(
     col_labels: Sequence[str] | None = None,
     caption: str = "",
     hidden: torch.Tensor | None = None,
+    name: str | None = None,
 ) -> str:
     """A 2-D tensor as an HTML table; big ones keep their first rows/columns and the last one.
 
-    `hidden` (bool, same shape) marks masked cells, shown hatched.
+    `hidden` (bool, same shape) marks masked cells, shown hatched. `name` tags the table
+    (data-tensor="name") so that a reader or a test can find the tensor it shows.
     """
     rows, cols = _cut(m.size(0), MAX_ROWS), _cut(m.size(1), MAX_COLS)
     col_labels = list(col_labels) if col_labels is not None else [str(j) for j in range(m.size(1))]
@@ -112,7 +114,8 @@ def matrix_table(
         body.append(f"<tr><th>{esc(row_labels[i])}</th>{''.join(cells)}</tr>")
     shape = " × ".join(str(s) for s in m.shape)
     title = f"<div class='caption'>{caption} <span>({shape})</span></div>" if caption else ""
-    return f"<div>{title}<table class='m'><tr><th></th>{head}</tr>{''.join(body)}</table></div>"
+    tag = f" data-tensor='{esc(name)}'" if name else ""
+    return f"<div>{title}<table class='m'{tag}><tr><th></th>{head}</tr>{''.join(body)}</table></div>"
 
 
 def token_table(ids: Sequence[int], tokens: Sequence[str]) -> str:
@@ -198,73 +201,158 @@ def _embedding_section(t: Trace) -> str:
     )
 
 
-def _step_by_step(a: AttentionTrace, head: int, open_: bool) -> str:
-    """Every step of one head's attention, with the numbers."""
+Step = tuple[str, str, str, list[str]]          # name, explanation, equation, tables
+
+
+def _norm_tables(n: NormTrace, tokens: Sequence[str], prefix: str, what: str) -> list[str]:
+    """A norm's input, parameters and output as tables named prefix + stream/gain/bias/x."""
+    dims = [str(j) for j in range(n.input.size(-1))]
+    tables = [f"<span class='caption' data-norm='{n.kind}' data-eps='{n.eps!r}'>ε = {n.eps:g}</span>",
+              matrix_table(n.input, tokens, dims, "the residual stream", name=f"{prefix}stream"),
+              matrix_table(n.gain[None], ["g"], dims, "gain g", name=f"{prefix}gain")]
+    if n.bias is not None:
+        tables.append(matrix_table(n.bias[None], ["b"], dims, "bias b", name=f"{prefix}bias"))
+    tables.append(matrix_table(n.output, tokens, dims, what, name=f"{prefix}x"))
+    return tables
+
+
+def norm_equation(n: NormTrace) -> str:
+    if n.kind == "rmsnorm":
+        return f"RMSNorm(x) = x / √(mean(x²) + ε) · g,   ε = {n.eps:g}"
+    return f"LayerNorm(x) = (x − mean(x)) / √(var(x) + ε) · g + b,   ε = {n.eps:g}   (var: the mean of squares, not n − 1)"
+
+
+def _input_step(a: AttentionTrace) -> Step:
+    """Step 0: the x the queries come from (with pre-LN: the norm that made it) and, for
+    cross-attention, the encoder output m that keys and values come from."""
+    dims = [str(j) for j in range(a.x.size(-1))]
+    memory = ([matrix_table(a.memory, a.key_tokens, dims, "m: the encoder output", name="memory")]
+              if a.kind == "cross" else [])
+    m_text = " Keys and values come from m, the encoder's output." if a.kind == "cross" else ""
+    if a.norm is not None:
+        name = "RMSNorm" if a.norm.kind == "rmsnorm" else "LayerNorm"
+        return ("0. Normalize the residual stream (pre-LN)",
+                f"This model is pre-LN: the attention does not read the residual stream itself but its {name}, "
+                f"computed token by token with the gain g{' and bias b' if a.norm.bias is not None else ''} below."
+                + m_text,
+                norm_equation(a.norm), [*_norm_tables(a.norm, a.query_tokens, "norm_", "x = the norm's output"), *memory])
+    first = " (the embeddings, section 2)" if a.layer == 0 and a.kind != "cross" else ""
+    return ("0. The input x",
+            f"This model is post-LN: the attention reads the residual stream as it is{first}; its LayerNorm "
+            "comes after the residual addition." + m_text,
+            "x = the residual stream", [matrix_table(a.x, a.query_tokens, dims, "x", name="x"), *memory])
+
+
+def _projection_step(a: AttentionTrace, head: int) -> Step:
+    """Step 1: the slices of W_Q, W_K, W_V that make this head's Q, K, V, and the results."""
+    d, model_dims = a.d_head, [str(j) for j in range(a.x.size(-1))]
+    dims = [str(j) for j in range(d)]
+    kv = a.kv_head(head)
+    q_cols, kv_cols = f"{head * d}..{(head + 1) * d - 1}", f"{kv * d}..{(kv + 1) * d - 1}"
+    source = "x" if a.kind != "cross" else "m"
+    if a.n_kv_heads is not None and a.n_kv_heads < a.n_heads:
+        group = a.n_heads // a.n_kv_heads
+        shared = (f" This model uses grouped-query attention: {a.n_kv_heads} key/value heads for {a.n_heads} query "
+                  f"heads, so query heads {kv * group}..{kv * group + group - 1} share key/value head {kv}: "
+                  f"head {head} reads columns {kv_cols} of W_K and W_V.")
+    else:
+        shared = f" Head {head} has its own keys and values: columns {kv_cols} of W_K and W_V."
+    rope = a.q_before_rope is not None
+    tables = []
+    u = a.weights_used
+    if u is not None:
+        for letter, w, b, cols, j in (("Q", u.w_q, u.b_q, q_cols, head), ("K", u.w_k, u.b_k, kv_cols, kv),
+                                      ("V", u.w_v, u.b_v, kv_cols, kv)):
+            tables.append(matrix_table(w[j], model_dims, dims, f"W_{letter}[:, {cols}]", name=f"w_{letter.lower()}"))
+            if b is not None:
+                tables.append(matrix_table(b[j][None], ["b"], dims, f"b_{letter}[{cols}]", name=f"b_{letter.lower()}"))
+    q = a.q_before_rope[head] if a.q_before_rope is not None else a.q[head]
+    k = a.k_before_rope[head] if a.k_before_rope is not None else a.k[head]
+    later = " before the rotation" if rope else ""
+    tables += [matrix_table(q, a.query_tokens, dims, "Q" + later, name="q_before_rope" if rope else "q"),
+               matrix_table(k, a.key_tokens, dims, "K" + later, name="k_before_rope" if rope else "k"),
+               matrix_table(a.v[head], a.key_tokens, dims, "V", name="v")]
+    bias = " + b" if u is not None and u.b_q is not None else ""
+    return ("1. Project queries, keys and values",
+            ("Queries come from x; keys and values from m. " if a.kind == "cross" else
+             "Queries, keys and values all come from x. ") + f"Head {head} uses columns {q_cols} of W_Q "
+            f"(d_head = {d}).{shared}" + (" Q and K are rotated in the next step." if rope else ""),
+            f"Q = x W_Q{bias},   K = {source} W_K{bias},   V = {source} W_V{bias}", tables)
+
+
+def _step_by_step(a: AttentionTrace, head: int, open_: bool, rope_theta: float = 10000.0) -> str:
+    """Every step of one head's attention, with the numbers and the weights that made them."""
     d = a.d_head
-    h = slice(head * d, (head + 1) * d)
     dims = [str(j) for j in range(d)]
     hidden = ~a.mask
     masked_scores = a.scaled[head].masked_fill(hidden, float("-inf"))
-    source = "the decoder stream" if a.kind == "cross" else "the same stream"
-    kv_from = "the encoder output (memory)" if a.kind == "cross" else source
     mask_text = {
         "enc": "Only padding is hidden: every source token may look at every other.",
         "dec": "The causal mask hides the future: position t may look at positions 0..t only "
                "(the upper triangle). Hidden entries become −∞, so softmax gives them weight exactly 0.",
         "cross": "Each target position may look at every (non-padding) source token.",
     }[a.kind]
-    steps = [
-        ("1. Project queries, keys and values",
-         f"Queries come from {source}; keys and values from {kv_from}. Head {head} uses columns "
-         f"{h.start}..{h.stop - 1} of W_Q, W_K, W_V (d_head = {d}).",
-         "Q = x W_Q,   K = m W_K,   V = m W_V",
-         [matrix_table(a.q[head], a.query_tokens, dims, "Q"), matrix_table(a.k[head], a.key_tokens, dims, "K"),
-          matrix_table(a.v[head], a.key_tokens, dims, "V")]),
-        *_rope_step(a, head),
+    w_o = ([] if a.weights_used is None else
+           [matrix_table(a.weights_used.w_o[head], dims, None, f"W_O[{head * d}..{(head + 1) * d - 1}, :]", name="w_o")])
+    steps: list[Step] = [
+        _input_step(a),
+        _projection_step(a, head),
+        *_rope_step(a, head, rope_theta),
         ("2. Compare every query with every key", "A dot product: large when the query and key point the same way.",
-         "scores = Q Kᵀ", [matrix_table(a.scores[head], a.query_tokens, a.key_tokens, "Q Kᵀ")]),
+         "scores = Q Kᵀ", [matrix_table(a.scores[head], a.query_tokens, a.key_tokens, "Q Kᵀ", name="scores")]),
         ("3. Scale", f"Divide by √d_head = √{d} = {math.sqrt(d):.3f}, so the spread of the scores "
          "does not grow with the head size and softmax does not saturate.",
-         "scaled = Q Kᵀ / √d_head", [matrix_table(a.scaled[head], a.query_tokens, a.key_tokens, "Q Kᵀ / √d_head")]),
+         "scaled = Q Kᵀ / √d_head",
+         [matrix_table(a.scaled[head], a.query_tokens, a.key_tokens, "Q Kᵀ / √d_head", name="scaled")]),
         ("4. Mask", mask_text, "scaled[i, j] = −∞ where position j is hidden from i",
-         [matrix_table(masked_scores, a.query_tokens, a.key_tokens, "masked scores", hidden)]),
+         [matrix_table(masked_scores, a.query_tokens, a.key_tokens, "masked scores", hidden, name="masked")]),
         ("5. Softmax", "Each row becomes weights that are positive and sum to 1: how much each query "
          "takes from each key.", "weights = softmax(masked scores) (row by row)",
-         [matrix_table(a.weights[head], a.query_tokens, a.key_tokens, "attention weights", hidden)]),
+         [matrix_table(a.weights[head], a.query_tokens, a.key_tokens, "attention weights", hidden, name="weights")]),
         ("6. Mix the values", "Each output row is a weighted average of the value vectors.",
-         "mixed = weights V", [matrix_table(a.mixed[head], a.query_tokens, dims, "weights · V")]),
+         "mixed = weights V", [matrix_table(a.mixed[head], a.query_tokens, dims, "weights · V", name="mixed")]),
         ("7. Output projection", f"The heads' results are concatenated and multiplied by W_O; head {head}'s "
          "share is its mixed values times its rows of W_O. Adding all heads' shares and the bias "
          "gives the attention output, which joins the residual stream.",
-         f"head_out = mixed W_O[rows of head {head}],   out = Σ heads + b_O",
-         [matrix_table(a.head_outputs[head], a.query_tokens, None, f"head {head}'s share of the output"),
-          matrix_table(a.out, a.query_tokens, None, "attention output (all heads)")]),
+         f"head_out = mixed W_O[rows of head {head}],   out = Σ heads"
+         + (" + b_O" if a.weights_used is None or a.weights_used.b_o is not None else ""),
+         [*w_o, matrix_table(a.head_outputs[head], a.query_tokens, None, f"head {head}'s share of the output",
+                             name="head_out"),
+          matrix_table(a.out, a.query_tokens, None, "attention output (all heads)", name="out")]),
     ]
     body = "".join(
         f"<div class='step'><h4>{esc(name)}</h4><p>{esc(text)}</p><p class='eq'>{esc(eq)}</p>"
         f"<div class='mats'>{''.join(tables)}</div></div>"
         for name, text, eq, tables in steps
     )
-    return (f"<details{' open' if open_ else ''}><summary>{esc(a.title)}, head {head}</summary>"
-            f"{body}</details>")
+    return (f"<details data-attention='{a.kind}'{' open' if open_ else ''}><summary>{esc(a.title)}, head {head}"
+            f"</summary>{body}</details>")
 
 
-def _rope_step(a: AttentionTrace, head: int) -> list[tuple[str, str, str, list[str]]]:
-    """Step 1b when the model uses rotary positions: Q and K before and after their rotation."""
+def rope_angles(positions: int, d_head: int, theta: float) -> torch.Tensor:
+    """(positions, d_head/2): the angle p · theta^(−2i/d_head) by which RoPE turns pair i at position p."""
+    freq = torch.pow(theta, -torch.arange(0, d_head, 2, dtype=torch.float64) / d_head)
+    return torch.arange(positions, dtype=torch.float64)[:, None] * freq
+
+
+def _rope_step(a: AttentionTrace, head: int, theta: float) -> list[Step]:
+    """Step 1b when the model uses rotary positions: the angles, then Q and K after their rotation."""
     if a.q_before_rope is None or a.k_before_rope is None:
         return []
     dims = [str(j) for j in range(a.d_head)]
+    angles = rope_angles(max(len(a.query_tokens), len(a.key_tokens)), a.d_head, theta)
+    labels = [f"{p}: {tok}" for p, tok in enumerate(a.key_tokens)]
     return [(
         "1b. Rotate queries and keys by their positions (RoPE)",
         "Each pair of dimensions (2i, 2i+1) of a query or key at position p is turned by the angle "
-        f"p · 10000^(−2i/{a.d_head}): fast clocks in the first pairs, slow ones in the last. A rotation keeps "
-        "the vector's length, and the dot product of a query turned by m and a key turned by n depends only "
-        "on m − n, so the scores below see relative positions.",
+        f"p · {theta:g}^(−2i/{a.d_head}) (the table below): fast clocks in the first pairs, slow ones in the last. "
+        "A rotation keeps the vector's length, and the dot product of a query turned by m and a key turned by n "
+        "depends only on m − n, so the scores below see relative positions.",
         "(q₂ᵢ, q₂ᵢ₊₁) ← (q₂ᵢ cos pθᵢ − q₂ᵢ₊₁ sin pθᵢ,  q₂ᵢ sin pθᵢ + q₂ᵢ₊₁ cos pθᵢ),   the same for k",
-        [matrix_table(a.q_before_rope[head], a.query_tokens, dims, "Q before"),
-         matrix_table(a.q[head], a.query_tokens, dims, "Q rotated"),
-         matrix_table(a.k_before_rope[head], a.key_tokens, dims, "K before"),
-         matrix_table(a.k[head], a.key_tokens, dims, "K rotated")],
+        [matrix_table(angles[: len(labels)], labels, [f"pair {i}" for i in range(a.d_head // 2)],
+                      "angle pθᵢ (radians)", name="rope_angle"),
+         matrix_table(a.q[head], a.query_tokens, dims, "Q rotated", name="q"),
+         matrix_table(a.k[head], a.key_tokens, dims, "K rotated", name="k")],
     )]
 
 
@@ -281,7 +369,7 @@ def _layer_attentions(t: Trace, layer: int) -> list[AttentionTrace]:
 
 def _attention_section(t: Trace, layer: int, head: int) -> str:
     atts = _layer_attentions(t, layer)
-    steps = "".join(_step_by_step(a, head, i == 0) for i, a in enumerate(atts))
+    steps = "".join(_step_by_step(a, head, i == 0, t.rope_theta) for i, a in enumerate(atts))
     heat = "".join(
         f"<div class='fig'><h3>{esc(KIND_NAMES[a.kind].capitalize())}</h3>"
         f"<p class='caption'>{_heatmap_caption(a.kind)}</p>{image(plots.attention_heatmap(a, head), a.title)}</div>"
@@ -296,9 +384,17 @@ def _attention_section(t: Trace, layer: int, head: int) -> str:
         f"{steps}<h2>4. Attention maps (layer {layer}, head {head})</h2>"
         "<p>Rows are queries (who is looking), columns keys (what is looked at). Darker = more "
         f"weight; hatched cells are hidden by the mask and get weight 0.</p><div class='mats'>{heat}</div>"
-        f"<h2>5. All heads of layer {layer}</h2><p>Each head has its own W_Q, W_K, W_V, so it looks "
-        f"from its own viewpoint.</p>{grids}"
+        f"<h2>5. All heads of layer {layer}</h2><p>{_heads_text(atts[0])}</p>{grids}"
     )
+
+
+def _heads_text(a: AttentionTrace) -> str:
+    if a.n_kv_heads is None or a.n_kv_heads >= a.n_heads:
+        return "Each head has its own W_Q, W_K, W_V, so it looks from its own viewpoint."
+    group = a.n_heads // a.n_kv_heads
+    return (f"Each head has its own W_Q, so it asks its own questions; with grouped-query attention the "
+            f"{a.n_heads} query heads share {a.n_kv_heads} key/value heads (W_K, W_V): heads "
+            f"{group}j..{group}j+{group - 1} read key/value head j.")
 
 
 def _heatmap_caption(kind: str) -> str:
@@ -385,9 +481,23 @@ def _predictions_section(t: Trace, k: int) -> str:
         "<p>The last layer's output goes through the output projection and softmax: a probability "
         "for every token of the vocabulary. Green marks the token that actually comes next.</p>"
         "<p class='eq'>p(next | prefix) = softmax(h W_vocab)</p>"
+        f"{_final_norm(t)}"
         f"<table class='m'><tr><th>step</th><th>input token</th>{head}<th>actual next</th></tr>"
         f"{''.join(rows)}</table>"
     )
+
+
+def _final_norm(t: Trace) -> str:
+    """h, the vector the output layer reads: with pre-LN the last layer's stream through one more norm."""
+    n = t.final_norm
+    if n is None:
+        return ("<p>h is the last layer's output as it is: with post-LN every layer already ends in "
+                "LayerNorm.</p>")
+    name = "RMSNorm" if n.kind == "rmsnorm" else "LayerNorm"
+    return (f"<div data-final-norm='1'><h3>The final norm</h3><p>With pre-LN the residual stream is never "
+            f"normalized inside the layers, so one more {name} turns the last layer's output into h.</p>"
+            f"<p class='eq'>{esc(norm_equation(n))}</p>"
+            f"<div class='mats'>{''.join(_norm_tables(n, t.tgt.tokens, 'final_', 'h = the norm output'))}</div></div>")
 
 
 def check_focus(n_layers: int, n_heads: int, layer: int, head: int) -> None:

@@ -14,14 +14,18 @@ those tensors in the order of the paper:
 
 and inside every multi-head attention, for every head h:
 
-    Q = x W_Q,  K = m W_K,  V = m W_V                  (split into H heads of d_head)
+    [pre-LN: x = norm(stream) (`norm`)]
+    Q = x W_Q,  K = m W_K,  V = m W_V                  (split into H heads of d_head; with
+                                                        grouped-query attention H_kv < H heads of K, V)
     [RoPE: Q, K = rotate(Q, position), rotate(K, position)   when model.positional = "rope"]
     scores = Q K^T,  scaled = scores / sqrt(d_head),  masked positions -> -inf
     weights = softmax(scaled),  mixed = weights V,  MHA(x) = concat_h(mixed_h) W_O + b_O
 
 Nothing is recomputed except each head's share of the output projection, mixed_h W_O[:, h]
 (`head_outputs`, which add up to the attention output): the tests check that the recorded
-tensors are the forward's own.
+tensors are the forward's own. The weights each attention used are kept per head
+(`weights_used`), and with pre-LN the norms before each attention and before the output layer
+(`norm`, `final_norm`), so that every number can be recomputed from the ones before it.
 """
 
 from __future__ import annotations
@@ -88,10 +92,16 @@ class AttentionTrace:
     q_before_rope: torch.Tensor | None = None   # (H, T_q, d_head) with RoPE: Q before its rotation (q is after)
     k_before_rope: torch.Tensor | None = None   # (H, T_k, d_head) the same for K (each query head's K/V head)
     n_kv_heads: int | None = None               # key/value heads (fewer than H with grouped-query attention)
+    weights_used: ProjectionWeights | None = None   # the matrices that made Q, K, V and the output
+    norm: NormTrace | None = None               # pre-LN: the norm that made x from the residual stream
 
     @property
     def n_heads(self) -> int:
         return self.q.size(0)
+
+    def kv_head(self, head: int) -> int:
+        """The key/value head that query head `head` reads (itself without grouped-query attention)."""
+        return head // (self.n_heads // (self.n_kv_heads or self.n_heads))
 
     @property
     def d_head(self) -> int:
@@ -100,6 +110,59 @@ class AttentionTrace:
     @property
     def title(self) -> str:
         return f"layer {self.layer} {KIND_NAMES[self.kind]}"
+
+
+@dataclass
+class ProjectionWeights:
+    """One attention's projections, cut per head, written as right-multiplied matrices (x W):
+    Q_h = x W_Q[h] + b_Q[h], K_j = m W_K[j] + b_K[j], V_j = m W_V[j] + b_V[j] for key/value head j,
+    head h's share of the output = mixed_h W_O[h]; the output adds all shares and b_O."""
+
+    w_q: torch.Tensor                 # (H, d_model, d_head)
+    w_k: torch.Tensor                 # (H_kv, d_model, d_head)
+    w_v: torch.Tensor                 # (H_kv, d_model, d_head)
+    w_o: torch.Tensor                 # (H, d_head, d_model)
+    b_q: torch.Tensor | None          # (H, d_head), None without biases
+    b_k: torch.Tensor | None          # (H_kv, d_head)
+    b_v: torch.Tensor | None          # (H_kv, d_head)
+    b_o: torch.Tensor | None          # (d_model,)
+
+
+def projection_weights(attn: MultiHeadAttention) -> ProjectionWeights:
+    """The weights of `attn` per head (views of its parameters, detached)."""
+    d = attn.d_head
+
+    def per_head(linear: nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
+        w = linear.weight.detach().t()                                           # (d_model, heads * d_head)
+        b = linear.bias
+        return (w.reshape(w.size(0), -1, d).permute(1, 0, 2),
+                None if b is None else b.detach().view(-1, d))
+
+    (w_q, b_q), (w_k, b_k), (w_v, b_v) = per_head(attn.q_proj), per_head(attn.k_proj), per_head(attn.v_proj)
+    w_o = attn.out_proj.weight.detach().view(attn.d_model, attn.n_heads, d).permute(1, 2, 0)   # (H, d_head, d_model)
+    b_o = attn.out_proj.bias
+    return ProjectionWeights(w_q, w_k, w_v, w_o, b_q, b_k, b_v, None if b_o is None else b_o.detach())
+
+
+@dataclass
+class NormTrace:
+    """One LayerNorm or RMSNorm as it ran: its input, its parameters, its output.
+
+    LayerNorm(x) = (x − mean(x)) / √(var(x) + eps) · g + b;   RMSNorm(x) = x / √(mean(x²) + eps) · g."""
+
+    kind: str                         # "layernorm" or "rmsnorm"
+    input: torch.Tensor               # (T, d_model)
+    output: torch.Tensor              # (T, d_model)
+    gain: torch.Tensor                # (d_model,) g
+    bias: torch.Tensor | None         # (d_model,) b (LayerNorm), None for RMSNorm
+    eps: float
+
+
+def norm_trace(norm: nn.Module, input: torch.Tensor, output: torch.Tensor) -> NormTrace:
+    """What `norm` (nn.LayerNorm or RMSNorm) did to `input`, given its recorded `output`."""
+    kind = "layernorm" if isinstance(norm, nn.LayerNorm) else "rmsnorm"
+    weight, bias = norm.weight, getattr(norm, "bias", None)
+    return NormTrace(kind, input, output, weight.detach(), None if bias is None else bias.detach(), float(norm.eps))
 
 
 @dataclass
@@ -175,6 +238,7 @@ class Trace:
     activation: str = "relu"                    # model.activation ("gelu", "swiglu")
     rope_theta: float = 10000.0                 # model.rope_theta: RoPE's base wavelength
     final_rmsnorm: RMSNormTrace | None = None   # pre-LN with RMSNorm: the decoder's final norm
+    final_norm: NormTrace | None = None         # pre-LN: the decoder's final norm, before the output layer
 
     def attention(self, kind: str, layer: int) -> AttentionTrace:
         """The attention of `kind` ("enc", "dec", "cross") in layer `layer` (0-based)."""
@@ -312,6 +376,8 @@ def trace(
                       for i, layer in enumerate(model.decoder.layers)]
         final = rec.of(model.decoder)[0]["output"][0]
         final_rmsnorm = _rmsnorm(rec, model.decoder.norm) if model.decoder.norm is not None else None
+        final_norm = (norm_trace(model.decoder.norm, dec_layers[-1].output, final)
+                      if model.decoder.norm is not None else None)
     finally:
         model.train(was_training)
     return Trace(
@@ -333,6 +399,7 @@ def trace(
         activation=cfg.activation,
         rope_theta=cfg.rope_theta,
         final_rmsnorm=final_rmsnorm,
+        final_norm=final_norm,
     )
 
 
@@ -351,14 +418,22 @@ def _layer(rec: Record, layer: nn.Module, stack: str, index: int, tokens: list[s
     """One encoder or decoder layer as its modules recorded it."""
     own = "enc" if stack == "encoder" else "dec"
     self_attn = attention_trace(rec.of(layer.self_attn)[0], own, index, tokens, tokens, layer.self_attn)
+    self_block = _sublayer(rec, layer.attn_block)
+    self_attn.norm = _pre_norm(layer.attn_block, self_block)
     cross_attn = cross_block = None
     if getattr(layer, "cross_attn", None) is not None:
         cross_attn = attention_trace(rec.of(layer.cross_attn)[0], "cross", index, tokens, src_tokens, layer.cross_attn)
         cross_block = _sublayer(rec, layer.cross_block)
+        cross_attn.norm = _pre_norm(layer.cross_block, cross_block)
     ff = rec.of(layer.ff)[0]
-    return LayerTrace(stack, index, self_attn, _sublayer(rec, layer.attn_block), cross_attn,
+    return LayerTrace(stack, index, self_attn, self_block, cross_attn,
                       cross_block, FeedForwardTrace(ff["input"][0], ff["hidden"][0], ff["output"][0]),
                       _sublayer(rec, layer.ff_block))
+
+
+def _pre_norm(block: nn.Module, recorded: SublayerTrace) -> NormTrace | None:
+    """Pre-LN: the norm that turned the residual stream into the sublayer's input (None for post-LN)."""
+    return norm_trace(block.norm, recorded.input, recorded.fn_input) if block.norm_first else None
 
 
 def _sublayer(rec: Record, block: nn.Module) -> SublayerTrace:
@@ -384,19 +459,18 @@ def attention_trace(call: dict[str, torch.Tensor], kind: str, layer: int, query_
                     key_tokens: list[str], attn: MultiHeadAttention) -> AttentionTrace:
     """A MultiHeadAttention's recorded call (batch of one) as an AttentionTrace. The only number
     computed here is each head's share of the output projection: mixed_h W_O[:, h]."""
-    h, d = attn.n_heads, attn.d_head
     scores = call["scores"][0]                                                   # (H, T_q, T_k)
     mask = call["mask"]
     mask = torch.ones_like(scores[0], dtype=torch.bool) if mask is None else torch.broadcast_to(mask, call["scores"].shape)[0, 0]
     mixed = call["mixed"][0]                                                     # (H, T_q, d_head)
-    w_o = attn.out_proj.weight.view(attn.d_model, h, d).permute(1, 2, 0)         # (H, d_head, d_model)
+    used = projection_weights(attn)
     q_before, k_before = call.get("q_before_rope"), call.get("k_before_rope")
     return AttentionTrace(kind, layer, query_tokens, key_tokens, call["x"][0], call["memory"][0], call["q"][0],
                           call["k"][0], call["v"][0], scores, call["scaled"][0], mask, call["weights"][0], mixed,
-                          mixed @ w_o, call["out"][0],
+                          mixed @ used.w_o, call["out"][0],
                           q_before_rope=None if q_before is None else q_before[0],
                           k_before_rope=None if k_before is None else attn.share_kv_heads(k_before)[0],
-                          n_kv_heads=attn.n_kv_heads)
+                          n_kv_heads=attn.n_kv_heads, weights_used=used)
 
 
 # ---------------------------------------------------------------------------------------------
