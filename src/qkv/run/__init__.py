@@ -21,12 +21,12 @@ from qkv.run.config import (
 )
 from qkv.run.dir import (
     NO_VERIFY_ENV,
-    file_digest,
     SHARED_TOKENIZER,
     SRC_TOKENIZER,
     TGT_TOKENIZER,
     Run,
     RunDir,
+    file_digest,
     is_run_file,
     load_run,
     load_run_config,
@@ -48,9 +48,10 @@ from qkv.run.dir import (
 )
 
 __all__ = [
-    "DATA_RANGES", "PATH_KEYS", "SCHEDULES", "TRAIN_RANGES", "DataConfig", "RunConfig", "TrainConfig",
-    "parse_config", "SHARED_TOKENIZER", "SRC_TOKENIZER", "TGT_TOKENIZER", "Run", "RunDir", "is_run_file", "refuse_run_file",
-    "load_run", "load_run_config", "load_tokenizers", "load_weights", "lock_run", "refuse_to_replace_run",
-    "save_run", "save_tokenizers", "save_weights", "weights_step", "NO_VERIFY_ENV", "file_digest", "read_recorded", "read_weights",
-    "save_tensors", "verifying", "weights_file_digest", "write_recorded",
+    "DATA_RANGES", "NO_VERIFY_ENV", "PATH_KEYS", "SCHEDULES", "SHARED_TOKENIZER", "SRC_TOKENIZER",
+    "TGT_TOKENIZER", "TRAIN_RANGES", "DataConfig", "file_digest", "is_run_file", "load_run",
+    "load_run_config", "load_tokenizers", "load_weights", "lock_run", "parse_config",
+    "read_recorded", "read_weights", "refuse_run_file", "refuse_to_replace_run", "Run", "RunConfig",
+    "RunDir", "save_run", "save_tensors", "save_tokenizers", "save_weights", "TrainConfig",
+    "verifying", "weights_file_digest", "weights_step", "write_recorded",
 ]
