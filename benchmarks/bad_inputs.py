@@ -348,6 +348,8 @@ def other_cases(root: Path) -> list[Case]:
         Case("train --task and --config", ["train", "-q", "--task", "copy", "--config", str(root / "bad.toml")]),
         Case("train --task bogus", ["train", "-q", "--task", "bogus"]),
         Case("train --set unknown key", ["train", "-q", "--out", str(root / "u"), "--set", "train.warmup=3"]),
+        Case("train --set train.optimizer=sgd", ["train", "-q", "--out", str(root / "sgd"), *tiny, "--set",
+                                                 "train.optimizer=sgd"]),
         Case("train --set model.d_model=0", ["train", "-q", "--out", str(root / "d0"), *tiny, "--set", "model.d_model=0"]),
         *[Case(f"train --set {kv} (cannot fit)", ["train", "-q", "--out", str(root / f"big-{i}"), *tiny, "--set", kv],
                check=_no_weights(root / f"big-{i}"))

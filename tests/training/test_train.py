@@ -281,13 +281,15 @@ def test_plot_command_writes_png(short_run, tmp_path, capsys):
 # --- resume ----------------------------------------------------------------------------------------
 
 
-def test_resume_continues_exactly(tmp_path, device):
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_resume_continues_exactly(tmp_path, device, optimizer):
     """3 steps + stop + resume + 3 steps gives the same per-step losses as 6 straight steps
-    (dropout on, so the RNG state must be restored too)."""
+    (dropout on, so the RNG state must be restored too; with Muon, its momentum and schedule)."""
     where = device.type
-    straight = train(tiny_task(steps=6, eval_every=0, checkpoint_every=3, device=where), tmp_path / "a", quiet=True)
+    keys = dict(eval_every=0, checkpoint_every=3, device=where, optimizer=optimizer)
+    straight = train(tiny_task(steps=6, **keys), tmp_path / "a", quiet=True)
     assert straight.steps == 6
-    train(tiny_task(steps=3, eval_every=0, checkpoint_every=3, device=where), tmp_path / "b", quiet=True)
+    train(tiny_task(steps=3, **keys), tmp_path / "b", quiet=True)
     resumed = train(None, tmp_path / "b", ["train.steps=6"], quiet=True, resume=True)
     assert resumed.steps == 6
     a, b = train_losses(tmp_path / "a"), train_losses(tmp_path / "b")

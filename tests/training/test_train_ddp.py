@@ -34,11 +34,12 @@ def _losses(run_dir) -> list[float]:
     return [r["loss"] for r in read_metrics(run_dir) if r["kind"] == "train"]
 
 
-def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path, device):
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path, device, optimizer):
     if device.type == "cuda" and torch.cuda.device_count() < 2:
         pytest.skip("DDP on CUDA needs two GPUs")
     # dropout off: the two setups draw their dropout masks from different generators
-    config = tiny_task(steps=STEPS, eval_every=0, checkpoint_every=STEPS, device=device.type)
+    config = tiny_task(steps=STEPS, eval_every=0, checkpoint_every=STEPS, device=device.type, optimizer=optimizer)
     config["model"]["dropout"] = 0.0
     single = dict(config, train=dict(config["train"], accumulate=2))
     train(single, tmp_path / "single", quiet=True)

@@ -28,6 +28,7 @@ from qkv.errors import ConfigError
 
 
 SCHEDULES = ("noam", "cosine", "linear", "constant")   # qkv.training.schedule makes them
+OPTIMIZERS = ("adamw", "muon")                          # qkv.training.optim makes them
 PRECISIONS = ("fp32", "bf16", "auto")
 DATA_KINDS = ("task", "translation", "lm")
 TOKENIZERS = ("char", "word", "bpe")
@@ -41,6 +42,7 @@ class TrainConfig:
     steps: int = 2000                 # optimizer updates
     batch_tokens: int = 4096          # per micro-batch and process: sentences x longest padded side (LM: rows x block)
     accumulate: int = 1               # micro-batches per optimizer update
+    optimizer: str = "adamw"          # adamw | muon (Muon on the layers' weight matrices, AdamW on the rest)
     schedule: str = "noam"            # noam | cosine | linear | constant
     lr: float = 1.0
     warmup_steps: int = 400
@@ -49,6 +51,9 @@ class TrainConfig:
     beta2: float = 0.98
     eps: float = 1e-9
     weight_decay: float = 0.0
+    muon_lr: float = 0.02             # Muon's peak rate (its schedule has the same shape as AdamW's)
+    muon_momentum: float = 0.95
+    muon_weight_decay: float = 0.0
     label_smoothing: float = 0.1
     clip_norm: float = 1.0            # 0 disables gradient clipping
     precision: str = "auto"           # fp32 | bf16 | auto (bf16 autocast where the CPU/GPU has it)
@@ -68,7 +73,7 @@ class TrainConfig:
     keep_checkpoints: int = 0         # also keep the last N checkpoints as step-<N>.safetensors (for averaging)
 
     def __post_init__(self) -> None:
-        check_choices("train", self, {"schedule": SCHEDULES, "precision": PRECISIONS})
+        check_choices("train", self, {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "precision": PRECISIONS})
         check_ranges("train", self, TRAIN_RANGES)
 
 
@@ -80,7 +85,8 @@ TRAIN_RANGES = {
     "eval_examples": _POSITIVE, "warmup_steps": _COUNT, "eval_every": _COUNT, "checkpoint_every": _COUNT,
     "threads": "[0, 4096]", "seed": f"[0, {2**63 - 1}]", "patience": _COUNT, "keep_checkpoints": _COUNT,
     "lr": "(0, inf)", "min_lr": _COUNT, "beta1": _FRACTION, "beta2": _FRACTION, "eps": "(0, inf)",
-    "weight_decay": _COUNT, "label_smoothing": _FRACTION, "clip_norm": _COUNT, "target_metric": _COUNT,
+    "weight_decay": _COUNT, "muon_lr": "(0, inf)", "muon_momentum": _FRACTION, "muon_weight_decay": _COUNT,
+    "label_smoothing": _FRACTION, "clip_norm": _COUNT, "target_metric": _COUNT,
     "max_decode_ratio": "(0, inf)", "max_minutes": _COUNT,
 }
 

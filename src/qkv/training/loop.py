@@ -6,7 +6,7 @@ One optimizer step:
         logits = model(src, tgt_in)                      # (B, T, V), teacher forcing
         loss   = label-smoothed cross-entropy vs tgt_out # summed over real tokens, fp32
         (loss / tokens in the whole global step).backward()
-    clip the gradient norm, AdamW step, learning-rate schedule step
+    clip the gradient norm, AdamW step (or Muon + AdamW: qkv.training.optim), learning-rate schedule step
 
 Dividing by the token count of the *whole* step (all micro-batches, all DDP ranks) makes the
 gradient independent of how the step's tokens were split: accumulation and DDP give the same
@@ -57,7 +57,7 @@ from qkv.training.inputs import Inputs, MicroBatches, prepare
 from qkv.training.loss import label_smoothed_nll
 from qkv.training.metrics import MetricsLog, bleu_applies, corpus_scores, headline_metric, is_better, plot_run
 from qkv.training.progress import Progress
-from qkv.training.schedule import make_scheduler
+from qkv.training.optim import Optimizers
 
 
 @dataclass
@@ -168,14 +168,7 @@ class Trainer:
         self.model = build_model(self.cfg).to(self.device)
         use_fast_dropout(self.model)          # the fast layer: same masks in law, drawn ~3x cheaper on CPUs
         self.dtype = _autocast_dtype(self.tc.precision, self.device)
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=1.0, betas=(self.tc.beta1, self.tc.beta2), eps=self.tc.eps,
-            weight_decay=self.tc.weight_decay, fused=True,    # one kernel per step instead of ~10 per tensor
-        )
-        self.scheduler = make_scheduler(
-            self.optimizer, self.tc.schedule, lr=self.tc.lr, warmup=self.tc.warmup_steps,
-            total=self.tc.steps, d_model=self.cfg.d_model, min_lr=self.tc.min_lr,
-        )
+        self.optimizer = Optimizers(self.model, self.tc, self.cfg.d_model)   # AdamW, or Muon + AdamW; with schedules
         self.stream = MicroBatches(self.inputs, self.dist.rank, self.dist.world, self.rc.lm_rows)
         self.step = 0
         self.best: float | None = None
@@ -289,10 +282,9 @@ class Trainer:
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tc.clip_norm or math.inf)
         if not (math.isfinite(loss_sum) and math.isfinite(float(norm))):
             self._diverged(loss_sum, float(norm))
-        lr = self.optimizer.param_groups[0]["lr"]
+        lr = self.optimizer.lr
         self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad()
         self.step += 1
         return {"loss_sum": loss_sum, "nll_sum": nll_sum, "tokens": local_tokens, "all_tokens": seen,
                 "lr": lr, "seconds": time.perf_counter() - t0}
@@ -446,8 +438,7 @@ class Trainer:
             "format": 2,
             "step": self.step,
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
+            **self.optimizer.state_dict(),      # "optimizer", "scheduler" (AdamW's) and, with Muon, "muon"
             "rng": {"torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
             "data": self.stream.state(),
@@ -474,10 +465,11 @@ class Trainer:
         data = self.dir.read_state()              # checked against its recorded hash
         try:
             state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
+            self.optimizer.load_state_dict(state)
             if "model" in state:
                 self.model.load_state_dict(state["model"], strict=True)
+        except CheckpointError:
+            raise
         except Exception as exc:  # pickle/zip errors of a torn or foreign file, or a mismatched optimizer
             raise CheckpointError(f"{path} is corrupted or from another model ({_first_line(exc)}); "
                                   f"start a new run or restore the file") from None
@@ -530,7 +522,7 @@ class Trainer:
         threads = f", {self.threads} threads" if self.threads else ""
         prec = self.dtype and str(self.dtype).replace("torch.", "") or "fp32"
         return (f"{what}: {n / 1e6:.2f}M parameters, {where}{threads}, {prec}, -> {self.run_dir}\n"
-                f"{describe_targets(self.cfg)}")
+                f"{describe_targets(self.cfg)}" + (f"\n{self.optimizer.describe()}" if self.tc.optimizer != "adamw" else ""))
 
 
 def _fingerprint(inputs: Inputs) -> str:

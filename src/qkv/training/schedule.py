@@ -68,15 +68,22 @@ def lr_at(name: str, step: int, *, lr: float, warmup: int, total: int, d_model: 
     raise ConfigError(f"train.schedule must be one of {', '.join(SCHEDULES)}; got {name!r}")
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, name: str, **kwargs) -> torch.optim.lr_scheduler.LambdaLR:
-    """A LambdaLR whose rate after k calls to `.step()` is `lr_at(name, k + 1, ...)`.
+def peak_lr(name: str, **kwargs) -> float:
+    """The highest rate of schedule `name`: the rate at the end of warmup."""
+    return lr_at(name, max(kwargs["warmup"], 1), **kwargs)
 
-    The optimizer's base lr is set to 1.0 so the lambda *is* the learning rate.
+
+def make_scheduler(optimizer: torch.optim.Optimizer, name: str, scale: float = 1.0,
+                   **kwargs) -> torch.optim.lr_scheduler.LambdaLR:
+    """A LambdaLR whose rate after k calls to `.step()` is `scale * lr_at(name, k + 1, ...)`.
+
+    The optimizer's base lr is set to `scale` (1.0: the lambda *is* the learning rate); LambdaLR
+    multiplies it by the lambda. A second optimizer (Muon) follows the same curve at another height.
     """
     lr_at(name, 1, **kwargs)  # validate the name now, not at the first step
     for group in optimizer.param_groups:
-        group["lr"] = 1.0
-        group["initial_lr"] = 1.0
+        group["lr"] = scale
+        group["initial_lr"] = scale
     return torch.optim.lr_scheduler.LambdaLR(optimizer, partial(_rate, name, kwargs))
 
 

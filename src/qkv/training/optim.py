@@ -1,0 +1,107 @@
+"""The optimizers of a run: AdamW on every tensor, or Muon on the hidden matrices and AdamW on the rest.
+
+`train.optimizer = "adamw"` (the default) is the paper's Adam with decoupled weight decay
+(Loshchilov & Hutter, 2019) on every parameter. `train.optimizer = "muon"` hands the weight
+matrices of the encoder and decoder layers (the attention projections W_Q, W_K, W_V, W_O and the
+feed-forward W_1, W_2) to `torch.optim.Muon` (Jordan et al., 2024, "Muon: An optimizer for hidden
+layers in neural networks"): momentum, then the update matrix orthogonalised by a few
+Newton-Schulz iterations. Everything else (embeddings, the output layer, norms, biases, learned
+positional tables) stays on AdamW, as Muon's authors prescribe.
+
+Both follow `train.schedule`: AdamW's curve peaks at `train.lr`, Muon's is the same curve scaled
+so that it peaks at `train.muon_lr`.
+
+    optim = Optimizers(model, tc, d_model)
+    loss.backward(); optim.step(); optim.zero_grad()      # both optimizers, then both schedules
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from qkv.errors import CheckpointError
+from qkv.run import TrainConfig
+from qkv.training.schedule import make_scheduler, peak_lr
+
+
+def hidden_matrices(model: nn.Module) -> list[str]:
+    """The names of the weight matrices of the linear maps inside the encoder and decoder layers."""
+    names = []
+    for module_name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and ".layers." in f".{module_name}":
+            names.append(f"{module_name}.weight")
+    return names
+
+
+class Optimizers:
+    """The run's optimizer(s), stepped together, each with its learning-rate schedule."""
+
+    def __init__(self, model: nn.Module, tc: TrainConfig, d_model: int):
+        self.kind = tc.optimizer
+        params = dict(model.named_parameters())
+        muon_names = set(hidden_matrices(model)) if tc.optimizer == "muon" else set()
+        self.muon_params = [p for name, p in params.items() if name in muon_names]
+        self.adamw_params = [p for name, p in params.items() if name not in muon_names]
+        schedule: dict[str, Any] = dict(lr=tc.lr, warmup=tc.warmup_steps, total=tc.steps, d_model=d_model,
+                                        min_lr=tc.min_lr)
+        self.adamw = torch.optim.AdamW(
+            self.adamw_params, lr=1.0, betas=(tc.beta1, tc.beta2), eps=tc.eps,
+            weight_decay=tc.weight_decay, fused=True,    # one kernel per step instead of ~10 per tensor
+        )
+        self.scheduler = make_scheduler(self.adamw, tc.schedule, **schedule)
+        self.muon: torch.optim.Muon | None = None
+        self.muon_scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
+        if self.muon_params:
+            self.muon = torch.optim.Muon(self.muon_params, lr=1.0, momentum=tc.muon_momentum,
+                                         weight_decay=tc.muon_weight_decay)
+            scale = tc.muon_lr / peak_lr(tc.schedule, **schedule)    # the same curve, peaking at muon_lr
+            self.muon_scheduler = make_scheduler(self.muon, tc.schedule, scale=scale, **schedule)
+
+    @property
+    def lr(self) -> float:
+        """AdamW's current rate (Muon's is train.muon_lr / train.lr times it)."""
+        return float(self.adamw.param_groups[0]["lr"])
+
+    def step(self) -> None:
+        self.adamw.step()
+        if self.muon is not None:
+            self.muon.step()
+        self.scheduler.step()
+        if self.muon_scheduler is not None:
+            self.muon_scheduler.step()
+
+    def zero_grad(self) -> None:
+        self.adamw.zero_grad(set_to_none=True)
+        if self.muon is not None:
+            self.muon.zero_grad(set_to_none=True)
+
+    def state_dict(self) -> dict[str, Any]:
+        """train_state.pt's keys: "optimizer" and "scheduler" (AdamW's), and "muon" with Muon."""
+        state: dict[str, Any] = {"optimizer": self.adamw.state_dict(), "scheduler": self.scheduler.state_dict()}
+        if self.muon is not None and self.muon_scheduler is not None:
+            state["muon"] = {"optimizer": self.muon.state_dict(), "scheduler": self.muon_scheduler.state_dict()}
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved, now = ("muon" if "muon" in state else "adamw"), ("muon" if self.muon is not None else "adamw")
+        if saved != now:
+            raise CheckpointError(f"this run was trained with train.optimizer={saved!r}, not {now!r}; "
+                                  f"resume it with the optimizer it was trained with, or start a new run")
+        self.adamw.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.muon is not None and self.muon_scheduler is not None:
+            self.muon.load_state_dict(state["muon"]["optimizer"])
+            self.muon_scheduler.load_state_dict(state["muon"]["scheduler"])
+
+    def describe(self) -> str:
+        """One line: which optimizer updates how many tensors and parameters."""
+        def size(params: list[nn.Parameter]) -> str:
+            return f"{sum(p.numel() for p in params) / 1e6:.2f}M"
+
+        adamw = f"AdamW on {len(self.adamw_params)} tensors ({size(self.adamw_params)})"
+        if self.muon is None:
+            return f"optimizer: {adamw}"
+        return f"optimizer: Muon on {len(self.muon_params)} matrices ({size(self.muon_params)}), {adamw}"
