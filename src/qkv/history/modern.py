@@ -251,12 +251,10 @@ def markdown_table(results: dict[str, Any]) -> str:
 
 def too_short_reasons(results: dict[str, Any]) -> list[str]:
     """Why this comparison cannot rank the variants (empty when it can)."""
+    from qkv.history.report import short_runs       # the lab's rule (its module imports matplotlib)
+
     variants = results["variants"]
-    reasons = []
-    short = {v["label"]: v["steps"] for v in variants.values() if v["steps"] < MIN_STEPS}
-    if short:
-        listed = ", ".join(f"{label} {steps:,}" for label, steps in short.items())
-        reasons.append(f"some variants took fewer than {MIN_STEPS} optimizer steps ({listed})")
+    reasons = short_runs(variants.values(), MIN_STEPS, "variants")
     best = min(v["valid_loss"] for v in variants.values())
     if best > MAX_BEST_LOSS:
         reasons.append(f"no variant got past the letter frequencies: the best validation loss is {best:.3f}, "

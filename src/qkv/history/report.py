@@ -13,6 +13,7 @@ Each plot answers one question:
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -191,14 +192,20 @@ def _margin(a: float, b: float, n: int) -> float:
     return max(TIE_POINTS, 2 * se)
 
 
+def short_runs(entries: Iterable[dict[str, Any]], min_steps: int, noun: str) -> list[str]:
+    """The reason (one, or none) that the entries which took fewer than `min_steps` optimizer steps
+    cannot be ranked; shared by the lab's report and `--modern`'s."""
+    short = {e["label"]: e["steps"] for e in entries if e["steps"] < min_steps}
+    if not short:
+        return []
+    listed = ", ".join(f"{label} {steps:,}" for label, steps in short.items())
+    return [f"some {noun} took fewer than {min_steps} optimizer steps ({listed})"]
+
+
 def too_short_reasons(results: dict[str, Any]) -> list[str]:
     """Why this run cannot rank the models (empty when it can)."""
     models = results["models"]
-    reasons = []
-    short = {m["label"]: m["steps"] for m in models.values() if m["steps"] < MIN_STEPS}
-    if short:
-        listed = ", ".join(f"{label} {steps:,}" for label, steps in short.items())
-        reasons.append(f"some models took fewer than {MIN_STEPS} optimizer steps ({listed})")
+    reasons = short_runs(models.values(), MIN_STEPS, "models")
     best = max((m["accuracy_in_training_lengths"] or 0.0) for m in models.values())
     if best < MIN_BEST_ACCURACY:
         reasons.append(f"no model learned the task: the best exact match on the training lengths is "
