@@ -239,16 +239,24 @@ def weights_digest(header: dict[str, Any], data: bytes | memoryview) -> str:
     return digest.hexdigest()
 
 
-def weights_step(path: str | os.PathLike[str]) -> int | None:
-    """The training step recorded in a weights file (None: not recorded, missing or unreadable)."""
+def _header_value(path: str | os.PathLike[str], key: str) -> Any:
+    """Metadata `key` of a safetensors file's header, read without the tensors (None: not
+    recorded, missing or unreadable)."""
     try:
         with open(path, "rb") as f:
             n = int.from_bytes(f.read(8), "little")
             if not 0 < n <= 100_000_000:
                 return None
-            header = json.loads(f.read(n))
-        return int(header["__metadata__"]["qkv_step"])
+            return json.loads(f.read(n))["__metadata__"][key]
     except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def weights_step(path: str | os.PathLike[str]) -> int | None:
+    """The training step recorded in a weights file (None: not recorded, missing or unreadable)."""
+    try:
+        return int(_header_value(path, "qkv_step"))
+    except (ValueError, TypeError):
         return None
 
 
@@ -327,15 +335,8 @@ def read_weights(path: str | os.PathLike[str], verify: bool = True) -> tuple[dic
 
 def weights_file_digest(path: str | os.PathLike[str]) -> str | None:
     """The SHA-256 recorded in a weights file (None: not recorded, missing or unreadable)."""
-    try:
-        with open(path, "rb") as f:
-            n = int.from_bytes(f.read(8), "little")
-            if not 0 < n <= 100_000_000:
-                return None
-            value = json.loads(f.read(n))["__metadata__"][HASH_KEY]
-        return value if isinstance(value, str) else None
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    value = _header_value(path, HASH_KEY)
+    return value if isinstance(value, str) else None
 
 
 def _check_saved_config(path: Path, metadata: dict[str, str], cfg: Any) -> None:
