@@ -17,22 +17,17 @@ import argparse
 import itertools
 import json
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from qkv.entry import run_main
 
-HOST = "127.0.0.1"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serve_load import HOST, server  # noqa: E402  (the same child server as the load benchmark)
+
 CHUNK = 1 << 16
 PREFIX = b'{"texts": ["'   # a body that would be JSON, were it not cut off
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 def rss_mib(pid: int) -> float:
@@ -71,26 +66,14 @@ def main() -> None:
     parser.add_argument("--megabytes", type=int, default=100, help="size of each oversize body (MiB)")
     parser.add_argument("--repeat", type=int, default=3, help="chunked oversize requests")
     args = parser.parse_args()
-    port = free_port()
-    cmd = [sys.executable, "-m", "qkv", "serve", "--model", args.model, "--host", HOST, "--port", str(port)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    with server(args.model) as (url, pid):
+        port = int(url.rsplit(":", 1)[1])
         head = f"POST /v1/translate HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: application/json\r\n"
         small = b'{"texts": ["abc"], "max_new_tokens": 5}'
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                status, _ = exchange(port, f"{head}Content-Length: {len(small)}\r\nConnection: close\r\n\r\n".encode(),
-                                     [small], timeout=5)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("qkv serve did not start") from None
-                time.sleep(0.3)
         for _ in range(5):
             exchange(port, f"{head}Content-Length: {len(small)}\r\nConnection: close\r\n\r\n".encode(), [small])
         time.sleep(1)
-        before = rss_mib(proc.pid)
+        before = rss_mib(pid)
         total = args.megabytes << 20
         piece = b"a" * CHUNK
         results = []
@@ -104,13 +87,7 @@ def main() -> None:
         status, sent = exchange(port, f"{head}Content-Length: {total}\r\n\r\n".encode(), chunks)
         results.append({"kind": "content-length", "status": status, "bytes_sent": sent})
         time.sleep(1)
-        after = rss_mib(proc.pid)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        after = rss_mib(pid)
     print(json.dumps({"body_mib": args.megabytes, "requests": results, "rss_before_mib": round(before, 1),
                       "rss_after_mib": round(after, 1), "ratio": round(after / before, 3)}, indent=1))
 

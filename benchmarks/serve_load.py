@@ -46,8 +46,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(model: str, startup_timeout: float = 120.0, extra: tuple[str, ...] = ()) -> Iterator[str]:
-    """`qkv serve --model MODEL [EXTRA]` in a child process on a free loopback port; yields its URL."""
+def server(model: str, startup_timeout: float = 120.0, extra: tuple[str, ...] = ()) -> Iterator[tuple[str, int]]:
+    """`qkv serve --model MODEL [EXTRA]` in a child process on a free loopback port, answering
+    /health; yields its URL and process id."""
     port = free_port()
     cmd = [sys.executable, "-m", "qkv", "serve", "--model", model, "--host", HOST, "--port", str(port), *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -64,7 +65,7 @@ def server(model: str, startup_timeout: float = 120.0, extra: tuple[str, ...] = 
                 time.sleep(0.2)
         else:
             raise SystemExit(f"qkv serve did not answer /health within {startup_timeout:.0f} s")
-        yield url
+        yield url, proc.pid
     finally:
         proc.terminate()
         try:
@@ -142,7 +143,7 @@ def main() -> None:
     texts = sentences(args.requests, args.seed)
     body = {"beam_size": args.beam}
     extra = ("--engine", args.engine) + (("--ct2-model", args.ct2_model) if args.ct2_model else ())
-    with server(args.model, extra=extra) as url:
+    with server(args.model, extra=extra) as (url, _):
         asyncio.run(run_load(url, texts[:8], min(args.concurrency, 8), body))          # warm-up
         result = asyncio.run(asyncio.wait_for(run_load(url, texts, args.concurrency, body), args.timeout))
     ok = len(result["latencies"])
