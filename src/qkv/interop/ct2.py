@@ -30,6 +30,7 @@ from torch import nn
 
 from qkv.errors import ConfigError
 from qkv.files import atomic_directory
+from qkv.run import RunDir
 from qkv.run.targets import check_ct2
 from qkv.search.ct2 import SOURCE_RECORD, require_ctranslate2, vocabulary
 
@@ -150,4 +151,4 @@ def write_ct2(model: nn.Module, src_tokens: list[str], tgt_tokens: list[str], ou
 
 def is_ct2_export(directory: Path) -> bool:
     """Whether `directory` looks like a CTranslate2 model directory (a previous export, replaceable)."""
-    return (directory / "model.bin").is_file() and not (directory / "config.toml").exists()
+    return (directory / "model.bin").is_file() and not RunDir(directory).holds_run()

@@ -37,6 +37,7 @@ from torch import nn
 from qkv.config import ModelConfig
 from qkv.files import atomic_directory
 from qkv.interop.common import halves_permutation, require_transformers
+from qkv.run import RunDir
 from qkv.run.targets import hf_architecture
 from qkv.model.layers import sinusoidal_table
 
@@ -249,6 +250,6 @@ def export_hf(run_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
 
 def is_hf_export(directory: Path) -> bool:
     """Whether `directory` looks like a `transformers` model directory (a previous export, replaceable)."""
-    return (directory / "config.json").is_file() and not (directory / "config.toml").exists() and any(
+    return (directory / "config.json").is_file() and not RunDir(directory).holds_run() and any(
         (directory / name).is_file() for name in ("model.safetensors", "pytorch_model.bin"))
 
