@@ -439,7 +439,7 @@ def test_a_full_device_is_one_line_and_never_replaced(mt, capsys, monkeypatch):
 
     if os.path.exists("/dev/full"):
         err = one_line_error(capsys, ["translate", "-m", mt, "abc", "--output", "/dev/full"])
-        assert err == "error: cannot write /dev/full: No space left on device"
+        assert err == "error: cannot write /dev/full: No space left on device; free some space or write somewhere else"
         assert not Path("/dev/full").is_file()
 
     class Full(io.StringIO):

@@ -290,28 +290,6 @@ def echo_warning(message: str) -> None:
     typer.echo(f"warning: {message}", err=True)
 
 
-def write_output(path: Path, data: bytes) -> None:
-    """Write an --output file atomically; a device or pipe that already exists (/dev/stdout,
-    /dev/full, a FIFO) is written in place, never replaced by a file, and a failure is one line."""
-    import stat
-
-    from qkv.errors import OutputError
-    from qkv.files import atomic_write_bytes
-
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        mode = 0
-    if not mode or stat.S_ISREG(mode) or stat.S_ISDIR(mode):
-        atomic_write_bytes(path, data)
-        return
-    try:
-        with path.open("wb") as f:
-            f.write(data)
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
 @app.command()
 def translate(
     model: RunOpt,
@@ -331,6 +309,7 @@ def translate(
     ct2_model: Ct2ModelOpt = None,
 ) -> None:
     """Translate TEXT, a file, or stdin with a trained translation model."""
+    from qkv.files import atomic_write_bytes
     from qkv.search import DecodeConfig
     from qkv.text import check_engine, format_translations, read_input_lines, translate_lines, translation_backend
     from qkv.run import load_run
@@ -347,7 +326,7 @@ def translate(
     if output is None:
         typer.echo(out, nl=False)
     else:
-        write_output(output, out.encode("utf-8"))
+        atomic_write_bytes(output, out.encode("utf-8"))
 
 
 @app.command()
@@ -368,6 +347,7 @@ def evaluate(
     import json
 
     from qkv.data.corpus import iter_lines
+    from qkv.files import atomic_write_bytes
     from qkv.search import DecodeConfig
     from qkv.text import check_engine, translation_backend
     from qkv.text import evaluate as score
@@ -380,7 +360,7 @@ def evaluate(
     result = score(run, sources, refs, dcfg, batch_size, echo_warning, translation_backend(run, engine, ct2_model))
     hyps = result.pop("hypotheses")
     if output is not None:
-        write_output(output, "".join(h + "\n" for h in hyps).encode("utf-8"))
+        atomic_write_bytes(output, "".join(h + "\n" for h in hyps).encode("utf-8"))
     if json_out:
         typer.echo(json.dumps(result, indent=2))
     else:
