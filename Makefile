@@ -29,10 +29,12 @@ demo: setup
 	$(BIN)/qkv demo
 
 # The explorer's end-to-end test drives a real headless Chromium (Debian's package; no download
-# of a browser build). Installed when missing and apt-get is usable; otherwise that test skips.
+# of a browser build), and fonts-nanum draws Korean (the pages in Korean, the explain page's pictures).
+# Installed when missing and apt-get is usable; otherwise the browser test skips.
 browser:
-	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
-	  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: the browser test will skip"; }
+	@{ command -v chromium >/dev/null 2>&1 && [ -d /usr/share/fonts/truetype/nanum ]; } || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && apt-get install -y -qq chromium fonts-nanum >/dev/null) || echo "chromium not installed: the browser test will skip"; }
 
 lint: setup-test
 	$(BIN)/ruff check src tests recipes benchmarks

@@ -112,16 +112,19 @@ class Run(home.Run):
         return Attention.of(self._explained(text, target).trace)
 
     def explain(self, text: str, target: str | None = None, layer: int = 0, head: int = 0, top_k: int = 5,
-                max_new_tokens: int | None = None) -> Explanation:
+                max_new_tokens: int | None = None, lang: str = "en") -> Explanation:
         """The walk-through of `qkv explain` for `text`: every step with the real numbers, zoomed
-        in on `layer` and `head` (0-based). Jupyter shows it inline; `.save(path)` writes the page."""
+        in on `layer` and `head` (0-based), in `lang` ("en" or "ko", Korean). Jupyter shows it
+        inline; `.save(path)` writes the page."""
+        from qkv.explain.i18n import check_lang
         from qkv.explain.report import explain_run
 
         _check_text(text, target)
-        trace, notes, title = explain_run(self, text, target, layer, head, max_new_tokens)
+        check_lang(lang)
+        trace, notes, title = explain_run(self, text, target, layer, head, max_new_tokens, lang)
         for note in notes:
             _warn(note)
-        return Explanation(trace, notes, title, layer, head, top_k)
+        return Explanation(trace, notes, title, layer, head, top_k, lang)
 
     def _explained(self, text: str, target: str | None) -> Any:
         from qkv.explain.text import explain_text
@@ -176,9 +179,10 @@ class Explanation:
     """The `qkv explain` page of one text: `trace` (every tensor), `warnings`, `html` (the page);
     shown inline by Jupyter, written by `save(path)`."""
 
-    def __init__(self, trace: Any, notes: list[str], title: str, layer: int, head: int, top_k: int):
+    def __init__(self, trace: Any, notes: list[str], title: str, layer: int, head: int, top_k: int,
+                 lang: str = "en"):
         self.trace, self.warnings, self.title = trace, notes, title
-        self.layer, self.head, self.top_k = layer, head, top_k
+        self.layer, self.head, self.top_k, self.lang = layer, head, top_k, lang
         self._html: str | None = None
 
     @property
@@ -187,7 +191,7 @@ class Explanation:
             from qkv.explain.report import render_html
 
             self._html = render_html(self.trace, self.layer, self.head, self.top_k, title=self.title,
-                                     warnings=self.warnings)
+                                     warnings=self.warnings, lang=self.lang)
         return self._html
 
     def _repr_html_(self) -> str:

@@ -152,7 +152,7 @@ def serve(
     model: Annotated[Path, typer.Option("--model", "-m", help="Run directory to serve.")],
     host: Annotated[str, typer.Option(help="Address to bind; only this machine by default.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.", min=1, max=65535)] = 8000,
-    engine: Annotated[str, typer.Option(help="What translates: qkv (PyTorch) or ct2 (CTranslate2, with --ct2-model); explain stays on PyTorch.")] = "qkv",
+    engine: Annotated[str, typer.Option(help="What translates: qkv (PyTorch) or ct2 (CTranslate2, with --ct2-model); the explorer's steps trace the PyTorch weights.")] = "qkv",
     ct2_model: Ct2ModelOpt = None,
     allow_host: Annotated[list[str] | None, typer.Option(
         "--allow-host", help="Also answer requests whose Host header is NAME (or NAME:PORT); repeat it for more; "
@@ -164,6 +164,8 @@ def serve(
              "408 for a body).")] = 10.0,
 ) -> None:
     """Serve a model over HTTP with the explorer page at / (API docs at /docs).
+
+    The explorer page speaks English or Korean: its English / 한국어 toggle, or /?lang=ko.
 
     Limits: a body of at most 1 MiB (counted as it arrives, chunked or not; 413 past it), at most 100
     headers in 16 KiB (431; 400 for a larger head), headers and body each within --timeout seconds,
@@ -178,8 +180,8 @@ def serve(
 ExplainText = Annotated[str, typer.Argument(help="Source sentence (translation model) or text (language model).")]
 RunDir = Annotated[Path, typer.Option("--model", "-m", help="Run directory.")]
 Target = Annotated[str | None, typer.Option(help="Output to explain (a translation, or a language model's continuation); default: the model's own greedy output.")]
-Layer = Annotated[int, typer.Option(help="Layer (0-based).")]
-Head = Annotated[int, typer.Option(help="Head (0-based).")]
+Layer = Annotated[int, typer.Option(help="Layer, counted from 0 (the explain page and the explorer count the same way).")]
+Head = Annotated[int, typer.Option(help="Head, counted from 0.")]
 
 
 @app.command()
@@ -192,14 +194,18 @@ def explain(
     top_k: Annotated[int, typer.Option("--top-k", help="Next-token candidates shown per step.", min=1, max=50)] = 5,
     max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", help="Most tokens of the model's own output; default: 1.5 x input tokens + 10.", min=1)] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.", callback=not_a_run_file)] = Path("explain.html"),
+    lang: Annotated[str, typer.Option("--lang", help="Language of the page: en (English) or ko (한국어, Korean).")] = "en",
 ) -> None:
-    """Write a self-contained HTML page that walks through one forward pass with the real numbers."""
+    """Write a self-contained HTML page that walks through one forward pass with the real numbers
+    (in English, or in Korean with --lang ko)."""
+    from qkv.explain.i18n import check_lang
     from qkv.explain.report import write_report
     from qkv.interop.minilm import refuse_sentence_encoder
     from qkv.run import load_run
 
+    check_lang(lang)
     refuse_sentence_encoder(model, "qkv explain")
-    for warning in write_report(out, load_run(model), text, target, layer, head, top_k, max_new_tokens):
+    for warning in write_report(out, load_run(model), text, target, layer, head, top_k, max_new_tokens, lang):
         typer.echo(f"warning: {warning}", err=True)
     typer.echo(f"wrote {out}")
 

@@ -3,14 +3,17 @@
 Every function returns a `matplotlib.figure.Figure` built without pyplot (no global state, no
 display needed); `save_png` writes one to disk and `png_bytes` gives the bytes for embedding in
 an HTML page. Axes carry the tokens, every heatmap has a colour bar, every title says what it
-shows (layer, head, kind).
+shows (layer, head, kind), in English or Korean (`lang`; Korean is drawn inside `fonts_for("ko")`
+with a font that has Hangul, when one is installed: `picture_language`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -18,12 +21,51 @@ from matplotlib.collections import PatchCollection
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from qkv.explain.i18n import Words, msg
 from qkv.explain.trace import AttentionTrace
 from qkv.files import atomic_write_bytes
 
 ATTENTION_CMAP = "Blues"
 HIDDEN_COLOUR = "#b0b0b0"        # hatching over masked (hidden) cells
 ANNOTATE_MAX = 14                # write the numbers into the cells up to this many rows/columns
+HANGUL_FONTS = ("NanumGothic", "Noto Sans CJK KR", "Noto Sans KR", "NanumBarunGothic", "UnDotum", "Baekmuk Gulim")
+
+
+@functools.cache
+def hangul_font() -> str | None:
+    """The name of an installed font with Hangul (Debian: fonts-nanum or fonts-noto-cjk), or None.
+    Fonts installed after matplotlib built its font cache are added here."""
+    from matplotlib import font_manager
+
+    def known() -> str | None:
+        names = {f.name for f in font_manager.fontManager.ttflist}
+        return next((name for name in HANGUL_FONTS if name in names), None)
+
+    if known() is None:
+        for path in font_manager.findSystemFonts():
+            if any(part in os.path.basename(path) for part in ("Nanum", "NotoSansCJK", "NotoSansKR", "UnDotum", "baekmuk")):
+                with contextlib.suppress(Exception):
+                    font_manager.fontManager.addfont(path)
+    return known()
+
+
+def picture_language(lang: str) -> str:
+    """The language the pictures can be labelled in: Korean needs a font with Hangul, else English."""
+    return lang if lang != "ko" or hangul_font() is not None else "en"
+
+
+@contextlib.contextmanager
+def fonts_for(lang: str) -> Iterator[None]:
+    """Figures made and saved inside draw their text in `lang`'s script (Latin glyphs from DejaVu Sans,
+    the rest from a font that has them)."""
+    font = hangul_font() if lang == "ko" else None
+    if font is None:
+        yield
+        return
+    import matplotlib
+
+    with matplotlib.rc_context({"font.family": ["DejaVu Sans", font]}):
+        yield
 
 
 def png_bytes(fig: Figure, dpi: int = 110) -> bytes:
@@ -88,39 +130,44 @@ def draw_attention(
     return image
 
 
-def _axis_names(kind: str) -> tuple[str, str]:
+def _axis_names(kind: str, w: Words) -> tuple[str, str]:
     """(query axis, key axis) captions: who is looking, at what."""
-    if kind == "cross":
-        return "target token (query)", "source token (key)"
-    side = "source" if kind == "enc" else "target"
-    return f"{side} token (query)", f"{side} token (key)"
+    return w(f"plot.axis.{kind}_query"), w(f"plot.axis.{kind}_key")
 
 
-def attention_heatmap(att: AttentionTrace, head: int) -> Figure:
-    """One head of one attention as a heatmap with a colour bar."""
+def attention_title(att: AttentionTrace, w: Words) -> str:
+    """'layer 0 encoder self-attention' in `w`'s language."""
+    return w("kind.title", layer=att.layer, kind=msg(f"kind.{att.kind}"))
+
+
+def attention_heatmap(att: AttentionTrace, head: int, lang: str = "en") -> Figure:
+    """One head of one attention as a heatmap with a colour bar, labelled in `lang` (draw and save
+    it inside `fonts_for(lang)`)."""
+    w = Words(lang)
     n_q, n_k = att.weights.shape[-2:]
     fig = Figure(figsize=_cell_size(n_q, n_k), layout="constrained")
     ax = fig.add_subplot()
-    title = f"{att.title}, head {head}"
+    title = w("kind.title_head", layer=att.layer, kind=msg(f"kind.{att.kind}"), head=head)
     hidden = None if att.mask.all() else att.mask
     image = draw_attention(ax, att.weights[head], att.query_tokens, att.key_tokens, hidden)
-    ylabel, xlabel = _axis_names(att.kind)
+    ylabel, xlabel = _axis_names(att.kind, w)
     ax.set_ylabel(ylabel, fontsize=9)
     ax.set_xlabel(xlabel, fontsize=9)
-    fig.colorbar(image, ax=ax, shrink=0.9, label="attention weight")
+    fig.colorbar(image, ax=ax, shrink=0.9, label=w("plot.weight"))
     fig.suptitle(title, fontsize=11)
     return fig
 
 
-def heads_grid(att: AttentionTrace) -> Figure:
+def heads_grid(att: AttentionTrace, lang: str = "en") -> Figure:
     """Every head of one attention side by side (same colour scale): each head's own viewpoint."""
+    w = Words(lang)
     h = att.n_heads
     n_q, n_k = att.weights.shape[-2:]
     cols = min(h, 4)
     rows = (h + cols - 1) // cols
     small = max(n_q, n_k) > 20
-    w, ht = _cell_size(n_q, n_k, cell=0.16 if small else 0.3, least=2.2, most=5.0)
-    fig = Figure(figsize=(cols * w + 1.0, rows * ht + 0.6), layout="constrained")
+    wd, ht = _cell_size(n_q, n_k, cell=0.16 if small else 0.3, least=2.2, most=5.0)
+    fig = Figure(figsize=(cols * wd + 1.0, rows * ht + 0.6), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
     hidden = None if att.mask.all() else att.mask
     for i, ax in enumerate(axes.flat):
@@ -128,9 +175,10 @@ def heads_grid(att: AttentionTrace) -> Figure:
             ax.set_visible(False)
             continue
         image = draw_attention(ax, att.weights[i], att.query_tokens, att.key_tokens, hidden,
-                               title=f"head {i}", annotate=False, labels=not small, row_labels=i % cols == 0)
-    fig.colorbar(image, ax=axes, shrink=0.8, label="attention weight")
-    fig.suptitle(f"{att.title}: all {h} heads", fontsize=12)
+                               title=w("plot.head", head=i), annotate=False, labels=not small,
+                               row_labels=i % cols == 0)
+    fig.colorbar(image, ax=axes, shrink=0.8, label=w("plot.weight"))
+    fig.suptitle(w("plot.all_heads", title=attention_title(att, w), n=h), fontsize=12)
     return fig
 
 
@@ -139,6 +187,7 @@ def matrix_heatmap(
     row_labels: Sequence[str],
     title: str,
     cmap: str = "RdBu_r",
+    lang: str = "en",
 ) -> Figure:
     """Several (T, d) matrices side by side with one symmetric colour scale (e.g. token
     embedding, positional encoding and their sum): rows are tokens, columns dimensions."""
@@ -152,7 +201,7 @@ def matrix_heatmap(
                           aspect="auto", interpolation="nearest")
         ax.set_title(name, fontsize=10)
         ax.set_yticks(range(t), list(row_labels))
-        ax.set_xlabel("dimension", fontsize=9)
+        ax.set_xlabel(Words(lang)("plot.dimension"), fontsize=9)
         ax.tick_params(labelsize=8)
     fig.colorbar(image, ax=list(axes), shrink=0.9)
     fig.suptitle(title, fontsize=12)

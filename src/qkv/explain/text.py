@@ -28,7 +28,7 @@ class Explained:
 
 
 def explain_text(run, text: str, target: str | None = None, max_new_tokens: int | None = None,
-                 name: str = "the text") -> Explained:
+                 name: str = "the text", backend=None) -> Explained:
     """Trace `text` and an output through a loaded run (`qkv.run.load_run`).
 
     One meaning for both model shapes: `text` is the model's input and the output explained is
@@ -41,7 +41,9 @@ def explain_text(run, text: str, target: str | None = None, max_new_tokens: int 
     (None: `qkv translate`'s limit, 1.5 x input tokens + 10), cut to what the model's max_len
     leaves room for; with `target` that text is explained instead (what the model "should" write).
     The input goes through qkv.text (one tokenization, OVER_LONG_RULE, its warnings named `name`);
-    a source with no tokens is refused. The PyTorch weights are traced whatever engine translates.
+    a source with no tokens is refused. A translation is written by `backend` (a search backend of
+    `qkv.text.translation_backend`, such as CTranslate2; None: the run's own PyTorch search); the
+    PyTorch weights are traced whatever engine translates.
     """
     warnings: list[str] = []
     dcfg = DecodeConfig() if max_new_tokens is None else DecodeConfig(max_len_a=0.0, max_len_b=max_new_tokens)
@@ -57,6 +59,6 @@ def explain_text(run, text: str, target: str | None = None, max_new_tokens: int 
     if not src:
         raise DataError(f"{name} has no tokens; give some text")
     if target_ids is None:
-        target_ids = translate_sources(run, [src], dcfg)[0][0].tokens[: max_len - 1]     # room for <bos>
+        target_ids = translate_sources(run, [src], dcfg, backend=backend)[0][0].tokens[: max_len - 1]   # room for <bos>
     tr = trace(run.model, src, target_ids, run.src_tokenizer, run.tgt_tokenizer)
     return Explained(tr, target_ids, 0, warnings, target is None)
