@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 
@@ -398,8 +399,20 @@ def test_server_explain_and_qkv_explain_explain_the_same_output(kind: str, reque
     run = client.app.state.engine.run
     d = client.post("/v1/explain", json={"text": "hello", "max_new_tokens": 6}).json()
     out = tmp_path / "explain.html"
-    assert main(["explain", "--model", str(run.path), "hello", "--max-new-tokens", "6", "--out", str(out)]) == 0
+    assert main(["explain", "--model", str(run.path), "hello", "--max-new-tokens", "6", "--layer", "1", "--head", "1",
+                 "--out", str(out)]) == 0
     err, page = capsys.readouterr().err, out.read_text()
+    # the same steps, counted the same way: the server's walk[1][1] is the page of --layer 1 --head 1
+    short = {"encoder": "enc", "decoder": "dec", "cross": "cross"}
+    for m in d["attention"]:
+        section = re.search(rf"<details data-attention='{short[m['kind']]}'[^>]*>(.*?)</details>", page, re.S).group(1)
+        assert section.startswith("<summary>layer 1 ") and ", head 1</summary>" in section
+        named = [t for step in m["walk"][1][1] for t in step["tables"] if t["name"]]
+        assert {"w_q", "q", "k", "v", "scores", "masked", "weights", "mixed", "w_o", "head_out"} <= {t["name"] for t in named}
+        for t in named:
+            body = re.search(rf"<table class='m' data-tensor='{t['name']}'>(.*?)</table>", section, re.S).group(1)
+            rows = [[html.unescape(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", r)] for r in re.findall(r"<tr>(.*?)</tr>", body)]
+            assert [r for r in rows if r] == t["cells"], (m["kind"], t["name"])
     e = explain_text(run, "hello", max_new_tokens=6)
     decoder_input = e.trace.tgt.tokens
     assert e.output and d["output"] == run.tgt_tokenizer.decode(e.output)

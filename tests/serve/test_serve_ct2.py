@@ -1,5 +1,6 @@
 """`qkv serve --engine ct2`: translations through CTranslate2 give the paper path's tokens on a trained
-model (greedy and beam), explain stays on the PyTorch weights, wrong combinations are one-line errors."""
+model (greedy and beam), the explorer's text is written by the server's engine (and says so) and
+traced on the PyTorch weights, wrong combinations are one-line errors."""
 
 from __future__ import annotations
 
@@ -65,12 +66,13 @@ def test_beam_with_a_length_penalty_scores_on_qkvs_scale(apps):
         assert b["hypotheses"][0]["score"] == pytest.approx(a["hypotheses"][0]["score"], abs=1e-3)
 
 
-def test_model_info_names_the_engine_and_explain_stays_on_pytorch(apps):
+def test_model_info_and_explain_name_the_engine_and_explain_traces_pytorch(apps):
     run, qkv_app, ct2_app = apps
     assert qkv_app.get("/v1/model").json()["engine"] == "qkv"
     assert ct2_app.get("/v1/model").json()["engine"] == "ct2"
     text = texts(run, 1)[0]
     ours, theirs = (app.post("/v1/explain", json={"text": text}).json() for app in (qkv_app, ct2_app))
+    assert (ours["engine"], theirs["engine"]) == ("qkv", "ct2")            # who wrote the output
     assert theirs["output"] == ours["output"] and theirs["attention"] == ours["attention"]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import ipaddress
+import json
 import math
 import os
 import socket
@@ -25,13 +26,14 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import qkv
 from qkv.errors import QkvError
+from qkv.explain.i18n import LANGUAGES, STRINGS
 from qkv.serve.engine import LANGUAGE_MODEL, TRANSLATION, Engine
 from qkv.serve.limits import (
     BODY_TIMEOUT,
@@ -55,6 +57,15 @@ from qkv.serve.schemas import (
 from qkv.serve.worker import ModelWorker
 
 STATIC = Path(str(resources.files("qkv.serve") / "static"))
+
+
+def page_html() -> str:
+    """The explorer page with the pages' table of words (qkv.explain.i18n, English and Korean) in it,
+    so that it speaks either language from its first paint, and switches without asking the server."""
+    words = json.dumps({"languages": LANGUAGES, "strings": STRINGS}, ensure_ascii=False).replace("</", "<\\/")
+    return (STATIC / "index.html").read_text(encoding="utf-8").replace(
+        "<!-- STRINGS: the server puts the pages' table here (qkv.explain.i18n) -->",
+        f'<script id="strings" type="application/json">{words}</script>')
 
 
 class ErrorMessage(BaseModel):
@@ -103,9 +114,11 @@ def create_app(run: Any, ct2_model: str | os.PathLike | None = None,
 
 
 def _add_routes(app: FastAPI, engine: Engine, worker: ModelWorker) -> None:
+    page_text = page_html()
+
     @app.get("/", include_in_schema=False)
-    async def page() -> FileResponse:
-        return FileResponse(STATIC / "index.html")
+    async def page() -> HTMLResponse:
+        return HTMLResponse(page_text)
 
     @app.get("/health", response_model=Health)
     async def health() -> dict[str, Any]:
@@ -133,7 +146,8 @@ def _add_routes(app: FastAPI, engine: Engine, worker: ModelWorker) -> None:
 
     @app.post("/v1/explain", response_model=ExplainResponse, responses=ERRORS)
     async def explain(req: ExplainRequest, request: Request) -> dict[str, Any]:
-        """One sentence with its output, tokens, every attention map and the top-k per step."""
+        """One sentence with its output (and the engine that wrote it), tokens, every attention map with
+        each head's steps as on the `qkv explain` page, and the top-k per step."""
         return await answer(request, worker.call(lambda: engine.explain(req.text, req.top_k, req.max_new_tokens)), worker)
 
 

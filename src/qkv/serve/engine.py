@@ -120,15 +120,17 @@ class Engine:
     # --- the explorer --------------------------------------------------------------------
 
     def explain(self, text: str, top_k: int, max_new_tokens: int) -> dict[str, Any]:
-        """The model's greedy output for `text`, traced with every attention map kept
-        (`qkv.explain.text.explain_text`, as `qkv explain`); a language model's `output_tokens`
-        include the prompt, and its steps start at the first new token."""
+        """The model's greedy output for `text`, written by the server's engine (`engine`: qkv's
+        own search or CTranslate2), traced on the PyTorch weights with every attention map and
+        every head's steps kept (`qkv.explain.text.explain_text`, as `qkv explain`); a language
+        model's `output_tokens` include the prompt, and its steps start at the first new token."""
         start = time.perf_counter()
-        e = explain_text(self.run, text, max_new_tokens=max_new_tokens)
+        e = explain_text(self.run, text, max_new_tokens=max_new_tokens, backend=self.backend)
         tr = e.trace
         translation = self.kind == TRANSLATION
         return {
             "kind": self.kind,
+            "engine": self.engine,
             "source": text,
             "source_tokens": tr.src.tokens if translation else [],
             "output": self.tgt.decode(e.output),

@@ -2,7 +2,10 @@
 
 The trace's JSON summary lists attentions one per (kind, layer); the page wants one map per
 kind holding every layer, `weights[layer][head][query][key]`, so its layer and head selectors
-index straight into it. Steps keep the top-k next tokens and the token the model chose.
+index straight into it, and `walk[layer][head]`: that head's steps as the `qkv explain` page shows
+them (`qkv.explain.steps`, built once for both pages; their words are keys of `qkv.explain.i18n`,
+said by the page in its language). Layers and heads count from 0 everywhere. Steps keep the top-k
+next tokens and the token the model chose.
 With rotary positions, `rope` holds every self-attention's queries and keys before and after
 their rotation; with RMSNorm, `rmsnorm` holds what each norm divided by and what it gave out
 (both None for a model without them).
@@ -14,6 +17,7 @@ from typing import Any
 
 import torch
 
+from qkv.explain.steps import attention_steps, final_norm_step, to_json
 from qkv.explain.trace import LayerTrace, RMSNormTrace, Trace, rounded
 
 KINDS = {"enc": "encoder", "dec": "decoder", "cross": "cross"}
@@ -27,8 +31,23 @@ TITLES = {
 def explain_json(tr: Trace, top_k: int, first_step: int = 0) -> dict[str, Any]:
     """`attention` (one map per kind) and `steps` (from `first_step` on) of an ExplainResponse."""
     summary = tr.to_dict(top_k)
-    return {"attention": attention_maps(summary["attention"]), "steps": steps(summary["top_k"][first_step:]),
-            "rope": rope_json(tr), "rmsnorm": rmsnorm_json(tr)}
+    maps = attention_maps(summary["attention"])
+    for m in maps:
+        m["walk"] = walk(tr, m["kind"])
+    final = final_norm_step(tr)
+    return {"attention": maps, "steps": steps(summary["top_k"][first_step:]),
+            "rope": rope_json(tr), "rmsnorm": rmsnorm_json(tr), "final_norm": None if final is None else to_json(final)}
+
+
+def walk(tr: Trace, kind: str) -> list[list[list[dict[str, Any]]]]:
+    """Every head's steps of the attention `kind` ("encoder", "decoder", "cross"), [layer][head][step]."""
+    short = {v: k for k, v in KINDS.items()}[kind]
+    layers = tr.encoder_layers if short == "enc" else tr.decoder_layers
+    out = []
+    for i in range(len(layers)):
+        a = tr.attention(short, i)
+        out.append([[to_json(s) for s in attention_steps(a, h, tr.rope_theta)] for h in range(a.n_heads)])
+    return out
 
 
 def _stacks(tr: Trace) -> list[tuple[str, list[LayerTrace]]]:
@@ -90,12 +109,13 @@ def attention_maps(attentions: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def steps(top_k: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The trace's top-k per step as `Step` dicts. Greedy decoding chose the most probable token."""
+    """The trace's top-k per step as `Step` dicts: the token the output has next (what the engine
+    chose), or after its last token the most probable one."""
     return [
         {
             "position": s["step"],
             "context": s["input"],
-            "chosen": s["top"][0]["token"],
+            "chosen": (s["target"] or s["top"][0])["token"],
             "candidates": [{"token": c["token"], "prob": round(c["prob"], 4)} for c in s["top"]],
         }
         for s in top_k

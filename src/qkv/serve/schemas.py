@@ -101,14 +101,51 @@ class GenerateResponse(BaseModel):
     elapsed_ms: float
 
 
+class Message(BaseModel):
+    """A string of the pages' table (GET /i18n.json, qkv.explain.i18n): `key`, with `args` filling its {name}s."""
+
+    key: str
+    args: dict[str, Message | str | int | float]
+
+
+class MatrixTable(BaseModel):
+    """A tensor as the explain page prints it: big ones keep their first rows/columns and the last
+    ("⋮" a cut row, "…" a cut column); `masked` cells are hidden by the mask."""
+
+    caption: Message | None
+    rows: list[str]
+    cols: list[str]
+    cells: list[list[str]]
+    masked: list[list[bool]]
+    shape: list[int]
+    name: str | None = Field(None, description="which tensor: q, k, v, scores, weights, w_q...")
+
+
+class NormInfo(BaseModel):
+    kind: Literal["layernorm", "rmsnorm"]
+    eps: float
+
+
+class WalkStep(BaseModel):
+    """One step of one head's attention, as the `qkv explain` page shows it."""
+
+    title: Message
+    text: list[Message]
+    equation: Message
+    tables: list[MatrixTable]
+    norm: NormInfo | None = None
+
+
 class AttentionMap(BaseModel):
-    """One kind of attention: weights[layer][head][query][key], rows sum to 1."""
+    """One kind of attention: weights[layer][head][query][key], rows sum to 1; layers and heads count from 0."""
 
     kind: Literal["encoder", "decoder", "cross"]
     title: str
     queries: list[str]
     keys: list[str]
     weights: list[list[list[list[float]]]]
+    walk: list[list[list[WalkStep]]] = Field(
+        default_factory=list, description="[layer][head]: that head's steps, as on the qkv explain page")
 
 
 class Candidate(BaseModel):
@@ -172,6 +209,9 @@ class RMSNorms(BaseModel):
 
 class ExplainResponse(BaseModel):
     kind: Literal["translation", "language-model"]
+    engine: Literal["qkv", "ct2"] = Field(
+        "qkv", description="what wrote the output: qkv (its own PyTorch search) or ct2 (CTranslate2); "
+                           "the steps always trace the PyTorch weights")
     source: str
     source_tokens: list[str] = Field(description="empty for a language model")
     output: str
@@ -181,6 +221,7 @@ class ExplainResponse(BaseModel):
     steps: list[Step]
     rope: Rotary | None = Field(None, description="with rotary positions: Q and K before and after the rotation")
     rmsnorm: RMSNorms | None = Field(None, description="with RMSNorm: what every norm divided by and gave out")
+    final_norm: WalkStep | None = Field(None, description="pre-LN: the norm before the output layer, as a step")
     elapsed_ms: float
 
 

@@ -1,17 +1,83 @@
-// The qkv explorer: type a sentence, see the model's output, its tokens, every attention map
-// (kind / layer / head, or all heads averaged) and the top-k next tokens at each step; with rotary
-// positions, each query and key pair before and after its turn; with RMSNorm, each norm's step.
+// The qkv explorer: type a sentence, see the model's output (and which engine wrote it), its tokens,
+// every attention map (kind / layer / head, or all heads averaged) with the chosen head's steps as the
+// qkv explain page shows them, and the top-k next tokens at each step; with rotary positions, each
+// query and key pair before and after its turn; with RMSNorm, each norm's step. Every word comes from
+// the pages' table in English or Korean (the toggle, ?lang=ko, remembered in localStorage).
 // Plain JavaScript, no libraries: the heatmaps are drawn on <canvas>.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const state = {
-  model: null, data: null, kind: 0, layer: 0, head: -1, hover: null,
+  model: null, data: null, kind: 0, layer: 0, head: 0, hover: null,
   rope: { stack: 0, layer: 0, head: 0, pos: 0 },
   rms: { stack: 0, layer: 0, block: 0, pos: 0 },
 };
 const SPECIAL = new Set(["<pad>", "<bos>", "<eos>", "<unk>"]);
 const FONT = '13px ui-monospace, "DejaVu Sans Mono", monospace';
+
+// ---- words: the pages' one table (qkv.explain.i18n), put into the page by the server ------------
+// Layers and heads are counted from 0 everywhere, as `qkv explain --layer/--head` counts them.
+
+const I18N = JSON.parse($("strings").textContent);    // {languages: {en: "English", ...}, strings: {en: {...}, ...}}
+const STORE = "qkv.lang";
+let lang = firstLanguage();
+
+function firstLanguage() {
+  const asked = new URLSearchParams(location.search).get("lang");
+  if (asked && I18N.strings[asked]) { remember(asked); return asked; }
+  let saved = null;
+  try { saved = localStorage.getItem(STORE); } catch (err) { /* storage off: English */ }
+  return saved && I18N.strings[saved] ? saved : "en";
+}
+
+function remember(code) {
+  try { localStorage.setItem(STORE, code); } catch (err) { /* storage off: not remembered */ }
+}
+
+const msg = (key, args = {}) => ({ key, args });
+const argText = (v) => (v && typeof v === "object" && "key" in v ? say(v) : String(v));
+
+function t(key, args = {}) {           // the string `key` in the page's language, {name}s filled
+  const template = I18N.strings[lang][key];
+  if (template === undefined) return key;
+  return template.replace(/\{(\w+)\}/g, (_, name) => argText(args[name]));
+}
+
+function say(m) { return t(m.key, m.args); }
+
+// `el` holds the string `key`; an argument may be a DOM node (a token in <code>); a `_html` key's own
+// markup (<sub>, <sup>) is kept.
+function fill(el, key, args = {}) {
+  const template = I18N.strings[lang][key] || key;
+  const arg = (name) => (args[name] instanceof Node ? args[name] : document.createTextNode(argText(args[name])));
+  if (key.endsWith("_html")) {
+    el.innerHTML = template.replace(/\{(\w+)\}/g, (_, name) => `<span data-arg="${name}"></span>`);
+    el.querySelectorAll("span[data-arg]").forEach((s) => s.replaceWith(arg(s.dataset.arg)));
+    return;
+  }
+  el.replaceChildren();
+  let last = 0;
+  for (const m of template.matchAll(/\{(\w+)\}/g)) {
+    el.append(template.slice(last, m.index), arg(m[1]));
+    last = m.index + m[0].length;
+  }
+  el.append(template.slice(last));
+}
+
+function applyLanguage() {
+  document.documentElement.lang = lang;
+  document.title = t("explorer.title");
+  document.querySelectorAll("[data-i18n]").forEach((el) => fill(el, el.dataset.i18n));
+  document.querySelectorAll("[data-i18n-aria]").forEach((el) => el.setAttribute("aria-label", t(el.dataset.i18nAria)));
+  segmented($("lang"), Object.entries(I18N.languages).map(([code, name]) => [name, code]), lang, (code) => {
+    lang = code;
+    remember(code);
+    applyLanguage();
+  });
+  $("lang").querySelectorAll("button").forEach((b, i) => { b.lang = Object.keys(I18N.languages)[i]; });
+  renderModel();
+  if (state.data) render();          // the same results, said again: nothing is asked of the server
+}
 
 // ---- talking to the server -------------------------------------------------------------------
 
@@ -24,17 +90,27 @@ async function postJSON(url, body) {
 
 async function loadModel() {
   const res = await fetch("/v1/model");
-  const m = await res.json();
-  state.model = m;
-  const c = m.config;
-  const layers = m.kind === "translation" ? `${c.n_encoder_layers}+${c.n_decoder_layers} layers` : `${c.n_decoder_layers} layers`;
-  $("model-summary").textContent =
-    `${m.kind} model · ${layers} · ${c.n_heads} heads · d_model ${c.d_model} · ${m.parameters.toLocaleString("en")} parameters`;
-  const lm = m.kind === "language-model";
-  $("text-label").textContent = lm ? "Prompt" : "Source sentence";
-  $("go").textContent = lm ? "Generate" : "Translate";
-  $("output-title").textContent = lm ? "Continuation" : "Translation";
+  state.model = await res.json();
+  renderModel();
   $("text").maxLength = 200;
+  document.documentElement.dataset.model = "ready";
+}
+
+function renderModel() {
+  const m = state.model;
+  if (!m) return;
+  const c = m.config;
+  const layers = m.kind === "translation"
+    ? msg("explorer.layers_ed", { enc: c.n_encoder_layers, dec: c.n_decoder_layers })
+    : msg("explorer.layers_lm", { dec: c.n_decoder_layers });
+  $("model-summary").textContent = t("explorer.summary", {
+    kind: msg(`explorer.kind.${m.kind}`), layers, heads: c.n_heads, d_model: c.d_model,
+    params: m.parameters.toLocaleString("en"),
+  });
+  const lm = m.kind === "language-model";
+  $("text-label").textContent = t(lm ? "explorer.prompt_label" : "explorer.source_label");
+  $("go").textContent = t(lm ? "explorer.generate" : "explorer.translate");
+  $("output-title").textContent = t(lm ? "explorer.continuation" : "explorer.translation");
 }
 
 async function explain(text) {
@@ -46,7 +122,7 @@ async function explain(text) {
     const kinds = state.data.attention.map((a) => a.kind);
     state.kind = Math.max(0, kinds.indexOf("cross"));
     state.layer = state.data.attention[state.kind].weights.length - 1;
-    state.head = -1;
+    state.head = 0;
     const last = (stacks) => (stacks ? stacks.length - 1 : 0);    // the decoder, where there are two stacks
     state.rope = { stack: last(state.data.rope && state.data.rope.stacks), layer: 0, head: 0, pos: 1 };
     state.rms = { stack: last(state.data.rmsnorm && state.data.rmsnorm.stacks), layer: 0, block: 0, pos: 1 };
@@ -75,14 +151,19 @@ function render() {
     p.textContent = d.source;
     out.append(p, document.createTextNode(d.output));
   } else {
-    out.textContent = d.output || "(empty)";
+    out.textContent = d.output || t("explorer.empty");
   }
-  $("timing").textContent = `explained in ${d.elapsed_ms.toFixed(0)} ms`;
+  const engine = $("engine");
+  engine.textContent = t(`explorer.engine.${d.engine || "qkv"}`);
+  engine.dataset.engine = d.engine || "qkv";
+  $("timing").textContent = t("explorer.timing", { ms: d.elapsed_ms.toFixed(0) });
   renderTokens(d);
   renderControls();
   renderAttention();
+  renderWalk();
   renderRope(d.rope);
   renderRmsNorm(d.rmsnorm);
+  renderFinalNorm(d.final_norm);
   renderSteps(d.steps);
 }
 
@@ -90,9 +171,9 @@ function renderTokens(d) {
   const box = $("tokens");
   box.replaceChildren();
   if (d.kind === "translation") {
-    box.append(tokenLine("source", d.source_tokens), tokenLine("output", d.output_tokens));
+    box.append(tokenLine("explorer.line.source", d.source_tokens), tokenLine("explorer.line.output", d.output_tokens));
   } else {
-    box.append(tokenLine("sequence", d.output_tokens));
+    box.append(tokenLine("explorer.line.sequence", d.output_tokens));
   }
 }
 
@@ -101,16 +182,16 @@ function tokenLine(what, tokens) {
   line.className = "token-line";
   const label = document.createElement("span");
   label.className = "what";
-  label.textContent = `${what} (${tokens.length})`;
+  label.textContent = `${t(what)} (${tokens.length})`;
   line.append(label);
-  tokens.forEach((t, i) => line.append(tokenChip(t, i)));
+  tokens.forEach((tok, i) => line.append(tokenChip(tok, i)));
   return line;
 }
 
-function tokenChip(t, i) {          // a token with its position under it
+function tokenChip(tok, i) {          // a token with its position under it
   const chip = document.createElement("span");
-  chip.className = SPECIAL.has(t) ? "chip special" : "chip";
-  chip.append(document.createTextNode(t));
+  chip.className = SPECIAL.has(tok) ? "chip special" : "chip";
+  chip.append(document.createTextNode(tok));
   const idx = document.createElement("small");
   idx.textContent = i;
   chip.append(idx);
@@ -132,20 +213,20 @@ function segmented(box, items, active, onPick) {
 function renderControls() {
   const maps = state.data.attention;
   const map = maps[state.kind];
-  const shortName = { encoder: "Encoder self", decoder: "Decoder masked self", cross: "Cross" };
-  segmented($("kinds"), maps.map((m, i) => [shortName[m.kind], i]), state.kind, (i) => {
+  segmented($("kinds"), maps.map((m, i) => [t(`explorer.short.${m.kind}`), i]), state.kind, (i) => {
     state.kind = i;
     state.layer = Math.min(state.layer, maps[i].weights.length - 1);
     rerender();
   });
-  segmented($("layers"), map.weights.map((_, i) => [String(i + 1), i]), state.layer, (i) => { state.layer = i; rerender(); });
-  const heads = [["all (avg)", -1], ...map.weights[0].map((_, h) => [String(h + 1), h])];
+  segmented($("layers"), map.weights.map((_, i) => [String(i), i]), state.layer, (i) => { state.layer = i; rerender(); });
+  const heads = [[t("explorer.all_avg"), -1], ...map.weights[0].map((_, h) => [String(h), h])];
   segmented($("heads"), heads, state.head, (h) => { state.head = h; rerender(); });
 }
 
 function rerender() {
   renderControls();
   renderAttention();
+  renderWalk();
 }
 
 function currentMatrix(map, layer, head) {
@@ -156,8 +237,8 @@ function currentMatrix(map, layer, head) {
 
 function renderAttention() {
   const map = state.data.attention[state.kind];
-  const headName = state.head < 0 ? "all heads averaged" : `head ${state.head + 1}`;
-  $("heat-title").textContent = `${map.title} · layer ${state.layer + 1} · ${headName}`;
+  const headName = state.head < 0 ? t("explorer.heads_avg") : t("explorer.head_n", { head: state.head });
+  $("heat-title").textContent = t("explorer.heat_title", { title: msg(`explorer.map.${map.kind}`), layer: state.layer, head: headName });
   drawHeatmap($("heatmap"), currentMatrix(map, state.layer, state.head), map.queries, map.keys, state.hover);
   renderThumbs(map);
 }
@@ -172,11 +253,95 @@ function renderThumbs(map) {
     const c = document.createElement("canvas");
     drawThumb(c, currentMatrix(map, state.layer, h));
     const label = document.createElement("span");
-    label.textContent = h < 0 ? "avg" : `head ${h + 1}`;
+    label.textContent = h < 0 ? t("explorer.avg") : t("explorer.head_n", { head: h });
     item.append(c, label);
     item.addEventListener("click", () => { state.head = h; rerender(); });
     box.append(item);
   }
+}
+
+// ---- one head, step by step: the qkv explain page's steps (qkv.explain.steps), from the server ----
+
+function renderWalk() {
+  const map = state.data.attention[state.kind];
+  const box = $("walk");
+  box.replaceChildren();
+  if (state.head < 0 || !map.walk || !map.walk.length) {
+    $("walk-title").textContent = "";
+    const p = document.createElement("p");
+    p.className = "muted";
+    p.textContent = t("explorer.walk_pick");
+    box.append(p);
+    return;
+  }
+  $("walk-title").textContent = t("explorer.walk_title", { title: msg(`explorer.map.${map.kind}`), layer: state.layer, head: state.head });
+  box.dataset.kind = map.kind;
+  box.dataset.layer = state.layer;
+  box.dataset.head = state.head;
+  for (const step of map.walk[state.layer][state.head]) box.append(stepEl(step, "h4"));
+}
+
+function stepEl(step, heading) {
+  const div = document.createElement("div");
+  div.className = "walk-step";
+  const h = document.createElement(heading);
+  h.textContent = say(step.title);
+  const p = document.createElement("p");
+  p.textContent = step.text.map(say).join(" ");
+  const eq = document.createElement("p");
+  eq.className = "eq";
+  eq.textContent = say(step.equation);
+  const mats = document.createElement("div");
+  mats.className = "mats";
+  if (step.norm) {
+    const eps = document.createElement("span");
+    eps.className = "caption";
+    const e = step.norm.eps;
+    eps.textContent = `ε = ${e < 1e-4 ? e.toExponential() : e}`;        // 1e-5, as the equation's 1e-05
+    mats.append(eps);
+  }
+  for (const tb of step.tables) mats.append(tableEl(tb));
+  div.append(h, p, eq, mats);
+  return div;
+}
+
+function tableEl(tb) {               // as the explain page prints it: cut rows ⋮, cut columns …, masked cells hatched
+  const wrap = document.createElement("div");
+  if (tb.caption) {
+    const cap = document.createElement("div");
+    cap.className = "caption";
+    cap.textContent = `${say(tb.caption)} (${tb.shape.join(" × ")})`;
+    wrap.append(cap);
+  }
+  const table = document.createElement("table");
+  table.className = "m";
+  if (tb.name) table.dataset.tensor = tb.name;
+  const head = table.insertRow();
+  head.append(document.createElement("th"));
+  for (const c of tb.cols) {
+    const th = document.createElement("th");
+    th.textContent = c;
+    head.append(th);
+  }
+  tb.cells.forEach((cells, i) => {
+    const row = table.insertRow();
+    const th = document.createElement("th");
+    th.textContent = tb.rows[i];
+    row.append(th);
+    cells.forEach((c, j) => {
+      const td = row.insertCell();
+      td.textContent = c;
+      if (tb.masked[i][j]) td.className = "masked";
+    });
+  });
+  wrap.append(table);
+  return wrap;
+}
+
+function renderFinalNorm(step) {
+  const box = $("final-norm");
+  box.replaceChildren();
+  if (step) box.append(stepEl(step, "h3"));
 }
 
 // ---- heatmaps ----------------------------------------------------------------------------------
@@ -313,22 +478,24 @@ function renderRope(rope) {
   r.head = Math.min(r.head, layer.q.length - 1);
   r.pos = Math.min(r.pos, stack.tokens.length - 1);
   const again = () => renderRope(rope);
-  $("rope-theta").textContent = String(rope.theta);
+  const theta = document.createElement("span");
+  theta.id = "rope-theta";
+  theta.textContent = String(rope.theta);
+  fill($("rope-help"), "explorer.rope_help_html", { theta });
   $("rope-stack-control").hidden = rope.stacks.length < 2;
-  segmented($("rope-stacks"), rope.stacks.map((s, i) => [s.kind, i]), r.stack, (i) => { r.stack = i; again(); });
-  segmented($("rope-layers"), stack.layers.map((_, i) => [String(i + 1), i]), r.layer, (i) => { r.layer = i; again(); });
-  segmented($("rope-heads"), layer.q.map((_, h) => [String(h + 1), h]), r.head, (h) => { r.head = h; again(); });
+  segmented($("rope-stacks"), rope.stacks.map((s, i) => [t(`stack.${s.kind}`), i]), r.stack, (i) => { r.stack = i; again(); });
+  segmented($("rope-layers"), stack.layers.map((_, i) => [String(i), i]), r.layer, (i) => { r.layer = i; again(); });
+  segmented($("rope-heads"), layer.q.map((_, h) => [String(h), h]), r.head, (h) => { r.head = h; again(); });
   pickTokens($("rope-tokens"), stack.tokens, r.pos, (i) => { r.pos = i; again(); });
   const p = r.pos;
-  $("rope-title").textContent =
-    `${stack.kind} layer ${r.layer + 1} · head ${r.head + 1} · “${stack.tokens[p]}” at position ${p}: each pair i turned by ${p}·θᵢ`;
+  $("rope-title").textContent = t("explorer.rope_title",
+    { stack: msg(`stack.${stack.kind}`), layer: r.layer, head: r.head, token: stack.tokens[p], pos: p });
   const q = drawDials($("rope-q"), layer.q_before[r.head][p], layer.q[r.head][p], p, rope);
   const k = drawDials($("rope-k"), layer.k_before[r.head][p], layer.k[r.head][p], p, rope);
   const worst = Math.max(q, k);
   $("rope-check").textContent = Number.isFinite(worst)
-    ? `Largest gap between the angle each pair was turned by and ${p}·θᵢ: ${degrees(worst).toFixed(3)}°` +
-      " (pairs shorter than 1e-3 left out: their angle is noise)."
-    : "Every pair here is too short to show an angle.";
+    ? t("explorer.rope_check", { pos: p, gap: degrees(worst).toFixed(3) })
+    : t("explorer.rope_short");
 }
 
 // One dial per pair (x₂ᵢ, x₂ᵢ₊₁): the vector before (grey) and after (blue) the turn, scaled to the
@@ -408,24 +575,26 @@ function renderRmsNorm(rmsnorm) {
   const norm = layers[r.layer][r.block];
   const again = () => renderRmsNorm(rmsnorm);
   $("rms-stack-control").hidden = rmsnorm.stacks.length < 2;
-  segmented($("rms-stacks"), rmsnorm.stacks.map((s, i) => [s.kind, i]), r.stack, (i) => { r.stack = i; again(); });
-  segmented($("rms-layers"), layers.map((l, i) => [l[0].layer < 0 ? "final" : String(i + 1), i]), r.layer,
+  segmented($("rms-stacks"), rmsnorm.stacks.map((s, i) => [t(`stack.${s.kind}`), i]), r.stack, (i) => { r.stack = i; again(); });
+  segmented($("rms-layers"), layers.map((l, i) => [l[0].layer < 0 ? t("explorer.final") : String(i), i]), r.layer,
     (i) => { r.layer = i; again(); });
-  segmented($("rms-blocks"), layers[r.layer].map((n, i) => [n.block, i]), r.block, (i) => { r.block = i; again(); });
+  segmented($("rms-blocks"), layers[r.layer].map((n, i) => [t(`explorer.block.${n.block}`), i]), r.block,
+    (i) => { r.block = i; again(); });
   drawRmsBars($("rms-bars"), norm.rms, stack.tokens, r.pos, (i) => { r.pos = i; again(); });
   pickTokens($("rms-tokens"), stack.tokens, r.pos, (i) => { r.pos = i; again(); });
-  const where = norm.layer < 0 ? "the final norm" : `layer ${norm.layer + 1}, before the ${norm.block}`;
+  const where = norm.layer < 0 ? msg("explorer.rms_final")
+    : msg("explorer.rms_where", { layer: norm.layer, block: msg(`explorer.block.${norm.block}`) });
   const x = norm.input[r.pos];
-  $("rms-title").textContent = `${stack.kind}, ${where} · “${stack.tokens[r.pos]}” (position ${r.pos}): ` +
-    "x, then x / RMS(x), then · g (the output)";
+  $("rms-title").textContent = t("explorer.rms_title",
+    { stack: msg(`stack.${stack.kind}`), where, token: stack.tokens[r.pos], pos: r.pos });
   const divided = x.map((v) => v / norm.rms[r.pos]);
   drawStrips($("rms-strips"), [["x", x], ["x / RMS", divided], ["· g", norm.output[r.pos]]]);
   const rms = Math.sqrt(x.reduce((s, v) => s + v * v, 0) / x.length);
   const length = (v) => Math.hypot(...v);
-  $("rms-check").textContent =
-    `√mean(x²) = ${rms.toFixed(4)} (the model divided by ${norm.rms[r.pos].toFixed(4)}, ε included); ` +
-    `length |x| = ${length(x).toFixed(3)} → |x / RMS| = ${length(divided).toFixed(3)} (√d_model = ` +
-    `${Math.sqrt(x.length).toFixed(3)}) → |output| = ${length(norm.output[r.pos]).toFixed(3)}.`;
+  $("rms-check").textContent = t("explorer.rms_check", {
+    rms: rms.toFixed(4), model: norm.rms[r.pos].toFixed(4), x: length(x).toFixed(3),
+    divided: length(divided).toFixed(3), root: Math.sqrt(x.length).toFixed(3), out: length(norm.output[r.pos]).toFixed(3),
+  });
 }
 
 function drawRmsBars(canvas, rms, tokens, active, onPick) {
@@ -492,7 +661,7 @@ function renderSteps(steps) {
     ctx.textContent = s.context;
     const chosen = document.createElement("code");
     chosen.textContent = s.chosen;
-    head.append(`step ${s.position} · after `, ctx, " → ", chosen);
+    fill(head, "explorer.step_head", { pos: s.position, context: ctx, chosen });
     card.append(head);
     for (const c of s.candidates) card.append(candidateRow(c, c.token === s.chosen));
     box.append(card);
@@ -527,9 +696,10 @@ $("ask").addEventListener("submit", (ev) => {
 $("heatmap").addEventListener("mousemove", onHeatmapMove);
 $("heatmap").addEventListener("mouseleave", () => { state.hover = null; $("tooltip").hidden = true; if (state.data) renderAttentionOnly(); });
 
+applyLanguage();
 loadModel().then(() => {
   const text = new URLSearchParams(location.search).get("text");
   if (text) { $("text").value = text; explain(text); }
 }).catch((err) => {
-  $("model-summary").textContent = `cannot reach the model: ${err.message}`;
+  $("model-summary").textContent = t("explorer.unreachable", { error: err.message });
 });
