@@ -245,6 +245,8 @@ class Trainer:
         self.save_checkpoint()
         self.out.stop()
         if self.is_main:
+            if stopped != "interrupted":          # the run came to its end: `qkv.train(reuse=True)` loads it as it is
+                self.log.append({"kind": "end", "step": self.step, "stopped": stopped})
             plot_run(self.run_dir)
         seconds = time.perf_counter() - start
         self.out.finish(stopped, self.step, self.metric, self.best, self.run_dir, seconds)
