@@ -142,6 +142,7 @@ def _header(t: Trace, title: str, warnings: Sequence[str]) -> str:
     since = [text for on, text in (
         (t.positional == "rope", "rotary positions (RoPE)"), (t.norm == "rmsnorm", "RMSNorm"),
         (a.n_kv_heads is not None and a.n_kv_heads < a.n_heads, f"grouped-query attention ({a.n_kv_heads} key/value heads)"),
+        (t.qk_norm, "QK-norm"), (t.logit_softcap > 0, f"logits soft-capped at ±{t.logit_softcap:g}"),
     ) if on]
     if since:
         rows.append(("since 2017", ", ".join(since)))
@@ -257,7 +258,7 @@ def _projection_step(a: AttentionTrace, head: int) -> Step:
                   f"head {head} reads columns {kv_cols} of W_K and W_V.")
     else:
         shared = f" Head {head} has its own keys and values: columns {kv_cols} of W_K and W_V."
-    rope = a.q_before_rope is not None
+    rope, normed = a.q_before_rope is not None, a.q_norm is not None and a.k_norm is not None
     tables = []
     u = a.weights_used
     if u is not None:
@@ -266,17 +267,23 @@ def _projection_step(a: AttentionTrace, head: int) -> Step:
             tables.append(matrix_table(w[j], model_dims, dims, f"W_{letter}[:, {cols}]", name=f"w_{letter.lower()}"))
             if b is not None:
                 tables.append(matrix_table(b[j][None], ["b"], dims, f"b_{letter}[{cols}]", name=f"b_{letter.lower()}"))
-    q = a.q_before_rope[head] if a.q_before_rope is not None else a.q[head]
-    k = a.k_before_rope[head] if a.k_before_rope is not None else a.k[head]
-    later = " before the rotation" if rope else ""
-    tables += [matrix_table(q, a.query_tokens, dims, "Q" + later, name="q_before_rope" if rope else "q"),
-               matrix_table(k, a.key_tokens, dims, "K" + later, name="k_before_rope" if rope else "k"),
+    if a.q_norm is not None and a.k_norm is not None:             # QK-norm (and RoPE) come next
+        q, k, later, suffix = a.q_norm.input[head], a.k_norm.input[head], " before QK-norm", "_before_norm"
+    elif a.q_before_rope is not None and a.k_before_rope is not None:   # RoPE comes next
+        q, k, later, suffix = a.q_before_rope[head], a.k_before_rope[head], " before the rotation", "_before_rope"
+    else:
+        q, k, later, suffix = a.q[head], a.k[head], "", ""
+    tables += [matrix_table(q, a.query_tokens, dims, "Q" + later, name="q" + suffix),
+               matrix_table(k, a.key_tokens, dims, "K" + later, name="k" + suffix),
                matrix_table(a.v[head], a.key_tokens, dims, "V", name="v")]
+    then = {(True, True): " Q and K are normalized in the next step, then rotated.",
+            (True, False): " Q and K are normalized in the next step.",
+            (False, True): " Q and K are rotated in the next step."}.get((normed, rope), "")
     bias = " + b" if u is not None and u.b_q is not None else ""
     return ("1. Project queries, keys and values",
             ("Queries come from x; keys and values from m. " if a.kind == "cross" else
              "Queries, keys and values all come from x. ") + f"Head {head} uses columns {q_cols} of W_Q "
-            f"(d_head = {d}).{shared}" + (" Q and K are rotated in the next step." if rope else ""),
+            f"(d_head = {d}).{shared}" + then,
             f"Q = x W_Q{bias},   K = {source} W_K{bias},   V = {source} W_V{bias}", tables)
 
 
@@ -297,6 +304,7 @@ def _step_by_step(a: AttentionTrace, head: int, open_: bool, rope_theta: float =
     steps: list[Step] = [
         _input_step(a),
         _projection_step(a, head),
+        *_qk_norm_step(a, head),
         *_rope_step(a, head, rope_theta),
         ("2. Compare every query with every key", "A dot product: large when the query and key point the same way.",
          "scores = Q Kᵀ", [matrix_table(a.scores[head], a.query_tokens, a.key_tokens, "Q Kᵀ", name="scores")]),
@@ -327,6 +335,30 @@ def _step_by_step(a: AttentionTrace, head: int, open_: bool, rope_theta: float =
     )
     return (f"<details data-attention='{a.kind}'{' open' if open_ else ''}><summary>{esc(a.title)}, head {head}"
             f"</summary>{body}</details>")
+
+
+def _qk_norm_step(a: AttentionTrace, head: int) -> list[Step]:
+    """Step 1a with QK-norm: each head's queries and keys through an RMSNorm over d_head, with gains."""
+    if a.q_norm is None or a.k_norm is None:
+        return []
+    dims = [str(j) for j in range(a.d_head)]
+    rope = a.q_before_rope is not None
+    later, suffix = (" (rotated next)", "_before_rope") if rope else ("", "")
+    eps = a.q_norm.eps
+    return [(
+        "1a. Normalize each head's queries and keys (QK-norm)",
+        "Each query and each key vector of the head is divided by its root mean square and multiplied by a "
+        "learned gain, one for queries and one for keys, shared by all heads (Henry et al., 2020; Dehghani et al., "
+        "2023; as in Gemma 3 and Qwen3). However large W_Q and W_K grow, the scores below stay bounded "
+        "(|Q Kᵀ| ≤ d_head · max|g_Q| · max|g_K|), so softmax cannot saturate"
+        + ("; the rotation comes after the norm." if rope else "."),
+        f"Q ← Q / √(mean(Q²) + ε) · g_Q,   K ← K / √(mean(K²) + ε) · g_K   (each row of d_head numbers),   ε = {eps:g}",
+        [f"<span class='caption' data-qk-norm-eps='{eps!r}'>ε = {eps:g}</span>",
+         matrix_table(a.q_norm.gain[None], ["g_Q"], dims, "gain g_Q", name="q_norm_gain"),
+         matrix_table(a.k_norm.gain[None], ["g_K"], dims, "gain g_K", name="k_norm_gain"),
+         matrix_table(a.q_norm.output[head], a.query_tokens, dims, "Q normalized" + later, name="q" + suffix),
+         matrix_table(a.k_norm.output[head], a.key_tokens, dims, "K normalized" + later, name="k" + suffix)],
+    )]
 
 
 def rope_angles(positions: int, d_head: int, theta: float) -> torch.Tensor:
@@ -480,8 +512,8 @@ def _predictions_section(t: Trace, k: int) -> str:
         "<h2>7. Next-token probabilities</h2>"
         "<p>The last layer's output goes through the output projection and softmax: a probability "
         "for every token of the vocabulary. Green marks the token that actually comes next.</p>"
-        "<p class='eq'>p(next | prefix) = softmax(h W_vocab)</p>"
-        f"{_final_norm(t)}"
+        f"<p class='eq'>{_output_equation(t)}</p>"
+        f"{_final_norm(t)}{_softcap(t)}"
         f"<table class='m'><tr><th>step</th><th>input token</th>{head}<th>actual next</th></tr>"
         f"{''.join(rows)}</table>"
     )
@@ -498,6 +530,30 @@ def _final_norm(t: Trace) -> str:
             f"normalized inside the layers, so one more {name} turns the last layer's output into h.</p>"
             f"<p class='eq'>{esc(norm_equation(n))}</p>"
             f"<div class='mats'>{''.join(_norm_tables(n, t.tgt.tokens, 'final_', 'h = the norm output'))}</div></div>")
+
+
+def _output_equation(t: Trace) -> str:
+    if t.raw_logits is None:
+        return "p(next | prefix) = softmax(h W_vocab)"
+    cap = f"{t.logit_softcap:g}"
+    return f"p(next | prefix) = softmax({cap} · tanh(h W_vocab / {cap}))"
+
+
+def _softcap(t: Trace) -> str:
+    """With model.logit_softcap: the output layer's logits z and the capped logits cap · tanh(z / cap) that
+    softmax reads, for the tokens most likely at some step (at most MAX_COLS of them, in id order)."""
+    if t.raw_logits is None:
+        return ""
+    cap = t.logit_softcap
+    shown = sorted(torch.topk(t.probs.max(dim=0).values, min(MAX_COLS, t.probs.size(-1))).indices.tolist())
+    cols = [t.label(i) for i in shown]
+    return (f"<div data-softcap='{cap!r}'><h3>The logit soft-cap</h3><p>The output layer's logits z = h W_vocab are "
+            f"squashed into (−{cap:g}, {cap:g}) by cap · tanh(z / cap) (Gemma 2, Gemma Team 2024): small logits pass "
+            "almost unchanged, large ones bend towards ±cap, so no token can be pushed to an ever larger logit. "
+            "Softmax reads the capped logits. The tokens below are those most likely at some step.</p>"
+            f"<p class='eq'>logits = {cap:g} · tanh(z / {cap:g})</p><div class='mats'>"
+            f"{matrix_table(t.raw_logits[:, shown], t.tgt.tokens, cols, 'z = h W_vocab', name='raw_logits')}"
+            f"{matrix_table(t.logits[:, shown], t.tgt.tokens, cols, 'capped logits', name='logits')}</div></div>")
 
 
 def check_focus(n_layers: int, n_heads: int, layer: int, head: int) -> None:

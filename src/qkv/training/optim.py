@@ -46,7 +46,7 @@ class Optimizers:
         self.muon_params = [p for name, p in params.items() if name in muon_names]
         self.adamw_params = [p for name, p in params.items() if name not in muon_names]
         schedule: dict[str, Any] = dict(lr=tc.lr, warmup=tc.warmup_steps, total=tc.steps, d_model=d_model,
-                                        min_lr=tc.min_lr)
+                                        min_lr=tc.min_lr, decay_fraction=tc.decay_fraction)
         self.adamw = torch.optim.AdamW(
             self.adamw_params, lr=1.0, betas=(tc.beta1, tc.beta2), eps=tc.eps,
             weight_decay=tc.weight_decay, fused=True,    # one kernel per step instead of ~10 per tensor
