@@ -33,3 +33,14 @@ def test_reuse_loads_a_finished_run_continues_an_interrupted_one_and_refuses_oth
     resumed = qkv.train("reverse", out=out, reuse=True, **{**TINY, "steps": 20})
     assert json.loads(metrics.read_text().splitlines()[-1])["kind"] == "end"
     assert resumed.dir.path == out
+
+
+def test_reuse_trains_anew_a_run_stopped_before_its_first_checkpoint(tmp_path):
+    out = tmp_path / "r"
+    qkv.train("reverse", out=out, **TINY)
+    for path in out.iterdir():                # as if killed early: only the config was written
+        if path != RunDir(out).config:
+            path.unlink()
+    run = qkv.train("reverse", out=out, reuse=True, **TINY)
+    assert json.loads(RunDir(out).metrics.read_text().splitlines()[-1])["kind"] == "end"
+    assert run.dir.weights().is_file()

@@ -250,7 +250,7 @@ def train(config: Any = "reverse", out: str | os.PathLike[str] | None = None, *,
     for section, key, value in _settings(settings):
         sections[section][key] = value
     out = out if out is not None else default_out
-    if reuse and home.RunDir(out).holds_run():
+    if reuse and home.RunDir(out).holds_run() and home.RunDir(out).state.is_file():
         from qkv.training.metrics import run_ended
 
         _check_same_settings(out, home.RunConfig.parse(sections, list(overrides)).to_dict())
@@ -258,6 +258,7 @@ def train(config: Any = "reverse", out: str | os.PathLike[str] | None = None, *,
             return load(out)
         result = train_loop(None, out, [], quiet, resume=True)
         return Run.of(home.load_run(result.run_dir), result)
+    # (a run stopped before its first checkpoint has nothing to continue: it is trained from the start)
     result = train_loop(sections, out, overrides, quiet)
     return Run.of(home.load_run(result.run_dir), result)
 
