@@ -1,11 +1,20 @@
 """Multi30k German<->English (WMT16 multimodal task 1, text only): train on a CPU, measure on test2016.
 
     python recipes/multi30k.py --direction de-en               # recipes/multi30k_de_en.toml -> runs/multi30k-de-en
-    python recipes/multi30k.py --direction en-de --minutes 30  # stop training after 30 minutes, then evaluate
+    python recipes/multi30k.py --direction en-de --minutes 30  # a 30-minute budget instead of the config's 59
     python recipes/multi30k.py --data DIR                      # DIR/train.de ... instead of ../shared/data/multi30k
     python recipes/multi30k.py --evaluate-only                 # measure the run already in --out
     python recipes/multi30k.py --set model.dropout=0.2         # any config override
     python recipes/multi30k.py --processes 1                   # one process (default: 2 DDP processes on 2+ CPU cores)
+    python recipes/multi30k.py --no-probe                      # the config's train.steps (2700), not the probe's
+    python recipes/multi30k.py --steps 500                     # exactly 500 steps, no probe
+
+The budget is `train.max_minutes` (59 in the configs, or --minutes). Before training, a speed probe
+of under 20 s times this run's own steps on this machine (after untimed warm-up steps), a greedy
+validation on a sample of val and a checkpoint, and sets `train.steps` so that training ends near
+95% of the budget, with the cosine schedule built for that count: a faster machine trains more
+steps, a busy one fewer but with its whole schedule (qkv.training.probe). The budget stays as a
+safety net. `--no-probe` trains the config's `train.steps` instead, to reproduce a fixed run.
 
 The text is the raw, cased release (train 29,000 pairs, val 1,014, test_2016_flickr 1,000); one
 joint BPE vocabulary is learned on the training text of both languages. Training keeps the weights
@@ -20,7 +29,8 @@ checkpoints. Evaluation then:
    default 13a tokenizer, and chrF) against the raw references.
 
 Writes OUT/results.json (and prints it): scores with their signatures, wall-clock training time,
-steps, the machine (CPU, cores, torch version, load average) and a few test translations.
+steps, the speed probe (its seconds, steps/s, the chosen steps, the budget, the CPU), the machine
+(CPU, cores, torch version, load average) and a few test translations.
 """
 
 from __future__ import annotations
@@ -63,7 +73,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--config", type=Path, help="TOML config (default: recipes/multi30k_<src>_<tgt>.toml)")
     p.add_argument("--data", type=Path, help=f"directory with train/val/{TEST}.<lang> (default: {DATA})")
     p.add_argument("--out", type=Path, help="run directory (default: runs/multi30k-<direction>)")
-    p.add_argument("--minutes", type=float, help="stop training after this many minutes (train.max_minutes)")
+    p.add_argument("--minutes", type=float, help="the training budget in minutes (train.max_minutes; the probe fills "
+                                                   "95%% of it, and training stops there in any case)")
+    p.add_argument("--no-probe", action="store_true",
+                   help="train the config's train.steps (e.g. to reproduce a fixed run) instead of the steps a "
+                        "speed probe (under 20 s) fits to 95%% of the budget on this machine")
+    p.add_argument("--steps", type=int, metavar="N", help="train exactly this many steps, no probe (--no-probe --set train.steps=N)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="config override, repeatable, e.g. --set train.steps=200")
     p.add_argument("--processes", type=int, default=None,
@@ -77,15 +92,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def launch_command(processes: int, args: argparse.Namespace, argv: list[str]) -> list[str]:
-    """This script again under torchrun, each rank with its share of the global batch; the data
-    and the config are checked first, so a mistake is one line, not one per rank."""
+    """This script again under torchrun, each rank with its share of the global batch; the data,
+    the config and the budget the speed probe fills are checked first, so a mistake is one line,
+    not one per rank."""
     from qkv.run import RunConfig
     from qkv.training.distributed import local_launch_command
+    from qkv.training.probe import checked_fill, recipe_fill
 
     src, tgt = args.direction.split("-")
     check_data(args.data or DATA, src, tgt)
-    batch_tokens = RunConfig.parse(config_file(args.config, src, tgt), args.overrides).train.batch_tokens
-    return local_launch_command(str(Path(__file__).resolve()), argv, processes, batch_tokens)
+    overrides = recipe_overrides(args)
+    train = RunConfig.parse(config_file(args.config, src, tgt), overrides).train
+    if not args.evaluate_only:
+        checked_fill(recipe_fill(overrides, args.no_probe), train.max_minutes)
+    return local_launch_command(str(Path(__file__).resolve()), argv, processes, train.batch_tokens)
+
+
+def recipe_overrides(args: argparse.Namespace) -> list[str]:
+    """--set overrides, with --minutes as train.max_minutes and --steps as train.steps."""
+    return (list(args.overrides) + ([f"train.max_minutes={args.minutes}"] if args.minutes else [])
+            + ([f"train.steps={args.steps}"] if args.steps is not None else []))
 
 
 def config_file(path: Path | None, src: str, tgt: str) -> Path:
@@ -104,17 +130,18 @@ def run_recipe(args: argparse.Namespace) -> dict[str, Any] | None:
 
     from qkv.run import RunConfig
     from qkv.training import train
+    from qkv.training.probe import recipe_fill
 
     src, tgt = args.direction.split("-")
     data = check_data(args.data or DATA, src, tgt)
     config_path = config_file(args.config, src, tgt)
     out = args.out or ROOT / "runs" / f"multi30k-{args.direction}"
-    overrides = list(args.overrides) + ([f"train.max_minutes={args.minutes}"] if args.minutes else [])
+    overrides = recipe_overrides(args)
     load_before = os.getloadavg()
     if not args.evaluate_only:
         config = RunConfig.parse(config_path)
         config.data.dir, config.data.src_lang, config.data.tgt_lang = str(data), src, tgt
-        train(config, out, overrides=overrides)
+        train(config, out, overrides=overrides, fill_budget=recipe_fill(overrides, args.no_probe))
     if int(os.environ.get("RANK", "0")) != 0:   # a DDP rank other than 0: rank 0 measures and reports
         return None
     from qkv.machine import usable_cores
@@ -142,10 +169,11 @@ def check_data(data: Path, src: str, tgt: str) -> Path:
 
 
 def training_summary(out: Path) -> dict[str, Any]:
-    """Steps, wall-clock time and speed of the run, from its metrics.jsonl and config.toml."""
+    """Steps, wall-clock time, speed and the speed probe of the run, from its metrics.jsonl and config.toml."""
     from qkv.errors import CheckpointError
     from qkv.run import load_run_config
     from qkv.training.metrics import read_metrics
+    from qkv.training.probe import summary
 
     records = read_metrics(out)
     train_records = [r for r in records if r.get("kind") == "train"]
@@ -160,6 +188,7 @@ def training_summary(out: Path) -> dict[str, Any]:
         "epochs": max((r.get("epoch", 0) for r in train_records), default=0),
         "wall_clock_s": round(end - start, 1) if start else None,
         "median_tokens_per_s": round(speeds[len(speeds) // 2]) if speeds else None,
+        "speed_probe": summary(records),
         "valid_curve": [{"step": r["step"], "greedy_bleu": round(r.get("bleu", 0.0), 2),
                          "loss": round(r["loss"], 3)} for r in valid],
         "config": config,

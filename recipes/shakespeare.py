@@ -4,9 +4,18 @@
     python recipes/shakespeare.py --config long    # recipes/shakespeare_char_long.toml -> runs/shakespeare-char-long
     python recipes/shakespeare.py --config llama   # recipes/llama_char.toml (a Llama) -> runs/llama-char
     python recipes/shakespeare.py --data DIR       # DIR/input.txt instead of ../shared/data/tinyshakespeare
-    python recipes/shakespeare.py --set train.steps=100 --out /tmp/quick   # any config override
+    python recipes/shakespeare.py --set train.steps=100 --out /tmp/quick   # any config override (a fixed train.steps: no probe)
+    python recipes/shakespeare.py --no-probe       # the config's train.steps (2950, the AVX2 machine's), not the probe's
+    python recipes/shakespeare.py --steps 4100     # exactly 4100 steps, no probe
     python recipes/shakespeare.py --processes 1    # one process (default: 2 DDP processes on 2+ CPU cores)
     torchrun --nproc_per_node 2 recipes/shakespeare.py --set train.batch_tokens=2048   # the same as the default, by hand
+
+The budget is the config's `train.max_minutes` (5 minutes; long: 60). Before training, a speed
+probe of under 20 s times this run's own steps on this machine (after untimed warm-up steps), a
+validation and a checkpoint, and sets `train.steps` so that training ends near 95% of the budget,
+with the cosine schedule built for that count: a faster machine trains more steps, a busy one
+fewer but with its whole schedule (qkv.training.probe). The budget stays as a safety net.
+`--no-probe` trains the config's `train.steps` instead, to reproduce a fixed run.
 
 The first 90% of the characters train, the last 10% validate (nanoGPT's split). The validation
 loss is the mean negative log-likelihood (nats per character) over *every* character of the
@@ -16,8 +25,9 @@ left out). nanoGPT averages 200 random blocks instead; both average over all off
 alike, so the two estimate the same number. Bits per character = loss / ln 2.
 
 Writes OUT/results.json (and prints it): the validation loss and bits/char of the saved (best)
-weights, training time, steps, tokens/s, the machine (CPU, cores, threads, load average, torch
-version) and a few samples generated with the KV cache from a fixed seed.
+weights, training time, steps, tokens/s, the speed probe (its seconds, steps/s, the chosen steps,
+the budget, the CPU), the machine (CPU, cores, threads, load average, torch version) and a few
+samples generated with the KV cache from a fixed seed.
 """
 
 from __future__ import annotations
@@ -58,6 +68,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="config override, repeatable, e.g. --set train.steps=200")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--no-probe", action="store_true",
+                   help="train the config's train.steps (e.g. to reproduce a fixed run) instead of the steps a "
+                        "speed probe (under 20 s) fits to 95%% of train.max_minutes on this machine")
+    p.add_argument("--steps", type=_count(1, 10**9), metavar="N", help="train exactly this many steps, no probe "
+                   "(--no-probe --set train.steps=N)")
     p.add_argument("--processes", type=int, default=None,
                    help="training processes (DDP over gloo, the CPU cores shared out as threads); the config's "
                         "batch_tokens stays the global batch. Default: 2 on a CPU with 2 or more cores, else 1")
@@ -83,13 +98,17 @@ def _count(low: int, high: int):
 def launch_command(processes: int, args: argparse.Namespace, argv: list[str], check_data: bool = False) -> list[str]:
     """This script again under torchrun (--standalone: one machine). batch_tokens (the config's,
     or the user's --set) is the global batch: each rank is given its share. The config (and with
-    `check_data` the data file) is checked first, so a mistake is one line, not one per rank."""
+    `check_data` the data file, and the budget the speed probe fills) is checked first, so a mistake
+    is one line, not one per rank."""
     from qkv.run import RunConfig
     from qkv.training.distributed import local_launch_command
+    from qkv.training.probe import checked_fill, recipe_fill
 
-    config = RunConfig.parse(config_file(args.config), args.overrides)
+    config = RunConfig.parse(config_file(args.config), recipe_overrides(args))
     if check_data:
         data_file(args.data, config.data.train_text)
+    if not args.resume:
+        checked_fill(recipe_fill(recipe_overrides(args), args.no_probe), config.train.max_minutes)
     return local_launch_command(str(Path(__file__).resolve()), argv, processes, config.train.batch_tokens)
 
 
@@ -98,21 +117,29 @@ def run_recipe(args: argparse.Namespace) -> dict[str, Any] | None:
     (None on DDP ranks other than 0)."""
     from qkv.run import RunConfig
     from qkv.training import train
+    from qkv.training.probe import recipe_fill
 
     config_path = config_file(args.config)
     config = RunConfig.parse(config_path)                 # data paths: relative to the config file's folder
     config.data.train_text = str(data_file(args.data, config.data.train_text))
     name = config_path.stem.replace("_", "-")
     out = args.out or ROOT / "runs" / name
+    overrides = recipe_overrides(args)
     load_before = os.getloadavg()
-    result = train(None if args.resume else config, out, overrides=args.overrides, resume=args.resume)
+    result = train(None if args.resume else config, out, overrides=overrides, resume=args.resume,
+                   fill_budget=None if args.resume else recipe_fill(overrides, args.no_probe))
     if WORLD_RANK != 0:
         return None
     results = summarize(out, result, name, load_before)
-    results["overrides"] = list(args.overrides)
+    results["overrides"] = overrides
     results["samples"] = samples(out, args.samples, args.sample_tokens)
     atomic_write_bytes(Path(out) / "results.json", (json.dumps(results, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
     return results
+
+
+def recipe_overrides(args: argparse.Namespace) -> list[str]:
+    """--set overrides, with --steps N as train.steps=N."""
+    return list(args.overrides) + ([f"train.steps={args.steps}"] if args.steps else [])
 
 
 def config_file(name: str) -> Path:
@@ -140,8 +167,9 @@ def data_file(data: Path | None, configured: str) -> Path:
 
 
 def summarize(out: Path, result, name: str, load_before: tuple[float, float, float]) -> dict[str, Any]:
-    """The numbers of a finished run: best validation, time, speed, machine."""
+    """The numbers of a finished run: best validation, time, speed, the speed probe, machine."""
     from qkv.training.metrics import read_metrics
+    from qkv.training.probe import summary
 
     records = read_metrics(out)
     valid = [r for r in records if r.get("kind") == "valid"]
@@ -170,6 +198,7 @@ def summarize(out: Path, result, name: str, load_before: tuple[float, float, flo
         "tokens_per_s": round(tokens / max(result.seconds, 1e-9)),
         "median_step_tokens_per_s": round(speeds[len(speeds) // 2]) if speeds else None,
         "processes": WORLD_SIZE,
+        "speed_probe": summary(records),
         "parameters": _parameters(out),
         "machine": machine(load_before),
         "run_dir": str(out),

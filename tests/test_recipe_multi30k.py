@@ -12,7 +12,7 @@ WORDS = {"ein": "a", "mann": "man", "hund": "dog", "läuft": "runs", "sitzt": "s
          "blau": "blue", "kind": "child", "spielt": "plays", "hier": "here", "dort": "there"}
 TINY = ["model.d_model=32", "model.n_heads=2", "model.n_encoder_layers=1", "model.n_decoder_layers=1",
         "model.d_ff=64", "train.batch_tokens=300", "train.precision=fp32", "train.threads=1",
-        "train.steps=6", "train.checkpoint_every=2", "train.keep_checkpoints=2", "train.eval_every=3",
+        "train.checkpoint_every=2", "train.keep_checkpoints=2", "train.eval_every=3",
         "train.eval_examples=10", "train.log_every=1", "data.vocab_size=300", "data.min_freq=1"]
 
 
@@ -53,7 +53,7 @@ def test_tiny_end_to_end_run_writes_results(recipe, tmp_path, capsys):
     data = write_corpus(tmp_path / "m30k")
     out = tmp_path / "run"
     args = ["--data", str(data), "--out", str(out), "--average", "2", "--beam", "2", "--processes", "1"]
-    assert recipe.main(args + [x for s in TINY for x in ("--set", s)]) == 0
+    assert recipe.main(args + ["--steps", "6"] + [x for s in TINY for x in ("--set", s)]) == 0
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert json.loads(capsys.readouterr().out) == results
     assert {"recipe", "direction", "test", "val_greedy", "weights", "decoding", "training", "machine",
@@ -65,6 +65,7 @@ def test_tiny_end_to_end_run_writes_results(recipe, tmp_path, capsys):
     assert test["bleu_lowercased_signature"].startswith("nrefs:1|case:lc|") and test["bleu_lowercased"] >= test["bleu"]
     assert set(results["val_greedy"]) == {"best", "averaged"}
     assert results["training"]["steps"] == 6 and results["training"]["wall_clock_s"] >= 0
+    assert results["training"]["speed_probe"]["used"] is False               # --steps: a fixed run
     assert {"cpu", "cores", "torch", "load_average_before"} <= set(results["machine"])
     assert len(results["examples"]) == 5 and (out / "averaged.safetensors").exists()
     # --evaluate-only measures the same run again without training
@@ -94,3 +95,47 @@ def test_a_bad_config_is_one_line_before_any_rank_starts(recipe, tmp_path, capsy
     assert recipe.main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"error: recipe config not found: {tmp_path / 'missing.toml'}"
+
+
+def test_a_quick_run_probes_its_speed_and_fills_its_budget(recipe, tmp_path, capsys):
+    """Without a fixed train.steps the recipe times its own steps first and trains what fits in 95%
+    of the budget (here 1.2 s); results.json says what the probe measured and chose."""
+    data = write_corpus(tmp_path / "m30k")
+    out = tmp_path / "run"
+    tiny = [s for s in TINY if not s.startswith("train.steps=")] + ["train.max_minutes=0.02"]
+    args = ["--data", str(data), "--out", str(out), "--average", "0", "--beam", "1", "--processes", "1"]
+    assert recipe.main(args + [x for s in tiny for x in ("--set", s)]) == 0
+    training = json.loads((out / "results.json").read_text(encoding="utf-8"))["training"]
+    probe = training["speed_probe"]
+    assert probe["used"] is True and probe["budget_s"] == pytest.approx(1.2) and probe["fill"] == 0.95
+    assert probe["steps"] == training["config"]["train"]["steps"] != 2700 and probe["config_steps"] == 2700
+    assert probe["steps_per_s"] > 0 and 0 < probe["probe_seconds"] < 20 and probe["cpu"]
+    assert training["steps"] <= probe["steps"]                              # the cap stays as a safety net
+
+
+@pytest.mark.parametrize("flags, fill", [([], 0.95), (["--minutes", "30"], 0.95), (["--no-probe"], None),
+                                         (["--steps", "50"], None), (["--set", "train.steps=50"], None)])
+def test_the_probe_is_off_when_the_steps_are_fixed(recipe, tmp_path, monkeypatch, flags, fill):
+    import qkv.training.loop
+
+    seen = {}
+
+    def fake_train(config, out, overrides=(), fill_budget=None, **kwargs):
+        seen.update(overrides=overrides, fill=fill_budget)
+        raise KeyboardInterrupt                               # stop before anything is trained
+
+    monkeypatch.setattr(qkv.training.loop, "train", fake_train)
+    args = recipe.parse_args(["--data", str(write_corpus(tmp_path / "m30k")), "--out", str(tmp_path / "run"), *flags])
+    with pytest.raises(KeyboardInterrupt):
+        recipe.run_recipe(args)
+    assert seen["fill"] == fill
+    assert ("train.steps=50" in seen["overrides"]) == ("50" in flags or "train.steps=50" in flags)
+
+
+def test_no_budget_to_fill_is_one_line_before_any_rank_starts(recipe, tmp_path, capsys):
+    data = write_corpus(tmp_path / "m30k")
+    args = ["--data", str(data), "--out", str(tmp_path / "run"), "--processes", "2", "--set", "train.max_minutes=0"]
+    assert recipe.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "train.max_minutes, which is 0" in err and "--no-probe" in err
+    assert not (tmp_path / "run").exists()

@@ -227,14 +227,18 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "cpu", weigh
 
 
 def train(config: Any = "reverse", out: str | os.PathLike[str] | None = None, *,
-          overrides: Sequence[str] = (), resume: bool = False, quiet: bool = False, **settings: Any) -> Run:
+          overrides: Sequence[str] = (), resume: bool = False, reuse: bool = False, quiet: bool = False,
+          **settings: Any) -> Run:
     """Train a model and return its run (the best weights, loaded), as `qkv train` does.
 
     config: a built-in task's name ("reverse", "dates", ...), a TOML file, a dict of
     [model]/[train]/[data] sections or a `qkv.run.RunConfig`. out: the run directory (default
     runs/<task or file name>). Settings by name, `steps=300, d_model=64`, or by section,
     `model={"d_model": 64}`; `overrides=["train.lr=1e-3"]` as `--set` does. resume=True
-    continues the run in `out` from its last checkpoint.
+    continues the run in `out` from its last checkpoint. reuse=True (for notebooks run again and
+    again) loads the run already in `out` if it was trained with these settings and came to its
+    end, continues it if it was interrupted, and trains it if `out` holds none; other settings there
+    are a `qkv.ConfigError` naming them.
 
     The progress shows as a bar in a terminal (and in Jupyter with ipywidgets), else as lines.
     """
@@ -249,8 +253,36 @@ def train(config: Any = "reverse", out: str | os.PathLike[str] | None = None, *,
     sections = cfg.to_dict()
     for section, key, value in _settings(settings):
         sections[section][key] = value
-    result = train_loop(sections, out if out is not None else default_out, overrides, quiet)
+    out = out if out is not None else default_out
+    if reuse and home.RunDir(out).holds_run() and home.RunDir(out).state.is_file():
+        from qkv.training.metrics import run_ended
+
+        _check_same_settings(out, home.RunConfig.parse(sections, list(overrides)).to_dict())
+        if run_ended(out):
+            return load(out)
+        result = train_loop(None, out, [], quiet, resume=True)
+        return Run.of(home.load_run(result.run_dir), result)
+    # (a run stopped before its first checkpoint has nothing to continue: it is trained from the start)
+    result = train_loop(sections, out, overrides, quiet)
     return Run.of(home.load_run(result.run_dir), result)
+
+
+# what training itself fills in or changes without changing the run (sizes of the vocabulary it
+# built, the machine it used, how often it printed)
+_NOT_SETTINGS = {("model", "src_vocab_size"), ("model", "tgt_vocab_size"), ("data", "tokenizer"),
+                 ("data", "vocab_size"), ("train", "threads"), ("train", "device"), ("train", "log_every")}
+
+
+def _check_same_settings(out: str | os.PathLike[str], wanted: dict[str, Any]) -> None:
+    """reuse=True: the run in `out` must have been trained with the settings asked for."""
+    recorded = home.RunDir(out).read_config()
+    differ = [f"{section}.{key} = {recorded[section][key]!r} there, {value!r} here"
+              for section, values in wanted.items() for key, value in values.items()
+              if (section, key) not in _NOT_SETTINGS and key in recorded.get(section, {})
+              and recorded[section][key] != value]
+    if differ:
+        raise ConfigError(f"{out} holds a run trained with other settings ({'; '.join(differ[:3])}"
+                          f"{'; ...' if len(differ) > 3 else ''}); choose another out= or delete that folder to train anew")
 
 
 def _config_of(config: Any) -> tuple[home.RunConfig, str]:

@@ -551,11 +551,11 @@ def history(
     seed: Annotated[int | None, typer.Option(help="Random seed (data, initialization; default 0, --modern 1337).",
                                                 min=0, max=2**63 - 1)] = None,
     modern: Annotated[bool, typer.Option("--modern", help="Instead: the 2017 GPT, then RoPE, RMSNorm, SwiGLU, GQA one at a time, "
-                                                         "then all (a Llama), on Tiny Shakespeare (default 75 s each, --quick 600 steps, at most 60 s).")] = False,
+                                                         "then all (a Llama), then that Llama with Muon instead of AdamW, on Tiny Shakespeare (default 75 s each, --quick 600 steps, at most 60 s).")] = False,
     data: Annotated[Path | None, typer.Option(help="With --modern: Tiny Shakespeare's input.txt (default ../shared/data/tinyshakespeare/input.txt).")] = None,
 ) -> None:
     """Why the Transformer won: train RNN, LSTM, GRU, GRU+attention and a Transformer for the same time and compare.
-    With --modern: what changed since 2017, each change trained alone and all together, same budget and seed."""
+    With --modern: what changed since 2017, each change trained alone, all together, then with Muon; same budget and seed."""
     from qkv.run import refuse_to_replace_run
 
     refuse_to_replace_run(out, "the history report")

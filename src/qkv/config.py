@@ -52,6 +52,8 @@ class ModelConfig:
     norm: str = "layernorm"          # or "rmsnorm" (no centring, no bias; Llama and most since)
     n_kv_heads: int = 0              # key/value heads; 0 = n_heads (multi-head), 1 = multi-query, else grouped
     rope_theta: float = 10000.0      # base of RoPE's wavelengths (the paper's 10000)
+    qk_norm: bool = False            # RMSNorm on each head's queries and keys before Q K^T (QK-norm)
+    logit_softcap: float = 0.0       # > 0: output logits = cap * tanh(logits / cap) (Gemma 2); 0 = off
     pad_id: int = 0
     bos_id: int = 1
     eos_id: int = 2
@@ -132,6 +134,7 @@ class ModelConfig:
 # float must also be finite). Whether a model of that size fits the machine: qkv.run.fits.check_model_fits.
 MODEL_RANGES = {
     "src_vocab_size": "[0, inf)", "n_kv_heads": "[0, inf)", "layer_norm_eps": "(0, 1)", "rope_theta": "(1, inf)",
+    "logit_softcap": "[0, inf)",                                          # 0: no cap
     "n_encoder_layers": "[0, 1024]", "n_decoder_layers": "[1, 1024]",    # deeper than any trained Transformer
 }
 

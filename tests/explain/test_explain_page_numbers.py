@@ -98,7 +98,7 @@ def check_norm(chunk: str, m: dict[str, Shown], prefix: str, what: str) -> None:
         check(what, lambda x, g, b: layer_norm(x, g, b, eps), out, stream, gain, m[prefix + "bias"])
 
 
-def recompute_attention(kind: str, chunk: str, pre_ln: bool, rope: bool) -> None:
+def recompute_attention(kind: str, chunk: str, pre_ln: bool, rope: bool, qk_norm: bool = False) -> None:
     m = tables(chunk)
     if pre_ln:
         check_norm(chunk, m, "norm_", f"{kind}: x = norm(stream)")
@@ -108,12 +108,19 @@ def recompute_attention(kind: str, chunk: str, pre_ln: bool, rope: bool) -> None
         x = m["x"]
     source = m["memory"] if kind == "cross" else x
     biased = "b_q" in m
-    q0, k0 = ("q_before_rope", "k_before_rope") if rope else ("q", "k")
+    q1, k1 = ("q_before_rope", "k_before_rope") if rope else ("q", "k")        # what RoPE turns, or Q and K
+    q0, k0 = ("q_before_norm", "k_before_norm") if qk_norm else (q1, k1)      # what the projections make
     for name, inp, w, b in ((q0, x, "w_q", "b_q"), (k0, source, "w_k", "b_k"), ("v", source, "w_v", "b_v")):
         if biased:
             check(f"{kind}: {name} = x W + b", lambda a, w_, b_: a @ w_ + b_, m[name], inp, m[w], m[b])
         else:
             check(f"{kind}: {name} = x W", lambda a, w_: a @ w_, m[name], inp, m[w])
+    if qk_norm:                                      # each row of d_head numbers through an RMSNorm
+        eps = float(re.search(r"data-qk-norm-eps='([^']+)'", chunk).group(1))
+        for before, gain, after in ((q0, "q_norm_gain", q1), (k0, "k_norm_gain", k1)):
+            check(f"{kind}: {after} = RMSNorm({before}) g", lambda a, g: rms_norm(a, g, eps), m[after], m[before], m[gain])
+    else:
+        assert "q_before_norm" not in m and "q_norm_gain" not in m
     if rope:
         check(f"{kind}: Q rotated", rotate, m["q"], m["q_before_rope"], m["rope_angle"])
         check(f"{kind}: K rotated", rotate, m["k"], m["k_before_rope"], m["rope_angle"])
@@ -161,13 +168,27 @@ SMALL = dict(src_vocab_size=16, tgt_vocab_size=16, d_model=8, d_ff=16, max_len=1
     ("RoPE + RMSNorm + GQA", ModelConfig(**{**SMALL, "src_vocab_size": 0}, arch="decoder-only", n_heads=4,
                                          n_kv_heads=2, n_decoder_layers=2, norm_first=True, norm="rmsnorm",
                                          positional="rope", bias=False, activation="swiglu"), 0, 3),
+    ("QK-norm + soft-cap, encoder-decoder", ModelConfig(**SMALL, n_heads=2, n_encoder_layers=1, n_decoder_layers=1,
+                                                        qk_norm=True, logit_softcap=1.5), 0, 1),
+    ("QK-norm + RoPE + GQA + soft-cap", ModelConfig(**{**SMALL, "src_vocab_size": 0}, arch="decoder-only", n_heads=4,
+                                                    n_kv_heads=2, n_decoder_layers=1, norm_first=True, norm="rmsnorm",
+                                                    positional="rope", qk_norm=True, logit_softcap=1.5), 0, 3),
 ])
 def test_every_shown_tensor_is_recomputed_from_the_page(name, cfg, layer, head):
     page, model = page_of(cfg, layer, head)
     kinds = sections(page)
     assert set(kinds) == ({"enc", "dec", "cross"} if cfg.arch == "encoder-decoder" else {"dec"})
     for kind, chunk in kinds.items():
-        recompute_attention(kind, chunk, cfg.norm_first, rope=cfg.positional == "rope" and kind != "cross")
+        recompute_attention(kind, chunk, cfg.norm_first, rope=cfg.positional == "rope" and kind != "cross",
+                            qk_norm=cfg.qk_norm)
+    if cfg.logit_softcap > 0:                        # the capped logits softmax reads, from the output layer's
+        capped = page[page.index("data-softcap"):]
+        cap = float(re.search(r"data-softcap='([^']+)'", capped).group(1))
+        m = tables(capped)
+        check("logits = cap tanh(z / cap)", lambda z: cap * torch.tanh(z / cap), m["logits"], m["raw_logits"])
+        assert (m["logits"][0].abs() < cap).all() and (m["raw_logits"][0].abs() > cap).any()   # the cap bites
+    else:
+        assert "data-softcap" not in page
     if cfg.norm_first:
         final = page[page.index("data-final-norm"):]
         check_norm(final, tables(final), "final_", "h = final norm(last layer output)")
@@ -175,7 +196,9 @@ def test_every_shown_tensor_is_recomputed_from_the_page(name, cfg, layer, head):
         assert "data-final-norm" not in page
     if cfg.positional == "rope":                     # Q and K: before the rotation first, then after
         chunk = kinds["dec"]
-        order = [chunk.index(f"data-tensor='{n}'") for n in ("q_before_rope", "k_before_rope", "rope_angle", "q", "k")]
+        names = ("q_before_norm", "k_before_norm", "q_norm_gain") if cfg.qk_norm else ()
+        order = [chunk.index(f"data-tensor='{n}'")
+                 for n in (*names, "q_before_rope", "k_before_rope", "rope_angle", "q", "k")]
         assert order == sorted(order)
 
 

@@ -80,9 +80,13 @@ def test_qkv_explain_lang_ko_writes_a_korean_page(tmp_path, capsys, monkeypatch)
     {"norm_first": True},
     {"arch": "decoder-only", "n_kv_heads": 1, "norm_first": True, "norm": "rmsnorm", "positional": "rope",
      "bias": False, "activation": "swiglu"},
+    {"norm_first": True, "qk_norm": True, "logit_softcap": 1.5},
+    {"arch": "decoder-only", "n_kv_heads": 1, "norm_first": True, "norm": "rmsnorm", "positional": "rope",
+     "qk_norm": True, "logit_softcap": 1.5},
 ])
 def test_every_kind_of_page_has_no_english_left(tmp_path, monkeypatch, model):
-    """Pre-LN (its norm steps and final norm), RoPE, RMSNorm, grouped-query attention, SwiGLU."""
+    """Pre-LN (its norm steps and final norm), RoPE, RMSNorm, grouped-query attention, SwiGLU, QK-norm
+    (step 1a, before RoPE too) and the logit soft-cap."""
     monkeypatch.setattr(report, "image", lambda fig, alt: "")         # the pictures hold no page text
     torch.manual_seed(0)
     cfg = ModelConfig(src_vocab_size=0 if model.get("arch") == "decoder-only" else 16, tgt_vocab_size=16, d_model=8,
@@ -91,6 +95,9 @@ def test_every_kind_of_page_has_no_english_left(tmp_path, monkeypatch, model):
     ko, en = render_html(t, lang="ko"), render_html(t, lang="en")
     assert english_left(visible_text(ko)) == [] and english_left(visible_text(en), "en") == []
     assert "마지막 정규화" in ko and len(english_left(visible_text(en))) > 20      # the check does find English
+    if model.get("qk_norm"):
+        assert "1a. 헤드마다 쿼리와 키 정규화 (QK 정규화, QK-norm)" in ko and "로짓 소프트 캡 (logit soft-cap)" in ko
+        assert "1a. Normalize each head's queries and keys (QK-norm)" in visible_text(en) and "The logit soft-cap" in en
 
 
 def test_korean_pictures_use_a_font_with_hangul():

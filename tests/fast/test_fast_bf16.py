@@ -42,6 +42,23 @@ def test_bf16_decoding_keeps_the_outputs_of_a_trained_model(trained_reverse_run)
         assert abs(bleu(theirs) - bleu(ours)) <= 3.0
 
 
+@pytest.mark.skipif(not cpu_has_fast_bf16(), reason="this CPU has no native bf16 (AVX-512 BF16 or AMX)")
+def test_bf16_copy_of_a_model_with_qk_norm_and_a_soft_cap_stays_close():
+    """QK-norm's gains and the cap are the model's own modules: the bf16 copy computes them in bf16 (Q, K and
+    the logits keep that dtype) within bf16's rounding of the float32 logits."""
+    from qkv import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(src_vocab_size=24, tgt_vocab_size=24, d_model=32, n_heads=4, n_encoder_layers=1,
+                                    n_decoder_layers=1, d_ff=64, dropout=0.0, qk_norm=True, logit_softcap=2.0)).eval()
+    fast = bf16.bf16_model(model)
+    src, tgt = reverse_batch(torch.Generator().manual_seed(7), 16)
+    with torch.inference_mode():
+        ours, theirs = model(src, tgt), fast(src, tgt)
+    assert theirs.dtype == torch.bfloat16 and theirs.abs().max() <= 2.0
+    torch.testing.assert_close(theirs.float(), ours, atol=0.1, rtol=0.05)
+
+
 def test_bf16_is_refused_where_it_would_be_emulated(monkeypatch):
     monkeypatch.setattr(bf16, "cpu_has_fast_bf16", lambda: False)
     with pytest.raises(ConfigError, match="no native bf16"):

@@ -44,6 +44,22 @@ def test_onednn_model_gives_the_paper_paths_tokens(trained_reverse_run):
                                    rtol=1e-4, atol=1e-4)
 
 
+def test_onednn_model_of_a_model_with_qk_norm_and_a_soft_cap_equals_the_paper_path():
+    """The levers live in the model's own modules (its norms and its cap), which the copy keeps."""
+    from qkv import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(src_vocab_size=24, tgt_vocab_size=24, d_model=32, n_heads=4, n_encoder_layers=1,
+                                    n_decoder_layers=1, d_ff=64, dropout=0.0, qk_norm=True, logit_softcap=2.0)).eval()
+    fast = onednn.onednn_model(model)
+    assert fast.softcap is not None and fast.decoder.layers[0].cross_attn.q_norm is not None
+    src = sample_sources(64)
+    with torch.inference_mode():
+        tgt = torch.full((64, 3), model.cfg.bos_id)
+        torch.testing.assert_close(fast.decode(tgt, *fast.encode(src)), model.decode(tgt, *model.encode(src)),
+                                   rtol=1e-4, atol=1e-4)
+
+
 def test_onednn_is_chosen_off_intel_x86_only():
     assert onednn.onednn_pays("AuthenticAMD", "x86_64") == onednn._has_op()
     assert not onednn.onednn_pays("GenuineIntel", "x86_64")

@@ -71,6 +71,22 @@ def test_modern_conclusions_follow_the_losses():
     assert "all (a Llama: + no biases, no emb. scale) and 2017" in level and "are level" in level
 
 
+def test_the_optimizer_step_is_judged_on_its_numbers():
+    better = "\n".join(modern_conclusions(modern_results({"2017": 1.90, "all": 1.80, "muon": 1.70})))
+    assert "1. all + Muon (AdamW on the rest) 1.700" in better
+    assert "Muon on its matrices (1.700) is better than AdamW by 0.100 nats/char (1.800), in 600 steps against 600" in better
+    worse = modern_results({"all": 1.72, "muon": 1.80})
+    worse["variants"]["muon"].update(steps=500, tokens_per_second=10_000.0)
+    worse["variants"]["all"].update(tokens_per_second=12_000.0)
+    text = "\n".join(modern_conclusions(worse))
+    assert "is worse than AdamW by 0.080 nats/char (1.720), in 500 steps against 600; a Muon step took 1.20x" in text
+    level = "\n".join(modern_conclusions(modern_results({"all": 1.72, "muon": 1.70})))
+    assert "Muon on its matrices (1.700) is level with AdamW: 0.020 apart" in level
+    assert "The optimizer" not in "\n".join(modern_conclusions(modern_results({"2017": 1.9, "muon": 1.8})))
+    short = "\n".join(modern_conclusions(modern_results({"all": 1.72, "muon": 1.70}, steps=100)))
+    assert short.startswith("**Too short to rank.**") and "all + Muon (AdamW on the rest) 100" in short
+
+
 def test_a_short_modern_run_gets_the_caveat():
     text = "\n".join(modern_conclusions(modern_results({"2017": 2.70, "all": 2.75}, steps=40)))
     assert text.startswith("**Too short to rank.**") and "fewer than" in text and "above 2.2" in text

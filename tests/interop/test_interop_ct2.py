@@ -85,6 +85,14 @@ def test_all_qkv_options_convert(run):
     to_ct2_spec(model, tokens, tokens).validate()
 
 
+@pytest.mark.parametrize("options, named", [(dict(qk_norm=True), "model.qk_norm"),
+                                            (dict(logit_softcap=30.0), "model.logit_softcap")])
+def test_qk_norm_and_the_soft_cap_are_refused(options, named):
+    tokens = list(ALPHABET) + ["w", "x", "y", "z"]
+    with pytest.raises(ConfigError, match=f"{named}.*not covered by the CTranslate2 export"):
+        to_ct2_spec(EncoderDecoder(model_config(**options)).eval(), tokens, tokens)
+
+
 def test_language_models_are_refused_with_a_hint():
     tokens = list(ALPHABET) + ["w", "x", "y", "z"]
     with pytest.raises(ConfigError, match="--format hf"):

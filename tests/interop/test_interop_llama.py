@@ -94,10 +94,19 @@ def test_other_llama_options_give_the_same_logits(options):
     (dict(norm="layernorm"), "model.norm"),
     (dict(positional="learned"), "model.positional"),
     (dict(arch="encoder-decoder", src_vocab_size=24), "model.positional"),
+    (dict(qk_norm=True), "model.qk_norm=true"),
+    (dict(logit_softcap=30.0), "model.logit_softcap=30.0"),
 ])
 def test_options_llama_lacks_are_refused(options, named):
     with pytest.raises(ConfigError, match=named):
         hf_architecture(model_config(**{**LLAMA, **options}))
+
+
+@pytest.mark.parametrize("options", [dict(qk_norm=True), dict(logit_softcap=30.0)])
+def test_the_exporter_refuses_qk_norm_and_the_soft_cap_before_copying_a_weight(options):
+    model = build_model(model_config(**{**LLAMA, **options})).eval()
+    with pytest.raises(ConfigError, match="has no Llama equivalent"):
+        to_llama(model)
 
 
 def test_import_a_llama_directory_back_into_qkv(run_dir, exported, tmp_path, capsys):

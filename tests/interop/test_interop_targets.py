@@ -24,11 +24,28 @@ def test_the_built_in_tasks_defaults_export_to_every_format(task):
     assert describe_targets(cfg) == "exports to: hf, ct2"
 
 
+LLAMA_SHAPE = dict(arch="decoder-only", src_vocab_size=0, norm_first=True, norm="rmsnorm", positional="rope",
+                   activation="swiglu", scale_embeddings=False)
+
+
+def test_the_llama_shape_exports_to_hf_and_an_untied_output_layer_changes_nothing():
+    assert export_targets(config(**LLAMA_SHAPE))["hf"] is None
+    for options in (dict(), dict(LLAMA_SHAPE), dict(norm_first=True, share_embeddings=True)):
+        assert export_targets(config(**options, tie_embeddings=False)) == export_targets(config(**options))
+
+
 @pytest.mark.parametrize("options, fmt, named", [
     (dict(norm_first=True), "hf", "model.share_embeddings=true"),
     (dict(positional="learned"), "hf", "model.positional"),
     (dict(activation="swiglu"), "ct2", "model.activation='swiglu'"),
     (dict(arch="decoder-only", src_vocab_size=0), "ct2", "decoder-only"),
+    (dict(qk_norm=True), "ct2", "model.qk_norm=true is not covered by the CTranslate2 export"),
+    (dict(logit_softcap=30.0), "ct2", "model.logit_softcap=30.0 is not covered by the CTranslate2 export"),
+    (dict(qk_norm=True), "hf", "model.qk_norm=true has no equivalent in the Hugging Face models qkv exports to"),
+    (dict(logit_softcap=30.0), "hf", "train with model.logit_softcap=0.0 to export"),
+    (dict(LLAMA_SHAPE, qk_norm=True), "hf", "Qwen3 and OLMo 2 have QK-norm"),
+    (dict(LLAMA_SHAPE, logit_softcap=30.0), "hf", "Gemma 2 soft-caps its logits"),
+    (dict(norm_first=True, logit_softcap=30.0), "hf", "model.logit_softcap"),          # named before share_embeddings
 ])
 def test_a_refused_format_comes_with_its_reason(options, fmt, named):
     targets = export_targets(config(**options))

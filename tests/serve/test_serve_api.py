@@ -105,7 +105,8 @@ def test_explain_language_model_shows_masked_self_attention(lm: TestClient) -> N
 
 @pytest.mark.parametrize("arch", ["decoder-only", "encoder-decoder"])
 def test_explain_shows_the_rope_turn_and_every_rmsnorm(tmp_path, arch: str) -> None:
-    modern = {"positional": "rope", "norm": "rmsnorm", "activation": "swiglu", "n_kv_heads": 1, "norm_first": True}
+    modern = {"positional": "rope", "norm": "rmsnorm", "activation": "swiglu", "n_kv_heads": 1, "norm_first": True,
+              "qk_norm": True}
     with TestClient(create_app(tiny_run(tmp_path / "run", arch, **modern), allowed_hosts=["testserver"])) as client:
         d = client.post("/v1/explain", json={"text": "hello", "max_new_tokens": 5}).json()
         model = client.app.state.engine.model
@@ -123,6 +124,15 @@ def test_explain_shows_the_rope_turn_and_every_rmsnorm(tmp_path, arch: str) -> N
         assert not torch.allclose(a[:, 1:], b[:, 1:], atol=1e-3)                # positions 1.. really turned
     k = torch.tensor(layer["k"])
     assert torch.equal(k[0], k[1])                                              # one key/value head (MQA)
+    for m in d["attention"]:                       # the explorer's steps: QK-norm's step 1a, then RoPE's 1b
+        walk = m["walk"][1][1]
+        titles = [s["title"]["key"] for s in walk]
+        assert titles[1:4] == ["step.proj.title", "step.qk_norm.title"] + (
+            ["step.rope.title"] if m["kind"] != "cross" else ["step.scores.title"])
+        qk = walk[2]
+        assert qk["norm"] == {"kind": "rmsnorm", "eps": 1e-5, "per_head": True}
+        assert [t["name"] for t in qk["tables"]] == ["q_norm_gain", "k_norm_gain"] + (
+            ["q_before_rope", "k_before_rope"] if m["kind"] != "cross" else ["q", "k"])
     assert [s["kind"] for s in norms["stacks"]] == stacks and norms["final"]["block"] == "final"
     blocks = [n["block"] for n in norms["stacks"][-1]["layers"][0]]
     assert blocks == (["attention", "cross-attention", "feed-forward"] if arch == "encoder-decoder"

@@ -141,6 +141,7 @@ def test_recipe_runs_and_writes_results(corpus, tmp_path, capsys):
     assert load_recipe().main(["--processes", "1", *args]) == 0
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert results["steps"] == 6 and results["valid_loss"] > 0 and results["valid_bpc"] > 0
+    assert results["speed_probe"]["used"] is False                     # train.steps given: a fixed run
     assert results["machine"]["torch"] == torch.__version__ and results["machine"]["cores"] >= 1
     assert [s["prompt"] for s in results["samples"]] == ["ROMEO:", "KING HENRY:\nMy lord,"]
     assert all(len(s["text"]) > len(s["prompt"]) for s in results["samples"])
@@ -163,16 +164,19 @@ def test_recipe_launches_ranks_with_a_share_of_the_batch(tmp_path):
 
 
 def test_recipe_in_two_processes(corpus, tmp_path, capsys):
-    # the default on a 2-core CPU: torchrun, 2 DDP ranks over gloo, rank 0 writes the results
+    # the default on a 2-core CPU: torchrun, 2 DDP ranks over gloo, rank 0 writes the results; the
+    # speed probe times the two ranks' steps and fits the steps to the budget (here 1.2 s)
     out = tmp_path / "run"
     tiny = [f"model.{k}={v}" for k, v in dict(d_model=32, n_heads=2, n_decoder_layers=1, d_ff=64).items()]
     args = ["--processes", "2", "--data", str(corpus), "--out", str(out), "--samples", "1", "--sample-tokens", "20",
-            "--set", "train.steps=4", "--set", "train.warmup_steps=1", "--set", "train.batch_tokens=512",
+            "--set", "train.max_minutes=0.02", "--set", "train.warmup_steps=1", "--set", "train.batch_tokens=512",
             *sum((["--set", s] for s in tiny), [])]
     assert load_recipe().main(args) == 0
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
-    assert results["processes"] == 2 and results["steps"] == 4
-    assert results["train_tokens"] == 4 * 512          # batch_tokens stays the global batch: 256 per rank
+    probe = results["speed_probe"]
+    assert results["processes"] == 2 == probe["processes"] and probe["used"] and probe["budget_s"] == pytest.approx(1.2)
+    assert 1 <= results["steps"] <= probe["steps"] != 2950 and probe["steps_per_s"] > 0 and probe["cpu"]
+    assert results["train_tokens"] == results["steps"] * 512     # batch_tokens stays the global batch: 256 per rank
 
 
 @pytest.mark.parametrize("args, says", [

@@ -66,3 +66,22 @@ def test_resuming_with_another_optimizer_is_refused(tmp_path, saved, resumed):
     with pytest.raises(CheckpointError, match=f"train.optimizer='{saved}'"):
         train(None, tmp_path / "run", ["train.steps=2", f"train.optimizer={resumed}"], quiet=True, resume=True)
     assert train_losses(tmp_path / "run") and len(train_losses(tmp_path / "run")) == 1
+
+
+def test_a_rate_set_by_hand_moves_muon_by_the_same_share_of_its_peak():
+    """qkv history --modern schedules by time: set_lr(lr) before a step sets AdamW's rate and Muon's
+    at the same share of train.muon_lr."""
+    from qkv.model import build_model
+    from qkv.run import TrainConfig
+    from tests.tiny import tiny_config
+
+    model = build_model(tiny_config(20, arch="decoder-only", n_encoder_layers=0))
+    tc = TrainConfig(optimizer="muon", schedule="constant", lr=2.5e-3, warmup_steps=0, muon_lr=0.02)
+    optim = Optimizers(model, tc, 32)
+    for lr in (1e-3, 2.5e-3, 1e-4):
+        optim.set_lr(lr)
+        assert optim.lr == lr and all(g["lr"] == lr for g in optim.adamw.param_groups)
+        assert all(g["lr"] == pytest.approx(lr * 0.02 / 2.5e-3) for g in optim.muon.param_groups)
+    adamw_only = Optimizers(model, TrainConfig(schedule="constant", lr=2.5e-3, warmup_steps=0), 32)
+    adamw_only.set_lr(1e-3)
+    assert adamw_only.muon is None and adamw_only.lr == 1e-3

@@ -119,6 +119,25 @@ EN: dict[str, str] = {
                      "{kv_cols} of W_K and W_V.",
     "step.proj.own": "Head {head} has its own keys and values: columns {kv_cols} of W_K and W_V.",
     "step.proj.rotated_next": "Q and K are rotated in the next step.",
+    "step.proj.normed_next": "Q and K are normalized in the next step.",
+    "step.proj.normed_rotated_next": "Q and K are normalized in the next step, then rotated.",
+    "step.table.q_before_norm": "Q before QK-norm",
+    "step.table.k_before_norm": "K before QK-norm",
+    "step.qk_norm.title": "1a. Normalize each head's queries and keys (QK-norm)",
+    "step.qk_norm.text": "Each query and each key vector of the head is divided by its root mean square and "
+                         "multiplied by a learned gain, one for queries and one for keys, shared by all heads "
+                         "(Henry et al., 2020; Dehghani et al., 2023; as in Gemma 3 and Qwen3). However large W_Q "
+                         "and W_K grow, the scores below stay bounded (|Q Kᵀ| ≤ d_head · max|g_Q| · max|g_K|), so "
+                         "softmax cannot saturate.",
+    "step.qk_norm.rope_after": "The rotation comes after the norm.",
+    "step.qk_norm.eq": "Q ← Q / √(mean(Q²) + ε) · g_Q,   K ← K / √(mean(K²) + ε) · g_K   (each row of d_head "
+                       "numbers),   ε = {eps}",
+    "step.table.gain_q": "gain g_Q",
+    "step.table.gain_k": "gain g_K",
+    "step.table.q_normed": "Q normalized",
+    "step.table.k_normed": "K normalized",
+    "step.table.q_normed_rope": "Q normalized (rotated next)",
+    "step.table.k_normed_rope": "K normalized (rotated next)",
     "step.table.q_before": "Q before the rotation",
     "step.table.k_before": "K before the rotation",
     "step.rope.title": "1b. Rotate queries and keys by their positions (RoPE)",
@@ -160,6 +179,13 @@ EN: dict[str, str] = {
     "step.final.title": "The final norm",
     "step.final.text": "With pre-LN the residual stream is never normalized inside the layers, so one more "
                        "{norm} turns the last layer's output into h.",
+    "step.softcap.title": "The logit soft-cap",
+    "step.softcap.text": "The output layer's logits z = h W_vocab are squashed into (−{cap}, {cap}) by "
+                         "cap · tanh(z / cap) (Gemma 2, Gemma Team 2024): small logits pass almost unchanged, large "
+                         "ones bend towards ±cap, so no token can be pushed to an ever larger logit. Softmax reads the "
+                         "capped logits. The tokens below are those most likely at some step.",
+    "step.softcap.eq": "logits = {cap} · tanh(z / {cap})",
+    "step.table.capped": "capped logits",
     # --- the qkv explain page ------------------------------------------------------------------
     "page.title_default": "How the Transformer read this",
     "page.title": "How {run} reads “{text}”",
@@ -176,6 +202,8 @@ EN: dict[str, str] = {
     "page.since.rope": "rotary positions (RoPE)",
     "page.since.rmsnorm": "RMSNorm",
     "page.since.gqa": "grouped-query attention ({n} key/value heads)",
+    "page.since.qk_norm": "QK-norm",
+    "page.since.softcap": "logits soft-capped at ±{cap}",
     "page.meta.source": "source",
     "page.meta.decoder_input": "decoder input",
     "page.note.untrained": "{path} has no training log ({file}): the model may be untrained, so its attention and "
@@ -253,6 +281,7 @@ EN: dict[str, str] = {
     "page.pred.p": "The last layer's output goes through the output projection and softmax: a probability for every "
                    "token of the vocabulary. Green marks the token that actually comes next.",
     "page.pred.eq": "p(next | prefix) = softmax(h W_vocab)",
+    "page.pred.eq_softcap": "p(next | prefix) = softmax({cap} · tanh(h W_vocab / {cap}))",
     "page.pred.step": "step",
     "page.pred.input": "input token",
     "page.pred.actual": "actual next",
@@ -400,6 +429,25 @@ KO: dict[str, str] = {
                      "{head}번 헤드는 W_K와 W_V의 {kv_cols}열을 읽습니다.",
     "step.proj.own": "{head}번 헤드는 자기만의 키와 값을 가집니다: W_K와 W_V의 {kv_cols}열입니다.",
     "step.proj.rotated_next": "Q와 K는 다음 단계에서 회전합니다.",
+    "step.proj.normed_next": "Q와 K는 다음 단계에서 정규화합니다.",
+    "step.proj.normed_rotated_next": "Q와 K는 다음 단계에서 정규화한 뒤 회전합니다.",
+    "step.table.q_before_norm": "QK 정규화 전의 Q",
+    "step.table.k_before_norm": "QK 정규화 전의 K",
+    "step.qk_norm.title": "1a. 헤드마다 쿼리와 키 정규화 (QK 정규화, QK-norm)",
+    "step.qk_norm.text": "헤드의 쿼리 (query) 벡터와 키 (key) 벡터를 하나하나 제곱평균제곱근 (root mean square)으로 "
+                         "나누고 학습된 이득 (gain)을 곱합니다. 이득은 쿼리에 하나, 키에 하나이며 모든 헤드가 함께 "
+                         "씁니다 (Henry 외, 2020; Dehghani 외, 2023; Gemma 3과 Qwen3도 같음). W_Q와 W_K가 아무리 "
+                         "커져도 아래 점수는 유계입니다 (|Q Kᵀ| ≤ d_head · max|g_Q| · max|g_K|): 소프트맥스 (softmax)가 "
+                         "포화될 수 없습니다.",
+    "step.qk_norm.rope_after": "회전은 정규화 다음에 옵니다.",
+    "step.qk_norm.eq": "Q ← Q / √(mean(Q²) + ε) · g_Q,   K ← K / √(mean(K²) + ε) · g_K   (d_head개의 수로 된 "
+                       "행마다),   ε = {eps}",
+    "step.table.gain_q": "이득 g_Q",
+    "step.table.gain_k": "이득 g_K",
+    "step.table.q_normed": "정규화한 Q",
+    "step.table.k_normed": "정규화한 K",
+    "step.table.q_normed_rope": "정규화한 Q (다음에 회전)",
+    "step.table.k_normed_rope": "정규화한 K (다음에 회전)",
     "step.table.q_before": "회전 전의 Q",
     "step.table.k_before": "회전 전의 K",
     "step.rope.title": "1b. 쿼리와 키를 위치만큼 회전 (RoPE)",
@@ -439,6 +487,13 @@ KO: dict[str, str] = {
     "step.final.title": "마지막 정규화",
     "step.final.text": "pre-LN에서는 잔차 스트림이 층 안에서 정규화되지 않으므로, {norm}을 한 번 더 거쳐 마지막 층의 "
                        "출력이 h가 됩니다.",
+    "step.softcap.title": "로짓 소프트 캡 (logit soft-cap)",
+    "step.softcap.text": "출력 층의 로짓 (logit) z = h W_vocab은 cap · tanh(z / cap)을 거쳐 (−{cap}, {cap}) 안으로 "
+                         "눌립니다 (Gemma 2, Gemma Team 2024): 작은 로짓은 거의 그대로 지나가고 큰 로짓은 ±cap 쪽으로 "
+                         "휘므로, 어떤 토큰의 로짓도 끝없이 커질 수 없습니다. 소프트맥스는 캡을 씌운 로짓을 읽습니다. "
+                         "아래 토큰들은 어느 단계에서든 확률이 가장 높았던 토큰들입니다.",
+    "step.softcap.eq": "로짓 = {cap} · tanh(z / {cap})",
+    "step.table.capped": "캡을 씌운 로짓",
     "page.title_default": "트랜스포머가 이 문장을 읽은 과정",
     "page.title": "{run} 모델이 읽는 과정: “{text}”",
     "page.title_target": "{run} 모델이 읽는 과정: “{text}” → “{target}”",
@@ -454,6 +509,8 @@ KO: dict[str, str] = {
     "page.since.rope": "회전 위치 인코딩 (rotary positional encoding, RoPE)",
     "page.since.rmsnorm": "RMSNorm",
     "page.since.gqa": "그룹 쿼리 어텐션 (grouped-query attention, 키/값 헤드 {n}개)",
+    "page.since.qk_norm": "QK 정규화 (QK-norm)",
+    "page.since.softcap": "로짓 소프트 캡 (logit soft-cap, ±{cap})",
     "page.meta.source": "원문",
     "page.meta.decoder_input": "디코더 입력",
     "page.note.untrained": "{path}에 학습 기록 ({file})이 없습니다: 학습되지 않은 모델일 수 있어 어텐션과 예측이 "
@@ -533,6 +590,7 @@ KO: dict[str, str] = {
     "page.pred.p": "마지막 층의 출력이 출력 투영과 소프트맥스를 지나 어휘의 모든 토큰에 대한 확률이 됩니다. 초록색은 "
                    "실제로 다음에 오는 토큰입니다.",
     "page.pred.eq": "p(다음 토큰 | 앞부분) = softmax(h W_vocab)",
+    "page.pred.eq_softcap": "p(다음 토큰 | 앞부분) = softmax({cap} · tanh(h W_vocab / {cap}))",
     "page.pred.step": "단계",
     "page.pred.input": "입력 토큰",
     "page.pred.actual": "실제 다음 토큰",

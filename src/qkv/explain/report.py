@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from qkv.errors import ConfigError, DataError
 from qkv.explain import plots
 from qkv.explain.i18n import DEFAULT_LANGUAGE, Msg, Words, msg, raw
-from qkv.explain.steps import Step, Table, attention_steps, final_norm_step, table
+from qkv.explain.steps import Step, Table, attention_steps, final_norm_step, softcap_step, table
 from qkv.explain.trace import AttentionTrace, LayerTrace, Trace
 from qkv.files import atomic_write_bytes
 
@@ -98,9 +98,10 @@ def matrix_table(m: torch.Tensor, row_labels: Sequence[str], col_labels: Sequenc
 
 def step_html(step: Step, w: Words, heading: str = "h4") -> str:
     """One step: its title, what it does, its equation, and its tables (a norm's ε first)."""
-    eps = ("" if step.norm is None else
-           f"<span class='caption' data-norm='{step.norm['kind']}' data-eps='{step.norm['eps']!r}'>"
-           f"ε = {step.norm['eps']:g}</span>")
+    n = step.norm
+    tag = ("" if n is None else f"data-qk-norm-eps='{n['eps']!r}'" if n.get("per_head") else
+           f"data-norm='{n['kind']}' data-eps='{n['eps']!r}'")
+    eps = "" if n is None else f"<span class='caption' {tag}>ε = {n['eps']:g}</span>"
     text = " ".join(w.of(m) for m in step.text)
     tables = "".join(table_html(t, w) for t in step.tables)
     return (f"<{heading}>{esc(w.of(step.title))}</{heading}><p>{esc(text)}</p><p class='eq'>{esc(w.of(step.equation))}</p>"
@@ -132,6 +133,8 @@ def _header(t: Trace, title: str, warnings: Sequence[str], w: Words) -> str:
     since = [w(key, **args) for on, key, args in (
         (t.positional == "rope", "page.since.rope", {}), (t.norm == "rmsnorm", "page.since.rmsnorm", {}),
         (a.n_kv_heads is not None and a.n_kv_heads < a.n_heads, "page.since.gqa", {"n": a.n_kv_heads}),
+        (t.qk_norm, "page.since.qk_norm", {}),
+        (t.logit_softcap > 0, "page.since.softcap", {"cap": f"{t.logit_softcap:g}"}),
     ) if on]
     if since:
         rows.append((w("page.meta.since"), ", ".join(since)))
@@ -304,8 +307,8 @@ def _predictions_section(t: Trace, k: int, w: Words) -> str:
     head = "".join(f"<th>#{i + 1}</th>" for i in range(len(t.top_k(k)[0]["top"])))
     return (
         f"<h2>{w.html('page.pred.h')}</h2><p>{w.html('page.pred.p')}</p>"
-        f"<p class='eq'>{w.html('page.pred.eq')}</p>"
-        f"{_final_norm(t, w)}"
+        f"<p class='eq'>{_output_equation(t, w)}</p>"
+        f"{_final_norm(t, w)}{_softcap(t, w)}"
         f"<table class='m'><tr><th>{w.html('page.pred.step')}</th><th>{w.html('page.pred.input')}</th>{head}"
         f"<th>{w.html('page.pred.actual')}</th></tr>{''.join(rows)}</table>"
     )
@@ -317,6 +320,20 @@ def _final_norm(t: Trace, w: Words) -> str:
     if step is None:
         return f"<p>{w.html('page.final.post')}</p>"
     return f"<div data-final-norm='1'>{step_html(step, w, 'h3')}</div>"
+
+
+def _output_equation(t: Trace, w: Words) -> str:
+    if t.raw_logits is None:
+        return w.html("page.pred.eq")
+    return w.html("page.pred.eq_softcap", cap=f"{t.logit_softcap:g}")
+
+
+def _softcap(t: Trace, w: Words) -> str:
+    """With model.logit_softcap: the logits and the capped logits softmax reads (`steps.softcap_step`)."""
+    step = softcap_step(t)
+    if step is None:
+        return ""
+    return f"<div data-softcap='{t.logit_softcap!r}'>{step_html(step, w, 'h3')}</div>"
 
 
 def check_focus(n_layers: int, n_heads: int, layer: int, head: int) -> None:

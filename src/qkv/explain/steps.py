@@ -4,6 +4,7 @@
         step.title, step.text, step.equation      # messages (qkv.explain.i18n), said in any language
         step.tables                                # the numbers, as the pages show them (big ones cut)
     to_json(final_norm_step(t))                    # what the server sends the explorer
+    softcap_step(t)                                # with model.logit_softcap: the logits and the capped ones
 
 Every step is built once, here, from a trace (`qkv.explain.trace`): the report renders it as HTML
 (`qkv.explain.report`), the server sends it as JSON (`qkv.serve.explain_view`), so both pages show
@@ -93,7 +94,7 @@ def table(m: torch.Tensor, row_labels: Sequence[str], col_labels: Sequence[str] 
 @dataclass
 class Step:
     """One step: its title, what it does (sentences), its equation, its tables; `norm` is a norm
-    step's {"kind", "eps"}."""
+    step's {"kind", "eps"} (and "per_head": True for QK-norm, a norm of each head's Q and K rows)."""
 
     title: Msg
     text: list[Msg]
@@ -160,7 +161,7 @@ def projection_step(a: AttentionTrace, head: int) -> Step:
                      last=kv * group + group - 1, kv=kv, head=head, kv_cols=kv_cols)
     else:
         shared = msg("step.proj.own", head=head, kv_cols=kv_cols)
-    rope = a.q_before_rope is not None
+    rope, normed = a.q_before_rope is not None, a.q_norm is not None and a.k_norm is not None
     tables = []
     u = a.weights_used
     if u is not None:
@@ -169,20 +170,49 @@ def projection_step(a: AttentionTrace, head: int) -> Step:
             tables.append(table(w[j], model_dims, dims, raw(f"W_{letter}[:, {cols}]"), name=f"w_{letter.lower()}"))
             if b is not None:
                 tables.append(table(b[j][None], ["b"], dims, raw(f"b_{letter}[{cols}]"), name=f"b_{letter.lower()}"))
-    q = a.q_before_rope[head] if a.q_before_rope is not None else a.q[head]
-    k = a.k_before_rope[head] if a.k_before_rope is not None else a.k[head]
-    tables += [table(q, a.query_tokens, dims, msg("step.table.q_before") if rope else raw("Q"),
-                     name="q_before_rope" if rope else "q"),
-               table(k, a.key_tokens, dims, msg("step.table.k_before") if rope else raw("K"),
-                     name="k_before_rope" if rope else "k"),
+    q_cap: Msg
+    k_cap: Msg
+    if a.q_norm is not None and a.k_norm is not None:                    # QK-norm (and RoPE) come next
+        q, k, suffix = a.q_norm.input[head], a.k_norm.input[head], "_before_norm"
+        q_cap, k_cap = msg("step.table.q_before_norm"), msg("step.table.k_before_norm")
+    elif a.q_before_rope is not None and a.k_before_rope is not None:    # RoPE comes next
+        q, k, suffix = a.q_before_rope[head], a.k_before_rope[head], "_before_rope"
+        q_cap, k_cap = msg("step.table.q_before"), msg("step.table.k_before")
+    else:
+        q, k, suffix, q_cap, k_cap = a.q[head], a.k[head], "", raw("Q"), raw("K")
+    tables += [table(q, a.query_tokens, dims, q_cap, name="q" + suffix),
+               table(k, a.key_tokens, dims, k_cap, name="k" + suffix),
                table(a.v[head], a.key_tokens, dims, raw("V"), name="v")]
     bias = " + b" if u is not None and u.b_q is not None else ""
     text = [msg("step.proj.from_cross" if a.kind == "cross" else "step.proj.from_self"),
             msg("step.proj.cols", head=head, cols=q_cols, d=d), shared]
-    if rope:
-        text.append(msg("step.proj.rotated_next"))
+    then = {(True, True): "step.proj.normed_rotated_next", (True, False): "step.proj.normed_next",
+            (False, True): "step.proj.rotated_next"}.get((normed, rope))
+    if then is not None:
+        text.append(msg(then))
     return Step(msg("step.proj.title"), text,
                 raw(f"Q = x W_Q{bias},   K = {source} W_K{bias},   V = {source} W_V{bias}"), tables)
+
+
+def qk_norm_step(a: AttentionTrace, head: int) -> list[Step]:
+    """Step 1a with QK-norm: each head's queries and keys through an RMSNorm over d_head, with gains
+    (its `norm` says `per_head`)."""
+    if a.q_norm is None or a.k_norm is None:
+        return []
+    dims = [str(j) for j in range(a.d_head)]
+    rope = a.q_before_rope is not None
+    suffix, later = ("_before_rope", "_rope") if rope else ("", "")
+    eps = a.q_norm.eps
+    return [Step(
+        msg("step.qk_norm.title"),
+        [msg("step.qk_norm.text"), *([msg("step.qk_norm.rope_after")] if rope else [])],
+        msg("step.qk_norm.eq", eps=f"{eps:g}"),
+        [table(a.q_norm.gain[None], ["g_Q"], dims, msg("step.table.gain_q"), name="q_norm_gain"),
+         table(a.k_norm.gain[None], ["g_K"], dims, msg("step.table.gain_k"), name="k_norm_gain"),
+         table(a.q_norm.output[head], a.query_tokens, dims, msg("step.table.q_normed" + later), name="q" + suffix),
+         table(a.k_norm.output[head], a.key_tokens, dims, msg("step.table.k_normed" + later), name="k" + suffix)],
+        {"kind": a.q_norm.kind, "eps": eps, "per_head": True},
+    )]
 
 
 def rope_angles(positions: int, d_head: int, theta: float) -> torch.Tensor:
@@ -221,6 +251,7 @@ def attention_steps(a: AttentionTrace, head: int, rope_theta: float = 10000.0) -
     return [
         input_step(a),
         projection_step(a, head),
+        *qk_norm_step(a, head),
         *rope_step(a, head, rope_theta),
         Step(msg("step.scores.title"), [msg("step.scores.text")], raw("scores = Q Kᵀ"),
              [table(a.scores[head], q, k, raw("Q Kᵀ"), name="scores")]),
@@ -245,3 +276,16 @@ def final_norm_step(t: Trace) -> Step | None:
         return None
     return Step(msg("step.final.title"), [msg("step.final.text", norm=norm_name(n))], norm_equation(n),
                 norm_tables(n, t.tgt.tokens, "final_", "step.table.norm_h"), _norm(n))
+
+
+def softcap_step(t: Trace) -> Step | None:
+    """With model.logit_softcap: the output layer's logits z and the capped logits cap · tanh(z / cap) that
+    softmax reads, for the tokens most likely at some step (at most MAX_COLS of them, in id order)."""
+    if t.raw_logits is None:
+        return None
+    cap = f"{t.logit_softcap:g}"
+    shown = sorted(torch.topk(t.probs.max(dim=0).values, min(MAX_COLS, t.probs.size(-1))).indices.tolist())
+    cols = [t.label(i) for i in shown]
+    return Step(msg("step.softcap.title"), [msg("step.softcap.text", cap=cap)], msg("step.softcap.eq", cap=cap),
+                [table(t.raw_logits[:, shown], t.tgt.tokens, cols, raw("z = h W_vocab"), name="raw_logits"),
+                 table(t.logits[:, shown], t.tgt.tokens, cols, msg("step.table.capped"), name="logits")])

@@ -10,13 +10,14 @@ those tensors in the order of the paper:
         attention:    x = LN(x + MHA(x))               x = x + MHA(LN(x))
         [cross:       x = LN(x + MHA(x, memory))       x = x + MHA(LN(x), memory)]
         feed-forward: x = LN(x + FFN(x))               x = x + FFN(LN(x))
-    logits = lm_head(x)  ->  softmax  ->  next-token distribution
+    logits = lm_head(x)  [soft-cap: logits = cap * tanh(logits / cap)]  ->  softmax  ->  next-token distribution
 
 and inside every multi-head attention, for every head h:
 
     [pre-LN: x = norm(stream) (`norm`)]
     Q = x W_Q,  K = m W_K,  V = m W_V                  (split into H heads of d_head; with
                                                         grouped-query attention H_kv < H heads of K, V)
+    [QK-norm: Q, K = RMSNorm(Q) g_Q, RMSNorm(K) g_K  per head, when model.qk_norm]
     [RoPE: Q, K = rotate(Q, position), rotate(K, position)   when model.positional = "rope"]
     scores = Q K^T,  scaled = scores / sqrt(d_head),  masked positions -> -inf
     weights = softmax(scaled),  mixed = weights V,  MHA(x) = concat_h(mixed_h) W_O + b_O
@@ -25,7 +26,8 @@ Nothing is recomputed except each head's share of the output projection, mixed_h
 (`head_outputs`, which add up to the attention output): the tests check that the recorded
 tensors are the forward's own. The weights each attention used are kept per head
 (`weights_used`), and with pre-LN the norms before each attention and before the output layer
-(`norm`, `final_norm`), so that every number can be recomputed from the ones before it.
+(`norm`, `final_norm`), QK-norm's input, gains and output (`q_norm`, `k_norm`) and the logits before
+the soft-cap (`raw_logits`), so that every number can be recomputed from the ones before it.
 """
 
 from __future__ import annotations
@@ -94,6 +96,8 @@ class AttentionTrace:
     n_kv_heads: int | None = None               # key/value heads (fewer than H with grouped-query attention)
     weights_used: ProjectionWeights | None = None   # the matrices that made Q, K, V and the output
     norm: NormTrace | None = None               # pre-LN: the norm that made x from the residual stream
+    q_norm: NormTrace | None = None             # QK-norm: Q (H, T_q, d_head) before and after its RMSNorm
+    k_norm: NormTrace | None = None             # the same for K (each query head's K/V head)
 
     @property
     def n_heads(self) -> int:
@@ -148,7 +152,8 @@ def projection_weights(attn: MultiHeadAttention) -> ProjectionWeights:
 class NormTrace:
     """One LayerNorm or RMSNorm as it ran: its input, its parameters, its output.
 
-    LayerNorm(x) = (x − mean(x)) / √(var(x) + eps) · g + b;   RMSNorm(x) = x / √(mean(x²) + eps) · g."""
+    LayerNorm(x) = (x − mean(x)) / √(var(x) + eps) · g + b;   RMSNorm(x) = x / √(mean(x²) + eps) · g.
+    (QK-norm's RMSNorms work per head: input and output (H, T, d_head), gain (d_head,).)"""
 
     kind: str                         # "layernorm" or "rmsnorm"
     input: torch.Tensor               # (T, d_model)
@@ -239,6 +244,9 @@ class Trace:
     rope_theta: float = 10000.0                 # model.rope_theta: RoPE's base wavelength
     final_rmsnorm: RMSNormTrace | None = None   # pre-LN with RMSNorm: the decoder's final norm
     final_norm: NormTrace | None = None         # pre-LN: the decoder's final norm, before the output layer
+    logit_softcap: float = 0.0                  # model.logit_softcap (0: logits as the output layer made them)
+    raw_logits: torch.Tensor | None = None      # (T, V) with a soft-cap: the output layer's logits before it
+    qk_norm: bool = False                       # model.qk_norm
 
     def attention(self, kind: str, layer: int) -> AttentionTrace:
         """The attention of `kind` ("enc", "dec", "cross") in layer `layer` (0-based)."""
@@ -375,6 +383,7 @@ def trace(
         dec_layers = [_layer(rec, layer, "decoder", i, tgt_tokens, src_tokens)
                       for i, layer in enumerate(model.decoder.layers)]
         final = rec.of(model.decoder)[0]["output"][0]
+        raw_logits = rec.of(model.softcap)[0]["logits"][0] if model.softcap is not None else None
         final_rmsnorm = _rmsnorm(rec, model.decoder.norm) if model.decoder.norm is not None else None
         final_norm = (norm_trace(model.decoder.norm, dec_layers[-1].output, final)
                       if model.decoder.norm is not None else None)
@@ -400,6 +409,9 @@ def trace(
         rope_theta=cfg.rope_theta,
         final_rmsnorm=final_rmsnorm,
         final_norm=final_norm,
+        logit_softcap=cfg.logit_softcap,
+        raw_logits=raw_logits,
+        qk_norm=cfg.qk_norm,
     )
 
 
@@ -470,7 +482,22 @@ def attention_trace(call: dict[str, torch.Tensor], kind: str, layer: int, query_
                           mixed @ used.w_o, call["out"][0],
                           q_before_rope=None if q_before is None else q_before[0],
                           k_before_rope=None if k_before is None else attn.share_kv_heads(k_before)[0],
-                          n_kv_heads=attn.n_kv_heads, weights_used=used)
+                          n_kv_heads=attn.n_kv_heads, weights_used=used,
+                          q_norm=_qk_norm(call, attn, "q"), k_norm=_qk_norm(call, attn, "k"))
+
+
+def _qk_norm(call: dict[str, torch.Tensor], attn: MultiHeadAttention, which: str) -> NormTrace | None:
+    """QK-norm of the queries (`which` = "q") or keys ("k") as it ran: (H, T, d_head) before and after,
+    keys per query head (with grouped-query attention each query head's key/value head)."""
+    norm = attn.q_norm if which == "q" else attn.k_norm
+    before = call.get(f"{which}_before_norm")
+    if norm is None or before is None:
+        return None
+    unrotated = call.get(f"{which}_before_rope")                 # with RoPE the norm's output is rotated next
+    after = unrotated if unrotated is not None else call[which]
+    if which == "k":                                             # the recorded K is already per query head
+        before, after = attn.share_kv_heads(before), attn.share_kv_heads(after) if unrotated is not None else after
+    return norm_trace(norm, before[0], after[0])
 
 
 # ---------------------------------------------------------------------------------------------

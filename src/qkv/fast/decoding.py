@@ -24,8 +24,9 @@ steps' time at batch 1 and 1.035x at batch 32 (1.033x with padded sources).
 Proof of equality: tests/search/test_decode.py::test_fast_steps_equal_the_paper_path (logits equal the
 paper path's within float rounding, with and without padding, both model shapes, and a language
 model with every option since 2017: RoPE takes its positions from the cache length inside
-attention, grouped-query attention caches its H_kv heads, so nothing here changes) and every
-cached == uncached decoding test.
+attention, grouped-query attention caches its H_kv heads, QK-norm runs inside the model's own
+attention, and the logit soft-cap is the model's own module applied after saving 3, so nothing
+else here changes) and every cached == uncached decoding test.
 """
 
 from __future__ import annotations
@@ -75,7 +76,10 @@ class CachedSteps:
             h = model.decoder(model.tgt_embed(ids, start), self_mask, memory, memory_mask, cache)
         if self.output_weight_t is None:
             self.output_weight_t = model.lm_head.weight.detach().t().contiguous()
-        return h[:, -1] @ self.output_weight_t                                # savings 2 and 3
+        logits: torch.Tensor = h[:, -1] @ self.output_weight_t                # savings 2 and 3
+        if model.softcap is not None:                                         # the model's own soft-cap
+            logits = model.softcap(logits)
+        return logits
 
     def reorder(self, index: torch.Tensor, same_sources: bool = False) -> None:
         self.cache.reorder(index, same_sources)

@@ -1,11 +1,11 @@
 """From the 2017 Transformer to today's decoder-only models, one change at a time, measured.
 
-    qkv history --modern --quick                      # 600 steps a variant: about a minute
+    qkv history --modern --quick                      # 600 steps a variant: a few minutes
     qkv history --modern --budget-seconds 75          # the comparison quoted in docs/language_model.md
 
 Every variant is the same character-level GPT on Tiny Shakespeare (the first 90% of the text
 trains, the last 10% validates), built from the same seed, fed the same random blocks in the same
-order, with the same optimizer, schedule and budget of CPU time on one thread:
+order, with the same schedule and budget of CPU time on one thread, and AdamW but for the last:
 
     2017        the paper's decoder as a language model: sinusoidal positions added to the
                 embedding, LayerNorm, ReLU FFN, multi-head attention, biases (pre-LN, as GPT-2,
@@ -15,11 +15,16 @@ order, with the same optimizer, schedule and budget of CPU time on one thread:
     +swiglu     the SwiGLU feed-forward at 2/3 of d_ff: the same parameters (Shazeer 2020)
     +gqa        grouped-query attention, 2 key/value heads for 4 query heads (Ainslie et al. 2023)
     all         all of them, no biases and no sqrt(d_model) embedding scale: a Llama
+    muon        the same Llama trained with Muon (Jordan et al. 2024) on its hidden matrices and
+                AdamW on the rest: the optimizer as one more step (qkv.training.optim, the
+                trainer's own split and schedule shape)
 
 Measured per variant: validation loss (nats/character over every block of the validation split)
 after the budget, the curve on the way, optimizer steps, training tokens/s, parameters and the
 KV cache's bytes per generated token (read off a real cache). The learning-rate schedule is
-warm-up then cosine over the *time* budget, so each variant gets a whole schedule.
+warm-up then cosine over the *time* budget, so each variant gets a whole schedule (Muon's peaks at
+`muon_lr`, AdamW's at `lr`). Muon's extra work per step (a few Newton-Schulz iterations per
+matrix) is inside the budget: it is judged on quality per CPU-second, as the others are.
 """
 
 from __future__ import annotations
@@ -40,7 +45,9 @@ import torch.nn.functional as F
 from qkv.config import ModelConfig
 from qkv.errors import ConfigError, DataError
 from qkv.model import DecoderOnly
+from qkv.run import TrainConfig
 from qkv.tokenizers import CharTokenizer
+from qkv.training.optim import Optimizers
 
 CLOCKS = {"cpu": time.thread_time, "wall": time.perf_counter}
 LLAMA = dict(positional="rope", norm="rmsnorm", activation="swiglu", n_kv_heads=2, bias=False, scale_embeddings=False)
@@ -51,7 +58,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "swiglu": ("+ SwiGLU (2/3 d_ff)", dict(activation="swiglu")),
     "gqa": ("+ GQA (2 KV heads of 4)", dict(n_kv_heads=2)),
     "all": ("all (a Llama: + no biases, no emb. scale)", LLAMA),
+    "muon": ("all + Muon (AdamW on the rest)", LLAMA),
 }
+OPTIMIZERS = {"muon": "muon"}          # the variants not trained with AdamW (train.optimizer's names)
 # Tiny Shakespeare beside the repository (../shared/data/... from the repository root), found from the
 # package's own location so that the command works from any directory.
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -78,6 +87,7 @@ class ModernConfig:
     batch_blocks: int = 16                 # 1024 characters per step
     lr: float = 2.5e-3
     min_lr: float = 1e-4
+    muon_lr: float = 0.02                  # Muon's peak rate (the trainer's default train.muon_lr)
     warmup: int = 50
     evals: int = 6
     valid_blocks: int | None = None        # None: every block of the validation split
@@ -141,10 +151,21 @@ def valid_loss(model: DecoderOnly, valid: torch.Tensor) -> float:
     return total / valid[:, 1:].numel()
 
 
-def train_variant(model: DecoderOnly, train: torch.Tensor, valid: torch.Tensor, mc: ModernConfig) -> dict[str, Any]:
-    """AdamW, warm-up then cosine over the time budget, clipping at 1, same batches for every variant."""
+def optimizers(model: DecoderOnly, mc: ModernConfig, optimizer: str = "adamw") -> Optimizers:
+    """The trainer's optimizers (qkv.training.optim): AdamW (0.9, 0.99), weight decay 0.1, on every
+    tensor, or with "muon" Muon on the layers' matrices and that AdamW on the rest. The rate is set
+    by hand every step (`set_lr`): this comparison schedules by time."""
+    tc = TrainConfig(optimizer=optimizer, schedule="constant", lr=mc.lr, warmup_steps=0, beta1=0.9, beta2=0.99,
+                     eps=1e-8, weight_decay=0.1, muon_lr=mc.muon_lr)
+    return Optimizers(model, tc, mc.d_model)
+
+
+def train_variant(model: DecoderOnly, train: torch.Tensor, valid: torch.Tensor, mc: ModernConfig,
+                  optimizer: str = "adamw") -> dict[str, Any]:
+    """AdamW (or Muon + AdamW), warm-up then cosine over the time budget, clipping at 1, same
+    batches for every variant."""
     clock = CLOCKS[mc.clock]
-    opt = torch.optim.AdamW(model.parameters(), lr=mc.lr, betas=(0.9, 0.99), weight_decay=0.1)
+    opt = optimizers(model, mc, optimizer)
     gen = torch.Generator().manual_seed(mc.seed)
     curve = [{"step": 0, "seconds": 0.0, "valid_loss": valid_loss(model, valid)}]
     seconds, step, next_eval = 0.0, 0, mc.budget_seconds / mc.evals
@@ -156,11 +177,10 @@ def train_variant(model: DecoderOnly, train: torch.Tensor, valid: torch.Tensor, 
         start = clock()
         progress = min(1.0, max(seconds / mc.budget_seconds, step / mc.max_steps if mc.max_steps else 0.0))
         lr = mc.min_lr + (mc.lr - mc.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
-        for group in opt.param_groups:
-            group["lr"] = lr * min(1.0, (step + 1) / mc.warmup)
+        opt.set_lr(lr * min(1.0, (step + 1) / mc.warmup))     # Muon: the same share of muon_lr
         logits = model(batch[:, :-1])
         loss = F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -172,7 +192,7 @@ def train_variant(model: DecoderOnly, train: torch.Tensor, valid: torch.Tensor, 
             next_eval += mc.budget_seconds / mc.evals
         if done:
             model.eval()
-            return {"steps": step, "train_seconds": seconds,
+            return {"steps": step, "train_seconds": seconds, "optimizer": opt.describe().removeprefix("optimizer: "),
                     "tokens_per_second": step * mc.batch_blocks * mc.block_size / seconds,
                     "valid_loss": curve[-1]["valid_loss"], "curve": curve}
 
@@ -206,7 +226,7 @@ def run_modern(mc: ModernConfig, log: Callable[[str], None] = print) -> dict[str
             model = DecoderOnly(model_config(name, tok.vocab_size, mc))
             params = model.num_parameters()
             log(f"{VARIANTS[name][0]}: {params:,} parameters, training for {mc.budget_seconds:g} s")
-            trained = train_variant(model, train, valid, mc)
+            trained = train_variant(model, train, valid, mc, OPTIMIZERS.get(name, "adamw"))
             entry = {"label": VARIANTS[name][0], "options": VARIANTS[name][1], "parameters": params, **trained,
                      "kv_cache_bytes_per_token": kv_cache_bytes_per_token(model)}
             results["variants"][name] = entry
@@ -292,7 +312,24 @@ def conclusions(results: dict[str, Any]) -> list[str]:
                  *([f"level with it (within {NOISE}): {', '.join(level)}"] if level else [])]
         sentence = "; ".join(parts)
         lines.append(sentence[0].upper() + sentence[1:] + ".")
+    lines += optimizer_step(variants)
     return lines
+
+
+def optimizer_step(variants: dict[str, Any]) -> list[str]:
+    """The last step of the ladder, from its numbers: the same Llama with Muon against AdamW."""
+    muon, adamw = variants.get("muon"), variants.get("all")
+    if muon is None or adamw is None:
+        return []
+    gap = adamw["valid_loss"] - muon["valid_loss"]
+    said = (f"level with AdamW: {abs(gap):.3f} apart, within the run-to-run spread of about {NOISE} nats/char"
+            if abs(gap) < NOISE else
+            f"{'better' if gap > 0 else 'worse'} than AdamW by {abs(gap):.3f} nats/char")
+    steps = f"{muon['steps']:,} steps against {adamw['steps']:,}"
+    if muon.get("tokens_per_second") and adamw.get("tokens_per_second"):
+        steps += f"; a Muon step took {adamw['tokens_per_second'] / muon['tokens_per_second']:.2f}x the time of an AdamW step"
+    return [f"The optimizer, on the same Llama: Muon on its matrices ({muon['valid_loss']:.3f}) is {said} "
+            f"({adamw['valid_loss']:.3f}), in {steps}."]
 
 
 def write_modern_report(results: dict[str, Any], out_dir: str | Path) -> Path:

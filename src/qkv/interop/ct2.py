@@ -4,10 +4,11 @@
     qkv translate --model runs/de-en --engine ct2 --ct2-model exported/de-en-ct2 "Ein Hund."
 
 The export fills a `ctranslate2.specs.TransformerSpec` straight from qkv's weights: CTranslate2's
-Transformer has a switch or a slot for every option qkv has (post-/pre-LN, ReLU/GELU, sinusoidal or
-learned positions as an explicit table, sqrt(d_model) scaling, shared or separate embeddings,
-tied or untied output layer, no biases), so no option is refused and no detour through
-`transformers` is needed. The position table is written as qkv computes it (interleaved sin/cos).
+Transformer has a switch or a slot for every option of the 2017 Transformer (post-/pre-LN,
+ReLU/GELU, sinusoidal or learned positions as an explicit table, sqrt(d_model) scaling, shared or
+separate embeddings, tied or untied output layer, no biases), so no detour through `transformers`
+is needed; the options since 2017 (RoPE, RMSNorm, SwiGLU, GQA, QK-norm, the logit soft-cap) are
+refused by `qkv.run.targets.check_ct2`. The position table is written as qkv computes it (interleaved sin/cos).
 The vocabulary lists each id's token string, so ids map one to one. `qkv_source.json` records
 the SHA-256 of the weights exported, so that `--engine ct2` refuses the export beside another run.
 

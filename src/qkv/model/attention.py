@@ -8,10 +8,13 @@ removed, softmax turns the scores into weights that sum to 1, and the weights mi
 Multi-head attention does this H times in parallel on d_model/H-dimensional projections and
 concatenates the results.
 
-Two changes since 2017 are options of MultiHeadAttention: grouped-query attention (Ainslie et al.,
+Three changes since 2017 are options of MultiHeadAttention: grouped-query attention (Ainslie et al.,
 2023), where H_kv < H key/value heads each serve a group of query heads (H_kv = 1: multi-query
-attention, Shazeer 2019), so the KV cache shrinks by H/H_kv; and rotary positions (RoPE, see
-qkv.model.layers.RotaryPositionalEncoding), which turn queries and keys by their positions.
+attention, Shazeer 2019), so the KV cache shrinks by H/H_kv; rotary positions (RoPE, see
+qkv.model.layers.RotaryPositionalEncoding), which turn queries and keys by their positions; and
+QK-norm (Henry et al., 2020, "Query-Key Normalization for Transformers"; Dehghani et al., 2023,
+ViT-22B), which normalizes each head's queries and keys before their dot product, so the scores
+cannot grow without bound and saturate softmax.
 """
 
 from __future__ import annotations
@@ -88,7 +91,7 @@ def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Te
 
 class KVCache:
     """Keys and values already computed for one attention layer, shape (B, H_kv, T, d_head)
-    (H_kv = H for multi-head attention; keys already rotated when the model uses RoPE).
+    (H_kv = H for multi-head attention; keys already normalized and rotated with QK-norm and RoPE).
 
     Incremental decoding appends one step at a time; storage grows by doubling so that a step
     costs a copy of the new keys only. For cross-attention the encoder's keys and values are
@@ -170,12 +173,17 @@ class MultiHeadAttention(nn.Module):
     `n_kv_heads` < n_heads: grouped-query attention (Ainslie et al., 2023), fewer key/value heads,
     each shared by n_heads / n_kv_heads consecutive query heads; 1 is multi-query attention.
     `rope`: rotary positions (Su et al., 2021) applied to queries and keys (self-attention).
+    `q_norm`, `k_norm`: QK-norm (Henry et al., 2020; Dehghani et al., 2023; as in Gemma 3, Qwen3 and
+    the modded-nanogpt speed records): each head's query and key vectors go through a norm over
+    their d_head numbers (RMSNorm with a learned gain, see qkv.model.layers.qk_rmsnorm), before RoPE
+    and before Q K^T.
     """
 
     record: Calls | None = None         # see qkv.model.record
 
     def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True, cross: bool = False,
-                 n_kv_heads: int | None = None, rope: nn.Module | None = None):
+                 n_kv_heads: int | None = None, rope: nn.Module | None = None,
+                 q_norm: nn.Module | None = None, k_norm: nn.Module | None = None):
         super().__init__()
         if d_model % n_heads != 0:
             raise ShapeError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
@@ -191,6 +199,7 @@ class MultiHeadAttention(nn.Module):
         self.k_proj = nn.Linear(d_model, n_kv_heads * self.d_head, bias=bias)
         self.v_proj = nn.Linear(d_model, n_kv_heads * self.d_head, bias=bias)
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.q_norm, self.k_norm = q_norm, k_norm
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, heads * d_head) -> (B, heads, T, d_head)"""
@@ -225,7 +234,9 @@ class MultiHeadAttention(nn.Module):
             raise ShapeError(f"attention input must be (B, T, {self.d_model}), got {tuple(x.shape)}")
         source = memory if self.cross else x                            # where keys and values come from
         q = self.split_heads(self.q_proj(x))                            # (B, H, T_q, d_head)
-        unrotated = {}
+        before: dict[str, torch.Tensor] = {}                            # q and k before QK-norm and RoPE
+        if self.q_norm is not None:                                     # QK-norm: RMSNorm(q) per head (in q's
+            before["q_before_norm"], q = q, self.q_norm(q).to(q.dtype)  # dtype: bf16 under autocast, like v)
         if self.cross and cache is not None and cache.length > 0:
             k, v = cache.k, cache.v                                     # encoder K, V: computed once
             assert k is not None and v is not None                      # (length > 0)
@@ -234,9 +245,11 @@ class MultiHeadAttention(nn.Module):
                 raise ShapeError("cross-attention needs the encoder output `memory`")
             k = self.split_heads(self.k_proj(source))                   # (B, H_kv, T_k, d_head)
             v = self.split_heads(self.v_proj(source))
+            if self.k_norm is not None:                                 # QK-norm: RMSNorm(k) per head
+                before["k_before_norm"], k = k, self.k_norm(k).to(k.dtype)
             if self.rope is not None:                                   # RoPE: turn q and k by their positions
                 start = cache.length if cache is not None else 0
-                unrotated = {"q_before_rope": q, "k_before_rope": k}
+                before.update(q_before_rope=q, k_before_rope=k)
                 q, k = self.rope(q, start), self.rope(k, start)
             if cache is not None:
                 k, v = cache.store(k, v) if self.cross else cache.append(k, v)   # self: T_past + T_q keys
@@ -246,5 +259,5 @@ class MultiHeadAttention(nn.Module):
         mixed, weights = scaled_dot_product_attention(q, k, v, mask=mask, return_weights=need_weights,
                                                       dropout_p=p, record=steps)
         out = self.out_proj(self.merge_heads(mixed))                    # concat heads, W_O: (B, T_q, d_model)
-        note(self, x=x, memory=source, **unrotated, q=q, k=k, v=v, mask=mask, **(steps or {}), mixed=mixed, out=out)
+        note(self, x=x, memory=source, **before, q=q, k=k, v=v, mask=mask, **(steps or {}), mixed=mixed, out=out)
         return out, weights

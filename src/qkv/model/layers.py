@@ -2,7 +2,8 @@
 
 Besides the paper's choices, the changes that today's decoder-only models made since 2017 are
 options here, each a few lines with its paper: rotary positions (RotaryPositionalEncoding), RMSNorm,
-the SwiGLU feed-forward, and (in attention.py) grouped-query attention.
+the SwiGLU feed-forward, QK-norm (qk_rmsnorm), the logit soft-cap (LogitSoftCap), and (in
+attention.py) grouped-query attention.
 """
 
 from __future__ import annotations
@@ -198,11 +199,51 @@ def make_norm(cfg: ModelConfig) -> nn.Module:
     return nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
 
 
+def qk_rmsnorm(cfg: ModelConfig) -> RMSNorm | None:
+    """QK-norm (Henry et al., 2020; Dehghani et al., 2023, ViT-22B): an RMSNorm over d_head, one for
+    the queries and one for the keys of an attention, its gain shared by all heads, as in Gemma 3 and
+    Qwen3 (OLMo 2 normalizes the whole projection instead; the modded-nanogpt records go per head
+    without a gain). Unit-RMS queries and keys bound every score by d_head * max|g_q| * max|g_k|,
+    however large the projections grow, so softmax does not saturate. None when model.qk_norm is off."""
+    return RMSNorm(cfg.d_head, eps=cfg.layer_norm_eps) if cfg.qk_norm else None
+
+
 def self_attention(cfg: ModelConfig) -> MultiHeadAttention:
-    """Self-attention as the config shapes it: key/value heads, and rotary positions if chosen."""
+    """Self-attention as the config shapes it: key/value heads, rotary positions and QK-norm if chosen."""
     rope = RotaryPositionalEncoding(cfg.max_len, cfg.d_head, cfg.rope_theta) if cfg.positional == "rope" else None
     return MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout, cfg.bias,
-                              n_kv_heads=cfg.kv_heads, rope=rope)
+                              n_kv_heads=cfg.kv_heads, rope=rope, q_norm=qk_rmsnorm(cfg), k_norm=qk_rmsnorm(cfg))
+
+
+def cross_attention(cfg: ModelConfig) -> MultiHeadAttention:
+    """Cross-attention as the config shapes it: key/value heads and QK-norm (no RoPE: the source's
+    positions are already in the encoder's output)."""
+    return MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout, cfg.bias, cross=True,
+                              n_kv_heads=cfg.kv_heads, q_norm=qk_rmsnorm(cfg), k_norm=qk_rmsnorm(cfg))
+
+
+class LogitSoftCap(nn.Module):
+    """Logit soft-capping (Gemma 2, Gemma Team 2024; the modded-nanogpt speed records):
+
+        logits = cap * tanh(logits / cap)
+
+    about the identity for |logits| << cap, and never beyond +-cap: no token can be pushed to an
+    ever larger logit, which keeps the output layer's growth (and the loss's spikes) in check.
+    Computed in float32, returned in the logits' dtype."""
+
+    record: Calls | None = None         # see qkv.model.record
+
+    def __init__(self, cap: float):
+        super().__init__()
+        self.cap = cap
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        capped = (self.cap * torch.tanh(logits.float() / self.cap)).to(logits.dtype)   # (B, T, V)
+        note(self, logits=logits, capped=capped)
+        return capped
+
+    def extra_repr(self) -> str:
+        return f"cap={self.cap}"
 
 
 class Sublayer(nn.Module):
@@ -254,8 +295,7 @@ class DecoderLayer(nn.Module):
         super().__init__()
         self.self_attn = self_attention(cfg)
         self.attn_block = Sublayer(cfg)
-        self.cross_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout, cfg.bias, cross=True,
-                                             n_kv_heads=cfg.kv_heads) if cross else None
+        self.cross_attn = cross_attention(cfg) if cross else None
         self.cross_block = Sublayer(cfg) if cross else None
         self.ff = FeedForward(cfg)
         self.ff_block = Sublayer(cfg)

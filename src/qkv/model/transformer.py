@@ -10,7 +10,7 @@ from torch import nn
 from qkv.config import ModelConfig
 from qkv.errors import ConfigError, ShapeError
 from qkv.model.attention import KVCache, row_moves
-from qkv.model.layers import DecoderLayer, Embeddings, EncoderLayer, make_norm
+from qkv.model.layers import DecoderLayer, Embeddings, EncoderLayer, LogitSoftCap, make_norm
 from qkv.model.masks import causal_padding_mask, padding_mask
 from qkv.model.record import Calls, note
 
@@ -149,10 +149,11 @@ class EncoderDecoder(nn.Module):
         self.src_embed = Embeddings(cfg.src_vocab_size, cfg)
         self.tgt_embed = self.src_embed if cfg.share_embeddings else Embeddings(cfg.tgt_vocab_size, cfg)
         self.lm_head = nn.Linear(cfg.d_model, cfg.tgt_vocab_size, bias=False)
-        if cfg.tie_embeddings:
+        if cfg.tie_embeddings:                                            # the paper, section 3.4
             self.lm_head.weight = self.tgt_embed.token.weight
-        else:
+        else:                                                             # untied: an output matrix of its own
             nn.init.normal_(self.lm_head.weight, std=cfg.d_model**-0.5)
+        self.softcap = LogitSoftCap(cfg.logit_softcap) if cfg.logit_softcap > 0 else None
 
     def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """src (B, S) -> memory (B, S, d_model) and its padding mask (B, 1, 1, S)."""
@@ -174,6 +175,8 @@ class EncoderDecoder(nn.Module):
         self_mask = decoder_mask(tgt_in, self.cfg.pad_id, cache)          # (B, 1, T, T_past + T)
         h = self.decoder(self.tgt_embed(tgt_in, start), self_mask, memory, src_mask, cache)
         logits: torch.Tensor = self.lm_head(h)                           # (B, T, V)
+        if self.softcap is not None:
+            logits = self.softcap(logits)                                 # cap * tanh(logits / cap)
         return logits
 
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
@@ -203,10 +206,11 @@ class DecoderOnly(nn.Module):
         _init_linear_weights(self)
         self.embed = Embeddings(cfg.tgt_vocab_size, cfg)
         self.lm_head = nn.Linear(cfg.d_model, cfg.tgt_vocab_size, bias=False)
-        if cfg.tie_embeddings:
+        if cfg.tie_embeddings:                                            # the paper, section 3.4
             self.lm_head.weight = self.embed.token.weight
-        else:
+        else:                                                             # untied: an output matrix of its own
             nn.init.normal_(self.lm_head.weight, std=cfg.d_model**-0.5)
+        self.softcap = LogitSoftCap(cfg.logit_softcap) if cfg.logit_softcap > 0 else None
 
     def forward(self, ids: torch.Tensor, cache: DecoderCache | None = None) -> torch.Tensor:
         """ids (B, T) -> logits (B, T, V). With a cache, ids holds only the new positions."""
@@ -215,6 +219,8 @@ class DecoderOnly(nn.Module):
         mask = decoder_mask(ids, self.cfg.pad_id, cache)                   # (B, 1, T, T_past + T)
         h = self.decoder(self.embed(ids, start), mask, cache=cache)
         logits: torch.Tensor = self.lm_head(h)                           # (B, T, V)
+        if self.softcap is not None:
+            logits = self.softcap(logits)                                 # cap * tanh(logits / cap)
         return logits
 
     def new_cache(self) -> DecoderCache:

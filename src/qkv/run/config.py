@@ -27,7 +27,7 @@ from qkv.config import ModelConfig, apply_overrides, check_choices, check_ranges
 from qkv.errors import ConfigError
 
 
-SCHEDULES = ("noam", "cosine", "linear", "constant")   # qkv.training.schedule makes them
+SCHEDULES = ("noam", "cosine", "linear", "wsd", "constant")   # qkv.training.schedule makes them
 OPTIMIZERS = ("adamw", "muon")                          # qkv.training.optim makes them
 PRECISIONS = ("fp32", "bf16", "auto")
 DATA_KINDS = ("task", "translation", "lm")
@@ -37,16 +37,17 @@ SECTIONS = ("model", "train", "data")
 
 @dataclass
 class TrainConfig:
-    """How to train. `lr` is the peak rate for "cosine"/"constant" and the paper's factor for "noam"."""
+    """How to train. `lr` is the peak rate for "cosine", "linear", "wsd" and "constant", and the paper's factor for "noam"."""
 
     steps: int = 2000                 # optimizer updates
     batch_tokens: int = 4096          # per micro-batch and process: sentences x longest padded side (LM: rows x block)
     accumulate: int = 1               # micro-batches per optimizer update
     optimizer: str = "adamw"          # adamw | muon (Muon on the layers' weight matrices, AdamW on the rest)
-    schedule: str = "noam"            # noam | cosine | linear | constant
+    schedule: str = "noam"            # noam | cosine | linear | wsd | constant
     lr: float = 1.0
     warmup_steps: int = 400
-    min_lr: float = 0.0               # cosine floor
+    min_lr: float = 0.0               # the floor that cosine, linear and wsd end at
+    decay_fraction: float = 0.2       # wsd: the last fraction of the steps that decays to min_lr
     beta1: float = 0.9
     beta2: float = 0.98
     eps: float = 1e-9
@@ -86,7 +87,7 @@ TRAIN_RANGES = {
     "threads": "[0, 4096]", "seed": f"[0, {2**63 - 1}]", "patience": _COUNT, "keep_checkpoints": _COUNT,
     "lr": "(0, inf)", "min_lr": _COUNT, "beta1": _FRACTION, "beta2": _FRACTION, "eps": "(0, inf)",
     "weight_decay": _COUNT, "muon_lr": "(0, inf)", "muon_momentum": _FRACTION, "muon_weight_decay": _COUNT,
-    "label_smoothing": _FRACTION, "clip_norm": _COUNT, "target_metric": _COUNT,
+    "decay_fraction": "(0, 1]", "label_smoothing": _FRACTION, "clip_norm": _COUNT, "target_metric": _COUNT,
     "max_decode_ratio": "(0, inf)", "max_minutes": _COUNT,
 }
 

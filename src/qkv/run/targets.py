@@ -18,31 +18,50 @@ from qkv.errors import ConfigError
 
 HF_LAYER_NORM_EPS = 1e-5   # Marian and Pegasus build nn.LayerNorm(d_model) with the default eps
 
-# what a qkv config must say to be a Llama (option -> the value Llama has)
+# what a qkv config must say to be a Llama (option -> the value Llama has). Llama has no QK-norm
+# (Qwen3 and OLMo 2 add it) and no logit soft-cap (Gemma 2 adds it); qkv exports neither of those.
 LLAMA_OPTIONS = {
     "arch": "decoder-only", "norm_first": True, "norm": "rmsnorm", "positional": "rope",
-    "activation": "swiglu", "scale_embeddings": False,
+    "activation": "swiglu", "scale_embeddings": False, "qk_norm": False, "logit_softcap": 0.0,
 }
 
 
 def post_2017_options(cfg: ModelConfig) -> list[str]:
     """The options of `cfg` that the 2017 Transformer (and GPT-2, Marian, Pegasus) does not have."""
     used = {"positional": cfg.positional == "rope", "norm": cfg.norm == "rmsnorm",
-            "activation": cfg.activation == "swiglu", "n_kv_heads": cfg.kv_heads != cfg.n_heads}
-    return [f"model.{name}={getattr(cfg, name)!r}" for name, on in used.items() if on]
+            "activation": cfg.activation == "swiglu", "n_kv_heads": cfg.kv_heads != cfg.n_heads,
+            "qk_norm": cfg.qk_norm, "logit_softcap": cfg.logit_softcap > 0}
+    return [f"model.{name}={_shown(getattr(cfg, name))}" for name, on in used.items() if on]
+
+
+def _shown(value: object) -> str:
+    """A config value as it reads in a message: true/false as in TOML, strings quoted."""
+    return json.dumps(value) if isinstance(value, bool) else repr(value)
 
 
 def check_llama(cfg: ModelConfig) -> None:
     """A ConfigError naming the first option that Llama does not have."""
     for name, want in LLAMA_OPTIONS.items():
         if getattr(cfg, name) != want:
-            raise ConfigError(f"model.{name}={getattr(cfg, name)!r} has no Llama equivalent (Llama has "
-                              f"{name}={want!r}); train with model.{name}={json.dumps(want)} to export as Llama")
+            raise ConfigError(f"model.{name}={_shown(getattr(cfg, name))} has no Llama equivalent (Llama has "
+                              f"{name}={_shown(want)}); train with model.{name}={json.dumps(want)} to export as Llama")
+
+
+# the levers whose Hugging Face architectures (Qwen3 and OLMo 2 for QK-norm, Gemma 2 for the soft-cap)
+# qkv does not export to: option -> the model that has it
+NOT_EXPORTED_TO_HF = {"qk_norm": "Qwen3 and OLMo 2 have QK-norm", "logit_softcap": "Gemma 2 soft-caps its logits"}
 
 
 def hf_architecture(cfg: ModelConfig) -> str:
     """"marian", "pegasus", "gpt2" or "llama"; a ConfigError naming the option that has no exact equivalent."""
     modern = post_2017_options(cfg)
+    for option in modern:
+        name = option.split("=")[0].removeprefix("model.")
+        if name in NOT_EXPORTED_TO_HF:
+            off = json.dumps(LLAMA_OPTIONS[name])
+            raise ConfigError(f"{option} has no equivalent in the Hugging Face models qkv exports to (Marian, "
+                              f"Pegasus, GPT-2, Llama; {NOT_EXPORTED_TO_HF[name]}, but qkv does not export to "
+                              f"them); train with model.{name}={off} to export")
     if modern and cfg.arch == "decoder-only":
         check_llama(cfg)
         return "llama"

@@ -124,6 +124,7 @@ class MatrixTable(BaseModel):
 class NormInfo(BaseModel):
     kind: Literal["layernorm", "rmsnorm"]
     eps: float
+    per_head: bool = Field(False, description="QK-norm: each head's query and key rows, over d_head")
 
 
 class WalkStep(BaseModel):

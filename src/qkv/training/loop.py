@@ -14,16 +14,21 @@ update as one big batch.
 
     result = train(task_config("reverse"), "runs/reverse")     # the Python API (a dict, a TOML path or a RunConfig)
     qkv train --task reverse --out runs/reverse                 # the same from the shell
+
+With `fill_budget` (the recipes: 0.95) a speed probe first times this run's own steps and sets
+train.steps so that training ends near that share of train.max_minutes (qkv.training.probe).
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import itertools
 import io
 import math
 import os
 import signal
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +63,7 @@ from qkv.training.loss import label_smoothed_nll
 from qkv.training.metrics import MetricsLog, bleu_applies, corpus_scores, headline_metric, is_better, plot_run
 from qkv.training.progress import Progress
 from qkv.training.optim import Optimizers
+from qkv.training import probe
 
 
 @dataclass
@@ -79,17 +85,21 @@ def train(
     overrides: list[str] | tuple[str, ...] = (),
     quiet: bool = False,
     resume: bool = False,
+    fill_budget: float | None = None,
 ) -> TrainResult:
     """Train a model from `config` (a RunConfig, a dict of [model]/[train]/[data] sections or a
     TOML file) into `out_dir`.
 
     resume=True continues the run in `out_dir` from its train_state.pt (config = None reads its
     config.toml; `overrides` may still change e.g. train.steps).
+    fill_budget (a share of train.max_minutes, e.g. 0.95): a speed probe before training replaces
+    train.steps by the steps this machine does in that share of the budget (qkv.training.probe);
+    config.toml records the chosen steps, metrics.jsonl the probe. Not on resume.
     """
     # one trainer per run directory: a second (e.g. two --resume at once) gets a one-line error
     locked = lock_run(out_dir, create=not resume) if distributed.from_env().is_main else contextlib.nullcontext()
     with locked, _global_settings_restored():
-        trainer = Trainer(config, out_dir, overrides, quiet, resume)
+        trainer = Trainer(config, out_dir, overrides, quiet, resume, fill_budget)
         try:
             result = trainer.run()
             distributed.barrier()             # every rank is done with the process group before any leaves it
@@ -124,7 +134,7 @@ def _started_by_training(run_dir: Path) -> bool:
 class Trainer:
     """Holds the model, optimizer, data stream and bookkeeping of one run."""
 
-    def __init__(self, config, out_dir, overrides=(), quiet=False, resume=False):
+    def __init__(self, config, out_dir, overrides=(), quiet=False, resume=False, fill_budget=None):
         self.run_dir = Path(out_dir)
         self.dir = RunDir(self.run_dir)
         if resume:
@@ -144,6 +154,7 @@ class Trainer:
             self.rc.check_paths()
         self.tc, self.dc = self.rc.train, self.rc.data
         self.resume = resume
+        self.fill_budget = None if resume else probe.checked_fill(fill_budget, self.tc.max_minutes)
 
         self.dist = distributed.from_env()
         self.device = distributed.device_for(self.tc.device, self.dist)
@@ -215,9 +226,12 @@ class Trainer:
     # --- the loop ----------------------------------------------------------------------------
 
     def run(self) -> TrainResult:
+        probed = self.fit_steps_to_budget(self.fill_budget) if self.fill_budget else None
         start = time.perf_counter()
         if self.is_main:
             self._write_start()
+            if probed is not None:
+                self.log.append(probed)
         self.out.start(self._describe(), self.tc.steps, self.step)
         stopped = "finished"
         last_valid: dict[str, Any] = {}
@@ -245,6 +259,8 @@ class Trainer:
         self.save_checkpoint()
         self.out.stop()
         if self.is_main:
+            if stopped != "interrupted":          # the run came to its end: `qkv.train(reuse=True)` loads it as it is
+                self.log.append({"kind": "end", "step": self.step, "stopped": stopped})
             plot_run(self.run_dir)
         seconds = time.perf_counter() - start
         self.out.finish(stopped, self.step, self.metric, self.best, self.run_dir, seconds)
@@ -257,6 +273,78 @@ class Trainer:
         """True once train.max_minutes of this session have passed (the same answer on every rank)."""
         late = self.tc.max_minutes > 0 and time.perf_counter() - start >= self.tc.max_minutes * 60
         return distributed.any_flag(late, self.device) if self.dist.enabled else late
+
+    # --- the speed probe (qkv.training.probe) -----------------------------------------------
+
+    def fit_steps_to_budget(self, fill: float) -> dict[str, Any]:
+        """Time this run's steps (after untimed warm-up), a validation on a sample of its batches
+        and a checkpoint; set train.steps so the run ends near `fill` of train.max_minutes and
+        build the optimizer and schedule for it. The probe's updates are undone: the run is the
+        one a fixed train.steps of that count gives. Returns the metrics.jsonl record."""
+        from qkv.machine import cpu_name
+
+        began = time.perf_counter()
+        budget = self.tc.max_minutes * 60
+        weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        data, rng = self.stream.state(), torch.get_rng_state()
+        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+        try:
+            warm = 0.0
+            for _ in range(probe.WARMUP_STEPS):
+                warm = self.train_step()["seconds"]
+            warm = distributed.all_reduce_sum([warm], self.device)[0] / self.dist.world   # every rank: the same count
+            timed = probe.timed_steps(warm, budget)
+            t0 = time.perf_counter()
+            for _ in range(timed):
+                self.train_step()
+            step_s = (time.perf_counter() - t0) / timed
+            valid_s = checkpoint_s = 0.0
+            if self.is_main:                      # rank 0 validates and saves while the others wait
+                valid_s, checkpoint_s = self._validation_seconds(), self._checkpoint_seconds()
+            step_s, valid_s, checkpoint_s = distributed.all_reduce_sum([step_s, valid_s, checkpoint_s], self.device)
+            step_s /= self.dist.world
+        finally:
+            self.model.load_state_dict(weights)
+            self.stream.load_state(data)
+            torch.set_rng_state(rng)
+            if cuda_rng:
+                torch.cuda.set_rng_state_all(cuda_rng)
+            self.step = 0
+        costs = probe.Costs(step_s, valid_s, checkpoint_s)
+        configured, steps = self.tc.steps, probe.steps_for_budget(budget, costs, self.tc.eval_every,
+                                                                  self.tc.checkpoint_every, fill)
+        self.tc.steps = self.config["train"]["steps"] = steps
+        self.optimizer = Optimizers(self.model, self.tc, self.cfg.d_model)     # the schedule ends at `steps`
+        seconds = time.perf_counter() - began
+        planned = probe.planned_seconds(steps, costs, self.tc.eval_every, self.tc.checkpoint_every)
+        self.out.print(f"speed probe: {probe.WARMUP_STEPS} warm-up + {timed} timed steps, {1 / step_s:,.1f} steps/s; "
+                       f"a validation ~{valid_s:.1f} s, a checkpoint ~{checkpoint_s:.2f} s -> {steps:,} steps "
+                       f"(config: {configured:,}) to end near {fill:.0%} of {budget / 60:g} min; took {seconds:.1f} s")
+        return {"kind": "probe", "step": 0, "probe_seconds": round(seconds, 2), "warmup_steps": probe.WARMUP_STEPS,
+                "timed_steps": timed, "steps_per_s": round(1 / step_s, 3), "step_s": step_s,
+                "validation_s": round(valid_s, 3), "validations": probe.validations(steps, self.tc.eval_every),
+                "checkpoint_s": round(checkpoint_s, 3), "checkpoints": probe.checkpoints(steps, self.tc.checkpoint_every),
+                "budget_s": budget, "fill": fill, "planned_s": round(planned, 2), "steps": steps,
+                "config_steps": configured, "processes": self.dist.world, "cpu": cpu_name()}
+
+    def _validation_seconds(self) -> float:
+        """One validation's time, from a sample of its batches (probe.Sample)."""
+        sample = probe.Sample()
+        start = time.perf_counter()
+        self.validate(sample)
+        return time.perf_counter() - start + sample.extra
+
+    def _checkpoint_seconds(self) -> float:
+        """One checkpoint's time, written to a scratch folder in the run directory and deleted."""
+        real = self.dir
+        with tempfile.TemporaryDirectory(prefix=".probe-", dir=self.run_dir) as scratch:
+            self.dir = RunDir(scratch)
+            try:
+                start = time.perf_counter()
+                self.save_checkpoint()
+                return time.perf_counter() - start
+            finally:
+                self.dir, self._saved_step = real, None
 
     def train_step(self) -> dict[str, float]:
         """One optimizer update over `accumulate` micro-batches; returns loss, tokens, lr, time."""
@@ -360,40 +448,38 @@ class Trainer:
         return None
 
     @torch.no_grad()
-    def validate(self) -> dict[str, float]:
-        """Teacher-forced loss/perplexity on the validation set (+ bpc, exact match, BLEU, chrF)."""
+    def validate(self, sample: probe.Sample | None = None) -> dict[str, float]:
+        """Teacher-forced loss/perplexity on the validation set (+ bpc, exact match, BLEU, chrF).
+        With `sample` (the speed probe), only a few evenly spread batches, timed."""
         model = self.model
         model.eval()
         try:
-            nll, tokens = self._valid_nll(model)
+            nll, tokens = self._valid_nll(model, sample)
             out = {"loss": nll / tokens, "ppl": math.exp(min(nll / tokens, 50.0))}
             if self.inputs.is_lm:
                 if getattr(self.inputs.tgt_tokenizer, "kind", "") == "char":
                     out["bpc"] = out["loss"] / math.log(2)
             else:
-                out.update(self._decode_scores(model))
+                out.update(self._decode_scores(model, sample))
         finally:
             model.train()
         return out
 
-    def _valid_nll(self, model: nn.Module) -> tuple[float, int]:
+    def _valid_nll(self, model: nn.Module, sample: probe.Sample | None = None) -> tuple[float, int]:
         nll_sum, tokens = 0.0, 0
         if self.inputs.is_lm:
             rows = self.rc.lm_rows
-            batches = self.inputs.valid.eval_batches(rows)
-            limit = max(1, self.tc.eval_examples // rows)
+            batches: Any = itertools.islice(self.inputs.valid.eval_batches(rows), max(1, self.tc.eval_examples // rows))
         else:
-            batches, limit = self.inputs.valid.eval_batches(), None
-        for i, batch in enumerate(batches):
-            if limit is not None and i >= limit:
-                break
+            batches = self.inputs.valid.eval_batches()
+        for batch in sample.take(batches) if sample is not None else batches:
             with self._autocast():
                 logits, target = self._forward(model, batch)
             _, nll, n = label_smoothed_nll(logits, target, 0.0, self.cfg.pad_id)
             nll_sum, tokens = nll_sum + float(nll), tokens + n
         return nll_sum, max(tokens, 1)
 
-    def _decode_scores(self, model: nn.Module) -> dict[str, float]:
+    def _decode_scores(self, model: nn.Module, sample: probe.Sample | None = None) -> dict[str, float]:
         """Greedy-decode up to eval_examples validation sources; exact match, BLEU and chrF."""
         from qkv.data.batching import Seq2SeqBatches, restore_order
         from qkv.search import DecodeConfig, translate_ids
@@ -403,12 +489,16 @@ class Trainer:
         data = Seq2SeqBatches(src_tok.encode_batch([s for s, _ in pairs]), None, self.tc.batch_tokens)
         dcfg = DecodeConfig(max_len_a=self.tc.max_decode_ratio, max_len_b=10)
         order, hyps = [], []
-        for batch in data.eval_batches():
+        batches = data.eval_batches()
+        for batch in sample.take(batches) if sample is not None else batches:
             with self._autocast():
                 out = translate_ids(model, batch.src.to(self.device), dcfg)
             order.extend(batch.indices.tolist())
             hyps.extend(tgt_tok.decode(h[0].tokens) for h in out)
-        hyps = restore_order(order, hyps)
+        if sample is not None:                  # the probe's few batches: their sentences only
+            pairs = [pairs[i] for i in order]
+        else:
+            hyps = restore_order(order, hyps)
         refs = [tgt_tok.decode(tgt_tok.encode(t)) for _, t in pairs]   # what the tokenizer can express
         return corpus_scores(hyps, refs)
 

@@ -4,6 +4,7 @@ metrics.jsonl holds one JSON object per line:
 
     {"kind": "train", "step": 10, "loss": 2.31, "nll": 2.10, "lr": 0.0004, "tokens_per_s": 8100, ...}
     {"kind": "valid", "step": 200, "loss": 0.52, "ppl": 1.68, "exact_match": 0.97, ...}
+    {"kind": "end", "step": 400, "stopped": "finished"}     # last, once training came to its end
 
 Lines are appended as training goes (a reader skips a torn last line after a kill -9); on
 resume the file is rewritten atomically without the lines past the resumed step.
@@ -36,8 +37,15 @@ class MetricsLog:
 
     def truncate_after(self, step: int) -> None:
         """Keep only the records up to `step` (resume continues from there)."""
-        kept = [r for r in read_metrics(self.path.parent) if r.get("step", 0) <= step]
+        kept = [r for r in read_metrics(self.path.parent) if r.get("step", 0) <= step and r.get("kind") != "end"]
         atomic_write_bytes(self.path, "".join(json.dumps(r) + "\n" for r in kept).encode("utf-8"))
+
+
+def run_ended(run_dir: str | os.PathLike) -> bool:
+    """Whether the run's training came to its end (the last record is the trainer's "end": steps
+    done, target reached, patience or time limit), rather than being interrupted or killed."""
+    records = read_metrics(run_dir)
+    return bool(records) and records[-1].get("kind") == "end"
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ so that it peaks at `train.muon_lr`.
 
     optim = Optimizers(model, tc, d_model)
     loss.backward(); optim.step(); optim.zero_grad()      # both optimizers, then both schedules
+    optim.set_lr(1e-3); optim.step()                      # a rate set by hand (qkv history --modern: by time)
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class Optimizers:
         self.muon_params = [p for name, p in params.items() if name in muon_names]
         self.adamw_params = [p for name, p in params.items() if name not in muon_names]
         schedule: dict[str, Any] = dict(lr=tc.lr, warmup=tc.warmup_steps, total=tc.steps, d_model=d_model,
-                                        min_lr=tc.min_lr)
+                                        min_lr=tc.min_lr, decay_fraction=tc.decay_fraction)
         self.adamw = torch.optim.AdamW(
             self.adamw_params, lr=1.0, betas=(tc.beta1, tc.beta2), eps=tc.eps,
             weight_decay=tc.weight_decay, fused=True,    # one kernel per step instead of ~10 per tensor
@@ -54,16 +55,27 @@ class Optimizers:
         self.scheduler = make_scheduler(self.adamw, tc.schedule, **schedule)
         self.muon: torch.optim.Muon | None = None
         self.muon_scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
+        self.muon_scale = tc.muon_lr / peak_lr(tc.schedule, **schedule)    # the same curve, peaking at muon_lr
         if self.muon_params:
             self.muon = torch.optim.Muon(self.muon_params, lr=1.0, momentum=tc.muon_momentum,
                                          weight_decay=tc.muon_weight_decay)
-            scale = tc.muon_lr / peak_lr(tc.schedule, **schedule)    # the same curve, peaking at muon_lr
-            self.muon_scheduler = make_scheduler(self.muon, tc.schedule, scale=scale, **schedule)
+            self.muon_scheduler = make_scheduler(self.muon, tc.schedule, scale=self.muon_scale, **schedule)
 
     @property
     def lr(self) -> float:
         """AdamW's current rate (Muon's is train.muon_lr / train.lr times it)."""
         return float(self.adamw.param_groups[0]["lr"])
+
+    def set_lr(self, lr: float) -> None:
+        """Set the rate of the next `step()` by hand: AdamW's to `lr`, Muon's to the same share of
+        its peak (train.muon_lr / peak of train.schedule, times `lr`). For a caller that schedules by
+        something else than steps (`qkv history --modern`: by time); call it before every step(),
+        whose schedule step it overrides."""
+        for group in self.adamw.param_groups:
+            group["lr"] = lr
+        if self.muon is not None:
+            for group in self.muon.param_groups:
+                group["lr"] = lr * self.muon_scale
 
     def step(self) -> None:
         self.adamw.step()

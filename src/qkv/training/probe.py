@@ -1,0 +1,147 @@
+"""The speed probe: fit `train.steps` to `train.max_minutes` on the machine at hand.
+
+A run with a fixed step count and a time cap wastes the budget on a fast machine (it finishes
+early) and spoils the schedule on a slow or busy one (the cap stops it before the cosine has
+come down). With the probe, the trainer first times this run's own training steps (the same
+model, config, batches and processes), after a few warm-up steps that are not counted, then one
+validation on a sample of its batches and one checkpoint, and sets `train.steps` so that the
+whole run, periodic validations and checkpoints included, ends near `fill` (the recipes: 95%) of
+`train.max_minutes`. The learning-rate schedule is built for that step count; the cap stays as a
+safety net. The probe's updates are undone (weights, data position, random state; the optimizer
+is built again), so the run is the one a fixed `train.steps` of the chosen count would give.
+
+    train(config, out, fill_budget=0.95)       # what recipes/shakespeare.py and multi30k.py do
+    steps_for_budget(300, Costs(step_s=0.1, valid_s=5, checkpoint_s=0.2), eval_every=1000,
+                     checkpoint_every=1000)   # the arithmetic alone
+
+The record (metrics.jsonl, kind "probe") says what was measured and chosen: the probe's own
+seconds, steps/s, the costs, the budget, the chosen steps and the CPU.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from qkv.errors import ConfigError
+
+T = TypeVar("T")
+
+FILL = 0.95                 # the recipes end training near 95% of train.max_minutes
+WARMUP_STEPS = 3            # untimed: first-call allocations, kernel selection, DDP's bucket setup
+TIMED_SECONDS = 10.0        # the timed steps take about this long at most ...
+TIMED_SHARE = 0.04          # ... and at most this share of the budget (a 5-minute budget: 10 s)
+MIN_TIMED_STEPS = 3
+VALID_SAMPLE = 0.1          # the probe's validation reads about this share of the batches
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Seconds of one training step, one validation and one checkpoint on this machine."""
+
+    step_s: float
+    valid_s: float = 0.0
+    checkpoint_s: float = 0.0
+
+
+def validations(steps: int, eval_every: int) -> int:
+    """How many validations a run of `steps` does: every `eval_every` steps, and at the last step."""
+    if eval_every <= 0:
+        return 1
+    return steps // eval_every + (1 if steps % eval_every else 0)
+
+
+def checkpoints(steps: int, checkpoint_every: int) -> int:
+    """How many checkpoints a run of `steps` writes: every `checkpoint_every` steps, and at the end."""
+    return (steps // checkpoint_every if checkpoint_every > 0 else 0) + 1
+
+
+def planned_seconds(steps: int, costs: Costs, eval_every: int, checkpoint_every: int) -> float:
+    """The training time of a run of `steps`: its steps, validations and checkpoints."""
+    return (steps * costs.step_s + validations(steps, eval_every) * costs.valid_s
+            + checkpoints(steps, checkpoint_every) * costs.checkpoint_s)
+
+
+def steps_for_budget(budget_s: float, costs: Costs, eval_every: int, checkpoint_every: int,
+                     fill: float = FILL) -> int:
+    """The most steps whose planned time fits in `fill` of `budget_s` (at least 1)."""
+    if not costs.step_s > 0:
+        raise ValueError(f"a step must take some time, got {costs.step_s} s")
+    target = fill * budget_s
+    low, high = 1, max(1, int(target / costs.step_s)) + 1      # planned(high) > target: steps alone overrun
+    if planned_seconds(low, costs, eval_every, checkpoint_every) > target:
+        return 1
+    while high - low > 1:                                      # planned(low) <= target < planned(high)
+        middle = (low + high) // 2
+        if planned_seconds(middle, costs, eval_every, checkpoint_every) <= target:
+            low = middle
+        else:
+            high = middle
+    return low
+
+
+def timed_steps(warm_step_s: float, budget_s: float) -> int:
+    """How many steps to time, after warm-up steps of `warm_step_s` each: about
+    min(TIMED_SECONDS, TIMED_SHARE of the budget) of them, at least MIN_TIMED_STEPS."""
+    seconds = min(TIMED_SECONDS, TIMED_SHARE * budget_s)
+    return max(MIN_TIMED_STEPS, min(100_000, int(seconds / max(warm_step_s, 1e-6))))
+
+
+class Sample:
+    """A validation on a few of its batches, timed: the probe's estimate of a whole one.
+
+    `take(batches)` yields about `fraction` of them (at least one), evenly spread (a translation
+    validation reads its batches shortest first) and times what the caller does with each;
+    `extra` then holds the time the batches left out would have taken (kept time x (all / kept - 1)).
+    A validation's whole time is its measured time plus `extra`.
+    """
+
+    def __init__(self, fraction: float = VALID_SAMPLE, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.fraction, self.clock = fraction, clock
+        self.extra = 0.0
+
+    def take(self, batches: Iterable[T]) -> Iterator[T]:
+        items = list(batches)
+        if not items:
+            return
+        kept = max(1, round(len(items) * self.fraction))
+        spent = 0.0
+        for j in range(kept):
+            start = self.clock()
+            yield items[int((j + 0.5) * len(items) / kept)]
+            spent += self.clock() - start
+        self.extra += spent * (len(items) / kept - 1)
+
+
+def checked_fill(fill: float | None, max_minutes: float) -> float | None:
+    """`fill`, or a one-line ConfigError when it is out of range or there is no budget to fill."""
+    if fill is None:
+        return None
+    if not 0 < fill <= 1:
+        raise ConfigError(f"the share of train.max_minutes to fill must be in (0, 1], got {fill}")
+    if max_minutes <= 0:
+        raise ConfigError("the speed probe fits train.steps to train.max_minutes, which is 0 (no budget); "
+                          "set train.max_minutes, or give the steps (the recipes: --no-probe or --steps N)")
+    return fill
+
+
+def fixed_steps(overrides: Iterable[str]) -> bool:
+    """Whether `--set` overrides give train.steps (a fixed run: the recipes then do not probe)."""
+    return any(o.split("=", 1)[0].strip() == "train.steps" for o in overrides)
+
+
+def recipe_fill(overrides: Iterable[str], no_probe: bool = False) -> float | None:
+    """The recipes' rule: fill FILL of the budget, unless the probe is turned off (--no-probe,
+    --steps N) or the overrides give train.steps (a fixed run, e.g. a quick one)."""
+    return None if no_probe or fixed_steps(overrides) else FILL
+
+
+def summary(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """What a recipe's results.json says about the probe, from a run's metrics.jsonl records:
+    the probe's record (used: true), or used: false when the run's steps were fixed."""
+    for record in records:
+        if record.get("kind") == "probe":
+            return {"used": True, **{k: v for k, v in record.items() if k not in ("kind", "step")}}
+    return {"used": False, "why": "train.steps fixed (--no-probe, --steps or --set train.steps)"}

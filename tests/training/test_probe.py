@@ -1,0 +1,108 @@
+"""The speed probe (qkv.training.probe): its arithmetic, its sample of a validation, and a probed
+run that fits its budget and is the run a fixed step count of that size gives."""
+
+import pytest
+import torch
+
+from qkv import ConfigError
+from qkv.run import load_run, load_run_config
+from qkv.training import probe, train
+from qkv.training.metrics import read_metrics
+from qkv.training.probe import Costs, checkpoints, planned_seconds, steps_for_budget, validations
+from tests.training.test_train import tiny_task
+
+
+def test_validations_and_checkpoints_are_counted_as_the_loop_does_them():
+    assert validations(2950, 1475) == 2                  # steps 1475 and 2950 (the last step is one of them)
+    assert validations(3000, 1475) == 3                  # 1475, 2950 and the last step
+    assert validations(10, 0) == 1                       # eval_every 0: only at the end
+    assert checkpoints(2950, 1475) == 3                  # 1475, 2950 and the final save
+    assert checkpoints(10, 0) == 1
+
+
+def test_steps_fill_the_budget_with_the_overhead_counted():
+    costs = Costs(step_s=0.125, valid_s=5.0, checkpoint_s=0.5)
+    # 300 s, filled to 95%: 285 s. 2160 steps = 270 s, 3 validations (1000, 2000, 2160) = 15 s,
+    # 5 checkpoints (500 ... 2000 and the final one) = 2.5 s: 287.5 s, too much; 2140 steps: 285 s.
+    assert steps_for_budget(300, costs, eval_every=1000, checkpoint_every=500) == 2140
+    assert planned_seconds(2140, costs, 1000, 500) == 285.0
+    assert planned_seconds(2141, costs, 1000, 500) > 285.0
+    assert steps_for_budget(300, Costs(0.125), 1000, 500) == 2280          # no overhead: 285 / 0.125
+    assert steps_for_budget(300, costs, 1000, 500, fill=1.0) == 2260      # 282.5 + 15 + 2.5 = 300
+    for step_s in (0.01, 0.0301, 0.07, 0.3, 1.7):                            # the largest that fits
+        costs = Costs(step_s, valid_s=3.0, checkpoint_s=0.2)
+        steps = steps_for_budget(300, costs, 1475, 1475)
+        assert planned_seconds(steps, costs, 1475, 1475) <= 285 < planned_seconds(steps + 1, costs, 1475, 1475)
+
+
+def test_a_faster_machine_trains_more_steps_and_a_tiny_budget_one():
+    slow, fast = Costs(0.1, 4.0, 0.3), Costs(0.09, 3.6, 0.27)
+    assert steps_for_budget(300, fast, 1475, 1475) > steps_for_budget(300, slow, 1475, 1475)
+    assert steps_for_budget(1, Costs(5.0, 5.0, 5.0), 10, 10) == 1
+    with pytest.raises(ValueError):
+        steps_for_budget(300, Costs(0.0), 10, 10)
+
+
+def test_the_timed_steps_take_a_few_seconds_of_the_budget():
+    assert probe.timed_steps(0.07, 300) == int(10.0 / 0.07)   # 5 minutes: 10 s of steps
+    assert probe.timed_steps(0.07, 60) == int(2.4 / 0.07)     # 1 minute: 4%
+    assert probe.timed_steps(1.2, 3540) == 8                  # slow steps: still about 10 s
+    assert probe.timed_steps(20.0, 3540) == probe.MIN_TIMED_STEPS
+
+
+def test_a_sample_reads_spread_batches_and_scales_their_time():
+    now = [0.0]
+    sample = probe.Sample(0.2, clock=lambda: now[0])        # a fake clock
+    read = []
+    for batch in sample.take(range(20)):                  # 4 of 20, evenly spread, 2 s each
+        read.append(batch)
+        now[0] += 2.0
+    assert read == [2, 7, 12, 17]
+    assert sample.extra == 8.0 * (20 / 4 - 1)             # the 16 batches left out
+    for _ in sample.take(range(3)):                       # a second pass (a translation's decoding): 1 of 3
+        now[0] += 1.0
+    assert sample.extra == 32.0 + 1.0 * 2
+    assert list(probe.Sample().take([])) == []
+
+
+def test_recipes_probe_unless_the_steps_are_fixed():
+    assert probe.recipe_fill([]) == probe.FILL == 0.95
+    assert probe.recipe_fill(["train.max_minutes=30"]) == 0.95
+    assert probe.recipe_fill([], no_probe=True) is None
+    assert probe.recipe_fill(["train.steps=100"]) is None and probe.recipe_fill([" train.steps = 7"]) is None
+    assert probe.summary([{"kind": "train", "step": 1}])["used"] is False
+    assert probe.summary([{"kind": "probe", "step": 0, "steps": 12}]) == {"used": True, "steps": 12}
+
+
+def test_a_probed_run_fills_its_budget_and_equals_a_fixed_run_of_its_steps(tmp_path, device):
+    keys = dict(schedule="cosine", warmup_steps=1, eval_every=40, checkpoint_every=40, max_minutes=0.02,
+                device=device.type)
+    probed = train(tiny_task(steps=100_000, **keys), tmp_path / "probed", quiet=True, fill_budget=0.95)
+    records = read_metrics(tmp_path / "probed")
+    record = next(r for r in records if r["kind"] == "probe")
+    steps = record["steps"]
+    assert 1 <= steps < 100_000 and record["config_steps"] == 100_000 and record["budget_s"] == pytest.approx(1.2)
+    assert record["steps_per_s"] > 0 and record["probe_seconds"] > 0 and record["cpu"]
+    assert (record["planned_s"] <= 0.95 * 1.2 or steps == 1) and record["timed_steps"] >= probe.MIN_TIMED_STEPS
+    assert load_run_config(tmp_path / "probed")["train"]["steps"] == steps     # config.toml: the chosen steps
+    assert not list((tmp_path / "probed").glob(".probe-*"))                     # its scratch checkpoint is gone
+    trained = [r for r in records if r["kind"] == "train"]
+    if probed.stopped == "finished":                       # the schedule ends at the chosen step
+        assert probed.steps == steps and trained[-1]["lr"] == pytest.approx(0.0 if steps > 1 else 3e-3, abs=1e-12)
+    # the probe's updates were undone (weights, data, random state): a fixed run of those steps
+    # takes the same steps (dropout is on)
+    train(tiny_task(steps=steps, **{**keys, "max_minutes": 0}), tmp_path / "fixed", quiet=True)
+    fixed = [r for r in read_metrics(tmp_path / "fixed") if r["kind"] == "train"][:len(trained)]
+    tol = 0.0 if device.type == "cpu" else 1e-5            # GPU kernels may add in a different order
+    assert [(r["step"], r["lr"]) for r in trained] == [(r["step"], r["lr"]) for r in fixed]
+    assert all(abs(a["loss"] - b["loss"]) <= tol for a, b in zip(trained, fixed))
+    if probed.stopped == "finished":
+        a, b = load_run(tmp_path / "probed", weights="last").model, load_run(tmp_path / "fixed", weights="last").model
+        assert all(torch.allclose(x, y, rtol=0, atol=tol) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_the_probe_needs_a_budget(tmp_path):
+    with pytest.raises(ConfigError, match="train.max_minutes, which is 0"):
+        train(tiny_task(steps=5), tmp_path / "r", quiet=True, fill_budget=0.95)
+    with pytest.raises(ConfigError, match=r"in \(0, 1\]"):
+        train(tiny_task(steps=5, max_minutes=1), tmp_path / "s", quiet=True, fill_budget=1.5)
