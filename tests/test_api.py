@@ -1,4 +1,4 @@
-"""qkv.train(reuse=True): what a notebook run again and again relies on."""
+"""The Python face of training: qkv.train(reuse=True), what a notebook run again and again relies on, and run.metrics()."""
 
 import json
 
@@ -33,3 +33,15 @@ def test_reuse_loads_a_finished_run_continues_an_interrupted_one_and_refuses_oth
     resumed = qkv.train("reverse", out=out, reuse=True, **{**TINY, "steps": 20})
     assert json.loads(metrics.read_text().splitlines()[-1])["kind"] == "end"
     assert resumed.dir.path == out
+
+
+def test_metrics_reads_what_training_logged(trained_runs):
+    run = qkv.load("runs/reverse")
+    records = run.metrics()
+    assert records and records[-1]["kind"] == "end"
+    train = run.metrics("train")
+    assert train == [r for r in records if r["kind"] == "train"]
+    assert all({"step", "loss", "lr"} <= set(r) for r in train)
+    assert [r["step"] for r in train] == sorted(r["step"] for r in train)
+    assert all(r["kind"] == "valid" for r in run.metrics("valid"))
+    assert run.metrics("nothing") == []
