@@ -1,4 +1,4 @@
-"""qkv.train(reuse=True): what a notebook run again and again relies on."""
+"""The Python face of training: qkv.train(reuse=True), what a notebook run again and again relies on, and run.metrics()."""
 
 import json
 
@@ -44,3 +44,15 @@ def test_reuse_trains_anew_a_run_stopped_before_its_first_checkpoint(tmp_path):
     run = qkv.train("reverse", out=out, reuse=True, **TINY)
     assert json.loads(RunDir(out).metrics.read_text().splitlines()[-1])["kind"] == "end"
     assert run.dir.weights().is_file()
+
+
+def test_metrics_reads_what_training_logged(trained_runs):
+    run = qkv.load("runs/reverse")
+    records = run.metrics()
+    assert records and records[-1]["kind"] == "end"
+    train = run.metrics("train")
+    assert train == [r for r in records if r["kind"] == "train"]
+    assert all({"step", "loss", "lr"} <= set(r) for r in train)
+    assert [r["step"] for r in train] == sorted(r["step"] for r in train)
+    assert all(r["kind"] == "valid" for r in run.metrics("valid"))
+    assert run.metrics("nothing") == []

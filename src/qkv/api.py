@@ -9,6 +9,7 @@
     run.attention("abc").cross                               # (layers, heads, T_tgt, T_src) weights
     run.explain("abc")                                       # the walk-through, shown inline in Jupyter
     run.explain("abc").save("explain.html")
+    run.metrics("train")                                     # what training logged: step, loss, lr, ...
     lm = qkv.load("runs/shakespeare-char")
     lm.generate("ROMEO:", max_new_tokens=100, seed=0)        # the prompt's continuation
 
@@ -103,6 +104,17 @@ class Run(home.Run):
             raise ConfigError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
         dcfg = DecodeConfig(sample=not greedy, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
         return "".join(generate_text(self, prompt, max_new_tokens, Sampler.from_config(dcfg), _warn))
+
+    # --- training's record ------------------------------------------------------------------
+
+    def metrics(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """What training logged in the run's metrics.jsonl, one dict per line, in order: "train"
+        records (step, loss, nll, lr, ...), "valid" records (step, loss, the scores) and a last "end";
+        `kind` keeps one kind. Empty for a run that training did not write."""
+        from qkv.training.metrics import read_metrics
+
+        records = read_metrics(self.path)
+        return records if kind is None else [r for r in records if r.get("kind") == kind]
 
     # --- looking inside ----------------------------------------------------------------------
 
