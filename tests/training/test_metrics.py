@@ -19,3 +19,17 @@ def test_plot_run_leaves_the_backend_and_the_figures_as_they_were(tmp_path, monk
 
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert switched == [] and plt.get_fignums() == figures      # a notebook's inline backend survives training
+
+
+def test_no_module_of_qkv_switches_the_backend_or_uses_pyplot():
+    """A notebook's inline pictures must survive `import qkv.history` and every plot qkv draws:
+    figures are matplotlib.figure.Figure objects saved by qkv.files.save_figure, never pyplot's."""
+    from pathlib import Path
+
+    import qkv
+
+    source = Path(qkv.__file__).parent
+    offenders = [f"{path.relative_to(source)}:{n}" for path in source.rglob("*.py")
+                 for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+                 if "matplotlib.use(" in line or "import matplotlib.pyplot" in line]
+    assert offenders == []

@@ -336,16 +336,14 @@ def write_modern_report(results: dict[str, Any], out_dir: str | Path) -> Path:
     """results.json, modern.png (validation loss against time and steps) and report.md."""
     import json
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure      # without pyplot: a notebook's own plots keep its backend
 
     from qkv.files import atomic_write_bytes, save_figure
 
     out = Path(out_dir)
     atomic_write_bytes(out / "results.json", json.dumps(results, indent=1).encode("utf-8"))
-    fig, (by_time, kv) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 2]})
+    fig = Figure(figsize=(11, 4))
+    by_time, kv = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
     for v in results["variants"].values():
         curve = v["curve"][1:]
         by_time.plot([p["seconds"] for p in curve], [p["valid_loss"] for p in curve], "o-", ms=3, label=v["label"])
@@ -358,10 +356,7 @@ def write_modern_report(results: dict[str, Any], out_dir: str | Path) -> Path:
     kv.invert_yaxis()
     kv.set(xlabel="KV cache bytes per token (fp32)", title="Memory of generation")
     fig.tight_layout()
-    try:
-        save_figure(fig, out / "modern.png", dpi=110)
-    finally:
-        plt.close(fig)
+    save_figure(fig, out / "modern.png", dpi=110)
     m = results["machine"]
     text = (f"# From 2017 to today's decoder-only models\n\n{results['experiment']}.\n\n{markdown_table(results)}\n\n"
             f"Budget {results['config']['budget_seconds']:g} CPU seconds per variant on one thread, seed "

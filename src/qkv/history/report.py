@@ -17,11 +17,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.figure import Figure      # figures without pyplot: a notebook's own plots keep its backend
+from matplotlib.ticker import MaxNLocator
 
 from qkv.files import atomic_write_bytes, save_figure
 
@@ -57,12 +54,9 @@ def _points(by_key: dict) -> tuple[list[int], list[float]]:
     return [k for k, _ in pairs], [v for _, v in pairs]
 
 
-def _save(fig: plt.Figure, path: Path) -> None:
+def _save(fig: Figure, path: Path) -> None:
     fig.tight_layout()
-    try:
-        save_figure(fig, path, dpi=110)
-    finally:
-        plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -72,7 +66,8 @@ def _save(fig: plt.Figure, path: Path) -> None:
 
 def plot_accuracy(results: dict[str, Any], path: Path) -> None:
     low, high = results["train_lengths"]
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig = Figure(figsize=(7, 4.2))
+    ax = fig.subplots()
     lengths: list[int] = []
     for name, m in results["models"].items():
         x, y = _points(m["accuracy_by_length"])
@@ -90,7 +85,8 @@ def plot_accuracy(results: dict[str, Any], path: Path) -> None:
 
 
 def plot_training(models: dict[str, Any], path: Path) -> None:
-    fig, (by_time, by_step) = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    fig = Figure(figsize=(10, 3.8))
+    (by_time, by_step) = fig.subplots(1, 2, sharey=True)
     for name, m in models.items():
         seconds = [p["seconds"] for p in m["curve"]]
         steps = [p["step"] for p in m["curve"]]
@@ -107,7 +103,8 @@ def plot_training(models: dict[str, Any], path: Path) -> None:
 
 
 def plot_step_time(models: dict[str, Any], path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig = Figure(figsize=(6.5, 4))
+    ax = fig.subplots()
     for name, m in models.items():
         x, y = _points(m["step_seconds_by_length"])
         ax.plot(x, [1000 * v for v in y], "o-", ms=3.5, color=COLORS[name], label=m["label"])
@@ -120,7 +117,8 @@ def plot_step_time(models: dict[str, Any], path: Path) -> None:
 
 
 def plot_gradient_flow(results: dict[str, Any], path: Path) -> None:
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    fig = Figure(figsize=(10, 3.8))
+    axes = fig.subplots(1, 2, sharey=True)
     for ax, key, title in zip(axes, ("gradient_flow_init", "gradient_flow_trained"), ("at initialization", "after training")):
         for name, m in results["models"].items():
             g = m[key]
@@ -135,7 +133,8 @@ def plot_gradient_flow(results: dict[str, Any], path: Path) -> None:
 
 def plot_attention(example: dict[str, Any], path: Path) -> None:
     src, tgt = example["src"], example["tgt"]
-    fig, ax = plt.subplots(figsize=(0.45 * len(src) + 2, 0.45 * len(tgt) + 1.5))
+    fig = Figure(figsize=(0.45 * len(src) + 2, 0.45 * len(tgt) + 1.5))
+    ax = fig.subplots()
     im = ax.imshow(example["weights"], cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(len(src)), list(src))
     ax.set_yticks(range(len(tgt)), list(tgt))
