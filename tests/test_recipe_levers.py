@@ -1,0 +1,34 @@
+"""recipes/levers.py: the command each lever runs, and the table it makes of the results."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+spec = importlib.util.spec_from_file_location("levers_recipe", ROOT / "recipes" / "levers.py")
+levers = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(levers)
+
+
+def test_each_lever_is_the_recipe_with_one_change_and_a_fixed_step_count(tmp_path):
+    args = levers.parse_args(["--runs", str(tmp_path)])
+    base = levers.command(args, "base", 1337)
+    assert base[base.index("--steps") + 1] == "4100" and "train.max_minutes=0" in base and "--resume" not in base
+    muon = levers.command(args, "muon-equal-time", 2)
+    assert muon[muon.index("--steps") + 1] == str(round(4100 / levers.MUON_STEP_COST))
+    assert "train.optimizer=muon" in muon and "train.seed=2" in muon
+    assert "model.qk_norm=true" in levers.command(args, "qk-norm", 1337)
+    budget = levers.command(levers.parse_args(["--runs", str(tmp_path), "--budget"]), "wsd", 1337)
+    assert "--steps" not in budget and "train.max_minutes=0" not in budget and "train.schedule=wsd" in budget
+
+
+def test_the_table_compares_each_lever_with_the_baseline_mean(tmp_path):
+    for name, loss, speed in (("base-s1", 1.55, 1400), ("base-s2", 1.56, 1400), ("muon-s1", 1.53, 1000)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps({
+            "valid_loss": loss, "steps": 4100, "seconds": 300, "median_step_tokens_per_s": speed, "parameters": 1}))
+    args = levers.parse_args(["--runs", str(tmp_path), "--variants", "base,muon", "--seeds", "1,2"])
+    summary = levers.collect(args, [("base", 1), ("base", 2), ("muon", 1), ("muon", 2)])["summary"]
+    assert summary["base"]["mean"] == 1.555 and summary["muon"]["vs_base"] == -0.025
+    assert summary["muon"]["step_time_vs_base"] == 1.4 and summary["muon"]["seeds"] == [1]
+    assert "| muon |" in levers.table({"summary": summary})
