@@ -57,8 +57,11 @@ lint: setup-test
 test: setup-test browser lint
 	$(BIN)/python -m pytest -q
 
+# From course/, so that the file to open is found both from here and from JupyterLab's root
+# (--allow-root only where make itself runs as root, as in a container).
 course: $(VENV)/.installed-lab
-	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=course course/en/00_before_attention.py
+	cd course && $(abspath $(BIN))/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=. \
+	  $(if $(filter 0,$(shell id -u)),--allow-root) en/00_before_attention.py
 
 course-html: $(VENV)/.installed-course
 	$(BIN)/python course/build.py

@@ -2,6 +2,8 @@
 
     python course/build.py                 # `make course-html`: every notebook, en and ko -> course/html/
     python course/build.py en/01_tokens.py # only these (paths relative to course/)
+    python course/build.py --mathjax file:///usr/share/javascript/mathjax/MathJax.js
+                                           # formulas offline (Debian's libjs-mathjax); default: a CDN
 
 The notebooks are percent-format .py files (jupytext) in course/en and course/ko, twins with the
 same code. Each runs in a fresh Python kernel with course/<lang> as its working directory, so
@@ -16,6 +18,7 @@ import html
 import json
 import os
 import re
+import resource
 import sys
 import tempfile
 import time
@@ -88,28 +91,44 @@ def kernel_env(src: Path | None = None, threads: int | None = None) -> dict[str,
 
 
 async def execute(path: Path, env: dict[str, str], timeout: int = 900):  # -> nbformat.NotebookNode
-    """Run every cell of the notebook at `path` in its own folder; raise Failure at the first error."""
+    """Run every cell of the notebook at `path` in its own folder; raise Failure at the first error.
+
+    The kernel's own log (not the cells' output, which the notebook keeps) goes to a file, shown
+    only when the kernel itself fails; the kernel is shut down at the end either way."""
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
     nb = read(path)
-    with tempfile.TemporaryDirectory(prefix="qkv-kernel-") as kernels:
-        client = NotebookClient(nb, timeout=timeout, km=kernel_manager(Path(kernels), env),
-                                resources={"metadata": {"path": str(path.parent)}})
+    with tempfile.TemporaryDirectory(prefix="qkv-kernel-") as tmp:
+        km = kernel_manager(Path(tmp), env)
+        log = Path(tmp) / "kernel.log"
+        client = NotebookClient(nb, timeout=timeout, km=km, resources={"metadata": {"path": str(path.parent)}})
         try:
-            await client.async_execute()
+            with open(log, "wb") as kernel_stderr:
+                await client.async_execute(stderr=kernel_stderr)
         except CellExecutionError as exc:
             index = next((i for i, c in enumerate(nb.cells) if c.cell_type == "code" and
                           any(o.get("output_type") == "error" for o in c.get("outputs", []))), -1)
             raise Failure(path, index, nb.cells[index].source if index >= 0 else "", exc.ename,
                           ANSI.sub("", exc.evalue), ANSI.sub("", exc.traceback)) from None
+        except Exception as exc:           # the kernel died, timed out or never started
+            raise Failure(path, -1, "", type(exc).__name__, str(exc),
+                          log.read_text(encoding="utf-8", errors="replace")[-4000:]) from None
+        finally:
+            if await km.is_alive():        # a km passed in is ours to shut down, not nbclient's
+                await km.shutdown_kernel(now=True)
     return nb
 
 
 def order(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:
-    """(the first notebook that trains the shared run, if any; all the others)."""
+    """(the first notebook that trains the shared run, if any; all the others).
+
+    The others come English first in course order, then Korean in reverse, so that twins run as
+    far apart as possible: what one saves under ../runs (the history lab's results) the other reuses."""
     first = next((p for p in paths if SHARED_RUN in p.read_text(encoding="utf-8")), None)
-    return ([first] if first else []), [p for p in paths if p != first]
+    rest = [p for p in paths if p != first]
+    return ([first] if first else []), ([p for p in rest if p.parent.name != "ko"] +
+                                          [p for p in reversed(rest) if p.parent.name == "ko"])
 
 
 async def execute_all(paths: Sequence[Path], parallel: int = 2, src: Path | None = None,
@@ -150,11 +169,12 @@ def title(nb) -> str:
     return ""
 
 
-def write_html(done: dict[Path, object], out: Path) -> Path:
-    """One HTML page per executed notebook (out/<lang>/NN_slug.html) and out/index.html."""
+def write_html(done: dict[Path, object], out: Path, mathjax: str | None = None) -> Path:
+    """One HTML page per executed notebook (out/<lang>/NN_slug.html) and out/index.html.
+    `mathjax`: where the pages load MathJax 2 from (nbconvert's CDN address by default)."""
     from nbconvert import HTMLExporter
 
-    exporter = HTMLExporter()
+    exporter = HTMLExporter(**({"mathjax_url": mathjax} if mathjax else {}))
     rows: dict[str, list[str]] = {lang: [] for lang in LANGUAGES}
     for path, nb in done.items():
         lang = path.parent.name
@@ -177,7 +197,17 @@ def write_html(done: dict[Path, object], out: Path) -> Path:
 
 
 def main(argv: Iterable[str]) -> int:
-    chosen = [COURSE / a for a in argv] or notebooks()
+    args, mathjax = list(argv), None
+    if "--mathjax" in args:
+        at = args.index("--mathjax")
+        if at + 1 >= len(args):
+            print("error: --mathjax needs an address, e.g. file:///usr/share/javascript/mathjax/MathJax.js", file=sys.stderr)
+            return 2
+        mathjax = args.pop(at + 1)
+        args.pop(at)
+        if mathjax.endswith("MathJax.js"):
+            mathjax += "?config=TeX-AMS_CHTML-full,Safe"     # the configuration nbconvert's own address names
+    chosen = [COURSE / a for a in args] or notebooks()
     missing = [str(p) for p in chosen if not p.is_file()]
     if missing:
         print(f"error: no notebook {missing[0]}; give paths relative to course/, e.g. en/01_tokens.py", file=sys.stderr)
@@ -189,10 +219,11 @@ def main(argv: Iterable[str]) -> int:
         print(f"{path.parent.name}/{path.name}: {status} ({seconds:.0f} s)", flush=True)
 
     results = asyncio.run(execute_all(chosen, on_done=done))
+    kernels = resource.getrusage(resource.RUSAGE_CHILDREN)      # the kernels, shut down and waited for
     failures = [r for r in results.values() if isinstance(r, Failure)]
-    index = write_html({p: nb for p, nb in results.items() if not isinstance(nb, Failure)}, COURSE / "html")
-    print(f"{len(results) - len(failures)} of {len(results)} notebooks in {time.perf_counter() - start:.0f} s; "
-          f"open {index}")
+    index = write_html({p: nb for p, nb in results.items() if not isinstance(nb, Failure)}, COURSE / "html", mathjax)
+    print(f"{len(results) - len(failures)} of {len(results)} notebooks in {time.perf_counter() - start:.0f} s "
+          f"({kernels.ru_utime + kernels.ru_stime:.0f} s of CPU in the kernels); open {index}")
     for failure in failures:
         print(f"\n{failure}", file=sys.stderr)
     return 1 if failures else 0

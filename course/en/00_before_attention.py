@@ -320,7 +320,8 @@ else:
     write_report(results, out)
 
 report = (out / "report.md").read_text(encoding="utf-8")
-display(Markdown(report.split("\n## Accuracy by input length")[0]))    # the table and the conclusions
+head = report.split("\n## Accuracy by input length")[0]                 # the table and the conclusions
+display(Markdown(head.replace("\n## ", "\n#### ").replace("# ", "### ", 1)))   # its headings made smaller
 
 # %% [markdown]
 # The report opened with **"Too short to rank"**, and it is right: after 40 steps no model has

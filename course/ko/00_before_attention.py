@@ -317,7 +317,8 @@ else:
     write_report(results, out)
 
 report = (out / "report.md").read_text(encoding="utf-8")
-display(Markdown(report.split("\n## Accuracy by input length")[0]))    # the table and the conclusions
+head = report.split("\n## Accuracy by input length")[0]                 # the table and the conclusions
+display(Markdown(head.replace("\n## ", "\n#### ").replace("# ", "### ", 1)))   # its headings made smaller
 
 # %% [markdown]
 # 보고서는 **"Too short to rank" (순위를 매기기에 너무 짧음)** 로 시작하며, 그 말이 맞습니다. 40단계 뒤에는

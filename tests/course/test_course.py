@@ -67,7 +67,7 @@ def test_twins_share_their_code_and_ko_prose_is_korean(name):
 def course_copy(tmp_path_factory) -> Path:
     """course/ copied without runs/ and html/: what the notebooks write stays in the copy."""
     copy = tmp_path_factory.mktemp("course") / "course"
-    shutil.copytree(COURSE, copy, ignore=shutil.ignore_patterns("runs", "html", "__pycache__", "*.ipynb"))
+    shutil.copytree(COURSE, copy, ignore=shutil.ignore_patterns("runs", "html", "__pycache__", "*.ipynb", ".ipynb_checkpoints"))
     return copy
 
 
