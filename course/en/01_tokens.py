@@ -277,7 +277,7 @@ plt.show()
 # (When the text is only the 12 KB excerpt, BPE runs out of pairs that occur twice before it
 # reaches the larger sizes; the vocabulary column shows where it stopped.)
 #
-# The trade-off: characters give the shortest vocabulary and the longest sequences; words the
+# The trade-off: characters give the smallest vocabulary and the longest sequences; words the
 # opposite, with unknown words besides; BPE lets you choose a point in between, with no unknowns.
 # The original Transformer used BPE with a vocabulary of about 37,000 tokens shared by English
 # and German.

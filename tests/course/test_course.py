@@ -79,6 +79,7 @@ def executed(course_copy) -> dict[str, object]:
     return {f"{p.parent.name}/{p.name}": r for p, r in results.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_runs(executed, name):
     result = executed[name]
