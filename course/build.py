@@ -121,30 +121,34 @@ async def execute(path: Path, env: dict[str, str], timeout: int = 900):  # -> nb
 
 
 def order(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:
-    """(the first notebook that trains the shared run, if any; all the others).
-
-    The others come English first in course order, then Korean in reverse, so that twins run as
-    far apart as possible: what one saves under ../runs (the history lab's results) the other reuses."""
+    """(the first notebook that trains the shared run, if any; all the others, English first)."""
     first = next((p for p in paths if SHARED_RUN in p.read_text(encoding="utf-8")), None)
     rest = [p for p in paths if p != first]
-    return ([first] if first else []), ([p for p in rest if p.parent.name != "ko"] +
-                                          [p for p in reversed(rest) if p.parent.name == "ko"])
+    return ([first] if first else []), sorted(rest, key=lambda p: p.parent.name != "en")
 
 
 async def execute_all(paths: Sequence[Path], parallel: int = 2, src: Path | None = None,
                       on_done=None) -> dict[Path, object]:
     """Execute `paths`: the one that trains the shared run alone first, then the rest `parallel`
-    at a time (one thread each when parallel > 1). Returns {path: notebook or Failure}."""
+    at a time (one thread each when parallel > 1). Twins never run at the same time: a notebook
+    starts after its English twin has finished, since both write the same files under ../runs
+    (and the second reuses what the first saved there). Returns {path: notebook or Failure}."""
     results: dict[Path, object] = {}
     first, rest = order(paths)
+    finished = {p.name: asyncio.Event() for p in paths if p.parent.name == "en"}
 
     async def one(path: Path, env: dict[str, str], gate: asyncio.Semaphore) -> None:
+        if path.parent.name != "en" and path.name in finished:
+            await finished[path.name].wait()
         async with gate:
             start = time.perf_counter()
             try:
                 results[path] = await execute(path, env)
             except Failure as failure:
                 results[path] = failure
+            finally:
+                if path.parent.name == "en" and path.name in finished:
+                    finished[path.name].set()
             if on_done is not None:
                 on_done(path, results[path], time.perf_counter() - start)
 
