@@ -123,11 +123,8 @@ def plotted_scores(valid: list[dict[str, Any]], kind: str | None) -> list[str]:
 def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
     """Draw loss, learning rate and validation metrics of a run into one PNG; return its path.
     A built-in task's run shows exact match (and chrF), no BLEU (see `bleu_applies`)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import matplotlib.ticker
+    from matplotlib.figure import Figure      # not pyplot: a notebook's backend (inline figures) stays as it is
 
     run_dir = Path(run_dir)
     records = read_metrics(run_dir)
@@ -138,7 +135,8 @@ def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -
     kind = run_kind(load_run_config(run_dir)) if RunDir(run_dir).config.is_file() else None
     scores = plotted_scores(valid, kind)
 
-    fig, axes = plt.subplots(1, 2 + bool(scores), figsize=(5 * (2 + bool(scores)), 3.8), squeeze=False, sharex=True)
+    fig = Figure(figsize=(5 * (2 + bool(scores)), 3.8))
+    axes = fig.subplots(1, 2 + bool(scores), squeeze=False, sharex=True)
     ax_loss, ax_lr = axes[0][0], axes[0][1]
     _line(ax_loss, train, "loss", "train (label-smoothed)", alpha=0.5)
     _line(ax_loss, train, "nll", "train NLL")
@@ -163,10 +161,7 @@ def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -
     fig.suptitle(run_dir.name)
     fig.tight_layout()
     out = Path(out) if out is not None else RunDir(run_dir).plot
-    try:
-        save_figure(fig, out, dpi=110)
-    finally:
-        plt.close(fig)
+    save_figure(fig, out, dpi=110)
     return out
 
 
