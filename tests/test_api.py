@@ -56,3 +56,19 @@ def test_metrics_reads_what_training_logged(trained_runs):
     assert [r["step"] for r in train] == sorted(r["step"] for r in train)
     assert all(r["kind"] == "valid" for r in run.metrics("valid"))
     assert run.metrics("nothing") == []
+
+
+def test_use_cache_false_gives_the_same_output(tmp_path):
+    """The face's no-cache switch (what notebook 09 times the cache against) changes nothing but speed."""
+    run = qkv.train("reverse", out=tmp_path / "r", **{**TINY, "steps": 10, "eval_every": 10})
+    words = ["abc", "hello", "qkv"]
+    for kwargs in (dict(beam=1), dict(beam=3), dict(sample=True, seed=0)):
+        assert run.translate(words, use_cache=False, **kwargs) == run.translate(words, **kwargs)
+    (tmp_path / "lm.txt").write_text("to be or not to be, that is the question. " * 30, encoding="utf-8")
+    lm = qkv.train({"model": {"arch": "decoder-only", "d_model": 32, "n_heads": 2, "n_decoder_layers": 1, "d_ff": 64,
+                              "max_len": 24},
+                    "train": {"steps": 5, "eval_every": 5, "checkpoint_every": 5, "eval_examples": 8, "threads": 1},
+                    "data": {"kind": "lm", "train_text": str(tmp_path / "lm.txt"), "tokenizer": "char", "block_size": 24}},
+                   out=tmp_path / "lm", quiet=True)
+    for kwargs in (dict(greedy=True), dict(seed=0)):          # 50 tokens: past max_len, so the window slides too
+        assert lm.generate("to be", 50, use_cache=False, **kwargs) == lm.generate("to be", 50, **kwargs)

@@ -62,11 +62,12 @@ class Run(home.Run):
 
     def translate(self, texts: str | Sequence[str], beam: int = 5, n_best: int = 1, length_penalty: float = 0.6,
                   sample: bool = False, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-                  seed: int | None = None, batch_size: int = 32) -> Any:
+                  seed: int | None = None, batch_size: int = 32, use_cache: bool = True) -> Any:
         """Translate one text (returns a str) or a list of texts (returns a list of str).
 
         beam=1 is greedy search; `sample=True` draws tokens instead (temperature, top_k, top_p,
         seed). With n_best > 1 each text gets a list of (translation, score), best first.
+        use_cache=False runs the decoder over the whole prefix at every step (the same output, slower).
         """
         from qkv.search import DecodeConfig
         from qkv.text import translate_lines
@@ -74,7 +75,8 @@ class Run(home.Run):
         one = isinstance(texts, str)
         lines = [texts] if one else list(_texts(texts, "texts"))
         dcfg = DecodeConfig(beam_size=1 if sample else beam, n_best=n_best, length_penalty=length_penalty,
-                            sample=sample, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+                            sample=sample, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                            use_cache=use_cache)
         results = translate_lines(self, lines, dcfg, batch_size, _warn)
         out = [nbest if n_best > 1 else nbest[0][0] for nbest in results]
         return out[0] if one else out
@@ -93,8 +95,9 @@ class Run(home.Run):
     # --- language models ---------------------------------------------------------------------
 
     def generate(self, prompt: str = "", max_new_tokens: int = 200, greedy: bool = False, temperature: float = 1.0,
-                 top_k: int = 0, top_p: float = 1.0, seed: int | None = None) -> str:
-        """Continue `prompt` with a language model; returns the new text (without the prompt)."""
+                 top_k: int = 0, top_p: float = 1.0, seed: int | None = None, use_cache: bool = True) -> str:
+        """Continue `prompt` with a language model; returns the new text (without the prompt).
+        use_cache=False runs the model over the whole context at every step (the same text, slower)."""
         from qkv.search import DecodeConfig, Sampler
         from qkv.text import generate_text
 
@@ -102,8 +105,9 @@ class Run(home.Run):
             raise ConfigError(f"prompt must be a str, got {type(prompt).__name__}")
         if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
-        dcfg = DecodeConfig(sample=not greedy, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
-        return "".join(generate_text(self, prompt, max_new_tokens, Sampler.from_config(dcfg), _warn))
+        dcfg = DecodeConfig(sample=not greedy, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                            use_cache=use_cache)
+        return "".join(generate_text(self, prompt, max_new_tokens, Sampler.from_config(dcfg), _warn, use_cache))
 
     # --- training's record ------------------------------------------------------------------
 

@@ -195,18 +195,20 @@ def evaluate(run, sources: list[str], references: list[str], dcfg: DecodeConfig,
 
 
 def generate_text(run, prompt: str, max_new_tokens: int, sampler: Sampler,
-                  warn: Callable[[str], None] | None = None) -> Iterator[str]:
+                  warn: Callable[[str], None] | None = None, use_cache: bool = True) -> Iterator[str]:
     """Continue `prompt` with a language-model run: an iterator of text pieces as the tokens come
     (the run and prompt are checked at once, before the first token).
 
     Each piece is the growth of decode(prompt + new tokens), so multi-byte characters and
     tokenizers that join words with spaces come out right. A prompt that leaves no room in the
-    model's max_len keeps its last tokens (OVER_LONG_RULE), and `warn` is called.
+    model's max_len keeps its last tokens (OVER_LONG_RULE), and `warn` is called. use_cache=False
+    runs the model over the whole context at every step (the baseline the cache is measured against).
     """
     require_arch(run, "decoder-only")
     tok, ids = run.tgt_tokenizer, prompt_ids(run, prompt, warn)
     window = run.cfg.max_len * 3 // 4            # past max_len, go on from the last 3/4 of the context
-    return _text_pieces(tok, ids, generate_stream(run.model, ids, max_new_tokens, sampler, window=window))
+    return _text_pieces(tok, ids, generate_stream(run.model, ids, max_new_tokens, sampler, use_cache,
+                                                      window=window))
 
 
 def _text_pieces(tok, prompt_ids: list[int], tokens: Iterator[int]) -> Iterator[str]:

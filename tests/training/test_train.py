@@ -278,6 +278,22 @@ def test_plot_command_writes_png(short_run, tmp_path, capsys):
     assert "metrics.jsonl is missing" in capsys.readouterr().err
 
 
+def test_plotting_leaves_the_callers_matplotlib_backend_alone(short_run, tmp_path):
+    """A notebook that trains keeps its inline figures: the run's plot is drawn without pyplot."""
+    import matplotlib
+
+    from qkv.training.metrics import plot_run
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        png = plot_run(short_run[0], tmp_path / "p.png")
+        assert matplotlib.get_backend() == "svg"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    finally:
+        matplotlib.use(before)
+
+
 # --- resume ----------------------------------------------------------------------------------------
 
 
