@@ -356,14 +356,15 @@ check_10_2(n_parameters)
 # Do these changes help? `qkv history --modern` trains the 2017 GPT, each change alone, and all of
 # them together on Tiny Shakespeare, with the same seed, data order and CPU-time budget (75 s of
 # CPU each; `--quick` for a few minutes in all). Too long for a notebook; here is the run recorded in
-# the repository (`recipes/results/shakespeare_modern.json`, 2 cores, 2026-12-01):
+# the repository (`recipes/results/shakespeare_modern.json`, 2 cores; its date and machine are in the file):
 
 # %%
 measured = json.loads(Path("../../recipes/results/shakespeare_modern.json").read_text())["variants"]
 labels = [v["label"].split(" (")[0] for v in measured.values()]
 fig, (left, right) = plt.subplots(1, 2, figsize=(9, 2.8), sharey=True)
-left.barh(labels, [v["valid_loss"] for v in measured.values()], color="tab:blue")
-left.set_xlim(1.6, 1.95)
+losses = [v["valid_loss"] for v in measured.values()]
+left.barh(labels, losses, color="tab:blue")
+left.set_xlim(min(losses) - 0.05, max(losses) + 0.02)
 left.set_xlabel("validation loss (nats/char), lower is better")
 right.barh(labels, [v["kv_cache_bytes_per_token"] for v in measured.values()], color="tab:gray")
 right.set_xlabel("KV cache bytes per token")

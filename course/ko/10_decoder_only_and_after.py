@@ -350,14 +350,15 @@ check_10_2(n_parameters)
 # 이 변화들이 도움이 될까요? `qkv history --modern`은 2017년의 GPT, 변화 하나씩, 그리고 전부를
 # 모은 것을 Tiny Shakespeare에서 같은 시드, 같은 데이터 순서, 같은 CPU 시간 예산 (각각 CPU 75초.
 # `--quick`이면 전부 몇 분)으로 학습시킵니다. 노트북에서 돌리기에는 너무 길어서, 저장소에 기록된
-# 실행 결과를 읽습니다 (`recipes/results/shakespeare_modern.json`, 코어 2개, 2026-12-01).
+# 실행 결과를 읽습니다 (`recipes/results/shakespeare_modern.json`, 코어 2개; 날짜와 머신은 파일에 있습니다).
 
 # %%
 measured = json.loads(Path("../../recipes/results/shakespeare_modern.json").read_text())["variants"]
 labels = [v["label"].split(" (")[0] for v in measured.values()]
 fig, (left, right) = plt.subplots(1, 2, figsize=(9, 2.8), sharey=True)
-left.barh(labels, [v["valid_loss"] for v in measured.values()], color="tab:blue")
-left.set_xlim(1.6, 1.95)
+losses = [v["valid_loss"] for v in measured.values()]
+left.barh(labels, losses, color="tab:blue")
+left.set_xlim(min(losses) - 0.05, max(losses) + 0.02)
 left.set_xlabel("validation loss (nats/char), lower is better")
 right.barh(labels, [v["kv_cache_bytes_per_token"] for v in measured.values()], color="tab:gray")
 right.set_xlabel("KV cache bytes per token")

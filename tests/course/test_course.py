@@ -65,9 +65,12 @@ def test_twins_share_their_code_and_ko_prose_is_korean(name):
 
 @pytest.fixture(scope="session")
 def course_copy(tmp_path_factory) -> Path:
-    """course/ copied without runs/ and html/: what the notebooks write stays in the copy."""
-    copy = tmp_path_factory.mktemp("course") / "course"
+    """course/ copied without runs/ and html/ (what the notebooks write stays in the copy), beside the
+    repository files the notebooks read (../../recipes/results/...), as in the repository."""
+    repo = tmp_path_factory.mktemp("repo")
+    copy = repo / "course"
     shutil.copytree(COURSE, copy, ignore=shutil.ignore_patterns("runs", "html", "__pycache__", "*.ipynb", ".ipynb_checkpoints"))
+    shutil.copytree(ROOT / "recipes" / "results", repo / "recipes" / "results")
     return copy
 
 
