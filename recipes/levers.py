@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     runs = [(variant, seed) for variant in args.variants for seed in args.seeds]
     if not args.collect:
-        todo = [(v, s) for v, s in runs if not (run_dir(args.runs, v, s) / "results.json").is_file()]
+        todo = [(v, s) for v, s in runs if not RunDir(run_dir(args.runs, v, s)).results.is_file()]
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             list(pool.map(lambda vs: train(args, *vs), todo))
     results = collect(args, runs)
@@ -143,7 +143,7 @@ def collect(args: argparse.Namespace, runs: list[tuple[str, int]]) -> dict[str, 
     found: dict[str, list[dict[str, Any]]] = {}
     machine: dict[str, Any] = {}
     for variant, seed in runs:
-        path = run_dir(args.runs, variant, seed) / "results.json"
+        path = RunDir(run_dir(args.runs, variant, seed)).results
         if not path.is_file():
             continue
         r = json.loads(path.read_text(encoding="utf-8"))

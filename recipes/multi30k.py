@@ -55,6 +55,7 @@ from shakespeare import machine  # noqa: E402  (the same machine description for
 
 from qkv.entry import entry_point, run_distributed  # noqa: E402
 from qkv.files import atomic_write_bytes  # noqa: E402
+from qkv.run import RunDir  # noqa: E402
 
 
 @entry_point
@@ -151,7 +152,7 @@ def run_recipe(args: argparse.Namespace) -> dict[str, Any] | None:
     results = {"recipe": f"multi30k-{args.direction}", "direction": args.direction, "data": str(data),
                **evaluate_run(out, data, src, tgt, args), "training": training,
                "machine": machine(load_before), "run_dir": str(out)}
-    atomic_write_bytes(Path(out) / "results.json", (json.dumps(results, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    atomic_write_bytes(RunDir(out).results, (json.dumps(results, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
     return results
 
 
@@ -197,8 +198,6 @@ def training_summary(out: Path) -> dict[str, Any]:
 
 def _times(out: Path) -> tuple[float | None, float]:
     """When the run started (config.toml written) and last wrote its metrics."""
-    from qkv.run import RunDir
-
     run_dir = RunDir(out)
     tokenizers = run_dir.tokenizer_files()
     start = tokenizers[0].stat().st_mtime if tokenizers else None
@@ -210,7 +209,7 @@ def evaluate_run(out: Path, data: Path, src: str, tgt: str, args: argparse.Names
     from qkv.search import DecodeConfig
     from qkv.text import evaluate
     from qkv.training.average import average_checkpoints
-    from qkv.run import RunDir, load_run
+    from qkv.run import load_run
 
     out = Path(out)
     run_dir = RunDir(out)

@@ -43,6 +43,7 @@ from typing import Any
 
 from qkv.entry import entry_point, run_distributed
 from qkv.files import atomic_write_bytes
+from qkv.run import RunDir
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = {"short": "shakespeare_char.toml", "long": "shakespeare_char_long.toml", "llama": "llama_char.toml"}
@@ -133,7 +134,7 @@ def run_recipe(args: argparse.Namespace) -> dict[str, Any] | None:
     results = summarize(out, result, name, load_before)
     results["overrides"] = overrides
     results["samples"] = samples(out, args.samples, args.sample_tokens)
-    atomic_write_bytes(Path(out) / "results.json", (json.dumps(results, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    atomic_write_bytes(RunDir(out).results, (json.dumps(results, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
     return results
 
 

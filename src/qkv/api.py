@@ -270,10 +270,11 @@ def train(config: Any = "reverse", out: str | os.PathLike[str] | None = None, *,
     for section, key, value in _settings(settings):
         sections[section][key] = value
     out = out if out is not None else default_out
-    if reuse and home.RunDir(out).holds_run() and home.RunDir(out).state.is_file():
+    run_dir = home.RunDir(out)
+    if reuse and run_dir.holds_run() and run_dir.state.is_file():
         from qkv.training.metrics import run_ended
 
-        _check_same_settings(out, home.RunConfig.parse(sections, list(overrides)).to_dict())
+        _check_same_settings(run_dir, home.RunConfig.parse(sections, list(overrides)).to_dict())
         if run_ended(out):
             return load(out)
         result = train_loop(None, out, [], quiet, resume=True)
@@ -289,15 +290,15 @@ _NOT_SETTINGS = {("model", "src_vocab_size"), ("model", "tgt_vocab_size"), ("dat
                  ("data", "vocab_size"), ("train", "threads"), ("train", "device"), ("train", "log_every")}
 
 
-def _check_same_settings(out: str | os.PathLike[str], wanted: dict[str, Any]) -> None:
-    """reuse=True: the run in `out` must have been trained with the settings asked for."""
-    recorded = home.RunDir(out).read_config()
+def _check_same_settings(run_dir: home.RunDir, wanted: dict[str, Any]) -> None:
+    """reuse=True: the run in `run_dir` must have been trained with the settings asked for."""
+    recorded = run_dir.read_config()
     differ = [f"{section}.{key} = {recorded[section][key]!r} there, {value!r} here"
               for section, values in wanted.items() for key, value in values.items()
               if (section, key) not in _NOT_SETTINGS and key in recorded.get(section, {})
               and recorded[section][key] != value]
     if differ:
-        raise ConfigError(f"{out} holds a run trained with other settings ({'; '.join(differ[:3])}"
+        raise ConfigError(f"{run_dir.path} holds a run trained with other settings ({'; '.join(differ[:3])}"
                           f"{'; ...' if len(differ) > 3 else ''}); choose another out= or delete that folder to train anew")
 
 

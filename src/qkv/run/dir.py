@@ -70,6 +70,7 @@ METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "training.png"
 LOCK_FILE = ".qkv-lock"
 MANIFEST_FILE = "integrity.json"
+RESULTS_FILE = "results.json"     # what a recipe (recipes/*.py) measured of the run
 HASH_KEY = "qkv_sha256"          # a weights file's own hash, in its safetensors metadata
 NO_VERIFY_ENV = "QKV_NO_VERIFY"  # =1: load files whose hash does not match (edited on purpose)
 
@@ -106,6 +107,7 @@ class RunDir:
     plot = _file(PLOT_FILE)              # the training curves
     lock_file = _file(LOCK_FILE)         # held by the process training here
     manifest = _file(MANIFEST_FILE)      # the hashes of train_state.pt and the tokenizer file(s)
+    results = _file(RESULTS_FILE)        # a recipe's measurements: loss or BLEU, time, the machine
     tokenizer = _file(SHARED_TOKENIZER)  # the one tokenizer of a language model, or of both sides
 
     def weights(self, name: str = BEST) -> Path:
