@@ -13,11 +13,15 @@ round by round, in CPU time of one thread (what other programs on a shared machi
   nn.Dropout vs `qkv.fast.dropout.FastDropout`.
 - malloc: the same training steps in a child process with and without
   `qkv.fast.malloc.keep_freed_memory` (QKV_KEEP_FREED_MEMORY=0), alternating.
+- muon: one Muon step (momentum, Newton-Schulz, update) over the hidden matrices of the recipes'
+  models (Tiny Shakespeare: 28 matrices of 96x96/96x256; Multi30k: 64 of 128x128/128x256), with
+  random gradients: `torch.optim.Muon` vs `qkv.fast.muon.FastMuon`, alternating.
 
     python benchmarks/fast_layer.py                 # all three, about 3 minutes on 2 cores
     python benchmarks/fast_layer.py --only decoding
 
-Prints JSON and saves benchmarks/results/fast_layer.json (with the machine it ran on).
+Prints JSON and saves benchmarks/results/fast_layer.json (with the machine it ran on); `--only`
+replaces its own entry and keeps the others.
 """
 
 from __future__ import annotations
@@ -39,8 +43,10 @@ from qkv.entry import run_main
 from qkv.files import atomic_write_bytes
 from qkv.search import StepDecoder
 from qkv.fast.dropout import use_fast_dropout
+from qkv.fast.muon import FastMuon
 from qkv.machine import cpu_has_fast_bf16, cpu_name
 from qkv.training.loss import label_smoothed_nll
+from qkv.training.optim import hidden_matrices
 
 SMALL = dict(src_vocab_size=8000, tgt_vocab_size=8000, d_model=256, n_heads=4, n_encoder_layers=3,
              n_decoder_layers=3, d_ff=1024, max_len=256)
@@ -159,9 +165,45 @@ def bench_malloc(steps: int, rounds: int) -> dict:
             "applies": platform.libc_ver()[0] == "glibc"}
 
 
+# --- muon ------------------------------------------------------------------------------------
+
+RECIPE_MODELS = {   # the recipes' models (recipes/shakespeare_char.toml, recipes/multi30k_de_en.toml)
+    "shakespeare": dict(arch="decoder-only", tgt_vocab_size=65, d_model=96, n_heads=4, n_decoder_layers=4, d_ff=384,
+                        activation="swiglu", positional="rope", bias=False, norm_first=True),
+    "multi30k": dict(src_vocab_size=8000, tgt_vocab_size=8000, d_model=128, n_heads=4, n_encoder_layers=4,
+                     n_decoder_layers=4, d_ff=256, norm_first=True, share_embeddings=True),
+}
+
+
+def bench_muon(steps: int) -> dict:
+    out = {}
+    for name, cfg in RECIPE_MODELS.items():
+        torch.manual_seed(0)
+        model = build_model(ModelConfig(**cfg))
+        named = dict(model.named_parameters())
+        sides = {}
+        for side, kind in (("paper", torch.optim.Muon), ("fast", FastMuon)):
+            params = [torch.nn.Parameter(named[n].detach().clone()) for n in hidden_matrices(model)]
+            sides[side] = (params, kind(params, lr=0.02, momentum=0.95, weight_decay=0.0))
+        times: dict[str, list[float]] = {k: [] for k in sides}
+        for _ in range(steps + 2):
+            grads = [torch.randn_like(p) for p in sides["paper"][0]]
+            for side, (params, optim) in sides.items():
+                for p, g in zip(params, grads):
+                    p.grad = g
+                start = time.process_time()
+                optim.step()
+                times[side].append(time.process_time() - start)
+        paper, fast = statistics.median(times["paper"][2:]), statistics.median(times["fast"][2:])
+        shapes = sorted({tuple(p.shape) for p in sides["paper"][0]})
+        out[name] = {"matrices": len(sides["paper"][0]), "shapes": [list(s) for s in shapes],
+                     "paper_step_s": round(paper, 5), "fast_step_s": round(fast, 5), "speedup": round(paper / fast, 2)}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=["decoding", "dropout", "malloc"], default=None)
+    parser.add_argument("--only", choices=["decoding", "dropout", "malloc", "muon"], default=None)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: steady on a shared machine)")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (under a minute)")
     parser.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
@@ -183,8 +225,13 @@ def main() -> None:
         result["train_step_dropout"] = bench_dropout(steps * 2)
     if args.only in (None, "malloc"):
         result["train_step_malloc"] = bench_malloc(steps, repeats - 1)
+    if args.only in (None, "muon"):
+        result["muon_step"] = bench_muon(steps * 10)
+    print(json.dumps(result, indent=2))
+    if args.only and Path(args.out).is_file():      # keep the other entries; this one says its machine and date
+        kept = json.loads(Path(args.out).read_text(encoding="utf-8"))
+        result = {**kept, **{k: {**v, "machine": result["machine"]} for k, v in result.items() if k not in ("machine", "note")}}
     text = json.dumps(result, indent=2)
-    print(text)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(Path(args.out), (text + "\n").encode("utf-8"))
 

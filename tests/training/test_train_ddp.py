@@ -55,6 +55,15 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path
     wa = load_run(tmp_path / "single", weights="last").model.state_dict()
     wb = load_run(tmp_path / "ddp", weights="last").model.state_dict()
     assert all(torch.allclose(wa[k], wb[k], atol=1e-5 if device.type == "cpu" else 1e-4) for k in wa)
+    if optimizer == "muon":     # each rank kept the momentum of its share; the checkpoint has all of it
+        from qkv.run import RunDir
+
+        def momentum(run):
+            state = torch.load(RunDir(run).state, map_location="cpu", weights_only=True)["muon"]["optimizer"]["state"]
+            return [state[i]["momentum_buffer"] for i in sorted(state)]
+
+        ma, mb = momentum(tmp_path / "single"), momentum(tmp_path / "ddp")
+        assert len(ma) == len(mb) > 1 and all(torch.allclose(x, y, atol=1e-5) for x, y in zip(ma, mb))
 
 
 def test_cli_launch_command_shares_the_global_batch(tmp_path):

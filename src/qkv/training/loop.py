@@ -179,7 +179,8 @@ class Trainer:
         self.model = build_model(self.cfg).to(self.device)
         use_fast_dropout(self.model)          # the fast layer: same masks in law, drawn ~3x cheaper on CPUs
         self.dtype = _autocast_dtype(self.tc.precision, self.device)
-        self.optimizer = Optimizers(self.model, self.tc, self.cfg.d_model)   # AdamW, or Muon + AdamW; with schedules
+        self.optimizer = Optimizers(self.model, self.tc, self.cfg.d_model,    # AdamW, or Muon + AdamW; with schedules
+                                    shard=(self.dist.rank, self.dist.world))
         self.stream = MicroBatches(self.inputs, self.dist.rank, self.dist.world, self.rc.lm_rows)
         self.step = 0
         self.best: float | None = None
@@ -314,7 +315,8 @@ class Trainer:
         configured, steps = self.tc.steps, probe.steps_for_budget(budget, costs, self.tc.eval_every,
                                                                   self.tc.checkpoint_every, fill)
         self.tc.steps = self.config["train"]["steps"] = steps
-        self.optimizer = Optimizers(self.model, self.tc, self.cfg.d_model)     # the schedule ends at `steps`
+        self.optimizer = Optimizers(self.model, self.tc, self.cfg.d_model,     # the schedule ends at `steps`
+                                    shard=(self.dist.rank, self.dist.world))
         seconds = time.perf_counter() - began
         planned = probe.planned_seconds(steps, costs, self.tc.eval_every, self.tc.checkpoint_every)
         self.out.print(f"speed probe: {probe.WARMUP_STEPS} warm-up + {timed} timed steps, {1 / step_s:,.1f} steps/s; "
@@ -341,7 +343,7 @@ class Trainer:
             self.dir = RunDir(scratch)
             try:
                 start = time.perf_counter()
-                self.save_checkpoint()
+                self.save_checkpoint(gather=False)
                 return time.perf_counter() - start
             finally:
                 self.dir, self._saved_step = real, None
@@ -514,11 +516,15 @@ class Trainer:
         save_run(self.run_dir, self.model, self.config, self.inputs.src_tokenizer, self.inputs.tgt_tokenizer,
                  weights=None)
 
-    def save_checkpoint(self) -> None:
+    def save_checkpoint(self, gather: bool = True) -> None:
         """One consistent checkpoint (rank 0): last.safetensors (+ step-<N>.safetensors), each
         stamped with the step, then train_state.pt, written last, with the same weights and
         everything else resume needs. A kill before train_state.pt is replaced leaves the previous
-        checkpoint whole: resume reads train_state.pt alone and then rewrites last.safetensors."""
+        checkpoint whole: resume reads train_state.pt alone and then rewrites last.safetensors.
+        Every rank calls it: first the ranks gather Muon's momentum, split between them
+        (`gather=False`: rank 0 alone, the speed probe's timing, whose state is thrown away)."""
+        if gather:
+            self.optimizer.gather()
         if not self.is_main:
             return
         save_weights(self.dir.weights("last"), self.model, step=self.step)
