@@ -286,12 +286,9 @@ def conclusions(results: dict[str, Any]) -> list[str]:
     """What this comparison measured, as markdown paragraphs computed from its numbers."""
     variants = results["variants"]
     ranked = sorted(variants.items(), key=lambda kv: kv[1]["valid_loss"])
-    lines = []
-    reasons = too_short_reasons(results)
-    if reasons:
-        lines += [f"**Too short to rank.** This run cannot say which variant is better: {'; '.join(reasons)}. "
-                  "The numbers are what it measured, not a ranking; rerun with more steps "
-                  "(e.g. `qkv history --modern --budget-seconds 75`).", ""]
+    from qkv.history.report import too_short_paragraph
+
+    lines = too_short_paragraph(too_short_reasons(results), "variant", "qkv history --modern --budget-seconds 75")
     order = ", ".join(f"{i}. {v['label']} {v['valid_loss']:.3f}" for i, (_, v) in enumerate(ranked, 1))
     lines.append(f"Validation loss, best first: {order}.")
     if len(ranked) > 1:

@@ -201,6 +201,15 @@ def short_runs(entries: Iterable[dict[str, Any]], min_steps: int, noun: str) -> 
     return [f"some {noun} took fewer than {min_steps} optimizer steps ({listed})"]
 
 
+def too_short_paragraph(reasons: list[str], noun: str, rerun: str) -> list[str]:
+    """The "Too short to rank" paragraph (and a blank line) that opens a report's conclusions when
+    `reasons` is not empty; shared by the lab's report and `--modern`'s."""
+    if not reasons:
+        return []
+    return [f"**Too short to rank.** This run cannot say which {noun} is better: {'; '.join(reasons)}. "
+            f"The numbers below are what it measured, not a ranking; rerun with more steps (e.g. `{rerun}`).", ""]
+
+
 def too_short_reasons(results: dict[str, Any]) -> list[str]:
     """Why this run cannot rank the models (empty when it can)."""
     models = results["models"]
@@ -219,12 +228,7 @@ def conclusions(results: dict[str, Any]) -> list[str]:
     n = _test_count(results)
     ranked = sorted(models.items(), key=lambda kv: (-(kv[1]["accuracy_in_training_lengths"] or 0.0),
                                                      kv[1]["curve"][-1]["valid_loss"]))
-    lines = []
-    reasons = too_short_reasons(results)
-    if reasons:
-        lines += [f"**Too short to rank.** This run cannot say which architecture is better: {'; '.join(reasons)}. "
-                  "The numbers below are what it measured, not a ranking of the models; rerun with a larger "
-                  "step budget (e.g. `--steps 1000 --budget-seconds 300`).", ""]
+    lines = too_short_paragraph(too_short_reasons(results), "architecture", "--steps 1000 --budget-seconds 300")
     order = ", ".join(f"{i}. {m['label']} {percent(m['accuracy_in_training_lengths'])}"
                       for i, (_, m) in enumerate(ranked, 1))
     lines.append(f"Exact match on the training lengths {low}-{high}, best first: {order}.")
