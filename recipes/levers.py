@@ -1,25 +1,34 @@
-"""The levers since 2017, each measured against the Tiny Shakespeare recipe: what each one buys.
+"""The levers since 2017, each measured against a recipe (Tiny Shakespeare or Multi30k): what each one buys.
 
     python recipes/levers.py                                   # every lever, seeds 1337 and 2, 4100 steps each
     python recipes/levers.py --variants base,muon --seeds 1337 --jobs 2
     python recipes/levers.py --budget                          # each run fills the recipe's 5 minutes (quiet machine)
     python recipes/levers.py --collect                         # only gather the runs already in --runs
+    python recipes/levers.py --recipe multi30k --variants base,muon --seeds 1 --jobs 2   # de->en, 2700 steps each
 
-Every run is `recipes/shakespeare.py` (recipes/shakespeare_char.toml, the AdamW + cosine baseline)
-with one change (`--set`), one process on one thread (two jobs use two cores), no samples. By default
+Every run is `recipes/shakespeare.py` (recipes/shakespeare_char.toml with AdamW: the baseline the
+levers were first measured against) with one change (`--set`), one process on one thread (two jobs use two cores), no samples. By default
 each run trains a fixed 4100 steps: what the 5-minute budget holds on the 2-core AVX2 machine the
 targets name (~13.7 steps/s there), so the comparison is the same whatever the load of the machine
 that runs it. A lever that makes a step slower (Muon's Newton-Schulz iterations) does not get those
 steps in the same minutes: the table gives each variant's median step time relative to the baseline,
 measured in the same runs (meaningful when the runs shared the machine alike: started together,
 same jobs), and the `muon-equal-time` variant trains the steps that ratio leaves in the budget.
-`--budget` instead lets each run's speed probe fit its steps to the 5 minutes (qkv.training.probe):
-the honest quality per minute, but only on a machine doing nothing else.
+`--budget` instead runs the recipe as it is (its processes and threads: two DDP processes on 2
+cores), one run at a time, and lets each run's speed probe fit its steps to the 5 minutes
+(qkv.training.probe): the honest quality per minute, but only on a machine doing nothing else.
+
+`--recipe multi30k` does the same with recipes/multi30k.py (de->en): 2700 steps a run (the AVX2
+machine's count for the hour), the recipe's own protocol at the end (greedy BLEU on the whole
+validation set picks the best or the averaged weights, test2016 decoded once with beam 5). A lever is
+judged on the validation BLEU only; the test BLEU is reported beside it, never used to choose.
 
 Runs already finished in --runs (OUT/results.json) are collected, not trained again; an interrupted
-one continues (--resume). Writes recipes/results/shakespeare_levers.json and prints a Markdown table:
-per variant the validation loss of each seed, their mean, the difference from the baseline's mean
-and the step-time ratio. The noise between seeds is about 0.01 in loss.
+Tiny Shakespeare run continues (--resume; a Multi30k run starts again). Writes
+recipes/results/shakespeare_levers.json (or multi30k_levers.json) and prints a Markdown table: per
+variant the score of each seed (validation loss, or validation and test BLEU), their mean, the
+difference from the baseline's mean and the step-time ratio. The noise between seeds is about 0.01
+in loss and 0.3 BLEU.
 """
 
 from __future__ import annotations
@@ -32,23 +41,42 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from qkv.entry import entry_point
 from qkv.files import atomic_write_bytes
 from qkv.run import RunDir
 
 ROOT = Path(__file__).resolve().parent
-RESULTS = ROOT / "results" / "shakespeare_levers.json"
-STEPS = 4100          # the 5-minute budget of the AVX2 reference machine (issue's measurement: 4100 steps in 300.5 s)
-MUON_STEP_COST = 1.20  # Muon's step / AdamW's step, median, measured in two runs side by side (this file's results)
 
-# name -> (what it changes, --set overrides); sources in docs/paper-map.md "After 2017"
+
+class Recipe(NamedTuple):
+    """A recipe the levers are measured against: its script, fixed step count and what it scores."""
+    script: str
+    steps: int               # the budget of the AVX2 reference machine, in steps
+    muon_step_cost: float    # Muon's step / AdamW's step, median, measured side by side (the results JSON)
+    results: str             # recipes/results/<this>
+    score: str               # the key judged: lower is better for a loss, higher for BLEU
+    lower_is_better: bool
+
+
+RECIPES = {
+    # 4100 steps: the issue's measurement, 4100 steps in 300.5 s; 1.20 from two runs side by side
+    "shakespeare": Recipe("shakespeare.py", 4100, 1.20, "shakespeare_levers.json", "valid_loss", True),
+    # 2700 steps: the config's count, what the hour holds on the AVX2 machine (40.6 min quiet)
+    "multi30k": Recipe("multi30k.py", 2700, 1.10, "multi30k_levers.json", "valid_bleu", False),
+}
+STEPS = RECIPES["shakespeare"].steps
+MUON_STEP_COST = RECIPES["shakespeare"].muon_step_cost
+RESULTS = ROOT / "results" / RECIPES["shakespeare"].results
+
+BASE = ["train.optimizer=adamw"]   # every variant starts from the recipe with AdamW (its optimizer when measured)
+# name -> (what it changes, --set overrides after BASE); sources in docs/paper-map.md "After 2017"
 VARIANTS: dict[str, tuple[str, list[str]]] = {
-    "base": ("the recipe: AdamW, cosine, tied embeddings", []),
+    "base": ("the recipe with AdamW, cosine, tied embeddings", []),
     "muon": ("Muon on the hidden matrices (lr 0.02), AdamW on the rest", ["train.optimizer=muon"]),
-    "muon-equal-time": (f"Muon with the steps AdamW's budget leaves it ({STEPS} / {MUON_STEP_COST})",
-                        ["train.optimizer=muon", f"train.steps={round(STEPS / MUON_STEP_COST)}"]),
+    "muon-equal-time": ("Muon with the steps AdamW's budget leaves it (steps / Muon's step cost)",
+                        ["train.optimizer=muon", "train.steps=equal-time"]),
     "qk-norm": ("RMSNorm on each head's queries and keys", ["model.qk_norm=true"]),
     "softcap": ("logits soft-capped at 15", ["model.logit_softcap=15.0"]),
     "untied": ("an output layer of its own (not the embedding matrix)", ["model.tie_embeddings=false"]),
@@ -74,17 +102,31 @@ def main(argv: list[str] | None = None) -> int:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", choices=list(RECIPES), default="shakespeare",
+                        help="the recipe the levers change (default shakespeare; multi30k: de->en)")
     parser.add_argument("--variants", type=_variants, default=list(VARIANTS),
                         help=f"comma-separated, from: {', '.join(VARIANTS)} (default: all)")
-    parser.add_argument("--seeds", type=_seeds, default=[1337, 2], help="comma-separated seeds (default: 1337,2)")
-    parser.add_argument("--steps", type=int, default=STEPS, help=f"steps of every run (default {STEPS})")
+    parser.add_argument("--seeds", type=_seeds, default=None, help="comma-separated seeds (default: 1337,2; multi30k 1,2)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help=f"steps of every run (default: the recipe's, {STEPS} for shakespeare, "
+                             f"{RECIPES['multi30k'].steps} for multi30k)")
     parser.add_argument("--budget", action="store_true", help="let each run's speed probe fill the recipe's budget")
     parser.add_argument("--jobs", type=int, default=1, choices=(1, 2, 3, 4), help="runs at once, one core each")
-    parser.add_argument("--runs", type=Path, default=Path("runs/levers"), help="where the runs go (default runs/levers)")
-    parser.add_argument("--data", type=Path, default=None, help="directory holding input.txt (see recipes/shakespeare.py)")
-    parser.add_argument("--output", type=Path, default=RESULTS, help=f"results JSON (default {RESULTS.relative_to(ROOT.parent)})")
+    parser.add_argument("--runs", type=Path, default=None, help="where the runs go (default runs/levers, runs/levers-multi30k)")
+    parser.add_argument("--data", type=Path, default=None, help="the recipe's --data (see recipes/shakespeare.py, multi30k.py)")
+    parser.add_argument("--output", type=Path, default=None,
+                        help=f"results JSON (default {RESULTS.relative_to(ROOT.parent)}, or multi30k_levers.json beside it)")
     parser.add_argument("--collect", action="store_true", help="train nothing; gather the runs in --runs")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.budget and args.jobs > 1:
+        parser.error("--budget measures quality per minute: one run at a time, alone on the machine (no --jobs)")
+    recipe = RECIPES[args.recipe]
+    shakespeare = args.recipe == "shakespeare"
+    args.seeds = args.seeds or ([1337, 2] if shakespeare else [1, 2])
+    args.steps = args.steps or recipe.steps
+    args.runs = args.runs or Path("runs/levers" if shakespeare else f"runs/levers-{args.recipe}")
+    args.output = args.output or ROOT / "results" / recipe.results
+    return args
 
 
 def _variants(text: str) -> list[str]:
@@ -107,22 +149,29 @@ def run_dir(runs: Path, variant: str, seed: int) -> Path:
 
 
 def command(args: argparse.Namespace, variant: str, seed: int) -> list[str]:
+    recipe = RECIPES[args.recipe]
     overrides = VARIANTS[variant][1]
-    fixed = [o for o in overrides if o.startswith("train.steps=")]
-    steps = [] if args.budget and not fixed else ["--steps", fixed[0].split("=")[1] if fixed else str(args.steps)]
+    fixed = [o.split("=")[1] for o in overrides if o.startswith("train.steps=")]
+    if fixed and fixed[0] == "equal-time":
+        fixed = [str(round(args.steps / recipe.muon_step_cost))]
+    steps = [] if args.budget and not fixed else ["--steps", fixed[0] if fixed else str(args.steps)]
     out = run_dir(args.runs, variant, seed)
-    cmd = [sys.executable, str(ROOT / "shakespeare.py"), "--processes", "1", "--samples", "0", "--out", str(out),
-           *steps, "--set", f"train.seed={seed}", "--set", "train.threads=1"]
-    if not args.budget:         # a fixed run: no time cap, validation halfway and at the end
-        every = int(steps[1]) // 2
-        cmd += ["--set", "train.max_minutes=0", "--set", f"train.eval_every={every}",
-                "--set", f"train.checkpoint_every={every}"]
-    for o in overrides:
+    alone = [] if args.budget else ["--processes", "1"]      # --budget: the recipe's own processes
+    cmd = [sys.executable, str(ROOT / recipe.script), *alone, "--out", str(out), *steps, "--set", f"train.seed={seed}",
+           *([] if args.budget else ["--set", "train.threads=1"])]
+    if args.recipe == "shakespeare":
+        cmd += ["--samples", "0"]
+    if not args.budget:         # a fixed run: no time cap
+        cmd += ["--set", "train.max_minutes=0"]
+        if args.recipe == "shakespeare":      # validation halfway and at the end
+            every = int(steps[1]) // 2
+            cmd += ["--set", f"train.eval_every={every}", "--set", f"train.checkpoint_every={every}"]
+    for o in BASE + overrides:          # a later --set of the same key wins
         if not o.startswith("train.steps="):
             cmd += ["--set", o]
     if args.data is not None:
         cmd += ["--data", str(args.data)]
-    if RunDir(out).state.is_file():          # interrupted: continue it
+    if args.recipe == "shakespeare" and RunDir(out).state.is_file():          # interrupted: continue it
         cmd.append("--resume")
     return cmd
 
@@ -139,7 +188,21 @@ def train(args: argparse.Namespace, variant: str, seed: int) -> None:
           f"in {time.perf_counter() - t0:.0f} s", flush=True)
 
 
+def score(recipe: str, r: dict[str, Any]) -> dict[str, Any]:
+    """One run's scores, steps, time and speed, from the recipe's results.json."""
+    if recipe == "shakespeare":
+        return {"valid_loss": r["valid_loss"], "steps": r["steps"], "seconds": r["seconds"],
+                "median_step_tokens_per_s": r.get("median_step_tokens_per_s"), "parameters": r.get("parameters")}
+    chosen = "best" if r["weights"] == "best" else "averaged"   # the weights val chose; test was scored with them
+    return {"valid_bleu": r["val_greedy"][chosen]["bleu"], "valid_chrf": r["val_greedy"][chosen]["chrf"],
+            "weights": chosen, "test_bleu": r["test"]["bleu"], "test_chrf": r["test"]["chrf"],
+            "steps": r["training"]["steps"], "seconds": r["training"]["wall_clock_s"],
+            "median_step_tokens_per_s": r["training"]["median_tokens_per_s"], "parameters": r.get("parameters")}
+
+
 def collect(args: argparse.Namespace, runs: list[tuple[str, int]]) -> dict[str, Any]:
+    recipe = RECIPES[args.recipe]
+    key = recipe.score
     found: dict[str, list[dict[str, Any]]] = {}
     machine: dict[str, Any] = {}
     for variant, seed in runs:
@@ -148,38 +211,50 @@ def collect(args: argparse.Namespace, runs: list[tuple[str, int]]) -> dict[str, 
             continue
         r = json.loads(path.read_text(encoding="utf-8"))
         machine = machine or r.get("machine", {})
-        found.setdefault(variant, []).append({
-            "seed": seed, "valid_loss": r["valid_loss"], "steps": r["steps"], "seconds": r["seconds"],
-            "median_step_tokens_per_s": r.get("median_step_tokens_per_s"), "parameters": r.get("parameters"),
-            "machine": r.get("machine", {})})
+        found.setdefault(variant, []).append({"seed": seed, **score(args.recipe, r), "machine": r.get("machine", {})})
     base = found.get("base", [])
-    base_mean = statistics.mean(x["valid_loss"] for x in base) if base else None
+    base_mean = statistics.mean(x[key] for x in base) if base else None
     base_speed = statistics.median(x["median_step_tokens_per_s"] for x in base) if base else None
     summary = {}
     for variant, xs in found.items():
-        mean = statistics.mean(x["valid_loss"] for x in xs)
+        mean = statistics.mean(x[key] for x in xs)
         speed = statistics.median(x["median_step_tokens_per_s"] for x in xs)
         summary[variant] = {
             "change": VARIANTS[variant][0], "overrides": VARIANTS[variant][1], "seeds": [x["seed"] for x in xs],
-            "valid_loss": [x["valid_loss"] for x in xs], "mean": round(mean, 4),
+            key: [x[key] for x in xs], "mean": round(mean, 4),
             "vs_base": None if base_mean is None else round(mean - base_mean, 4),
             "step_time_vs_base": None if not base_speed else round(base_speed / speed, 2),
             "steps": sorted({x["steps"] for x in xs}), "parameters": xs[0]["parameters"]}
-    return {"experiment": "recipes/shakespeare_char.toml with one change each; validation loss (nats/char) of the "
-                          "best weights over every character of the validation split; one process, one thread",
+        if args.recipe == "multi30k":
+            summary[variant]["test_bleu"] = [x["test_bleu"] for x in xs]
+    if args.recipe == "shakespeare":
+        experiment = ("recipes/shakespeare_char.toml with one change each; validation loss (nats/char) of the "
+                      "best weights over every character of the validation split; "
+                      + ("the recipe's processes, steps set by its speed probe to fill the budget, one run at a time"
+                         if args.budget else "one process, one thread"))
+    else:
+        experiment = ("recipes/multi30k_de_en.toml with one change each; cased sacreBLEU, greedy, on the whole "
+                      "validation set for the weights it chose (best or the average of the last 5), and test2016 "
+                      "with beam 5 scored once with them (reported, never used to choose); one process, one thread")
+    return {"recipe": args.recipe, "experiment": experiment, "score": key, "lower_is_better": recipe.lower_is_better,
             "fixed_steps": None if args.budget else args.steps, "budget": args.budget,
             "machine": machine, "summary": summary, "runs": found}
 
 
 def table(results: dict[str, Any]) -> str:
-    lines = ["| variant | change | steps | valid loss per seed | mean | vs base | step time vs base |",
-             "|---|---|---:|---|---:|---:|---:|"]
+    key = results.get("score", "valid_loss")
+    bleu = key == "valid_bleu"
+    head = "valid BLEU per seed | mean | vs base | test BLEU per seed" if bleu else "valid loss per seed | mean | vs base"
+    lines = [f"| variant | change | steps | {head} | step time vs base |",
+             "|---|---|---:|---|---:|---:|" + ("---|" if bleu else "") + "---:|"]
     for variant, s in results["summary"].items():
-        per_seed = ", ".join(f"{v:.4f} ({seed})" for v, seed in zip(s["valid_loss"], s["seeds"]))
-        vs = "" if s["vs_base"] is None or variant == "base" else f"{s['vs_base']:+.4f}"
+        fmt = ".2f" if bleu else ".4f"
+        per_seed = ", ".join(f"{v:{fmt}} ({seed})" for v, seed in zip(s[key], s["seeds"]))
+        vs = "" if s["vs_base"] is None or variant == "base" else f"{s['vs_base']:+{fmt}}"
         ratio = "" if s["step_time_vs_base"] is None else f"{s['step_time_vs_base']:.2f}x"
+        test = f" {', '.join(f'{v:.2f}' for v in s['test_bleu'])} |" if bleu else ""
         lines.append(f"| {variant} | {s['change']} | {', '.join(map(str, s['steps']))} | {per_seed} | "
-                     f"{s['mean']:.4f} | {vs} | {ratio} |")
+                     f"{s['mean']:{fmt}} | {vs} |{test} {ratio} |")
     return "\n".join(lines)
 
 

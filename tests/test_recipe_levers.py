@@ -4,6 +4,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 spec = importlib.util.spec_from_file_location("levers_recipe", ROOT / "recipes" / "levers.py")
 levers = importlib.util.module_from_spec(spec)
@@ -17,9 +19,14 @@ def test_each_lever_is_the_recipe_with_one_change_and_a_fixed_step_count(tmp_pat
     muon = levers.command(args, "muon-equal-time", 2)
     assert muon[muon.index("--steps") + 1] == str(round(4100 / levers.MUON_STEP_COST))
     assert "train.optimizer=muon" in muon and "train.seed=2" in muon
+    assert muon.index("train.optimizer=muon") > muon.index("train.optimizer=adamw")   # the lever's --set comes last
+    assert "train.optimizer=adamw" in base                                           # the baseline is AdamW
     assert "model.qk_norm=true" in levers.command(args, "qk-norm", 1337)
     budget = levers.command(levers.parse_args(["--runs", str(tmp_path), "--budget"]), "wsd", 1337)
     assert "--steps" not in budget and "train.max_minutes=0" not in budget and "train.schedule=wsd" in budget
+    assert "--processes" not in budget and "train.threads=1" not in budget      # the recipe as it runs
+    with pytest.raises(SystemExit):
+        levers.parse_args(["--budget", "--jobs", "2"])                          # quality per minute: alone
 
 
 def test_the_table_compares_each_lever_with_the_baseline_mean(tmp_path):
@@ -32,3 +39,25 @@ def test_the_table_compares_each_lever_with_the_baseline_mean(tmp_path):
     assert summary["base"]["mean"] == 1.555 and summary["muon"]["vs_base"] == -0.025
     assert summary["muon"]["step_time_vs_base"] == 1.4 and summary["muon"]["seeds"] == [1]
     assert "| muon |" in levers.table({"summary": summary})
+
+
+def test_multi30k_levers_run_its_recipe_for_its_steps_and_judge_on_validation_bleu(tmp_path):
+    args = levers.parse_args(["--recipe", "multi30k", "--runs", str(tmp_path), "--variants", "base,muon"])
+    assert args.seeds == [1, 2] and args.output.name == "multi30k_levers.json"
+    base = levers.command(args, "base", 1)
+    assert base[1].endswith("multi30k.py") and base[base.index("--steps") + 1] == "2700"
+    assert "train.max_minutes=0" in base and "--samples" not in base and "--resume" not in base
+    equal = levers.command(args, "muon-equal-time", 1)
+    assert equal[equal.index("--steps") + 1] == str(round(2700 / levers.RECIPES["multi30k"].muon_step_cost))
+    for name, val, test, weights in (("base-s1", 38.0, 39.0, "best"), ("muon-s1", 38.6, 39.5, "average of the last 5 step checkpoints")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps({
+            "weights": weights, "test": {"bleu": test, "chrf": 58.0}, "parameters": 1,
+            "val_greedy": {"best": {"bleu": val, "chrf": 57.0}, "averaged": {"bleu": val - 5, "chrf": 50.0}}
+            if weights == "best" else {"best": {"bleu": val - 5, "chrf": 50.0}, "averaged": {"bleu": val, "chrf": 57.0}},
+            "training": {"steps": 2700, "wall_clock_s": 3000, "median_tokens_per_s": 6000 if weights == "best" else 5000}}))
+    results = levers.collect(args, [("base", 1), ("muon", 1)])
+    summary = results["summary"]
+    assert summary["muon"]["valid_bleu"] == [38.6] and summary["muon"]["vs_base"] == 0.6
+    assert summary["muon"]["test_bleu"] == [39.5] and summary["muon"]["step_time_vs_base"] == 1.2
+    assert results["lower_is_better"] is False and "| muon |" in levers.table(results)
