@@ -112,8 +112,9 @@ class Run(home.Run):
     # --- training's record ------------------------------------------------------------------
 
     def metrics(self, kind: str | None = None) -> list[dict[str, Any]]:
-        """What training logged in the run's metrics.jsonl, one dict per line, in order: "train"
-        records (step, loss, nll, lr, ...), "valid" records (step, loss, the scores) and a last "end";
+        """What training logged in the run's metrics.jsonl, one dict per line, in order: "probe"
+        (a recipe's speed probe) and "optimizer" (which tensors each optimizer updates) at the start,
+        "train" records (step, loss, nll, lr, ...), "valid" records (step, loss, the scores) and a last "end";
         `kind` keeps one kind. Empty for a run that training did not write."""
         from qkv.training.metrics import read_metrics
 

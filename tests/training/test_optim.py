@@ -26,6 +26,22 @@ def test_muon_takes_the_layers_matrices_and_adamw_the_rest(tmp_path):
     assert optim.describe().startswith(f"optimizer: Muon on {len(names)} matrices (")
 
 
+@pytest.mark.parametrize("optimizer", ["muon", "adamw"])
+def test_the_split_is_written_to_the_run(tmp_path, optimizer):
+    from qkv.training.metrics import read_metrics
+
+    train(tiny_task(steps=2, optimizer=optimizer, eval_every=0), tmp_path / "run", quiet=True)
+    records = [r for r in read_metrics(tmp_path / "run") if r["kind"] == "optimizer"]
+    assert len(records) == 1 and records[0]["optimizer"] == optimizer
+    trainer = Trainer(tiny_task(steps=1, optimizer=optimizer), tmp_path / "other", quiet=True)
+    muon = hidden_matrices(trainer.model) if optimizer == "muon" else []
+    assert records[0].get("muon", {}).get("tensors", []) == muon
+    names = [n for n, _ in trainer.model.named_parameters()]
+    assert records[0]["adamw"]["tensors"] == [n for n in names if n not in muon]
+    assert records[0]["adamw"]["parameters"] + records[0].get("muon", {}).get("parameters", 0) == \
+        sum(p.numel() for p in trainer.model.parameters())
+
+
 def test_a_muon_step_is_torchs_muon_on_the_matrices_and_adamw_on_the_rest(tmp_path):
     config = tiny_task(steps=10, optimizer="muon", muon_lr=0.05, muon_momentum=0.9, muon_weight_decay=0.01,
                        weight_decay=0.02)

@@ -233,6 +233,8 @@ class Trainer:
             self._write_start()
             if probed is not None:
                 self.log.append(probed)
+            if not self.resume:
+                self.log.append(self.optimizer.record())     # the split: which tensors each optimizer updates
         self.out.start(self._describe(), self.tc.steps, self.step)
         stopped = "finished"
         last_valid: dict[str, Any] = {}

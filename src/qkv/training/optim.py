@@ -55,8 +55,10 @@ class Optimizers:
         self.rank, self.world = shard
         params = dict(model.named_parameters())
         muon_names = set(hidden_matrices(model)) if tc.optimizer == "muon" else set()
-        self.muon_params = [p for name, p in params.items() if name in muon_names]
-        self.adamw_params = [p for name, p in params.items() if name not in muon_names]
+        self.muon_names = [name for name in params if name in muon_names]
+        self.adamw_names = [name for name in params if name not in muon_names]
+        self.muon_params = [params[name] for name in self.muon_names]
+        self.adamw_params = [params[name] for name in self.adamw_names]
         schedule: dict[str, Any] = dict(lr=tc.lr, warmup=tc.warmup_steps, total=tc.steps, d_model=d_model,
                                         min_lr=tc.min_lr, decay_fraction=tc.decay_fraction)
         self.adamw = torch.optim.AdamW(
@@ -150,6 +152,16 @@ class Optimizers:
         if self.muon is not None and self.muon_scheduler is not None:
             self.muon.load_state_dict(state["muon"]["optimizer"])
             self.muon_scheduler.load_state_dict(state["muon"]["scheduler"])
+
+    def record(self) -> dict[str, Any]:
+        """The split, for metrics.jsonl (kind "optimizer"): which tensors each optimizer updates."""
+        def group(names: list[str], params: list[nn.Parameter]) -> dict[str, Any]:
+            return {"tensors": names, "parameters": sum(p.numel() for p in params)}
+
+        split = {"adamw": group(self.adamw_names, self.adamw_params)}
+        if self.muon is not None:
+            split["muon"] = {**group(self.muon_names, self.muon_params), "ranks": self.world}
+        return {"kind": "optimizer", "step": 0, "optimizer": self.kind, **split}
 
     def describe(self) -> str:
         """One line: which optimizer updates how many tensors and parameters."""
