@@ -45,6 +45,7 @@ from qkv.search import StepDecoder
 from qkv.fast.dropout import use_fast_dropout
 from qkv.fast.muon import FastMuon
 from qkv.machine import cpu_has_fast_bf16, cpu_name
+from qkv.run import RunConfig
 from qkv.training.loss import label_smoothed_nll
 from qkv.training.optim import hidden_matrices
 
@@ -167,19 +168,25 @@ def bench_malloc(steps: int, rounds: int) -> dict:
 
 # --- muon ------------------------------------------------------------------------------------
 
-RECIPE_MODELS = {   # the recipes' models (recipes/shakespeare_char.toml, recipes/multi30k_de_en.toml)
-    "shakespeare": dict(arch="decoder-only", tgt_vocab_size=65, d_model=96, n_heads=4, n_decoder_layers=4, d_ff=384,
-                        activation="swiglu", positional="rope", bias=False, norm_first=True),
-    "multi30k": dict(src_vocab_size=8000, tgt_vocab_size=8000, d_model=128, n_heads=4, n_encoder_layers=4,
-                     n_decoder_layers=4, d_ff=256, norm_first=True, share_embeddings=True),
-}
+RECIPE_CONFIGS = {name: Path(__file__).resolve().parent.parent / "recipes" / f"{file}.toml"
+                  for name, file in (("shakespeare", "shakespeare_char"), ("multi30k", "multi30k_de_en"))}
+
+
+def recipe_model(name: str):
+    """The recipe's model as its TOML builds it (vocabulary: 65 characters, or the 8,000 BPE tokens)."""
+    config = RunConfig.parse(RECIPE_CONFIGS[name])
+    if config.data.kind == "lm":
+        sizes = {"arch": "decoder-only", "src_vocab_size": 0, "tgt_vocab_size": 65}
+    else:
+        sizes = {"src_vocab_size": config.data.vocab_size, "tgt_vocab_size": config.data.vocab_size}
+    return build_model(ModelConfig.from_dict({**config.model, **sizes}))
 
 
 def bench_muon(steps: int) -> dict:
     out = {}
-    for name, cfg in RECIPE_MODELS.items():
+    for name in RECIPE_CONFIGS:
         torch.manual_seed(0)
-        model = build_model(ModelConfig(**cfg))
+        model = recipe_model(name)
         named = dict(model.named_parameters())
         sides = {}
         for side, kind in (("paper", torch.optim.Muon), ("fast", FastMuon)):

@@ -67,7 +67,6 @@ RECIPES = {
     "multi30k": Recipe("multi30k.py", 2700, 1.04, "multi30k_levers.json", "valid_bleu", False),   # 1.04: results JSON
 }
 STEPS = RECIPES["shakespeare"].steps
-MUON_STEP_COST = RECIPES["shakespeare"].muon_step_cost
 RESULTS = ROOT / "results" / RECIPES["shakespeare"].results
 
 BASE = ["train.optimizer=adamw"]   # every variant starts from the recipe with AdamW (its optimizer when measured)

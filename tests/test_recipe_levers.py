@@ -17,7 +17,7 @@ def test_each_lever_is_the_recipe_with_one_change_and_a_fixed_step_count(tmp_pat
     base = levers.command(args, "base", 1337)
     assert base[base.index("--steps") + 1] == "4100" and "train.max_minutes=0" in base and "--resume" not in base
     muon = levers.command(args, "muon-equal-time", 2)
-    assert muon[muon.index("--steps") + 1] == str(round(4100 / levers.MUON_STEP_COST))
+    assert muon[muon.index("--steps") + 1] == str(round(4100 / levers.RECIPES["shakespeare"].muon_step_cost))
     assert "train.optimizer=muon" in muon and "train.seed=2" in muon
     assert muon.index("train.optimizer=muon") > muon.index("train.optimizer=adamw")   # the lever's --set comes last
     assert "train.optimizer=adamw" in base                                           # the baseline is AdamW

@@ -73,7 +73,8 @@ class Optimizers:
             self.muon = FastMuon(self.muon_params, lr=1.0, momentum=tc.muon_momentum,
                                  weight_decay=tc.muon_weight_decay)
             self.muon_scheduler = make_scheduler(self.muon, tc.schedule, scale=self.muon_scale, **schedule)
-        self.owners = owners([p.numel() for p in self.muon_params], self.world)   # rank that updates each matrix
+        owner = owners([p.numel() for p in self.muon_params], self.world)     # the rank that updates each matrix
+        self.shares = [[p for p, r in zip(self.muon_params, owner) if r == rank] for rank in range(self.world)]
 
     @property
     def lr(self) -> float:
@@ -95,9 +96,10 @@ class Optimizers:
         self.adamw.step()
         if self.muon is not None:
             if self.world > 1:
-                for p, r in zip(self.muon_params, self.owners):
-                    if r != self.rank:
-                        p.grad = None         # torch's Muon skips a matrix without a gradient: its owner updates it
+                for rank, share in enumerate(self.shares):
+                    if rank != self.rank:
+                        for p in share:
+                            p.grad = None     # torch's Muon skips a matrix without a gradient: its owner updates it
             self.muon.step()
             if self.world > 1:
                 self._share(lambda p: p.data)
@@ -113,11 +115,10 @@ class Optimizers:
     def _share(self, tensor_of: Any) -> None:
         """Every rank's matrices (or their momentum: `tensor_of(p)`) sent from their owner to all ranks,
         one flat broadcast per rank."""
-        for rank in range(self.world):
-            params = [p for p, r in zip(self.muon_params, self.owners) if r == rank]
-            if not params:
+        for rank, share in enumerate(self.shares):
+            if not share:
                 continue
-            tensors = [tensor_of(p) for p in params]
+            tensors = [tensor_of(p) for p in share]
             flat = torch.cat([t.reshape(-1) for t in tensors])
             dist.broadcast(flat, src=rank)
             if rank != self.rank:
