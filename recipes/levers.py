@@ -39,6 +39,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -50,21 +51,50 @@ from qkv.run import RunDir
 ROOT = Path(__file__).resolve().parent
 
 
+def _shakespeare_scores(r: dict[str, Any]) -> dict[str, Any]:
+    return {"valid_loss": r["valid_loss"], "steps": r["steps"], "seconds": r["seconds"],
+            "median_step_tokens_per_s": r.get("median_step_tokens_per_s"), "parameters": r.get("parameters")}
+
+
+def _multi30k_scores(r: dict[str, Any]) -> dict[str, Any]:
+    chosen = "best" if r["weights"] == "best" else "averaged"   # the weights val chose; test was scored with them
+    return {"valid_bleu": r["val_greedy"][chosen]["bleu"], "valid_chrf": r["val_greedy"][chosen]["chrf"],
+            "weights": chosen, "test_bleu": r["test"]["bleu"], "test_chrf": r["test"]["chrf"],
+            "steps": r["training"]["steps"], "seconds": r["training"]["wall_clock_s"],
+            "median_step_tokens_per_s": r["training"]["median_tokens_per_s"], "parameters": r.get("parameters")}
+
+
 class Recipe(NamedTuple):
-    """A recipe the levers are measured against: its script, fixed step count and what it scores."""
+    """A recipe the levers are measured against: its script, fixed step count, how a run goes and what it scores."""
     script: str
     steps: int               # the budget of the AVX2 reference machine, in steps
     muon_step_cost: float    # Muon's step / AdamW's step, median, measured side by side (the results JSON)
     results: str             # recipes/results/<this>
     score: str               # the key judged: lower is better for a loss, higher for BLEU
     lower_is_better: bool
+    scores: Callable[[dict[str, Any]], dict[str, Any]]   # one run's results.json -> its scores, steps, time, speed
+    seeds: tuple[int, ...]   # default seeds
+    runs: str                # default --runs
+    extra: tuple[str, ...]   # arguments every run of the script gets
+    halfway: bool            # a fixed run validates (and checkpoints) halfway as well as at the end
+    resumable: bool          # an interrupted run continues with --resume (otherwise it starts again)
+    experiment: str          # what one run measures, for the results JSON
 
 
 RECIPES = {
     # 4100 steps: the issue's measurement, 4100 steps in 300.5 s; 1.20 from two runs side by side
-    "shakespeare": Recipe("shakespeare.py", 4100, 1.20, "shakespeare_levers.json", "valid_loss", True),
-    # 2700 steps: the config's count, what the hour holds on the AVX2 machine (40.6 min quiet)
-    "multi30k": Recipe("multi30k.py", 2700, 1.04, "multi30k_levers.json", "valid_bleu", False),   # 1.04: results JSON
+    "shakespeare": Recipe(
+        "shakespeare.py", 4100, 1.20, "shakespeare_levers.json", "valid_loss", True, _shakespeare_scores,
+        seeds=(1337, 2), runs="runs/levers", extra=("--samples", "0"), halfway=True, resumable=True,
+        experiment="recipes/shakespeare_char.toml with one change each; validation loss (nats/char) of the best "
+                   "weights over every character of the validation split"),
+    # 2700 steps: the config's count, what the hour holds on the AVX2 machine (40.6 min quiet); 1.04: results JSON
+    "multi30k": Recipe(
+        "multi30k.py", 2700, 1.04, "multi30k_levers.json", "valid_bleu", False, _multi30k_scores,
+        seeds=(1, 2), runs="runs/levers-multi30k", extra=(), halfway=False, resumable=False,
+        experiment="recipes/multi30k_de_en.toml with one change each; cased sacreBLEU, greedy, on the whole "
+                   "validation set for the weights it chose (best or the average of the last 5), and test2016 "
+                   "with beam 5 scored once with them (reported, never used to choose)"),
 }
 STEPS = RECIPES["shakespeare"].steps
 RESULTS = ROOT / "results" / RECIPES["shakespeare"].results
@@ -120,10 +150,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.budget and args.jobs > 1:
         parser.error("--budget measures quality per minute: one run at a time, alone on the machine (no --jobs)")
     recipe = RECIPES[args.recipe]
-    shakespeare = args.recipe == "shakespeare"
-    args.seeds = args.seeds or ([1337, 2] if shakespeare else [1, 2])
+    args.seeds = args.seeds or list(recipe.seeds)
     args.steps = args.steps or recipe.steps
-    args.runs = args.runs or Path("runs/levers" if shakespeare else f"runs/levers-{args.recipe}")
+    args.runs = args.runs or Path(recipe.runs)
     args.output = args.output or ROOT / "results" / recipe.results
     return args
 
@@ -158,11 +187,10 @@ def command(args: argparse.Namespace, variant: str, seed: int) -> list[str]:
     alone = [] if args.budget else ["--processes", "1"]      # --budget: the recipe's own processes
     cmd = [sys.executable, str(ROOT / recipe.script), *alone, "--out", str(out), *steps, "--set", f"train.seed={seed}",
            *([] if args.budget else ["--set", "train.threads=1"])]
-    if args.recipe == "shakespeare":
-        cmd += ["--samples", "0"]
+    cmd += recipe.extra
     if not args.budget:         # a fixed run: no time cap
         cmd += ["--set", "train.max_minutes=0"]
-        if args.recipe == "shakespeare":      # validation halfway and at the end
+        if recipe.halfway:      # validation halfway and at the end
             every = int(steps[1]) // 2
             cmd += ["--set", f"train.eval_every={every}", "--set", f"train.checkpoint_every={every}"]
     for o in BASE + overrides:          # a later --set of the same key wins
@@ -170,7 +198,7 @@ def command(args: argparse.Namespace, variant: str, seed: int) -> list[str]:
             cmd += ["--set", o]
     if args.data is not None:
         cmd += ["--data", str(args.data)]
-    if args.recipe == "shakespeare" and RunDir(out).state.is_file():          # interrupted: continue it
+    if recipe.resumable and RunDir(out).state.is_file():          # interrupted: continue it
         cmd.append("--resume")
     return cmd
 
@@ -187,18 +215,6 @@ def train(args: argparse.Namespace, variant: str, seed: int) -> None:
           f"in {time.perf_counter() - t0:.0f} s", flush=True)
 
 
-def score(recipe: str, r: dict[str, Any]) -> dict[str, Any]:
-    """One run's scores, steps, time and speed, from the recipe's results.json."""
-    if recipe == "shakespeare":
-        return {"valid_loss": r["valid_loss"], "steps": r["steps"], "seconds": r["seconds"],
-                "median_step_tokens_per_s": r.get("median_step_tokens_per_s"), "parameters": r.get("parameters")}
-    chosen = "best" if r["weights"] == "best" else "averaged"   # the weights val chose; test was scored with them
-    return {"valid_bleu": r["val_greedy"][chosen]["bleu"], "valid_chrf": r["val_greedy"][chosen]["chrf"],
-            "weights": chosen, "test_bleu": r["test"]["bleu"], "test_chrf": r["test"]["chrf"],
-            "steps": r["training"]["steps"], "seconds": r["training"]["wall_clock_s"],
-            "median_step_tokens_per_s": r["training"]["median_tokens_per_s"], "parameters": r.get("parameters")}
-
-
 def collect(args: argparse.Namespace, runs: list[tuple[str, int]]) -> dict[str, Any]:
     recipe = RECIPES[args.recipe]
     key = recipe.score
@@ -210,7 +226,7 @@ def collect(args: argparse.Namespace, runs: list[tuple[str, int]]) -> dict[str, 
             continue
         r = json.loads(path.read_text(encoding="utf-8"))
         machine = machine or r.get("machine", {})
-        found.setdefault(variant, []).append({"seed": seed, **score(args.recipe, r), "machine": r.get("machine", {})})
+        found.setdefault(variant, []).append({"seed": seed, **recipe.scores(r), "machine": r.get("machine", {})})
     base = found.get("base", [])
     base_mean = statistics.mean(x[key] for x in base) if base else None
     base_speed = statistics.median(x["median_step_tokens_per_s"] for x in base) if base else None
@@ -224,17 +240,10 @@ def collect(args: argparse.Namespace, runs: list[tuple[str, int]]) -> dict[str, 
             "vs_base": None if base_mean is None else round(mean - base_mean, 4),
             "step_time_vs_base": None if not base_speed else round(base_speed / speed, 2),
             "steps": sorted({x["steps"] for x in xs}), "parameters": xs[0]["parameters"]}
-        if args.recipe == "multi30k":
+        if "test_bleu" in xs[0]:
             summary[variant]["test_bleu"] = [x["test_bleu"] for x in xs]
-    if args.recipe == "shakespeare":
-        experiment = ("recipes/shakespeare_char.toml with one change each; validation loss (nats/char) of the "
-                      "best weights over every character of the validation split; "
-                      + ("the recipe's processes, steps set by its speed probe to fill the budget, one run at a time"
-                         if args.budget else "one process, one thread"))
-    else:
-        experiment = ("recipes/multi30k_de_en.toml with one change each; cased sacreBLEU, greedy, on the whole "
-                      "validation set for the weights it chose (best or the average of the last 5), and test2016 "
-                      "with beam 5 scored once with them (reported, never used to choose); one process, one thread")
+    experiment = recipe.experiment + ("; the recipe's processes, steps set by its speed probe to fill the budget, "
+                                      "one run at a time" if args.budget else "; one process, one thread")
     return {"recipe": args.recipe, "experiment": experiment, "score": key, "lower_is_better": recipe.lower_is_better,
             "fixed_steps": None if args.budget else args.steps, "budget": args.budget,
             "machine": machine, "summary": summary, "runs": found}
