@@ -8,7 +8,8 @@ from qkv import ConfigError
 from qkv.run import load_run, load_run_config
 from qkv.training import probe, train
 from qkv.training.metrics import read_metrics
-from qkv.training.probe import Costs, checkpoints, planned_seconds, steps_for_budget, validations
+from qkv.training.probe import Costs, checkpoints, planned_seconds, steps_after, steps_for_budget, validations
+from qkv.training.schedule import lr_at, make_scheduler, retarget
 from tests.training.test_train import tiny_task
 
 
@@ -74,7 +75,8 @@ def test_recipes_probe_unless_the_steps_are_fixed():
     assert probe.summary([{"kind": "probe", "step": 0, "steps": 12}]) == {"used": True, "steps": 12}
 
 
-def test_a_probed_run_fills_its_budget_and_equals_a_fixed_run_of_its_steps(tmp_path, device):
+def test_a_probed_run_fills_its_budget_and_equals_a_fixed_run_of_its_steps(tmp_path, device, monkeypatch):
+    monkeypatch.setattr(probe, "REFIT_TOLERANCE", float("inf"))   # the probe's pace stands (the second look: below)
     keys = dict(schedule="cosine", warmup_steps=1, eval_every=40, checkpoint_every=40, max_minutes=0.02,
                 device=device.type)
     probed = train(tiny_task(steps=100_000, **keys), tmp_path / "probed", quiet=True, fill_budget=0.95)
@@ -106,3 +108,56 @@ def test_the_probe_needs_a_budget(tmp_path):
         train(tiny_task(steps=5), tmp_path / "r", quiet=True, fill_budget=0.95)
     with pytest.raises(ConfigError, match=r"in \(0, 1\]"):
         train(tiny_task(steps=5, max_minutes=1), tmp_path / "s", quiet=True, fill_budget=1.5)
+
+
+def test_the_second_look_takes_the_pace_of_the_steps_done_and_fits_the_rest():
+    assert probe.refit_step(4725) == 472 and probe.refit_step(5) == 0 and probe.refit_step(30) == 3
+    costs = Costs(step_s=0.7, valid_s=5.0, checkpoint_s=0.25)
+    # 472 steps in 270 s with no validation yet and 4 checkpoints (100 ... 400): 269 s of steps
+    assert probe.pace(270.0, 472, costs, 500, 100) == pytest.approx(269.0 / 472)
+    assert probe.pace(1.0, 10, costs, 1, 1) == pytest.approx(0.1)           # overhead above the time: all of it
+    faster = Costs(0.55, 5.0, 0.25)
+    steps = steps_after(3540, 270.0, 472, faster, 500, 100)
+    left = lambda n: 270.0 + planned_seconds(n, faster, 500, 100) - planned_seconds(472, faster, 500, 100)  # noqa: E731
+    assert left(steps) <= 0.95 * 3540 < left(steps + 1)
+    assert steps > steps_for_budget(3540, costs, 500, 100)          # faster than the probe said: more steps
+    assert steps_after(100, 200.0, 50, faster, 500, 100) == 51      # over budget already: one more step
+    with pytest.raises(ValueError):
+        steps_after(100, 1.0, 5, Costs(0.0), 10, 10)
+
+
+def test_a_schedule_retargeted_keeps_its_past_and_ends_at_the_new_last_step():
+    def rates(total, retarget_at=None, new_total=None):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        sched = make_scheduler(opt, "cosine", lr=1e-2, warmup=5, total=total, d_model=64, min_lr=1e-4)
+        out = []
+        for k in range(new_total or total):
+            if k == retarget_at:
+                retarget(sched, new_total)
+            out.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        return out
+    long, moved = rates(60), rates(40, retarget_at=10, new_total=60)
+    assert moved[:10] == rates(40)[:10]                       # the steps taken keep their rates
+    assert moved[10:] == pytest.approx(long[10:], rel=1e-12)  # from there on: the schedule of 60 steps
+    assert moved[-1] == pytest.approx(lr_at("cosine", 60, lr=1e-2, warmup=5, total=60, d_model=64, min_lr=1e-4))
+
+
+def test_a_run_off_the_probes_pace_fits_its_steps_again(tmp_path, monkeypatch):
+    monkeypatch.setattr(probe, "REFIT_TOLERANCE", -1.0)           # any difference: fit again
+    keys = dict(schedule="cosine", warmup_steps=1, eval_every=40, checkpoint_every=40, max_minutes=0.05)
+    result = train(tiny_task(steps=100_000, **keys), tmp_path / "r", quiet=True, fill_budget=0.95)
+    records = read_metrics(tmp_path / "r")
+    planned = next(r for r in records if r["kind"] == "probe")["steps"]
+    refits = [r for r in records if r["kind"] == "refit"]
+    if probe.refit_step(planned) == 0:
+        pytest.skip(f"this machine's probe chose {planned} steps: too few to look again")
+    assert len(refits) == 1 and refits[0]["step"] == probe.refit_step(planned)
+    refit = refits[0]
+    assert refit["steps_before"] == planned and refit["steps"] > refit["step"] and refit["steps_per_s"] > 0
+    assert load_run_config(tmp_path / "r")["train"]["steps"] == refit["steps"]    # config.toml: the new count
+    assert probe.summary(records)["refit"]["steps"] == refit["steps"]             # and the recipes' results.json
+    trained = [r for r in records if r["kind"] == "train"]
+    if result.stopped == "finished":                     # the schedule comes down at the new last step
+        assert result.steps == refit["steps"] and trained[-1]["lr"] == pytest.approx(0.0, abs=1e-12)

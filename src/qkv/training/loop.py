@@ -228,6 +228,7 @@ class Trainer:
 
     def run(self) -> TrainResult:
         probed = self.fit_steps_to_budget(self.fill_budget) if self.fill_budget else None
+        refit_at = probe.refit_step(self.tc.steps) if probed is not None else 0
         start = time.perf_counter()
         if self.is_main:
             self._write_start()
@@ -244,6 +245,8 @@ class Trainer:
                 self.out.advance(self.step, stats)
                 if self.step % self.tc.log_every == 0 or self.step == self.tc.steps:
                     self._log_train(stats)
+                if self.step == refit_at:
+                    self.refit_steps(start)
                 if self._due(self.tc.eval_every) or self.step == self.tc.steps:
                     last_valid, stop = self.validate_and_track()
                     if stop:
@@ -314,6 +317,7 @@ class Trainer:
                 torch.cuda.set_rng_state_all(cuda_rng)
             self.step = 0
         costs = probe.Costs(step_s, valid_s, checkpoint_s)
+        self._plan = (budget, costs, fill)                     # for refit_steps
         configured, steps = self.tc.steps, probe.steps_for_budget(budget, costs, self.tc.eval_every,
                                                                   self.tc.checkpoint_every, fill)
         self.tc.steps = self.config["train"]["steps"] = steps
@@ -330,6 +334,29 @@ class Trainer:
                 "checkpoint_s": round(checkpoint_s, 3), "checkpoints": probe.checkpoints(steps, self.tc.checkpoint_every),
                 "budget_s": budget, "fill": fill, "planned_s": round(planned, 2), "steps": steps,
                 "config_steps": configured, "processes": self.dist.world, "cpu": cpu_name()}
+
+    def refit_steps(self, start: float) -> None:
+        """The probe's second look (qkv.training.probe): the pace of the steps done since `start`;
+        more than REFIT_TOLERANCE off the probe's, train.steps is fitted again for the time left, the
+        schedules end there, config.toml records it and metrics.jsonl gets a record of kind "refit"."""
+        budget, costs, fill = self._plan
+        elapsed = distributed.all_reduce_sum([time.perf_counter() - start], self.device)[0] / self.dist.world
+        step_s = probe.pace(elapsed, self.step, costs, self.tc.eval_every, self.tc.checkpoint_every)
+        if abs(step_s / costs.step_s - 1) <= probe.REFIT_TOLERANCE:
+            return
+        before = self.tc.steps
+        steps = probe.steps_after(budget, elapsed, self.step, probe.Costs(step_s, costs.valid_s, costs.checkpoint_s),
+                                  self.tc.eval_every, self.tc.checkpoint_every, fill)
+        self.tc.steps = self.config["train"]["steps"] = steps
+        self.optimizer.retarget(steps)
+        self.out.retotal(steps)
+        self.out.print(f"step {self.step}: {1 / step_s:,.2f} steps/s against the probe's {1 / costs.step_s:,.2f} "
+                       f"-> {steps:,} steps (was {before:,}) to end near {fill:.0%} of {budget / 60:g} min")
+        if self.is_main:
+            self.dir.write_config(self.config)
+            self.log.append({"kind": "refit", "step": self.step, "elapsed_s": round(elapsed, 2),
+                             "steps_per_s": round(1 / step_s, 3), "probe_steps_per_s": round(1 / costs.step_s, 3),
+                             "steps_before": before, "steps": steps})
 
     def _validation_seconds(self) -> float:
         """One validation's time, from a sample of its batches (probe.Sample)."""

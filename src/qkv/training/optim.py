@@ -35,7 +35,7 @@ from torch import nn
 from qkv.errors import CheckpointError
 from qkv.fast.muon import FastMuon
 from qkv.run import TrainConfig
-from qkv.training.schedule import make_scheduler, peak_lr
+from qkv.training.schedule import make_scheduler, peak_lr, retarget
 
 
 def hidden_matrices(model: nn.Module) -> list[str]:
@@ -106,6 +106,12 @@ class Optimizers:
         self.scheduler.step()
         if self.muon_scheduler is not None:
             self.muon_scheduler.step()
+
+    def retarget(self, steps: int) -> None:
+        """Every schedule ends at `steps` from now on (the speed probe's second fit)."""
+        retarget(self.scheduler, steps)
+        if self.muon_scheduler is not None:
+            retarget(self.muon_scheduler, steps)
 
     def zero_grad(self) -> None:
         self.adamw.zero_grad(set_to_none=True)

@@ -16,6 +16,17 @@ is built again), so the run is the one a fixed `train.steps` of the chosen count
 
 The record (metrics.jsonl, kind "probe") says what was measured and chosen: the probe's own
 seconds, steps/s, the costs, the budget, the chosen steps and the CPU.
+
+A few seconds of steps can misjudge the pace of a whole run: a translation's batches change shape
+from step to step (length buckets), and the first steps of each shape are slower (kernel selection
+for it), so on Multi30k the probe's ~10 steps ran 27% slower than the run's average and the run
+ended at 75% of its budget. So the trainer checks once more: after REFIT_SHARE of the chosen steps
+it takes the pace of the steps it has done (its validations and checkpoints counted at the probe's
+costs), and if that is more than REFIT_TOLERANCE off the probe's, fits the steps again for the time
+left (`steps_after`): the schedule is rebuilt for the new last step (a cosine changes its rate at
+that point by a fraction of a percent: it has hardly begun to fall), config.toml records it and
+metrics.jsonl gets a record of kind "refit". Within the tolerance the run stays the fixed run of
+the probe's count.
 """
 
 from __future__ import annotations
@@ -34,6 +45,8 @@ WARMUP_STEPS = 3            # untimed: first-call allocations, kernel selection,
 TIMED_SECONDS = 10.0        # the timed steps take about this long at most ...
 TIMED_SHARE = 0.04          # ... and at most this share of the budget (a 5-minute budget: 10 s)
 MIN_TIMED_STEPS = 3
+REFIT_SHARE = 0.1           # after this share of the chosen steps the run's own pace is checked ...
+REFIT_TOLERANCE = 0.05      # ... and the steps fitted again when it is more than 5% off the probe's
 VALID_SAMPLE = 0.1          # the probe's validation reads about this share of the batches
 
 
@@ -79,6 +92,39 @@ def steps_for_budget(budget_s: float, costs: Costs, eval_every: int, checkpoint_
             low = middle
         else:
             high = middle
+    return low
+
+
+def refit_step(steps: int) -> int:
+    """The step after which a probed run checks its pace (0: a run too short to check)."""
+    at = round(steps * REFIT_SHARE)
+    return at if 0 < at < steps else 0
+
+
+def pace(elapsed_s: float, done: int, costs: Costs, eval_every: int, checkpoint_every: int) -> float:
+    """Seconds per step of the `done` steps that took `elapsed_s`, their validations and checkpoints
+    taken out at the probe's costs (all of it per step if that leaves nothing)."""
+    overhead = (done // eval_every if eval_every > 0 else 0) * costs.valid_s \
+        + (done // checkpoint_every if checkpoint_every > 0 else 0) * costs.checkpoint_s
+    return (elapsed_s - overhead) / done if elapsed_s > overhead else elapsed_s / done
+
+
+def steps_after(budget_s: float, elapsed_s: float, done: int, costs: Costs, eval_every: int,
+                checkpoint_every: int, fill: float = FILL) -> int:
+    """The most steps whose run ends within `fill` of `budget_s`, when `done` steps took `elapsed_s`
+    and the rest cost `costs` (their validations and checkpoints included); at least done + 1."""
+    if not costs.step_s > 0:
+        raise ValueError(f"a step must take some time, got {costs.step_s} s")
+    def fits(n: int) -> bool:
+        rest = planned_seconds(n, costs, eval_every, checkpoint_every) - planned_seconds(done, costs, eval_every,
+                                                                                         checkpoint_every)
+        return elapsed_s + rest <= fill * budget_s
+    low, high = done + 1, done + max(1, int((fill * budget_s - elapsed_s) / costs.step_s)) + 2
+    if not fits(low):
+        return low
+    while high - low > 1:                                      # fits(low), not fits(high)
+        middle = (low + high) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle)
     return low
 
 
@@ -140,8 +186,14 @@ def recipe_fill(overrides: Iterable[str], no_probe: bool = False) -> float | Non
 
 def summary(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """What a recipe's results.json says about the probe, from a run's metrics.jsonl records:
-    the probe's record (used: true), or used: false when the run's steps were fixed."""
+    the probe's record (used: true; with `refit` when the run fitted its steps again), or
+    used: false when the run's steps were fixed."""
+    found: dict[str, Any] = {}
     for record in records:
         if record.get("kind") == "probe":
-            return {"used": True, **{k: v for k, v in record.items() if k not in ("kind", "step")}}
+            found = {"used": True, **{k: v for k, v in record.items() if k not in ("kind", "step")}}
+        elif record.get("kind") == "refit" and found:
+            found["refit"] = {k: v for k, v in record.items() if k != "kind"}
+    if found:
+        return found
     return {"used": False, "why": "train.steps fixed (--no-probe, --steps or --set train.steps)"}

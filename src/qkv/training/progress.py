@@ -51,6 +51,12 @@ class Progress:
         self.bar.start()
         self.task = self.bar.add_task("train", total=total, completed=done, loss="-", lr="-", speed="-")
 
+    def retotal(self, total: int) -> None:
+        """The run's last step changed (the trainer fitted its steps to the budget again)."""
+        self.total = total
+        if self.bar is not None:
+            self.bar.update(self.task, total=total)
+
     def advance(self, step: int, stats: dict[str, Any]) -> None:
         loss = stats["loss_sum"] / max(stats["tokens"], 1)
         speed = stats["all_tokens"] / max(stats["seconds"], 1e-9)

@@ -112,5 +112,18 @@ def make_scheduler(optimizer: torch.optim.Optimizer, name: str, scale: float = 1
     return torch.optim.lr_scheduler.LambdaLR(optimizer, partial(_rate, name, kwargs))
 
 
+def retarget(scheduler: torch.optim.lr_scheduler.LambdaLR, total: int) -> None:
+    """Make a `make_scheduler` schedule end at step `total` from now on, the next step's rate included
+    (the speed probe's second fit, qkv.training.probe). The steps already taken keep their rates."""
+    for i, rate in enumerate(scheduler.lr_lambdas):
+        if not isinstance(rate, partial):
+            raise TypeError("retarget() takes a schedule that make_scheduler() built")
+        name, kwargs = rate.args
+        scheduler.lr_lambdas[i] = partial(_rate, name, {**kwargs, "total": total})
+    for group, base, rate in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+        group["lr"] = base * rate(scheduler.last_epoch)
+    scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
+
+
 def _rate(name: str, kwargs: dict, index: int) -> float:
     return lr_at(name, index + 1, **kwargs)
