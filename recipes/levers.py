@@ -5,6 +5,7 @@
     python recipes/levers.py --budget                          # each run fills the recipe's 5 minutes (quiet machine)
     python recipes/levers.py --collect                         # only gather the runs already in --runs
     python recipes/levers.py --recipe multi30k --variants base,muon --seeds 1 --jobs 2   # de->en, 2700 steps each
+    python recipes/levers.py --recipe multi30k-en-de --variants base,muon --seeds 1 --jobs 2
 
 Every run is `recipes/shakespeare.py` (recipes/shakespeare_char.toml with AdamW: the baseline the
 levers were first measured against) with one change (`--set`), one process on one thread (two jobs use two cores), no samples. By default
@@ -22,6 +23,7 @@ cores), one run at a time, and lets each run's speed probe fit its steps to the 
 machine's count for the hour), the recipe's own protocol at the end (greedy BLEU on the whole
 validation set picks the best or the averaged weights, test2016 decoded once with beam 5). A lever is
 judged on the validation BLEU only; the test BLEU is reported beside it, never used to choose.
+`--recipe multi30k-en-de` is the same in the other direction (recipes/multi30k_en_de.toml).
 
 Runs already finished in --runs (OUT/results.json) are collected, not trained again; an interrupted
 Tiny Shakespeare run continues (--resume; a Multi30k run starts again). Writes
@@ -96,6 +98,9 @@ RECIPES = {
                    "validation set for the weights it chose (best or the average of the last 5), and test2016 "
                    "with beam 5 scored once with them (reported, never used to choose)"),
 }
+RECIPES["multi30k-en-de"] = RECIPES["multi30k"]._replace(   # the other direction: same model, steps and protocol
+    results="multi30k_en_de_levers.json", runs="runs/levers-multi30k-en-de", extra=("--direction", "en-de"),
+    experiment=RECIPES["multi30k"].experiment.replace("multi30k_de_en.toml", "multi30k_en_de.toml"))
 STEPS = RECIPES["shakespeare"].steps
 RESULTS = ROOT / "results" / RECIPES["shakespeare"].results
 
@@ -132,7 +137,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", choices=list(RECIPES), default="shakespeare",
-                        help="the recipe the levers change (default shakespeare; multi30k: de->en)")
+                        help="the recipe the levers change (default shakespeare; multi30k: de->en; multi30k-en-de)")
     parser.add_argument("--variants", type=_variants, default=list(VARIANTS),
                         help=f"comma-separated, from: {', '.join(VARIANTS)} (default: all)")
     parser.add_argument("--seeds", type=_seeds, default=None, help="comma-separated seeds (default: 1337,2; multi30k 1,2)")

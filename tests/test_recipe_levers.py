@@ -61,3 +61,12 @@ def test_multi30k_levers_run_its_recipe_for_its_steps_and_judge_on_validation_bl
     assert summary["muon"]["valid_bleu"] == [38.6] and summary["muon"]["vs_base"] == 0.6
     assert summary["muon"]["test_bleu"] == [39.5] and summary["muon"]["step_time_vs_base"] == 1.2
     assert results["lower_is_better"] is False and "| muon |" in levers.table(results)
+
+
+def test_the_other_direction_is_the_multi30k_recipe_with_its_direction(tmp_path):
+    args = levers.parse_args(["--recipe", "multi30k-en-de", "--runs", str(tmp_path), "--variants", "base,muon"])
+    assert args.seeds == [1, 2] and args.output.name == "multi30k_en_de_levers.json"
+    muon = levers.command(args, "muon", 1)
+    assert muon[1].endswith("multi30k.py") and muon[muon.index("--direction") + 1] == "en-de"
+    assert muon[muon.index("--steps") + 1] == "2700" and "train.optimizer=muon" in muon
+    assert "multi30k_en_de.toml" in levers.RECIPES["multi30k-en-de"].experiment
