@@ -83,15 +83,18 @@ def steps_for_budget(budget_s: float, costs: Costs, eval_every: int, checkpoint_
     if not costs.step_s > 0:
         raise ValueError(f"a step must take some time, got {costs.step_s} s")
     target = fill * budget_s
-    low, high = 1, max(1, int(target / costs.step_s)) + 1      # planned(high) > target: steps alone overrun
-    if planned_seconds(low, costs, eval_every, checkpoint_every) > target:
-        return 1
-    while high - low > 1:                                      # planned(low) <= target < planned(high)
+    return _most(1, max(1, int(target / costs.step_s)) + 1,      # the upper end: its steps alone overrun
+                 lambda n: planned_seconds(n, costs, eval_every, checkpoint_every) <= target)
+
+
+def _most(low: int, high: int, fits: Callable[[int], bool]) -> int:
+    """The largest n in [low, high) with fits(n), for a `fits` true up to some n and false after it
+    (false at `high`); `low` when not even it fits."""
+    if not fits(low):
+        return low
+    while high - low > 1:                                      # fits(low), not fits(high)
         middle = (low + high) // 2
-        if planned_seconds(middle, costs, eval_every, checkpoint_every) <= target:
-            low = middle
-        else:
-            high = middle
+        low, high = (middle, high) if fits(middle) else (low, middle)
     return low
 
 
@@ -119,13 +122,7 @@ def steps_after(budget_s: float, elapsed_s: float, done: int, costs: Costs, eval
         rest = planned_seconds(n, costs, eval_every, checkpoint_every) - planned_seconds(done, costs, eval_every,
                                                                                          checkpoint_every)
         return elapsed_s + rest <= fill * budget_s
-    low, high = done + 1, done + max(1, int((fill * budget_s - elapsed_s) / costs.step_s)) + 2
-    if not fits(low):
-        return low
-    while high - low > 1:                                      # fits(low), not fits(high)
-        middle = (low + high) // 2
-        low, high = (middle, high) if fits(middle) else (low, middle)
-    return low
+    return _most(done + 1, done + max(1, int((fill * budget_s - elapsed_s) / costs.step_s)) + 2, fits)
 
 
 def timed_steps(warm_step_s: float, budget_s: float) -> int:
