@@ -4,6 +4,7 @@
     python recipes/levers.py --variants base,muon --seeds 1337 --jobs 2
     python recipes/levers.py --budget                          # each run fills the recipe's 5 minutes (quiet machine)
     python recipes/levers.py --collect                         # only gather the runs already in --runs
+    python recipes/levers.py --base muon --variants muon,muon-wsd,muon-qk-norm --steps 3417 --jobs 2   # on top of Muon
     python recipes/levers.py --recipe multi30k --variants base,muon --seeds 1 --jobs 2   # de->en, 2700 steps each
     python recipes/levers.py --recipe multi30k-en-de --variants base,muon --seeds 1 --jobs 2
 
@@ -18,6 +19,9 @@ same jobs), and the `muon-equal-time` variant trains the steps that ratio leaves
 `--budget` instead runs the recipe as it is (its processes and threads: two DDP processes on 2
 cores), one run at a time, and lets each run's speed probe fit its steps to the 5 minutes
 (qkv.training.probe): the honest quality per minute, but only on a machine doing nothing else.
+
+The `muon-*` variants add one change to the recipe as it trains now (Muon): `--base muon` compares
+them with it (`muon-lr0.01`..`muon-lr0.04` sweep Muon's learning rate, 0.02 in the recipes).
 
 `--recipe multi30k` does the same with recipes/multi30k.py (de->en): 2700 steps a run (the AVX2
 machine's count for the hour), the recipe's own protocol at the end (greedy BLEU on the whole
@@ -104,7 +108,9 @@ RECIPES["multi30k-en-de"] = RECIPES["multi30k"]._replace(   # the other directio
 STEPS = RECIPES["shakespeare"].steps
 RESULTS = ROOT / "results" / RECIPES["shakespeare"].results
 
-BASE = ["train.optimizer=adamw"]   # every variant starts from the recipe with AdamW (its optimizer when measured)
+# every variant starts from the recipe as the levers were first measured against it: AdamW (and, for
+# the muon-* variants, Muon without weight decay on its matrices, whatever the recipe's TOML says now)
+BASE = ["train.optimizer=adamw", "train.muon_weight_decay=0"]
 # name -> (what it changes, --set overrides after BASE); sources in docs/paper-map.md "After 2017"
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "base": ("the recipe with AdamW, cosine, tied embeddings", []),
@@ -115,6 +121,21 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "softcap": ("logits soft-capped at 15", ["model.logit_softcap=15.0"]),
     "untied": ("an output layer of its own (not the embedding matrix)", ["model.tie_embeddings=false"]),
     "wsd": ("warmup-stable-decay (1-sqrt decay over the last 20%) instead of cosine", ["train.schedule=wsd"]),
+    # the recipe as it trains now (Muon) with one more change: compare them with --base muon
+    "muon-lr0.01": ("Muon with half its learning rate (0.01)", ["train.optimizer=muon", "train.muon_lr=0.01"]),
+    "muon-lr0.015": ("Muon with 3/4 of its learning rate (0.015)", ["train.optimizer=muon", "train.muon_lr=0.015"]),
+    "muon-lr0.03": ("Muon with 1.5x its learning rate (0.03)", ["train.optimizer=muon", "train.muon_lr=0.03"]),
+    "muon-lr0.04": ("Muon with twice its learning rate (0.04)", ["train.optimizer=muon", "train.muon_lr=0.04"]),
+    "muon-wd0.02": ("Muon with decoupled weight decay 0.02 on its matrices (the 5-minute recipe's since 2026-12-04)",
+                    ["train.optimizer=muon", "train.muon_weight_decay=0.02"]),
+    "muon-wd0.05": ("Muon with decoupled weight decay 0.05 on its matrices",
+                    ["train.optimizer=muon", "train.muon_weight_decay=0.05"]),
+    "muon-wd0.1": ("Muon with decoupled weight decay 0.1 on its matrices", ["train.optimizer=muon", "train.muon_weight_decay=0.1"]),
+    "muon-wd0.2": ("Muon with decoupled weight decay 0.2 on its matrices", ["train.optimizer=muon", "train.muon_weight_decay=0.2"]),
+    "muon-wd0.3": ("Muon with decoupled weight decay 0.3 on its matrices", ["train.optimizer=muon", "train.muon_weight_decay=0.3"]),
+    "muon-wsd": ("Muon and warmup-stable-decay", ["train.optimizer=muon", "train.schedule=wsd"]),
+    "muon-qk-norm": ("Muon and QK-norm", ["train.optimizer=muon", "model.qk_norm=true"]),
+    "muon-untied": ("Muon and an untied output layer", ["train.optimizer=muon", "model.tie_embeddings=false"]),
 }
 
 
@@ -151,6 +172,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, default=None,
                         help=f"results JSON (default {RESULTS.relative_to(ROOT.parent)}, or multi30k_levers.json beside it)")
     parser.add_argument("--collect", action="store_true", help="train nothing; gather the runs in --runs")
+    parser.add_argument("--base", choices=list(VARIANTS), default="base",
+                        help="the variant the others are compared with (default base: the recipe with AdamW; "
+                             "muon: the recipe as it trains now)")
     args = parser.parse_args(argv)
     if args.budget and args.jobs > 1:
         parser.error("--budget measures quality per minute: one run at a time, alone on the machine (no --jobs)")
@@ -211,7 +235,8 @@ def command(args: argparse.Namespace, variant: str, seed: int) -> list[str]:
 def train(args: argparse.Namespace, variant: str, seed: int) -> None:
     cmd = command(args, variant, seed)
     print(f"{variant} seed {seed}: {' '.join(cmd[1:])}", flush=True)
-    log = run_dir(args.runs, variant, seed).with_suffix(".log")
+    out = run_dir(args.runs, variant, seed)
+    log = out.with_name(out.name + ".log")          # not with_suffix: "muon-lr0.01-s1" has a dot of its own
     log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     with open(log, "ab") as sink:
@@ -232,7 +257,7 @@ def collect(args: argparse.Namespace, runs: list[tuple[str, int]]) -> dict[str, 
         r = json.loads(path.read_text(encoding="utf-8"))
         machine = machine or r.get("machine", {})
         found.setdefault(variant, []).append({"seed": seed, **recipe.scores(r), "machine": r.get("machine", {})})
-    base = found.get("base", [])
+    base = found.get(args.base, [])
     base_mean = statistics.mean(x[key] for x in base) if base else None
     base_speed = statistics.median(x["median_step_tokens_per_s"] for x in base) if base else None
     summary = {}
@@ -250,7 +275,7 @@ def collect(args: argparse.Namespace, runs: list[tuple[str, int]]) -> dict[str, 
     experiment = recipe.experiment + ("; the recipe's processes, steps set by its speed probe to fill the budget, "
                                       "one run at a time" if args.budget else "; one process, one thread")
     return {"recipe": args.recipe, "experiment": experiment, "score": key, "lower_is_better": recipe.lower_is_better,
-            "fixed_steps": None if args.budget else args.steps, "budget": args.budget,
+            "fixed_steps": None if args.budget else args.steps, "budget": args.budget, "base": args.base,
             "machine": machine, "summary": summary, "runs": found}
 
 
@@ -263,7 +288,7 @@ def table(results: dict[str, Any]) -> str:
     for variant, s in results["summary"].items():
         fmt = ".2f" if bleu else ".4f"
         per_seed = ", ".join(f"{v:{fmt}} ({seed})" for v, seed in zip(s[key], s["seeds"]))
-        vs = "" if s["vs_base"] is None or variant == "base" else f"{s['vs_base']:+{fmt}}"
+        vs = "" if s["vs_base"] is None or variant == results.get("base", "base") else f"{s['vs_base']:+{fmt}}"
         ratio = "" if s["step_time_vs_base"] is None else f"{s['step_time_vs_base']:.2f}x"
         test = f" {', '.join(f'{v:.2f}' for v in s['test_bleu'])} |" if bleu else ""
         lines.append(f"| {variant} | {s['change']} | {', '.join(map(str, s['steps']))} | {per_seed} | "

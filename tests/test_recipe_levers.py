@@ -70,3 +70,35 @@ def test_the_other_direction_is_the_multi30k_recipe_with_its_direction(tmp_path)
     assert muon[1].endswith("multi30k.py") and muon[muon.index("--direction") + 1] == "en-de"
     assert muon[muon.index("--steps") + 1] == "2700" and "train.optimizer=muon" in muon
     assert "multi30k_en_de.toml" in levers.RECIPES["multi30k-en-de"].experiment
+
+
+def test_levers_on_top_of_muon_compare_with_the_muon_recipe_given_as_base(tmp_path):
+    for name, loss in (("muon-s1", 1.53), ("muon-wsd-s1", 1.52), ("muon-lr0.03-s1", 1.535)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps({
+            "valid_loss": loss, "steps": 3417, "seconds": 300, "median_step_tokens_per_s": 1000, "parameters": 1}))
+    args = levers.parse_args(["--runs", str(tmp_path), "--base", "muon", "--seeds", "1",
+                              "--variants", "muon,muon-wsd,muon-lr0.03"])
+    wsd = levers.command(args, "muon-wsd", 1)
+    assert "train.optimizer=muon" in wsd and "train.schedule=wsd" in wsd
+    assert "train.muon_lr=0.03" in levers.command(args, "muon-lr0.03", 1)
+    decayed = levers.command(args, "muon-wd0.05", 1)    # the levers' Muon has no weight decay but where one adds it
+    assert decayed.index("train.muon_weight_decay=0.05") > decayed.index("train.muon_weight_decay=0")
+    assert "train.muon_weight_decay=0" in wsd
+    results = levers.collect(args, [("muon", 1), ("muon-wsd", 1), ("muon-lr0.03", 1)])
+    assert results["base"] == "muon" and results["summary"]["muon-wsd"]["vs_base"] == -0.01
+    assert results["summary"]["muon-lr0.03"]["vs_base"] == 0.005 and results["summary"]["muon"]["vs_base"] == 0.0
+    rows = {line.split(" | ")[0]: line for line in levers.table(results).splitlines()}
+    assert "-0.0100" in rows["| muon-wsd"] and "+0.0000" not in rows["| muon"]   # the base has no difference
+
+
+def test_runs_whose_names_hold_a_dot_keep_logs_of_their_own(tmp_path, monkeypatch):
+    def fake_call(cmd, stdout, stderr):
+        stdout.write(cmd[cmd.index("--out") + 1].encode())
+        return 0
+    monkeypatch.setattr(levers.subprocess, "call", fake_call)
+    args = levers.parse_args(["--runs", str(tmp_path), "--seeds", "1"])
+    for variant in ("muon-lr0.01", "muon-lr0.04"):
+        levers.train(args, variant, 1)
+    for variant in ("muon-lr0.01", "muon-lr0.04"):        # not both in "muon-lr0.log"
+        assert (tmp_path / f"{variant}-s1.log").read_text() == str(tmp_path / f"{variant}-s1")
