@@ -151,7 +151,7 @@ def run_recipe(args: argparse.Namespace) -> dict[str, Any] | None:
     training = training_summary(out)
     results = {"recipe": f"multi30k-{args.direction}", "direction": args.direction, "data": str(data),
                **evaluate_run(out, data, src, tgt, args), "training": training,
-               "machine": machine(load_before), "run_dir": str(out)}
+               "machine": machine(load_before, out), "run_dir": str(out)}
     atomic_write_bytes(RunDir(out).results, (json.dumps(results, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
     return results
 

@@ -201,7 +201,7 @@ def summarize(out: Path, result, name: str, load_before: tuple[float, float, flo
         "processes": WORLD_SIZE,
         "speed_probe": summary(records),
         "parameters": _parameters(out),
-        "machine": machine(load_before),
+        "machine": machine(load_before, out),
         "run_dir": str(out),
     }
 
@@ -218,16 +218,20 @@ def _parameters(out: Path) -> int:
     return sum(p.numel() for p in load_run(out).model.parameters())
 
 
-def machine(load_before: tuple[float, float, float]) -> dict[str, Any]:
-    """Where the numbers were measured: CPU model, cores, threads, load average, torch version."""
+def machine(load_before: tuple[float, float, float], out: Path) -> dict[str, Any]:
+    """Where the numbers were measured: CPU model, cores, the threads of each training process of
+    the run in `out` (its train.threads, or the cores shared between its processes, as the trainer
+    sets them; not this process's count now, which training restores), load average, torch version."""
     import torch
 
-    from qkv.machine import cpu_has_fast_bf16, cpu_name
+    from qkv.machine import cpu_has_fast_bf16, cpu_name, usable_cores
 
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
     return {
         "cpu": cpu_name(),
-        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
+        "cores": usable_cores(),
+        "torch_threads": _run_config(out)["train"].get("threads") or max(1, usable_cores() // processes),
+        "processes": processes,
         "bf16": cpu_has_fast_bf16(),
         "torch": torch.__version__,
         "python": platform.python_version(),

@@ -143,6 +143,7 @@ def test_recipe_runs_and_writes_results(corpus, tmp_path, capsys):
     assert results["steps"] == 6 and results["valid_loss"] > 0 and results["valid_bpc"] > 0
     assert results["speed_probe"]["used"] is False                     # train.steps given: a fixed run
     assert results["machine"]["torch"] == torch.__version__ and results["machine"]["cores"] >= 1
+    assert results["machine"]["torch_threads"] == 1 and results["machine"]["processes"] == 1   # the training's
     assert [s["prompt"] for s in results["samples"]] == ["ROMEO:", "KING HENRY:\nMy lord,"]
     assert all(len(s["text"]) > len(s["prompt"]) for s in results["samples"])
     assert json.loads(capsys.readouterr().out)["valid_loss"] == results["valid_loss"]
