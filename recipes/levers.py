@@ -5,6 +5,7 @@
     python recipes/levers.py --budget                          # each run fills the recipe's 5 minutes (quiet machine)
     python recipes/levers.py --collect                         # only gather the runs already in --runs
     python recipes/levers.py --base muon --variants muon,muon-wsd,muon-qk-norm --steps 3417 --jobs 2   # on top of Muon
+    python recipes/levers.py --base muon-wd0.02 --variants muon-wd0.02,muon-wd0.02-value-embed --steps 3417 --jobs 2
     python recipes/levers.py --recipe multi30k --variants base,muon --seeds 1 --jobs 2   # de->en, 2700 steps each
     python recipes/levers.py --recipe multi30k-en-de --variants base,muon --seeds 1 --jobs 2
 
@@ -22,6 +23,8 @@ cores), one run at a time, and lets each run's speed probe fit its steps to the 
 
 The `muon-*` variants add one change to the recipe as it trains now (Muon): `--base muon` compares
 them with it (`muon-lr0.01`..`muon-lr0.04` sweep Muon's learning rate, 0.02 in the recipes).
+`muon-wd0.02` is the recipe since 2026-12-04 (Muon with weight decay 0.02 on its matrices);
+`--base muon-wd0.02` measures `muon-wd0.02-value-embed` (value embeddings) against it.
 
 `--recipe multi30k` does the same with recipes/multi30k.py (de->en): 2700 steps a run (the AVX2
 machine's count for the hour), the recipe's own protocol at the end (greedy BLEU on the whole
@@ -136,6 +139,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "muon-wsd": ("Muon and warmup-stable-decay", ["train.optimizer=muon", "train.schedule=wsd"]),
     "muon-qk-norm": ("Muon and QK-norm", ["train.optimizer=muon", "model.qk_norm=true"]),
     "muon-untied": ("Muon and an untied output layer", ["train.optimizer=muon", "model.tie_embeddings=false"]),
+    "muon-wd0.02-value-embed": ("Muon, weight decay 0.02 (the recipe) and value embeddings",
+                                ["train.optimizer=muon", "train.muon_weight_decay=0.02", "model.value_embeddings=true"]),
 }
 
 

@@ -22,6 +22,9 @@ def test_each_lever_is_the_recipe_with_one_change_and_a_fixed_step_count(tmp_pat
     assert muon.index("train.optimizer=muon") > muon.index("train.optimizer=adamw")   # the lever's --set comes last
     assert "train.optimizer=adamw" in base                                           # the baseline is AdamW
     assert "model.qk_norm=true" in levers.command(args, "qk-norm", 1337)
+    embedded = levers.command(args, "muon-wd0.02-value-embed", 1337)
+    assert embedded.index("train.muon_weight_decay=0.02") > embedded.index("train.muon_weight_decay=0")   # the recipe's
+    assert "model.value_embeddings=true" in embedded
     budget = levers.command(levers.parse_args(["--runs", str(tmp_path), "--budget"]), "wsd", 1337)
     assert "--steps" not in budget and "train.max_minutes=0" not in budget and "train.schedule=wsd" in budget
     assert "--processes" not in budget and "train.threads=1" not in budget      # the recipe as it runs

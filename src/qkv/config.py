@@ -54,6 +54,7 @@ class ModelConfig:
     rope_theta: float = 10000.0      # base of RoPE's wavelengths (the paper's 10000)
     qk_norm: bool = False            # RMSNorm on each head's queries and keys before Q K^T (QK-norm)
     logit_softcap: float = 0.0       # > 0: output logits = cap * tanh(logits / cap) (Gemma 2); 0 = off
+    value_embeddings: bool = False   # decoder-only: each layer adds a learned vector per token to its values
     pad_id: int = 0
     bos_id: int = 1
     eos_id: int = 2
@@ -111,6 +112,9 @@ class ModelConfig:
                     f"model.share_embeddings needs one vocabulary, but src_vocab_size="
                     f"{self.src_vocab_size} and tgt_vocab_size={self.tgt_vocab_size}"
                 )
+        if self.value_embeddings and self.arch != "decoder-only":
+            raise ConfigError("model.value_embeddings is for decoder-only models (the values of a causal stack "
+                              "over one vocabulary); set it to false for an encoder-decoder")
         for name in ("dropout", "attention_dropout"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:

@@ -98,7 +98,8 @@ def check_norm(chunk: str, m: dict[str, Shown], prefix: str, what: str) -> None:
         check(what, lambda x, g, b: layer_norm(x, g, b, eps), out, stream, gain, m[prefix + "bias"])
 
 
-def recompute_attention(kind: str, chunk: str, pre_ln: bool, rope: bool, qk_norm: bool = False) -> None:
+def recompute_attention(kind: str, chunk: str, pre_ln: bool, rope: bool, qk_norm: bool = False,
+                        value_embeddings: bool = False) -> None:
     m = tables(chunk)
     if pre_ln:
         check_norm(chunk, m, "norm_", f"{kind}: x = norm(stream)")
@@ -110,7 +111,8 @@ def recompute_attention(kind: str, chunk: str, pre_ln: bool, rope: bool, qk_norm
     biased = "b_q" in m
     q1, k1 = ("q_before_rope", "k_before_rope") if rope else ("q", "k")        # what RoPE turns, or Q and K
     q0, k0 = ("q_before_norm", "k_before_norm") if qk_norm else (q1, k1)      # what the projections make
-    for name, inp, w, b in ((q0, x, "w_q", "b_q"), (k0, source, "w_k", "b_k"), ("v", source, "w_v", "b_v")):
+    v0 = "v_before_embed" if value_embeddings else "v"                         # what W_V makes
+    for name, inp, w, b in ((q0, x, "w_q", "b_q"), (k0, source, "w_k", "b_k"), (v0, source, "w_v", "b_v")):
         if biased:
             check(f"{kind}: {name} = x W + b", lambda a, w_, b_: a @ w_ + b_, m[name], inp, m[w], m[b])
         else:
@@ -121,6 +123,10 @@ def recompute_attention(kind: str, chunk: str, pre_ln: bool, rope: bool, qk_norm
             check(f"{kind}: {after} = RMSNorm({before}) g", lambda a, g: rms_norm(a, g, eps), m[after], m[before], m[gain])
     else:
         assert "q_before_norm" not in m and "q_norm_gain" not in m
+    if value_embeddings:                             # V = x W_V + E_V[token]
+        check(f"{kind}: V = x W_V + E_V[token]", lambda a, e: a + e, m["v"], m["v_before_embed"], m["value_embedding"])
+    else:
+        assert "v_before_embed" not in m and "value_embedding" not in m
     if rope:
         check(f"{kind}: Q rotated", rotate, m["q"], m["q_before_rope"], m["rope_angle"])
         check(f"{kind}: K rotated", rotate, m["k"], m["k_before_rope"], m["rope_angle"])
@@ -152,7 +158,7 @@ def page_of(cfg: ModelConfig, layer: int, head: int, seed: int = 0) -> tuple[str
     model = build_model(cfg).eval()
     with torch.no_grad():                            # untrained but not near zero: biases and gains of all sizes
         for name, p in model.named_parameters():
-            if name.endswith("bias") or "norm" in name:
+            if name.endswith("bias") or "norm" in name or "value_embed" in name:   # value embeddings start at 0
                 p.add_(0.3 * torch.randn_like(p))
     src = [5, 6, 7, 8] if cfg.arch == "encoder-decoder" else [5, 6, 7, 8, 9]
     t = trace(model, src, [9, 10, 11] if cfg.arch == "encoder-decoder" else None)
@@ -173,6 +179,9 @@ SMALL = dict(src_vocab_size=16, tgt_vocab_size=16, d_model=8, d_ff=16, max_len=1
     ("QK-norm + RoPE + GQA + soft-cap", ModelConfig(**{**SMALL, "src_vocab_size": 0}, arch="decoder-only", n_heads=4,
                                                     n_kv_heads=2, n_decoder_layers=1, norm_first=True, norm="rmsnorm",
                                                     positional="rope", qk_norm=True, logit_softcap=1.5), 0, 3),
+    ("value embeddings + RoPE + GQA", ModelConfig(**{**SMALL, "src_vocab_size": 0}, arch="decoder-only", n_heads=4,
+                                                  n_kv_heads=2, n_decoder_layers=2, norm_first=True, norm="rmsnorm",
+                                                  positional="rope", bias=False, value_embeddings=True), 1, 2),
 ])
 def test_every_shown_tensor_is_recomputed_from_the_page(name, cfg, layer, head):
     page, model = page_of(cfg, layer, head)
@@ -180,7 +189,7 @@ def test_every_shown_tensor_is_recomputed_from_the_page(name, cfg, layer, head):
     assert set(kinds) == ({"enc", "dec", "cross"} if cfg.arch == "encoder-decoder" else {"dec"})
     for kind, chunk in kinds.items():
         recompute_attention(kind, chunk, cfg.norm_first, rope=cfg.positional == "rope" and kind != "cross",
-                            qk_norm=cfg.qk_norm)
+                            qk_norm=cfg.qk_norm, value_embeddings=cfg.value_embeddings and kind == "dec")
     if cfg.logit_softcap > 0:                        # the capped logits softmax reads, from the output layer's
         capped = page[page.index("data-softcap"):]
         cap = float(re.search(r"data-softcap='([^']+)'", capped).group(1))

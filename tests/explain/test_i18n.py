@@ -82,11 +82,11 @@ def test_qkv_explain_lang_ko_writes_a_korean_page(tmp_path, capsys, monkeypatch)
      "bias": False, "activation": "swiglu"},
     {"norm_first": True, "qk_norm": True, "logit_softcap": 1.5},
     {"arch": "decoder-only", "n_kv_heads": 1, "norm_first": True, "norm": "rmsnorm", "positional": "rope",
-     "qk_norm": True, "logit_softcap": 1.5},
+     "qk_norm": True, "logit_softcap": 1.5, "value_embeddings": True},
 ])
 def test_every_kind_of_page_has_no_english_left(tmp_path, monkeypatch, model):
     """Pre-LN (its norm steps and final norm), RoPE, RMSNorm, grouped-query attention, SwiGLU, QK-norm
-    (step 1a, before RoPE too) and the logit soft-cap."""
+    (step 1a, before RoPE too), the logit soft-cap and value embeddings (step 1c)."""
     monkeypatch.setattr(report, "image", lambda fig, alt: "")         # the pictures hold no page text
     torch.manual_seed(0)
     cfg = ModelConfig(src_vocab_size=0 if model.get("arch") == "decoder-only" else 16, tgt_vocab_size=16, d_model=8,
@@ -98,6 +98,9 @@ def test_every_kind_of_page_has_no_english_left(tmp_path, monkeypatch, model):
     if model.get("qk_norm"):
         assert "1a. 헤드마다 쿼리와 키 정규화 (QK 정규화, QK-norm)" in ko and "로짓 소프트 캡 (logit soft-cap)" in ko
         assert "1a. Normalize each head's queries and keys (QK-norm)" in visible_text(en) and "The logit soft-cap" in en
+    if model.get("value_embeddings"):
+        assert "1c. 토큰마다 값 임베딩을 V에 더하기" in ko and "값 임베딩 (value embeddings)" in ko
+        assert "1c. Add each token's value embedding to V" in visible_text(en)
 
 
 def test_korean_pictures_use_a_font_with_hangul():

@@ -45,6 +45,9 @@ def test_the_llama_shape_exports_to_hf_and_an_untied_output_layer_changes_nothin
     (dict(logit_softcap=30.0), "hf", "train with model.logit_softcap=0.0 to export"),
     (dict(LLAMA_SHAPE, qk_norm=True), "hf", "Qwen3 and OLMo 2 have QK-norm"),
     (dict(LLAMA_SHAPE, logit_softcap=30.0), "hf", "Gemma 2 soft-caps its logits"),
+    (dict(LLAMA_SHAPE, value_embeddings=True), "hf", "model.value_embeddings=true has no equivalent in the Hugging "
+                                                       "Face models qkv exports to (Marian, Pegasus, GPT-2, Llama; the "
+                                                       "modded-nanogpt GPTs have value embeddings"),
     (dict(norm_first=True, logit_softcap=30.0), "hf", "model.logit_softcap"),          # named before share_embeddings
 ])
 def test_a_refused_format_comes_with_its_reason(options, fmt, named):

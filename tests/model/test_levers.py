@@ -1,4 +1,4 @@
-"""Levers since 2017 beyond Llama's: QK-norm, the logit soft-cap, an untied output layer.
+"""Levers since 2017 beyond Llama's: QK-norm, the logit soft-cap, an untied output layer, value embeddings.
 
 Each is checked against its formula computed by hand; the defaults leave the 2017 model unchanged."""
 
@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from qkv import ConfigError, ModelConfig, build_model
+from qkv.errors import ShapeError
 from qkv.config import from_dict
 from qkv.model.layers import LogitSoftCap, self_attention
 from qkv.model.record import recording
@@ -215,3 +216,93 @@ def test_an_untied_output_layer_is_its_own_matrix_and_round_trips(base, tmp_path
     loaded = load_run(run)
     assert loaded.cfg.tie_embeddings is False and loaded.cfg.qk_norm and loaded.cfg.logit_softcap == 5.0
     torch.testing.assert_close(loaded.model(*args), untied(*args))
+
+
+# --- value embeddings ----------------------------------------------------------------------------
+
+
+def fill_value_embeddings(m: torch.nn.Module, seed: int = 5) -> None:
+    """Tables of real size (they start at zero, which would let a forgotten table pass)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if "value_embed" in name:
+                p.copy_(torch.randn(p.shape, generator=g))
+
+
+@pytest.mark.parametrize("options", [dict(), dict(n_kv_heads=2, positional="rope")], ids=["plain", "gqa+rope"])
+def test_value_embeddings_equal_the_hand_computation(options):
+    """softmax(q kᵀ / √d) (v + E_V[ids]) with E_V's row split into the key/value heads like v."""
+    cfg = ModelConfig(**{**LM, **options, "value_embeddings": True})
+    torch.manual_seed(0)
+    attn = self_attention(cfg).eval()
+    fill_value_embeddings(attn)
+    x, ids = torch.randn(2, 6, 32), torch.randint(0, V, (2, 6), generator=torch.Generator().manual_seed(1))
+    d, group = cfg.d_head, cfg.n_heads // cfg.kv_heads
+
+    def heads(t: torch.Tensor) -> torch.Tensor:                         # (B, T, h d) -> (B, h, T, d)
+        return t.view(2, 6, -1, d).transpose(1, 2)
+
+    q, k = heads(x @ attn.q_proj.weight.T + attn.q_proj.bias), heads(x @ attn.k_proj.weight.T + attn.k_proj.bias)
+    v = heads(x @ attn.v_proj.weight.T + attn.v_proj.bias) + heads(attn.value_embed.weight[ids])
+    if attn.rope is not None:
+        q, k = attn.rope(q), attn.rope(k)
+    k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+    weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(d), dim=-1)
+    expected = (weights @ v).transpose(1, 2).reshape(2, 6, 32) @ attn.out_proj.weight.T + attn.out_proj.bias
+    torch.testing.assert_close(attn(x, ids=ids)[0], expected, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ShapeError, match="attention with value embeddings needs the ids of its"):
+        attn(x)
+
+
+def test_value_embeddings_start_at_zero_so_the_model_starts_as_the_one_without():
+    plain, embedded = model(**LM), model(**LM, value_embeddings=True)
+    missing, unexpected = embedded.load_state_dict(plain.state_dict(), strict=False)
+    assert sorted(missing) == [f"decoder.layers.{i}.self_attn.value_embed.weight" for i in range(2)] and not unexpected
+    assert all(float(p.detach().abs().max()) == 0 for n, p in embedded.named_parameters() if "value_embed" in n)
+    ids = torch.randint(4, V, (3, 9), generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(embedded(ids), plain(ids))
+    fill_value_embeddings(embedded)
+    assert (embedded(ids) - plain(ids)).abs().max() > 1e-2                  # and a learned table changes it
+
+
+def test_value_embeddings_are_one_table_per_layer_on_adamw_and_round_trip(tmp_path):
+    plain, embedded = model(**LM, n_kv_heads=2), model(**LM, n_kv_heads=2, value_embeddings=True)
+    assert embedded.num_parameters() - plain.num_parameters() == 2 * V * 2 * 8      # layers x V x H_kv d_head
+    assert not [n for n in hidden_matrices(embedded) if "value_embed" in n]         # an embedding: not Muon's
+    fill_value_embeddings(embedded)
+    tok = CharTokenizer.from_alphabet("abcdefghijklmnopqrstuvwxyzABCDEFGHIJ")
+    loaded = load_run(save_run(tmp_path / "run", embedded, {}, None, tok))
+    ids = torch.randint(4, V, (2, 6))
+    assert loaded.cfg.value_embeddings is True
+    torch.testing.assert_close(loaded.model(ids), embedded(ids))
+
+
+def test_value_embeddings_with_the_kv_cache_agree_with_no_cache():
+    """The cached values already hold their tokens' embeddings: step-by-step logits equal the full forward's
+    on the fast cached path, the paper's and without a cache; sampling runs through them."""
+    m = model(**LM, value_embeddings=True, positional="rope", n_kv_heads=2, norm="rmsnorm")
+    fill_value_embeddings(m)
+    feed = torch.randint(4, V, (2, 10), generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        steps = [StepDecoder(m), StepDecoder(m, fast=False), StepDecoder(m, use_cache=False)]
+        for ids in [feed[:, :3]] + list(feed[:, 3:].split(1, dim=1)):
+            fast, paper, uncached = (s.step(ids) for s in steps)
+            torch.testing.assert_close(fast, paper, atol=2e-6, rtol=1e-5)
+            torch.testing.assert_close(fast, uncached, atol=1e-5, rtol=0)
+    assert len(generate(m, [5, 9], 6, min_new_tokens=6, sampler=Sampler(True, temperature=1.0, seed=1))) == 6
+
+
+def test_value_embeddings_are_for_decoder_only_models_and_keep_bf16():
+    assert ModelConfig(**LM).value_embeddings is False
+    with pytest.raises(ConfigError, match="model.value_embeddings is for decoder-only models"):
+        ModelConfig(**SEQ2SEQ, value_embeddings=True)
+    with pytest.raises(ConfigError, match="model.value_embeddings must be true or false"):
+        from_dict(ModelConfig, {**LM, "value_embeddings": 1}, "model")
+    m = model(**LM, value_embeddings=True)
+    fill_value_embeddings(m)
+    ids = torch.randint(4, V, (2, 5))
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+        logits = m(ids)                                                      # float32 table, bf16 values
+    assert logits.dtype == torch.bfloat16
+    torch.testing.assert_close(logits.float(), m(ids), atol=0.1, rtol=0.05)

@@ -150,6 +150,17 @@ EN: dict[str, str] = {
     "step.table.angle": "angle pθᵢ (radians)",
     "step.table.q_rotated": "Q rotated",
     "step.table.k_rotated": "K rotated",
+    "step.proj.embed_next": "V gets its tokens' value embeddings in step 1c.",
+    "step.table.v_before_embed": "V before the value embeddings",
+    "step.value_embed.title": "1c. Add each token's value embedding to V",
+    "step.value_embed.text": "This layer has a table E_V with one learned vector per token of the vocabulary "
+                             "(value embeddings, from the modded-nanogpt speed records, 2024). The row of each "
+                             "key token is added to that token's value, so what the token is reaches the mix "
+                             "below directly, beside what W_V made of the stream. The table starts at zero and "
+                             "is learned; queries and keys do not change.",
+    "step.value_embed.eq": "V ← V + E_V[token]   (the columns of this key/value head)",
+    "step.table.value_embedding": "E_V[token]",
+    "step.table.v_embedded": "V with the value embeddings",
     "step.scores.title": "2. Compare every query with every key",
     "step.scores.text": "A dot product: large when the query and key point the same way.",
     "step.scale.title": "3. Scale",
@@ -204,6 +215,7 @@ EN: dict[str, str] = {
     "page.since.gqa": "grouped-query attention ({n} key/value heads)",
     "page.since.qk_norm": "QK-norm",
     "page.since.softcap": "logits soft-capped at ±{cap}",
+    "page.since.value_embeddings": "value embeddings",
     "page.meta.source": "source",
     "page.meta.decoder_input": "decoder input",
     "page.note.untrained": "{path} has no training log ({file}): the model may be untrained, so its attention and "
@@ -459,6 +471,16 @@ KO: dict[str, str] = {
     "step.table.angle": "각도 pθᵢ (라디안)",
     "step.table.q_rotated": "회전한 Q",
     "step.table.k_rotated": "회전한 K",
+    "step.proj.embed_next": "V에는 1c 단계에서 토큰의 값 임베딩 (value embedding)이 더해집니다.",
+    "step.table.v_before_embed": "값 임베딩을 더하기 전의 V",
+    "step.value_embed.title": "1c. 토큰마다 값 임베딩을 V에 더하기",
+    "step.value_embed.text": "이 층에는 어휘의 토큰마다 학습된 벡터가 하나씩 있는 표 E_V가 있습니다 (값 임베딩, "
+                             "value embeddings: modded-nanogpt 속도 기록, 2024). 키 토큰마다 그 행을 그 토큰의 "
+                             "값에 더하므로, 토큰이 무엇인지가 W_V가 흐름에서 만든 것과 나란히 아래의 섞기에 "
+                             "곧바로 들어갑니다. 표는 0에서 시작해 학습되며, 쿼리와 키는 바뀌지 않습니다.",
+    "step.value_embed.eq": "V ← V + E_V[토큰]   (이 키/값 헤드의 열)",
+    "step.table.value_embedding": "E_V[토큰]",
+    "step.table.v_embedded": "값 임베딩을 더한 V",
     "step.scores.title": "2. 모든 쿼리를 모든 키와 비교",
     "step.scores.text": "내적 (dot product): 쿼리와 키가 같은 방향을 가리킬수록 큽니다.",
     "step.scale.title": "3. 스케일링",
@@ -511,6 +533,7 @@ KO: dict[str, str] = {
     "page.since.gqa": "그룹 쿼리 어텐션 (grouped-query attention, 키/값 헤드 {n}개)",
     "page.since.qk_norm": "QK 정규화 (QK-norm)",
     "page.since.softcap": "로짓 소프트 캡 (logit soft-cap, ±{cap})",
+    "page.since.value_embeddings": "값 임베딩 (value embeddings)",
     "page.meta.source": "원문",
     "page.meta.decoder_input": "디코더 입력",
     "page.note.untrained": "{path}에 학습 기록 ({file})이 없습니다: 학습되지 않은 모델일 수 있어 어텐션과 예측이 "

@@ -135,6 +135,7 @@ def _header(t: Trace, title: str, warnings: Sequence[str], w: Words) -> str:
         (a.n_kv_heads is not None and a.n_kv_heads < a.n_heads, "page.since.gqa", {"n": a.n_kv_heads}),
         (t.qk_norm, "page.since.qk_norm", {}),
         (t.logit_softcap > 0, "page.since.softcap", {"cap": f"{t.logit_softcap:g}"}),
+        (t.value_embeddings, "page.since.value_embeddings", {}),
     ) if on]
     if since:
         rows.append((w("page.meta.since"), ", ".join(since)))

@@ -180,9 +180,10 @@ def projection_step(a: AttentionTrace, head: int) -> Step:
         q_cap, k_cap = msg("step.table.q_before"), msg("step.table.k_before")
     else:
         q, k, suffix, q_cap, k_cap = a.q[head], a.k[head], "", raw("Q"), raw("K")
+    v_table = (table(a.v[head], a.key_tokens, dims, raw("V"), name="v") if a.v_before_embed is None else
+               table(a.v_before_embed[head], a.key_tokens, dims, msg("step.table.v_before_embed"), name="v_before_embed"))
     tables += [table(q, a.query_tokens, dims, q_cap, name="q" + suffix),
-               table(k, a.key_tokens, dims, k_cap, name="k" + suffix),
-               table(a.v[head], a.key_tokens, dims, raw("V"), name="v")]
+               table(k, a.key_tokens, dims, k_cap, name="k" + suffix), v_table]
     bias = " + b" if u is not None and u.b_q is not None else ""
     text = [msg("step.proj.from_cross" if a.kind == "cross" else "step.proj.from_self"),
             msg("step.proj.cols", head=head, cols=q_cols, d=d), shared]
@@ -190,6 +191,8 @@ def projection_step(a: AttentionTrace, head: int) -> Step:
             (False, True): "step.proj.rotated_next"}.get((normed, rope))
     if then is not None:
         text.append(msg(then))
+    if a.v_before_embed is not None:
+        text.append(msg("step.proj.embed_next"))
     return Step(msg("step.proj.title"), text,
                 raw(f"Q = x W_Q{bias},   K = {source} W_K{bias},   V = {source} W_V{bias}"), tables)
 
@@ -238,6 +241,19 @@ def rope_step(a: AttentionTrace, head: int, theta: float) -> list[Step]:
     )]
 
 
+def value_embed_step(a: AttentionTrace, head: int) -> list[Step]:
+    """Step 1c with value embeddings: the rows E_V[token] of the key tokens (this head's key/value
+    head's columns) and V after they are added."""
+    if a.v_before_embed is None or a.value_embedding is None:
+        return []
+    dims = [str(j) for j in range(a.d_head)]
+    return [Step(
+        msg("step.value_embed.title"), [msg("step.value_embed.text")], msg("step.value_embed.eq"),
+        [table(a.value_embedding[head], a.key_tokens, dims, msg("step.table.value_embedding"), name="value_embedding"),
+         table(a.v[head], a.key_tokens, dims, msg("step.table.v_embedded"), name="v")],
+    )]
+
+
 def attention_steps(a: AttentionTrace, head: int, rope_theta: float = 10000.0) -> list[Step]:
     """Every step of head `head` of one attention, with the numbers and the weights that made them."""
     d = a.d_head
@@ -253,6 +269,7 @@ def attention_steps(a: AttentionTrace, head: int, rope_theta: float = 10000.0) -
         projection_step(a, head),
         *qk_norm_step(a, head),
         *rope_step(a, head, rope_theta),
+        *value_embed_step(a, head),
         Step(msg("step.scores.title"), [msg("step.scores.text")], raw("scores = Q Kᵀ"),
              [table(a.scores[head], q, k, raw("Q Kᵀ"), name="scores")]),
         Step(msg("step.scale.title"), [msg("step.scale.text", d=d, sqrt=f"{math.sqrt(d):.3f}")],

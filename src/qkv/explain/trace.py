@@ -98,6 +98,8 @@ class AttentionTrace:
     norm: NormTrace | None = None               # pre-LN: the norm that made x from the residual stream
     q_norm: NormTrace | None = None             # QK-norm: Q (H, T_q, d_head) before and after its RMSNorm
     k_norm: NormTrace | None = None             # the same for K (each query head's K/V head)
+    v_before_embed: torch.Tensor | None = None  # (H, T_k, d_head) with value embeddings: V before them (v is after)
+    value_embedding: torch.Tensor | None = None # (H, T_k, d_head) the rows E_V[token] added (each query head's K/V head)
 
     @property
     def n_heads(self) -> int:
@@ -247,6 +249,7 @@ class Trace:
     logit_softcap: float = 0.0                  # model.logit_softcap (0: logits as the output layer made them)
     raw_logits: torch.Tensor | None = None      # (T, V) with a soft-cap: the output layer's logits before it
     qk_norm: bool = False                       # model.qk_norm
+    value_embeddings: bool = False              # model.value_embeddings
 
     def attention(self, kind: str, layer: int) -> AttentionTrace:
         """The attention of `kind` ("enc", "dec", "cross") in layer `layer` (0-based)."""
@@ -412,6 +415,7 @@ def trace(
         logit_softcap=cfg.logit_softcap,
         raw_logits=raw_logits,
         qk_norm=cfg.qk_norm,
+        value_embeddings=cfg.value_embeddings,
     )
 
 
@@ -477,13 +481,16 @@ def attention_trace(call: dict[str, torch.Tensor], kind: str, layer: int, query_
     mixed = call["mixed"][0]                                                     # (H, T_q, d_head)
     used = projection_weights(attn)
     q_before, k_before = call.get("q_before_rope"), call.get("k_before_rope")
+    v_before, embedded = call.get("v_before_embed"), call.get("value_embedding")
     return AttentionTrace(kind, layer, query_tokens, key_tokens, call["x"][0], call["memory"][0], call["q"][0],
                           call["k"][0], call["v"][0], scores, call["scaled"][0], mask, call["weights"][0], mixed,
                           mixed @ used.w_o, call["out"][0],
                           q_before_rope=None if q_before is None else q_before[0],
                           k_before_rope=None if k_before is None else attn.share_kv_heads(k_before)[0],
                           n_kv_heads=attn.n_kv_heads, weights_used=used,
-                          q_norm=_qk_norm(call, attn, "q"), k_norm=_qk_norm(call, attn, "k"))
+                          q_norm=_qk_norm(call, attn, "q"), k_norm=_qk_norm(call, attn, "k"),
+                          v_before_embed=None if v_before is None else attn.share_kv_heads(v_before)[0],
+                          value_embedding=None if embedded is None else attn.share_kv_heads(embedded)[0])
 
 
 def _qk_norm(call: dict[str, torch.Tensor], attn: MultiHeadAttention, which: str) -> NormTrace | None:

@@ -68,7 +68,7 @@ class CachedSteps:
         else:
             self_mask = causal_padding_mask(keys, ids.size(1))
         if src_mask is None:                                                  # a language model
-            h: torch.Tensor = model.decoder(model.embed(ids, start), self_mask, cache=cache)
+            h: torch.Tensor = model.decoder(model.embed(ids, start), self_mask, cache=cache, ids=ids)
         else:
             if self.source_unpadded is None:
                 self.source_unpadded = bool(src_mask.all())

@@ -14,7 +14,10 @@ attention, Shazeer 2019), so the KV cache shrinks by H/H_kv; rotary positions (R
 qkv.model.layers.RotaryPositionalEncoding), which turn queries and keys by their positions; and
 QK-norm (Henry et al., 2020, "Query-Key Normalization for Transformers"; Dehghani et al., 2023,
 ViT-22B), which normalizes each head's queries and keys before their dot product, so the scores
-cannot grow without bound and saturate softmax.
+cannot grow without bound and saturate softmax. A fourth, value embeddings (the modded-nanogpt speed
+records, Jordan et al., 2024, after the value residuals of Zhou et al., 2024, "Value Residual
+Learning"), gives each token a learned vector of its own that is added to its values: V = x W_V +
+E_V[token], so a layer can pass on what the token is without spending its projection on it.
 """
 
 from __future__ import annotations
@@ -177,13 +180,16 @@ class MultiHeadAttention(nn.Module):
     the modded-nanogpt speed records): each head's query and key vectors go through a norm over
     their d_head numbers (RMSNorm with a learned gain, see qkv.model.layers.qk_rmsnorm), before RoPE
     and before Q K^T.
+    `value_embed`: value embeddings (self-attention in a decoder-only model): a table E_V of one
+    (H_kv * d_head) row per token, added to the values of the tokens `ids` (forward's `ids`).
     """
 
     record: Calls | None = None         # see qkv.model.record
 
     def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True, cross: bool = False,
                  n_kv_heads: int | None = None, rope: nn.Module | None = None,
-                 q_norm: nn.Module | None = None, k_norm: nn.Module | None = None):
+                 q_norm: nn.Module | None = None, k_norm: nn.Module | None = None,
+                 value_embed: nn.Embedding | None = None):
         super().__init__()
         if d_model % n_heads != 0:
             raise ShapeError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
@@ -200,6 +206,7 @@ class MultiHeadAttention(nn.Module):
         self.v_proj = nn.Linear(d_model, n_kv_heads * self.d_head, bias=bias)
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)
         self.q_norm, self.k_norm = q_norm, k_norm
+        self.value_embed = value_embed
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, heads * d_head) -> (B, heads, T, d_head)"""
@@ -223,8 +230,10 @@ class MultiHeadAttention(nn.Module):
         mask: torch.Tensor | None = None,
         cache: KVCache | None = None,
         need_weights: bool = False,
+        ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x: (B, T_q, d_model); memory: (B, T_k, d_model) for cross-attention.
+        """x: (B, T_q, d_model); memory: (B, T_k, d_model) for cross-attention; ids: (B, T_q) the
+        tokens of x, which value embeddings need (ignored without them).
 
         mask: boolean, broadcastable to (B, H, T_q, T_k), True = may attend.
         cache: past keys/values (self-attention: appended to; cross-attention: filled once).
@@ -245,6 +254,13 @@ class MultiHeadAttention(nn.Module):
                 raise ShapeError("cross-attention needs the encoder output `memory`")
             k = self.split_heads(self.k_proj(source))                   # (B, H_kv, T_k, d_head)
             v = self.split_heads(self.v_proj(source))
+            if self.value_embed is not None:                            # value embeddings: V += E_V[token]
+                if ids is None or ids.shape != x.shape[:2]:
+                    raise ShapeError(f"attention with value embeddings needs the ids of its {tuple(x.shape[:2])} "
+                                     f"tokens, got {None if ids is None else tuple(ids.shape)}")
+                embedded = self.split_heads(self.value_embed(ids)).to(v.dtype)    # (B, H_kv, T, d_head)
+                before.update(v_before_embed=v, value_embedding=embedded)
+                v = v + embedded
             if self.k_norm is not None:                                 # QK-norm: RMSNorm(k) per head
                 before["k_before_norm"], k = k, self.k_norm(k).to(k.dtype)
             if self.rope is not None:                                   # RoPE: turn q and k by their positions

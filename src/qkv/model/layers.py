@@ -208,11 +208,25 @@ def qk_rmsnorm(cfg: ModelConfig) -> RMSNorm | None:
     return RMSNorm(cfg.d_head, eps=cfg.layer_norm_eps) if cfg.qk_norm else None
 
 
+def value_embedding(cfg: ModelConfig) -> nn.Embedding | None:
+    """Value embeddings (modded-nanogpt, 2024): a table of one (H_kv * d_head) vector per token whose
+    row is added to that token's values. It starts at zero, so the model starts as the one without
+    it and learns what to add; an embedding, it trains with AdamW beside Muon. None when
+    model.value_embeddings is off."""
+    if not cfg.value_embeddings:
+        return None
+    table = nn.Embedding(cfg.vocab_size, cfg.kv_heads * cfg.d_head)
+    nn.init.zeros_(table.weight)
+    return table
+
+
 def self_attention(cfg: ModelConfig) -> MultiHeadAttention:
-    """Self-attention as the config shapes it: key/value heads, rotary positions and QK-norm if chosen."""
+    """Self-attention as the config shapes it: key/value heads, rotary positions, QK-norm and value
+    embeddings if chosen."""
     rope = RotaryPositionalEncoding(cfg.max_len, cfg.d_head, cfg.rope_theta) if cfg.positional == "rope" else None
     return MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout, cfg.bias,
-                              n_kv_heads=cfg.kv_heads, rope=rope, q_norm=qk_rmsnorm(cfg), k_norm=qk_rmsnorm(cfg))
+                              n_kv_heads=cfg.kv_heads, rope=rope, q_norm=qk_rmsnorm(cfg), k_norm=qk_rmsnorm(cfg),
+                              value_embed=value_embedding(cfg))
 
 
 def cross_attention(cfg: ModelConfig) -> MultiHeadAttention:
@@ -308,10 +322,12 @@ class DecoderLayer(nn.Module):
         memory_mask: torch.Tensor | None = None,
         self_cache: KVCache | None = None,
         cross_cache: KVCache | None = None,
+        ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """x: (B, T, d_model); self_mask: causal (& padding), broadcastable to (B, H, T, T_past + T);
-        memory: encoder output (B, S, d_model) with memory_mask (B, 1, 1, S)."""
-        x = self.attn_block(x, lambda h: self.self_attn(h, mask=self_mask, cache=self_cache)[0])
+        memory: encoder output (B, S, d_model) with memory_mask (B, 1, 1, S); ids: (B, T) the tokens,
+        for value embeddings."""
+        x = self.attn_block(x, lambda h: self.self_attn(h, mask=self_mask, cache=self_cache, ids=ids)[0])
         if self.cross_attn is not None and self.cross_block is not None:   # (both or neither)
             x = self.cross_block(x, lambda h: self.cross_attn(h, memory, mask=memory_mask, cache=cross_cache)[0])
         x = self.ff_block(x, self.ff)

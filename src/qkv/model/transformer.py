@@ -98,14 +98,17 @@ class Decoder(nn.Module):
         memory: torch.Tensor | None = None,
         memory_mask: torch.Tensor | None = None,
         cache: DecoderCache | None = None,
+        ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """x: embedded target (B, T, d_model); self_mask: see `decoder_mask`; memory: the encoder
-        output (B, S, d_model) with its padding mask (B, 1, 1, S). Returns (B, T, d_model)."""
+        output (B, S, d_model) with its padding mask (B, 1, 1, S); ids: the tokens (B, T), which value
+        embeddings add to the values. Returns (B, T, d_model)."""
         for i, layer in enumerate(self.layers):
             x = layer(
                 x, self_mask, memory, memory_mask,
                 self_cache=cache.self_attn[i] if cache is not None else None,
                 cross_cache=cache.cross_attn[i] if cache is not None and self.cross else None,
+                ids=ids,
             )
         out = self.norm(x) if self.norm is not None else x
         note(self, output=out)
@@ -217,7 +220,7 @@ class DecoderOnly(nn.Module):
         _check_ids(ids, self.cfg.tgt_vocab_size, "ids")
         start = cache.length if cache is not None else 0
         mask = decoder_mask(ids, self.cfg.pad_id, cache)                   # (B, 1, T, T_past + T)
-        h = self.decoder(self.embed(ids, start), mask, cache=cache)
+        h = self.decoder(self.embed(ids, start), mask, cache=cache, ids=ids)
         logits: torch.Tensor = self.lm_head(h)                           # (B, T, V)
         if self.softcap is not None:
             logits = self.softcap(logits)                                 # cap * tanh(logits / cap)

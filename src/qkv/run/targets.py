@@ -23,6 +23,7 @@ HF_LAYER_NORM_EPS = 1e-5   # Marian and Pegasus build nn.LayerNorm(d_model) with
 LLAMA_OPTIONS = {
     "arch": "decoder-only", "norm_first": True, "norm": "rmsnorm", "positional": "rope",
     "activation": "swiglu", "scale_embeddings": False, "qk_norm": False, "logit_softcap": 0.0,
+    "value_embeddings": False,
 }
 
 
@@ -30,7 +31,7 @@ def post_2017_options(cfg: ModelConfig) -> list[str]:
     """The options of `cfg` that the 2017 Transformer (and GPT-2, Marian, Pegasus) does not have."""
     used = {"positional": cfg.positional == "rope", "norm": cfg.norm == "rmsnorm",
             "activation": cfg.activation == "swiglu", "n_kv_heads": cfg.kv_heads != cfg.n_heads,
-            "qk_norm": cfg.qk_norm, "logit_softcap": cfg.logit_softcap > 0}
+            "qk_norm": cfg.qk_norm, "logit_softcap": cfg.logit_softcap > 0, "value_embeddings": cfg.value_embeddings}
     return [f"model.{name}={_shown(getattr(cfg, name))}" for name, on in used.items() if on]
 
 
@@ -47,9 +48,10 @@ def check_llama(cfg: ModelConfig) -> None:
                               f"{name}={_shown(want)}); train with model.{name}={json.dumps(want)} to export as Llama")
 
 
-# the levers whose Hugging Face architectures (Qwen3 and OLMo 2 for QK-norm, Gemma 2 for the soft-cap)
-# qkv does not export to: option -> the model that has it
-NOT_EXPORTED_TO_HF = {"qk_norm": "Qwen3 and OLMo 2 have QK-norm", "logit_softcap": "Gemma 2 soft-caps its logits"}
+# the levers whose architectures (Qwen3 and OLMo 2 for QK-norm, Gemma 2 for the soft-cap, the
+# modded-nanogpt GPTs for value embeddings) qkv does not export to: option -> the model that has it
+NOT_EXPORTED_TO_HF = {"qk_norm": "Qwen3 and OLMo 2 have QK-norm", "logit_softcap": "Gemma 2 soft-caps its logits",
+                      "value_embeddings": "the modded-nanogpt GPTs have value embeddings"}
 
 
 def hf_architecture(cfg: ModelConfig) -> str:
