@@ -480,17 +480,22 @@ def attention_trace(call: dict[str, torch.Tensor], kind: str, layer: int, query_
     mask = torch.ones_like(scores[0], dtype=torch.bool) if mask is None else torch.broadcast_to(mask, call["scores"].shape)[0, 0]
     mixed = call["mixed"][0]                                                     # (H, T_q, d_head)
     used = projection_weights(attn)
-    q_before, k_before = call.get("q_before_rope"), call.get("k_before_rope")
-    v_before, embedded = call.get("v_before_embed"), call.get("value_embedding")
+    q_before = call.get("q_before_rope")
+
+    def per_query_head(name: str) -> torch.Tensor | None:
+        """A recorded key/value-head tensor (1, H_kv, T_k, d_head), if any, as each query head's (H, T_k, d_head)."""
+        kv = call.get(name)
+        return None if kv is None else attn.share_kv_heads(kv)[0]
+
     return AttentionTrace(kind, layer, query_tokens, key_tokens, call["x"][0], call["memory"][0], call["q"][0],
                           call["k"][0], call["v"][0], scores, call["scaled"][0], mask, call["weights"][0], mixed,
                           mixed @ used.w_o, call["out"][0],
                           q_before_rope=None if q_before is None else q_before[0],
-                          k_before_rope=None if k_before is None else attn.share_kv_heads(k_before)[0],
+                          k_before_rope=per_query_head("k_before_rope"),
                           n_kv_heads=attn.n_kv_heads, weights_used=used,
                           q_norm=_qk_norm(call, attn, "q"), k_norm=_qk_norm(call, attn, "k"),
-                          v_before_embed=None if v_before is None else attn.share_kv_heads(v_before)[0],
-                          value_embedding=None if embedded is None else attn.share_kv_heads(embedded)[0])
+                          v_before_embed=per_query_head("v_before_embed"),
+                          value_embedding=per_query_head("value_embedding"))
 
 
 def _qk_norm(call: dict[str, torch.Tensor], attn: MultiHeadAttention, which: str) -> NormTrace | None:
