@@ -172,3 +172,24 @@ def test_a_bad_input_found_while_building_the_command_is_one_line(launches, caps
 
     assert run_main(lambda: relaunch_under_torchrun(2, command)) == 2
     assert capsys.readouterr().err == "error: recipe config not found: x.toml\n" and launches == []
+
+
+@pytest.mark.parametrize("rank", [False, True])
+def test_a_torchrun_rank_leaves_with_its_status_and_no_interpreter_clean_up(rank):
+    """Under torchrun (WORLD_SIZE set) an entry point's process leaves with its exit status, its one
+    line printed, without the interpreter's final clean-up (where gloo's threads can abort a rank
+    with SIGABRT); outside torchrun run_main returns the status and the clean-up runs."""
+    code = ("import atexit, sys\n"
+            "from qkv.entry import run_main\n"
+            "from qkv.errors import ConfigError\n"
+            "atexit.register(lambda: print('clean-up ran', file=sys.stderr))\n"
+            "def work():\n"
+            "    print('working', end='')\n"
+            "    raise ConfigError('the data differs')\n"
+            "sys.exit(run_main(work))\n")
+    env = {k: v for k, v in os.environ.items() if k != "WORLD_SIZE"}
+    if rank:
+        env["WORLD_SIZE"] = "2"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 2 and done.stdout == "working"
+    assert done.stderr == "error: the data differs\n" + ("" if rank else "clean-up ran\n"), done.stderr

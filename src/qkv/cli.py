@@ -6,7 +6,6 @@ Ctrl-C exits with status 130. Tracebacks are for bugs only (set QKV_DEBUG=1 to s
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -438,10 +437,6 @@ def train(
         result = run_training(cfg, out or Path(default_out), set_ or (), quiet)
     if result.stopped == "interrupted":
         raise typer.Exit(130)
-    if int(os.environ.get("RANK", "0")) != 0:   # under torchrun: rank 0 has the last word
-        from qkv.training.distributed import exit_worker_rank
-
-        exit_worker_rank()
 
 
 @app.command()

@@ -56,7 +56,18 @@ def run_main(fn: Callable[..., object], argv: Sequence[str] | None = None) -> in
     """Run an entry point's main function and return its exit status (for ``sys.exit``).
 
     ``fn()`` is called without arguments when `argv` is None (it reads ``sys.argv`` itself), else
-    ``fn(list(argv))``. An int it returns is the exit status; anything else (None) is 0."""
+    ``fn(list(argv))``. An int it returns is the exit status; anything else (None) is 0.
+    A torchrun rank does not return: it leaves with that status without the interpreter's final
+    clean-up, where gloo can abort it (`qkv.training.distributed.exit_worker_rank`)."""
+    code = _run_main(fn, argv)
+    if is_torchrun_rank():
+        from qkv.training.distributed import exit_worker_rank
+
+        exit_worker_rank(code)
+    return code
+
+
+def _run_main(fn: Callable[..., object], argv: Sequence[str] | None) -> int:
     prepare_process()
     try:
         with _warnings_as_lines():
@@ -141,18 +152,16 @@ def relaunch_under_torchrun(processes: int, command: Callable[[], list[str]]) ->
 def run_distributed(processes: int, command: Callable[[], list[str]], work: Callable[[], Any]) -> int:
     """A recipe's main: with `processes` > 1 start it again under torchrun (`command`, see
     `relaunch_under_torchrun`) and return the ranks' exit status; otherwise do `work()`. Rank 0
-    prints what it returns as JSON; the other DDP ranks (whose `work` returns None) exit without
-    the interpreter's clean-up, as the trainer's ranks must."""
+    prints what it returns as JSON; the other DDP ranks' `work` returns None (each rank then
+    leaves through `run_main`)."""
     import json
-
-    from qkv.training.distributed import exit_worker_rank
 
     code = relaunch_under_torchrun(processes, command)
     if code is not None:                        # the ranks did the work
         return code
     results = work()
     if results is None:                         # a DDP rank other than 0: rank 0 reports
-        exit_worker_rank()
+        return 0
     print(json.dumps(results, indent=2, ensure_ascii=False))
     return 0
 

@@ -456,11 +456,13 @@ def test_validation_line_leaves_bleu_out_for_built_in_tasks(capsys):
     assert "BLEU 0.0  chrF 95.0" in capsys.readouterr().err
 
 
-def test_a_finished_worker_rank_exits_0_with_its_output_flushed():
+def test_a_finished_worker_rank_exits_with_its_status_and_its_output_flushed():
     # the way out for torchrun ranks other than 0 (no interpreter clean-up, where gloo can abort)
     import subprocess
     import sys
 
-    code = "from qkv.training.distributed import exit_worker_rank\nprint('rank 1 done', end='')\nexit_worker_rank()\nprint('never')"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert (done.returncode, done.stdout) == (0, "rank 1 done"), done.stderr
+    for status in (0, 2):
+        code = ("from qkv.training.distributed import exit_worker_rank\nprint('rank 1 done', end='')\n"
+                f"exit_worker_rank({status})\nprint('never')")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        assert (done.returncode, done.stdout) == (status, "rank 1 done"), done.stderr

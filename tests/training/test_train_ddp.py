@@ -25,6 +25,15 @@ def _free_port() -> int:
 
 
 def _worker(rank: int, world: int, port: int, out: str, config: dict) -> None:
+    """One DDP rank of a test; leaves as qkv's own ranks do (exit_worker_rank: no interpreter
+    clean-up, where gloo can abort a finished rank)."""
+    from qkv.training.distributed import exit_worker_rank
+
+    _train_as_rank(rank, world, port, out, config)
+    exit_worker_rank()
+
+
+def _train_as_rank(rank: int, world: int, port: int, out: str, config: dict) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world))
     train(config, out, quiet=True)
@@ -295,14 +304,16 @@ def test_the_memory_check_counts_the_copies_on_this_machine(monkeypatch, tmp_pat
 def _data_check_worker(rank: int, world: int, port: int, out: str, config: dict) -> None:
     """_worker where rank 1's machine holds other data (a smaller corpus); records the error."""
     from qkv.errors import ConfigError
+    from qkv.training.distributed import exit_worker_rank
 
     if rank == 1:
         config = dict(config, data=dict(config["data"], train_size=config["data"]["train_size"] - 50))
     try:
-        _worker(rank, world, port, out, config)
+        _train_as_rank(rank, world, port, out, config)
     except ConfigError as exc:
         with open(f"{out}.error.{rank}", "w") as f:
             f.write(str(exc))
+    exit_worker_rank()
 
 
 def test_ranks_with_different_data_stop_with_one_line_each(tmp_path):

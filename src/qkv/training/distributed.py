@@ -140,15 +140,17 @@ def cleanup() -> None:
         dist.destroy_process_group()
 
 
-def exit_worker_rank() -> NoReturn:
-    """End a torchrun rank other than 0 whose part is done (its run saved, its process group
-    destroyed) without the interpreter's final clean-up. There, gloo's threads can still hold
-    tensors and abort the process ("terminate called without an active exception"), and torchrun
-    answers a failed rank by stopping the others: rank 0, still evaluating and writing the
-    results, would lose them (seen once in about fifteen 2-process runs of the Shakespeare recipe)."""
+def exit_worker_rank(code: int = 0) -> NoReturn:
+    """End a torchrun rank whose part is done (its run saved, its process group destroyed, its one
+    line of error printed) with exit status `code`, without the interpreter's final clean-up. There,
+    gloo's threads can still hold tensors and abort the process ("terminate called without an active
+    exception", SIGABRT), and torchrun answers a failed rank by stopping the others: rank 0, still
+    evaluating and writing the results, would lose them (seen once in about fifteen 2-process runs
+    of the Shakespeare recipe), and a rank that stopped on a bad input would end in a C++ message
+    instead of its one line (about one run in four of two ranks refusing different data)."""
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(code)
 
 
 # --- one machine, several processes: how the recipes start their own ranks -----------------------
