@@ -224,8 +224,12 @@ def test_tiny_model_learns_the_copy_task():
     cfg = small_cfg(d_model=64, n_heads=4, d_ff=128, n_encoder_layers=2, n_decoder_layers=2, src_vocab_size=14, tgt_vocab_size=14)
     model = EncoderDecoder(cfg)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3, betas=(0.9, 0.98))
+    # the learning rate decays to 0 (cosine): at a constant 3e-3 the last steps could land on a
+    # spike (held-out 0.27 with 2 threads, 0.02 with 1), so the bound hung on the thread count
+    steps = 450
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     g = torch.Generator().manual_seed(0)
-    for _step in range(450):
+    for _step in range(steps):
         y = torch.randint(4, 14, (32, 8), generator=g)
         tgt_in = torch.cat([torch.full((32, 1), cfg.bos_id), y], 1)
         tgt_out = torch.cat([y, torch.full((32, 1), cfg.eos_id)], 1)
@@ -233,9 +237,11 @@ def test_tiny_model_learns_the_copy_task():
         opt.zero_grad()
         loss.backward()
         opt.step()
+        schedule.step()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
     # Judge on a held-out batch in eval mode: the loss of the last training batch alone is noisy
-    # (it moves with thread count and CPU kernels); held-out loss is ~0.02-0.04 across seeds.
+    # (it moves with thread count and CPU kernels); held-out loss is 0.002-0.003 for seeds 0-3 at
+    # 1 and 2 threads (Intel Xeon, AVX-512).
     model.eval()
     y = torch.randint(4, 14, (256, 8), generator=torch.Generator().manual_seed(99))
     tgt_in = torch.cat([torch.full((256, 1), cfg.bos_id), y], 1)
@@ -244,7 +250,7 @@ def test_tiny_model_learns_the_copy_task():
         logits = model(y, tgt_in)
     held_out = nn.functional.cross_entropy(logits.flatten(0, 1), tgt_out.flatten()).item()
     accuracy = (logits.argmax(-1) == tgt_out).float().mean().item()
-    assert held_out < 0.15, f"copy task held-out loss {held_out:.3f} did not fall below 0.15 (chance: 2.6)"
+    assert held_out < 0.05, f"copy task held-out loss {held_out:.3f} did not fall below 0.05 (chance: 2.6)"
     assert accuracy > 0.97, f"copy task held-out token accuracy {accuracy:.3f}"
 
 
