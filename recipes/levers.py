@@ -6,6 +6,7 @@
     python recipes/levers.py --collect                         # only gather the runs already in --runs
     python recipes/levers.py --base muon --variants muon,muon-wsd,muon-qk-norm --steps 3417 --jobs 2   # on top of Muon
     python recipes/levers.py --base muon-wd0.02 --variants muon-wd0.02,muon-wd0.02-value-embed --steps 3417 --jobs 2
+    python recipes/levers.py --recipe shakespeare-long --base muon-wd0.02 --variants muon-wd0.02,muon-wd0.02-dropout0.2 --jobs 2
     python recipes/levers.py --recipe multi30k --variants base,muon --seeds 1 --jobs 2   # de->en, 2700 steps each
     python recipes/levers.py --recipe multi30k-en-de --variants base,muon --seeds 1 --jobs 2
 
@@ -25,6 +26,10 @@ The `muon-*` variants add one change to the recipe as it trains now (Muon): `--b
 them with it (`muon-lr0.01`..`muon-lr0.04` sweep Muon's learning rate, 0.02 in the recipes).
 `muon-wd0.02` is the recipe since 2026-12-04 (Muon with weight decay 0.02 on its matrices);
 `--base muon-wd0.02` measures `muon-wd0.02-value-embed` (value embeddings) against it.
+
+`--recipe shakespeare-long` is the long recipe (recipes/shakespeare_char_long.toml, already on Muon with
+weight decay 0.02: compare with `--base muon-wd0.02`), 4909 steps a run (its AVX2 hour at Muon's step
+cost), seeds 1337 and 1.
 
 `--recipe multi30k` does the same with recipes/multi30k.py (de->en): 2700 steps a run (the AVX2
 machine's count for the hour), the recipe's own protocol at the end (greedy BLEU on the whole
@@ -105,6 +110,12 @@ RECIPES = {
                    "validation set for the weights it chose (best or the average of the last 5), and test2016 "
                    "with beam 5 scored once with them (reported, never used to choose)"),
 }
+# 4909 steps: the long recipe's AVX2 hour (5000 AdamW steps at Muon's measured 0.98x step cost); the
+# recipe already trains with Muon and its weight decay (variant muon-wd0.02: compare with --base muon-wd0.02)
+RECIPES["shakespeare-long"] = RECIPES["shakespeare"]._replace(
+    steps=4909, muon_step_cost=0.98, results="shakespeare_long_levers.json", seeds=(1337, 1), runs="runs/levers-long",
+    extra=("--config", "long", "--samples", "0"),
+    experiment=RECIPES["shakespeare"].experiment.replace("shakespeare_char.toml", "shakespeare_char_long.toml"))
 RECIPES["multi30k-en-de"] = RECIPES["multi30k"]._replace(   # the other direction: same model, steps and protocol
     results="multi30k_en_de_levers.json", runs="runs/levers-multi30k-en-de", extra=("--direction", "en-de"),
     experiment=RECIPES["multi30k"].experiment.replace("multi30k_de_en.toml", "multi30k_en_de.toml"))
@@ -141,6 +152,10 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "muon-untied": ("Muon and an untied output layer", ["train.optimizer=muon", "model.tie_embeddings=false"]),
     "muon-wd0.02-value-embed": ("Muon, weight decay 0.02 (the recipe) and value embeddings",
                                 ["train.optimizer=muon", "train.muon_weight_decay=0.02", "model.value_embeddings=true"]),
+    "muon-wd0.02-dropout0.15": ("Muon, weight decay 0.02 (the recipe) and dropout 0.15",
+                                ["train.optimizer=muon", "train.muon_weight_decay=0.02", "model.dropout=0.15"]),
+    "muon-wd0.02-dropout0.2": ("Muon, weight decay 0.02 (the recipe) and dropout 0.2",
+                               ["train.optimizer=muon", "train.muon_weight_decay=0.02", "model.dropout=0.2"]),
 }
 
 
@@ -163,13 +178,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", choices=list(RECIPES), default="shakespeare",
-                        help="the recipe the levers change (default shakespeare; multi30k: de->en; multi30k-en-de)")
+                        help="the recipe the levers change (default shakespeare; shakespeare-long; multi30k: de->en; multi30k-en-de)")
     parser.add_argument("--variants", type=_variants, default=list(VARIANTS),
                         help=f"comma-separated, from: {', '.join(VARIANTS)} (default: all)")
     parser.add_argument("--seeds", type=_seeds, default=None, help="comma-separated seeds (default: 1337,2; multi30k 1,2)")
     parser.add_argument("--steps", type=int, default=None,
                         help=f"steps of every run (default: the recipe's, {STEPS} for shakespeare, "
-                             f"{RECIPES['multi30k'].steps} for multi30k)")
+                             f"{RECIPES['shakespeare-long'].steps} for shakespeare-long, {RECIPES['multi30k'].steps} for multi30k)")
     parser.add_argument("--budget", action="store_true", help="let each run's speed probe fill the recipe's budget")
     parser.add_argument("--jobs", type=int, default=1, choices=(1, 2, 3, 4), help="runs at once, one core each")
     parser.add_argument("--runs", type=Path, default=None, help="where the runs go (default runs/levers, runs/levers-multi30k)")

@@ -75,6 +75,21 @@ def test_the_other_direction_is_the_multi30k_recipe_with_its_direction(tmp_path)
     assert "multi30k_en_de.toml" in levers.RECIPES["multi30k-en-de"].experiment
 
 
+def test_the_long_recipe_trains_its_avx2_hour_of_steps_with_its_own_config(tmp_path):
+    args = levers.parse_args(["--recipe", "shakespeare-long", "--runs", str(tmp_path), "--base", "muon-wd0.02",
+                              "--variants", "muon-wd0.02,muon-wd0.02-dropout0.2"])
+    assert args.seeds == [1337, 1] and args.output.name == "shakespeare_long_levers.json"
+    cmd = levers.command(args, "muon-wd0.02-dropout0.2", 1)
+    assert cmd[1].endswith("shakespeare.py") and cmd[cmd.index("--config") + 1] == "long"
+    assert cmd[cmd.index("--steps") + 1] == "4909" and "train.eval_every=2454" in cmd
+    sets = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--set"]
+    # the recipe's own Muon and weight decay win over the levers' AdamW starting point; one change
+    assert sets.index("train.optimizer=muon") > sets.index("train.optimizer=adamw")
+    assert sets[-3:] == ["train.optimizer=muon", "train.muon_weight_decay=0.02", "model.dropout=0.2"]
+    recipe = [cmd[i + 1] for i, a in enumerate(levers.command(args, "muon-wd0.02", 1)) if a == "--set"]
+    assert recipe == sets[:-1]
+
+
 def test_levers_on_top_of_muon_compare_with_the_muon_recipe_given_as_base(tmp_path):
     for name, loss in (("muon-s1", 1.53), ("muon-wsd-s1", 1.52), ("muon-lr0.03-s1", 1.535)):
         (tmp_path / name).mkdir()
