@@ -25,7 +25,7 @@ left out). nanoGPT averages 200 random blocks instead; both average over all off
 alike, so the two estimate the same number. Bits per character = loss / ln 2.
 
 Writes OUT/results.json (and prints it): the validation loss and bits/char of the saved (best)
-weights, training time, steps, tokens/s, the speed probe (its seconds, steps/s, the chosen steps,
+weights, training time (every session of a resumed run), steps, tokens/s, the speed probe (its seconds, steps/s, the chosen steps,
 the budget, the CPU), the machine (CPU, cores, threads, load average, torch version) and a few
 samples generated with the KV cache from a fixed seed.
 """

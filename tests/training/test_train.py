@@ -358,6 +358,29 @@ def test_interrupt_saves_a_checkpoint_that_resumes(tmp_path, monkeypatch):
     assert train(None, tmp_path / "r", ["train.steps=4"], quiet=True, resume=True).steps == 4
 
 
+def test_a_resumed_run_reports_the_training_time_of_every_session(tmp_path):
+    """train_state.pt records the training seconds so far; a resume adds its own to them, so a
+    finished run resumed (e.g. to finish a recipe's evaluation) reports its whole training time."""
+    import io
+
+    from qkv.run import RunDir
+
+    first = train(tiny_task(steps=4, eval_every=0, checkpoint_every=4), tmp_path / "r", quiet=True)
+    run = RunDir(tmp_path / "r")
+    state = torch.load(io.BytesIO(run.read_state()), weights_only=True)
+    assert 0 < state["seconds"] <= first.seconds
+    state["seconds"] = 1000.0                     # as if the first session had trained for 1000 s
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    run.write_state(buf.getvalue())
+    again = train(None, tmp_path / "r", quiet=True, resume=True)          # nothing left to train
+    assert again.steps == 4 and 1000.0 <= again.seconds < 1060.0
+    recorded = torch.load(io.BytesIO(run.read_state()), weights_only=True)["seconds"]
+    assert 1000.0 <= recorded <= again.seconds
+    more = train(None, tmp_path / "r", ["train.steps=6"], quiet=True, resume=True)
+    assert more.steps == 6 and more.seconds > recorded
+
+
 # --- the command line -------------------------------------------------------------------------------
 
 

@@ -76,7 +76,7 @@ class TrainResult:
     metric: str                         # the early-stopping metric
     best: float | None                  # its best validation value
     valid: dict[str, Any] = field(default_factory=dict)   # the last validation record
-    seconds: float = 0.0
+    seconds: float = 0.0                # training time of every session (a resume adds its own to the checkpoint's)
 
 
 def train(
@@ -188,6 +188,8 @@ class Trainer:
         self.metric = _metric_name(self.tc.metric, self.dc.kind)
         self.log = MetricsLog(self.run_dir)
         self._saved_step: int | None = None      # the step of the checkpoint on disk
+        self._seconds_before = 0.0                # training time of the sessions before this one (train_state.pt)
+        self._session_start: float | None = None  # when this session's training began (after the speed probe)
         if resume:
             self._load_state()
         self.net = self._wrap(self.model)
@@ -229,7 +231,7 @@ class Trainer:
     def run(self) -> TrainResult:
         probed = self.fit_steps_to_budget(self.fill_budget) if self.fill_budget else None
         refit_at = probe.refit_step(self.tc.steps) if probed is not None else 0
-        start = time.perf_counter()
+        start = self._session_start = time.perf_counter()
         if self.is_main:
             self._write_start()
             if probed is not None:
@@ -268,9 +270,14 @@ class Trainer:
             if stopped != "interrupted":          # the run came to its end: `qkv.train(reuse=True)` loads it as it is
                 self.log.append({"kind": "end", "step": self.step, "stopped": stopped})
             plot_run(self.run_dir)
-        seconds = time.perf_counter() - start
+        seconds = self._trained_seconds()
         self.out.finish(stopped, self.step, self.metric, self.best, self.run_dir, seconds)
         return TrainResult(self.run_dir, self.step, stopped, self.metric, self.best, last_valid, seconds)
+
+    def _trained_seconds(self) -> float:
+        """Training time so far, every session: what the checkpoint recorded plus this session's."""
+        now = 0.0 if self._session_start is None else time.perf_counter() - self._session_start
+        return self._seconds_before + now
 
     def _due(self, every: int) -> bool:
         return every > 0 and self.step % every == 0
@@ -569,6 +576,7 @@ class Trainer:
             "data": self.stream.state(),
             "best": self.best,
             "bad_evals": self.bad_evals,
+            "seconds": self._trained_seconds(),     # a resumed run goes on counting from here
         }
         if self.inputs.fingerprint is not None:
             state["corpus"] = self.inputs.fingerprint      # resume checks that the prepared corpus is the same
@@ -612,6 +620,7 @@ class Trainer:
         if self.is_main:
             self._drop_later_files(step)
         self.step, self.best, self.bad_evals = step, state["best"], state["bad_evals"]
+        self._seconds_before = float(state.get("seconds", 0.0))    # not in checkpoints before 2026-12-04
         self._saved_step = step
         self.stream.load_state(state["data"])
         torch.set_rng_state(state["rng"]["torch"])
