@@ -381,6 +381,18 @@ def test_a_resumed_run_reports_the_training_time_of_every_session(tmp_path):
     assert more.steps == 6 and more.seconds > recorded
 
 
+def test_training_works_where_the_caller_turned_gradients_off(tmp_path):
+    """A notebook that only looks at models sets torch.set_grad_enabled(False), then trains (or resumes)
+    its run: the trainer turns gradients on for itself and gives the caller's setting back."""
+    torch.set_grad_enabled(False)
+    try:
+        result = train(tiny_task(steps=2, eval_every=0), tmp_path / "r", quiet=True)
+        assert result.steps == 2 and not torch.is_grad_enabled()
+        assert train(None, tmp_path / "r", ["train.steps=3"], quiet=True, resume=True).steps == 3
+    finally:
+        torch.set_grad_enabled(True)
+
+
 # --- the command line -------------------------------------------------------------------------------
 
 

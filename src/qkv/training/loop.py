@@ -98,7 +98,9 @@ def train(
     """
     # one trainer per run directory: a second (e.g. two --resume at once) gets a one-line error
     locked = lock_run(out_dir, create=not resume) if distributed.from_env().is_main else contextlib.nullcontext()
-    with locked, _global_settings_restored():
+    # torch.enable_grad: a caller's `torch.set_grad_enabled(False)` (a notebook that only looks at a
+    # model, then trains or resumes its run) would otherwise stop the first backward()
+    with locked, _global_settings_restored(), torch.enable_grad():
         trainer = Trainer(config, out_dir, overrides, quiet, resume, fill_budget)
         try:
             result = trainer.run()
