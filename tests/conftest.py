@@ -37,9 +37,9 @@ def device(request) -> torch.device:
 @pytest.fixture(autouse=True)
 def _torch_threads_restored():
     """Each test starts with the thread count the session started with. Some tests change it on
-    purpose (a Trainer built without `train()` sets train.threads; CTranslate2 sets OpenMP's count,
-    which torch shares; the recipes give rank 0 the machine), and a result that depends on the
-    thread count (a tiny model's training path) must not depend on which test ran before."""
+    purpose (a Trainer built without `train()` sets train.threads; the recipes give rank 0 the
+    machine), and a result that depends on the thread count (a tiny model's training path) must not
+    depend on which test ran before."""
     threads = torch.get_num_threads()
     yield
     if torch.get_num_threads() != threads:

@@ -243,3 +243,16 @@ def test_an_export_of_another_runs_weights_is_refused(run, tmp_path, monkeypatch
     assert translation_backend(load_run(run.path), "ct2", tmp_path / "a-ct2") is not None
     monkeypatch.setenv("QKV_NO_VERIFY", "1")
     assert translation_backend(b, "ct2", tmp_path / "a-ct2") is not None
+
+
+def test_translator_leaves_torch_thread_count_alone(run, tmp_path):
+    """CTranslate2 sets OpenMP's thread count in the thread that builds a translator, and PyTorch reads
+    the same count: the server's explain (a PyTorch model beside a CT2 engine) ran on 1 thread after it.
+    The translator keeps its own threads (default_threads) and PyTorch keeps the count it had."""
+    theirs = default_threads() + 1            # unlike CTranslate2's, whatever the machine
+    torch.set_num_threads(theirs)
+    ct2 = ct2_translator(run, tmp_path / "f32")
+    assert torch.get_num_threads() == theirs
+    src = sample_sources(4)
+    assert ct2_outputs(ct2, src) == qkv_outputs(run.model, src)
+    assert torch.get_num_threads() == theirs

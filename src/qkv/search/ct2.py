@@ -24,6 +24,8 @@ import platform
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from qkv.errors import ConfigError, QkvError
 from qkv.search import DecodeConfig, Hypothesis, length_penalty, output_limits
 
@@ -108,6 +110,7 @@ class Ct2Translator:
                            f"create it with `qkv export --format ct2 --out {model_dir}`")
         _check_vocabularies(model_dir, src_tokens, tgt_tokens)
         _check_source(model_dir, weights_digest)
+        torch_threads = torch.get_num_threads()
         try:
             self.translator = ctranslate2.Translator(str(model_dir), device="cpu",
                                                      compute_type=compute_type_for_machine(compute_type),
@@ -116,6 +119,10 @@ class Ct2Translator:
             reason = " ".join(str(exc).split())[:160]
             raise QkvError(f"{model_dir / 'model.bin'} cannot be loaded by CTranslate2 ({reason}); the export is "
                            f"damaged or incomplete: export it again with `qkv export --format ct2`") from None
+        finally:
+            # CTranslate2 sets OpenMP's thread count in the calling thread, which PyTorch shares: without
+            # this, the PyTorch model beside it (the server's explain, a comparison) drops to 1 thread
+            torch.set_num_threads(torch_threads)
         self.max_len = max_len
         self.src_tokens = src_tokens
         self.tgt_ids = {t: i for i, t in enumerate(tgt_tokens)}
