@@ -161,3 +161,41 @@ def test_a_run_off_the_probes_pace_fits_its_steps_again(tmp_path, monkeypatch):
     trained = [r for r in records if r["kind"] == "train"]
     if result.stopped == "finished":                     # the schedule comes down at the new last step
         assert result.steps == refit["steps"] and trained[-1]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_passes_are_counted_in_whole_steps():
+    assert probe.steps_for_passes(10, 1_003_776, 2048) == 4902     # Tiny Shakespeare's long recipe: 4901.25 -> 4902
+    assert probe.steps_for_passes(1, 2048, 2048) == 1 and probe.steps_for_passes(0.001, 10, 2048) == 1
+    with pytest.raises(ValueError):
+        probe.steps_for_passes(1, 0, 2048)
+
+
+def lm_config(text, **train_keys):
+    return {
+        "data": {"kind": "lm", "train_text": str(text), "tokenizer": "char", "block_size": 32},
+        "model": {"d_model": 32, "n_heads": 2, "n_decoder_layers": 1, "d_ff": 64, "dropout": 0.0},
+        "train": {"steps": 100_000, "batch_tokens": 256, "schedule": "cosine", "lr": 3e-3, "warmup_steps": 1,
+                  "precision": "fp32", "threads": 1, "eval_every": 0, "checkpoint_every": 0, "eval_examples": 64,
+                  **train_keys},
+    }
+
+
+def test_max_passes_caps_what_the_probe_plans_for_a_language_model(tmp_path, monkeypatch):
+    monkeypatch.setattr(probe, "REFIT_TOLERANCE", -1.0)        # the second look fits again, and the cap holds
+    text = tmp_path / "tiny.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog.\n" * 60)      # 2700 characters
+    result = train(lm_config(text, max_minutes=1, max_passes=2), tmp_path / "capped", quiet=True, fill_budget=0.95)
+    record = next(r for r in read_metrics(tmp_path / "capped") if r["kind"] == "probe")
+    # the first 90% train: 2430 characters, 75 whole blocks of 32 = 2400 tokens; 2 passes of 256 a step
+    assert record["passes_cap"] == 19 and record["capped"] is True and record["steps"] == 19
+    assert result.steps == 19 and load_run_config(tmp_path / "capped")["train"]["steps"] == 19
+    assert record["planned_s"] < 0.95 * 60                       # it ends before its budget, and says so
+    # a cap the budget does not reach changes nothing
+    train(lm_config(text, max_minutes=0.02, max_passes=1e6), tmp_path / "free", quiet=True, fill_budget=0.95)
+    free = next(r for r in read_metrics(tmp_path / "free") if r["kind"] == "probe")
+    assert free["capped"] is False and free["steps"] < free["passes_cap"]
+
+
+def test_max_passes_is_for_language_models(tmp_path):
+    with pytest.raises(ConfigError, match="train.max_passes caps .* data.kind is 'task'"):
+        train(tiny_task(steps=5, max_minutes=1, max_passes=3), tmp_path / "r", quiet=True, fill_budget=0.95)

@@ -71,6 +71,7 @@ class TrainConfig:
     target_metric: float = 0.0        # stop as soon as the metric reaches this (0: never)
     max_decode_ratio: float = 1.5     # greedy validation decodes up to ratio * src_len + 10 tokens
     max_minutes: float = 0.0          # stop (validate, save) after this much training time (0: no limit)
+    max_passes: float = 0.0           # language models: the speed probe plans at most this many passes over the training text (0: no limit)
     keep_checkpoints: int = 0         # also keep the last N checkpoints as step-<N>.safetensors (for averaging)
 
     def __post_init__(self) -> None:
@@ -88,7 +89,7 @@ TRAIN_RANGES = {
     "lr": "(0, inf)", "min_lr": _COUNT, "beta1": _FRACTION, "beta2": _FRACTION, "eps": "(0, inf)",
     "weight_decay": _COUNT, "muon_lr": "(0, inf)", "muon_momentum": _FRACTION, "muon_weight_decay": _COUNT,
     "decay_fraction": "(0, 1]", "label_smoothing": _FRACTION, "clip_norm": _COUNT, "target_metric": _COUNT,
-    "max_decode_ratio": "(0, inf)", "max_minutes": _COUNT,
+    "max_decode_ratio": "(0, inf)", "max_minutes": _COUNT, "max_passes": _COUNT,
 }
 
 

@@ -157,6 +157,9 @@ class Trainer:
         self.tc, self.dc = self.rc.train, self.rc.data
         self.resume = resume
         self.fill_budget = None if resume else probe.checked_fill(fill_budget, self.tc.max_minutes)
+        if self.tc.max_passes and self.dc.kind != "lm":
+            raise ConfigError(f"train.max_passes caps the speed probe's steps in passes over a language model's text "
+                              f"(data.kind = 'lm'); this run's data.kind is {self.dc.kind!r}: remove train.max_passes")
 
         self.dist = distributed.from_env()
         self.device = distributed.device_for(self.tc.device, self.dist)
@@ -329,20 +332,36 @@ class Trainer:
         self._plan = (budget, costs, fill)                     # for refit_steps
         configured, steps = self.tc.steps, probe.steps_for_budget(budget, costs, self.tc.eval_every,
                                                                   self.tc.checkpoint_every, fill)
+        cap = self._passes_cap()
+        capped = cap is not None and steps > cap
+        if capped:
+            steps = cap
         self.tc.steps = self.config["train"]["steps"] = steps
         self.optimizer = Optimizers(self.model, self.tc, self.cfg.d_model,     # the schedule ends at `steps`
                                     shard=(self.dist.rank, self.dist.world))
         seconds = time.perf_counter() - began
         planned = probe.planned_seconds(steps, costs, self.tc.eval_every, self.tc.checkpoint_every)
+        aim = (f"{self.tc.max_passes:g} passes over the training text (train.max_passes), in {planned / 60:.1f} of "
+               f"{budget / 60:g} min" if capped else f"to end near {fill:.0%} of {budget / 60:g} min")
         self.out.print(f"speed probe: {probe.WARMUP_STEPS} warm-up + {timed} timed steps, {1 / step_s:,.1f} steps/s; "
                        f"a validation ~{valid_s:.1f} s, a checkpoint ~{checkpoint_s:.2f} s -> {steps:,} steps "
-                       f"(config: {configured:,}) to end near {fill:.0%} of {budget / 60:g} min; took {seconds:.1f} s")
+                       f"(config: {configured:,}) {aim}; took {seconds:.1f} s")
         return {"kind": "probe", "step": 0, "probe_seconds": round(seconds, 2), "warmup_steps": probe.WARMUP_STEPS,
                 "timed_steps": timed, "steps_per_s": round(1 / step_s, 3), "step_s": step_s,
                 "validation_s": round(valid_s, 3), "validations": probe.validations(steps, self.tc.eval_every),
                 "checkpoint_s": round(checkpoint_s, 3), "checkpoints": probe.checkpoints(steps, self.tc.checkpoint_every),
                 "budget_s": budget, "fill": fill, "planned_s": round(planned, 2), "steps": steps,
-                "config_steps": configured, "processes": self.dist.world, "cpu": cpu_name()}
+                "config_steps": configured, "processes": self.dist.world, "cpu": cpu_name(),
+                **({"passes_cap": cap, "capped": capped} if cap is not None else {})}
+
+    def _passes_cap(self) -> int | None:
+        """train.max_passes in steps (a language model: the steps that read its training text that
+        many times, every rank's micro-batches counted), or None without a cap."""
+        if not self.tc.max_passes:
+            return None
+        per_pass = len(self.inputs.train) * self.dc.block_size          # the text's tokens, in whole blocks
+        per_step = self.rc.lm_rows * self.dc.block_size * self.tc.accumulate * self.dist.world
+        return probe.steps_for_passes(self.tc.max_passes, per_pass, per_step)
 
     def refit_steps(self, start: float) -> None:
         """The probe's second look (qkv.training.probe): the pace of the steps done since `start`;
@@ -356,6 +375,11 @@ class Trainer:
         before = self.tc.steps
         steps = probe.steps_after(budget, elapsed, self.step, probe.Costs(step_s, costs.valid_s, costs.checkpoint_s),
                                   self.tc.eval_every, self.tc.checkpoint_every, fill)
+        cap = self._passes_cap()
+        if cap is not None:
+            steps = max(self.step + 1, min(steps, cap))
+        if steps == before:                                   # the cap holds it where it was
+            return
         self.tc.steps = self.config["train"]["steps"] = steps
         self.optimizer.retarget(steps)
         self.out.retotal(steps)
