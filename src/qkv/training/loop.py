@@ -341,7 +341,7 @@ class Trainer:
                                     shard=(self.dist.rank, self.dist.world))
         seconds = time.perf_counter() - began
         planned = probe.planned_seconds(steps, costs, self.tc.eval_every, self.tc.checkpoint_every)
-        aim = (f"{self.tc.max_passes:g} passes over the training text (train.max_passes), in {planned / 60:.1f} of "
+        aim = (f"for {self.tc.max_passes:g} passes over the training text (train.max_passes), in {planned / 60:.1f} of "
                f"{budget / 60:g} min" if capped else f"to end near {fill:.0%} of {budget / 60:g} min")
         self.out.print(f"speed probe: {probe.WARMUP_STEPS} warm-up + {timed} timed steps, {1 / step_s:,.1f} steps/s; "
                        f"a validation ~{valid_s:.1f} s, a checkpoint ~{checkpoint_s:.2f} s -> {steps:,} steps "
