@@ -14,7 +14,9 @@ The budget is the config's `train.max_minutes` (5 minutes; long: 60). Before tra
 probe of under 20 s times this run's own steps on this machine (after untimed warm-up steps), a
 validation and a checkpoint, and sets `train.steps` so that training ends near 95% of the budget,
 with the cosine schedule built for that count: a faster machine trains more steps, a busy one
-fewer but with its whole schedule (qkv.training.probe). The budget stays as a safety net.
+fewer but with its whole schedule (qkv.training.probe). The budget stays as a safety net. The long
+config plans at most ten passes over the text (`train.max_passes`): past them it overfits, so a
+machine fast enough for more ends early.
 `--no-probe` trains the config's `train.steps` instead, to reproduce a fixed run.
 
 The first 90% of the characters train, the last 10% validate (nanoGPT's split). The validation

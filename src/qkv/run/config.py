@@ -181,6 +181,9 @@ class RunConfig:
                 raise ConfigError(f"unknown config section [{section}]{_nearest(section, SECTIONS)}")
         train = from_dict(TrainConfig, config.get("train", {}), "train")
         data = from_dict(DataConfig, config.get("data", {}), "data")
+        if train.max_passes and data.kind != "lm":
+            raise ConfigError(f"train.max_passes caps the speed probe's steps in passes over a language model's text "
+                              f"(data.kind = 'lm'); this run's data.kind is {data.kind!r}: remove train.max_passes")
         model = dict(config.get("model", {}))
         _check_model_keys(model)
         if base_dir is not None:

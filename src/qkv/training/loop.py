@@ -157,9 +157,6 @@ class Trainer:
         self.tc, self.dc = self.rc.train, self.rc.data
         self.resume = resume
         self.fill_budget = None if resume else probe.checked_fill(fill_budget, self.tc.max_minutes)
-        if self.tc.max_passes and self.dc.kind != "lm":
-            raise ConfigError(f"train.max_passes caps the speed probe's steps in passes over a language model's text "
-                              f"(data.kind = 'lm'); this run's data.kind is {self.dc.kind!r}: remove train.max_passes")
 
         self.dist = distributed.from_env()
         self.device = distributed.device_for(self.tc.device, self.dist)
