@@ -152,6 +152,11 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "muon-untied": ("Muon and an untied output layer", ["train.optimizer=muon", "model.tie_embeddings=false"]),
     "muon-wd0.02-value-embed": ("Muon, weight decay 0.02 (the recipe) and value embeddings",
                                 ["train.optimizer=muon", "train.muon_weight_decay=0.02", "model.value_embeddings=true"]),
+    # the long recipe as it trains now (weight decay 0.05 on Muon's matrices) with one more change: --base muon-wd0.05
+    "muon-wd0.05-qk-norm": ("Muon, weight decay 0.05 (the long recipe) and QK-norm",
+                            ["train.optimizer=muon", "train.muon_weight_decay=0.05", "model.qk_norm=true"]),
+    "muon-wd0.05-value-embed": ("Muon, weight decay 0.05 (the long recipe) and value embeddings",
+                                ["train.optimizer=muon", "train.muon_weight_decay=0.05", "model.value_embeddings=true"]),
     "muon-wd0.02-dropout0": ("Muon, weight decay 0.02 (the recipe) and no dropout",
                              ["train.optimizer=muon", "train.muon_weight_decay=0.02", "model.dropout=0.0"]),
     "muon-wd0.02-dropout0.05": ("Muon, weight decay 0.02 (the recipe) and dropout 0.05",
