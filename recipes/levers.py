@@ -159,6 +159,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
                                 ["train.optimizer=muon", "train.muon_weight_decay=0.05", "model.value_embeddings=true"]),
     "muon-wd0.05-linear0": ("Muon, weight decay 0.05 (the long recipe) and a straight line down to zero instead of the cosine to min_lr",
                             ["train.optimizer=muon", "train.muon_weight_decay=0.05", "train.schedule=linear", "train.min_lr=0"]),
+    "muon-wd0.02-qk-norm": ("Muon, weight decay 0.02 (the 5-minute recipe) and QK-norm",
+                            ["train.optimizer=muon", "train.muon_weight_decay=0.02", "model.qk_norm=true"]),
     "muon-wd0.02-dropout0": ("Muon, weight decay 0.02 (the recipe) and no dropout",
                              ["train.optimizer=muon", "train.muon_weight_decay=0.02", "model.dropout=0.0"]),
     "muon-wd0.02-dropout0.05": ("Muon, weight decay 0.02 (the recipe) and dropout 0.05",
