@@ -16,8 +16,13 @@ round by round, in CPU time of one thread (what other programs on a shared machi
 - muon: one Muon step (momentum, Newton-Schulz, update) over the hidden matrices of the recipes'
   models (Tiny Shakespeare: 28 matrices of 96x96/96x256; Multi30k: 64 of 128x128/128x256), with
   random gradients: `torch.optim.Muon` vs `qkv.fast.muon.FastMuon`, alternating.
+- rmsnorm: a training step (forward, loss, backward; no optimizer) of two language models with
+  RMSNorm, 16 blocks of 128 characters, bf16 autocast where the CPU runs it fast: the long Tiny
+  Shakespeare recipe's model with QK-norm (an RMSNorm on every head's queries and keys) and the
+  Llama-style recipe's model (RMSNorm in every sublayer), qkv's RMSNorm vs
+  `qkv.fast.rmsnorm.FastRMSNorm`, alternating.
 
-    python benchmarks/fast_layer.py                 # all three, about 3 minutes on 2 cores
+    python benchmarks/fast_layer.py                 # all five, about 4 minutes on 2 cores
     python benchmarks/fast_layer.py --only decoding
 
 Prints JSON and saves benchmarks/results/fast_layer.json (with the machine it ran on); `--only`
@@ -44,6 +49,7 @@ from qkv.files import atomic_write_bytes
 from qkv.search import StepDecoder
 from qkv.fast.dropout import use_fast_dropout
 from qkv.fast.muon import FastMuon
+from qkv.fast.rmsnorm import use_fast_rmsnorm
 from qkv.machine import cpu_has_fast_bf16, cpu_name
 from qkv.run import RunConfig
 from qkv.training.loss import label_smoothed_nll
@@ -170,16 +176,18 @@ def bench_malloc(steps: int, rounds: int) -> dict:
 
 RECIPE_CONFIGS = {name: Path(__file__).resolve().parent.parent / "recipes" / f"{file}.toml"
                   for name, file in (("shakespeare", "shakespeare_char"), ("multi30k", "multi30k_de_en"))}
+RMSNORM_CONFIGS = {"shakespeare-long-qk-norm": ("shakespeare_char_long", {"qk_norm": True}),
+                   "llama-char": ("llama_char", {})}
 
 
-def recipe_model(name: str):
+def recipe_model(name: str, path: Path | None = None, **changes):
     """The recipe's model as its TOML builds it (vocabulary: 65 characters, or the 8,000 BPE tokens)."""
-    config = RunConfig.parse(RECIPE_CONFIGS[name])
+    config = RunConfig.parse(path or RECIPE_CONFIGS[name])
     if config.data.kind == "lm":
         sizes = {"arch": "decoder-only", "src_vocab_size": 0, "tgt_vocab_size": 65}
     else:
         sizes = {"src_vocab_size": config.data.vocab_size, "tgt_vocab_size": config.data.vocab_size}
-    return build_model(ModelConfig.from_dict({**config.model, **sizes}))
+    return build_model(ModelConfig.from_dict({**config.model, **sizes, **changes}))
 
 
 def bench_muon(steps: int) -> dict:
@@ -208,9 +216,37 @@ def bench_muon(steps: int) -> dict:
     return out
 
 
+def bench_rmsnorm(steps: int) -> dict:
+    out = {}
+    autocast = cpu_has_fast_bf16()
+    for name, (file, changes) in RMSNORM_CONFIGS.items():
+        path = RECIPE_CONFIGS["shakespeare"].with_name(f"{file}.toml")
+        sides = {}
+        for side in ("paper", "fast"):
+            torch.manual_seed(0)
+            model = recipe_model(name, path, dropout=0.0, **changes).train()   # no dropout: the norms alone differ
+            swapped = use_fast_rmsnorm(model) if side == "fast" else 0
+            sides[side] = (model, swapped)
+        g = torch.Generator().manual_seed(0)
+        times: dict[str, list[float]] = {k: [] for k in sides}
+        for _ in range(steps + 2):
+            ids = torch.randint(0, 65, (16, 129), generator=g)
+            for side, (model, _) in sides.items():
+                start = time.process_time()
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                    logits = model(ids[:, :-1])
+                torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].flatten()).backward()
+                model.zero_grad(set_to_none=True)
+                times[side].append(time.process_time() - start)
+        paper, fast = statistics.median(times["paper"][2:]), statistics.median(times["fast"][2:])
+        out[name] = {"rmsnorms": sides["fast"][1], "bf16_autocast": autocast, "paper_step_s": round(paper, 4),
+                     "fast_step_s": round(fast, 4), "speedup": round(paper / fast, 3)}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=["decoding", "dropout", "malloc", "muon"], default=None)
+    parser.add_argument("--only", choices=["decoding", "dropout", "malloc", "muon", "rmsnorm"], default=None)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: steady on a shared machine)")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (under a minute)")
     parser.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
@@ -234,6 +270,8 @@ def main() -> None:
         result["train_step_malloc"] = bench_malloc(steps, repeats - 1)
     if args.only in (None, "muon"):
         result["muon_step"] = bench_muon(steps * 10)
+    if args.only in (None, "rmsnorm"):
+        result["train_step_rmsnorm"] = bench_rmsnorm(steps * 2)
     print(json.dumps(result, indent=2))
     if args.only and Path(args.out).is_file():      # keep the other entries; this one says its machine and date
         kept = json.loads(Path(args.out).read_text(encoding="utf-8"))

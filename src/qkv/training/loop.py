@@ -40,6 +40,7 @@ from torch import nn
 from qkv.config import ModelConfig
 from qkv.errors import CheckpointError, ConfigError, TrainingError
 from qkv.fast.dropout import use_fast_dropout
+from qkv.fast.rmsnorm import use_fast_rmsnorm
 from qkv.run.targets import describe_targets
 from qkv.machine import cpu_has_fast_bf16
 from qkv.run.fits import check_model_fits
@@ -180,6 +181,7 @@ class Trainer:
         check_model_fits(self.cfg, self.device, training=True, copies=copies)
         self.model = build_model(self.cfg).to(self.device)
         use_fast_dropout(self.model)          # the fast layer: same masks in law, drawn ~3x cheaper on CPUs
+        use_fast_rmsnorm(self.model)          # the same RMSNorm, its backward written out (QK-norm, Llama-style)
         self.dtype = _autocast_dtype(self.tc.precision, self.device)
         self.optimizer = Optimizers(self.model, self.tc, self.cfg.d_model,    # AdamW, or Muon + AdamW; with schedules
                                     shard=(self.dist.rank, self.dist.world))
