@@ -174,15 +174,17 @@ def bench_malloc(steps: int, rounds: int) -> dict:
 
 # --- muon ------------------------------------------------------------------------------------
 
-RECIPE_CONFIGS = {name: Path(__file__).resolve().parent.parent / "recipes" / f"{file}.toml"
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+RECIPE_CONFIGS = {name: RECIPES_DIR / f"{file}.toml"
                   for name, file in (("shakespeare", "shakespeare_char"), ("multi30k", "multi30k_de_en"))}
-RMSNORM_CONFIGS = {"shakespeare-long-qk-norm": ("shakespeare_char_long", {"qk_norm": True}),
-                   "llama-char": ("llama_char", {})}
+RMSNORM_CONFIGS = {"shakespeare-long-qk-norm": (RECIPES_DIR / "shakespeare_char_long.toml", {"qk_norm": True}),
+                   "llama-char": (RECIPES_DIR / "llama_char.toml", {})}
 
 
-def recipe_model(name: str, path: Path | None = None, **changes):
-    """The recipe's model as its TOML builds it (vocabulary: 65 characters, or the 8,000 BPE tokens)."""
-    config = RunConfig.parse(path or RECIPE_CONFIGS[name])
+def recipe_model(path: Path, **changes):
+    """The recipe's model as its TOML builds it (vocabulary: 65 characters, or the 8,000 BPE tokens),
+    with `changes` to its model section."""
+    config = RunConfig.parse(path)
     if config.data.kind == "lm":
         sizes = {"arch": "decoder-only", "src_vocab_size": 0, "tgt_vocab_size": 65}
     else:
@@ -194,7 +196,7 @@ def bench_muon(steps: int) -> dict:
     out = {}
     for name in RECIPE_CONFIGS:
         torch.manual_seed(0)
-        model = recipe_model(name)
+        model = recipe_model(RECIPE_CONFIGS[name])
         named = dict(model.named_parameters())
         sides = {}
         for side, kind in (("paper", torch.optim.Muon), ("fast", FastMuon)):
@@ -219,12 +221,11 @@ def bench_muon(steps: int) -> dict:
 def bench_rmsnorm(steps: int) -> dict:
     out = {}
     autocast = cpu_has_fast_bf16()
-    for name, (file, changes) in RMSNORM_CONFIGS.items():
-        path = RECIPE_CONFIGS["shakespeare"].with_name(f"{file}.toml")
+    for name, (path, changes) in RMSNORM_CONFIGS.items():
         sides = {}
         for side in ("paper", "fast"):
             torch.manual_seed(0)
-            model = recipe_model(name, path, dropout=0.0, **changes).train()   # no dropout: the norms alone differ
+            model = recipe_model(path, dropout=0.0, **changes).train()   # no dropout: the norms alone differ
             swapped = use_fast_rmsnorm(model) if side == "fast" else 0
             sides[side] = (model, swapped)
         g = torch.Generator().manual_seed(0)
