@@ -103,6 +103,47 @@ def test_a_probed_run_fills_its_budget_and_equals_a_fixed_run_of_its_steps(tmp_p
         assert all(torch.allclose(x, y, rtol=0, atol=tol) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
+def test_the_faster_precision_is_chosen_and_its_timing_is_short():
+    assert probe.faster({"bf16": 0.057, "fp32": 0.038}) == "fp32"      # the 5-minute model on an AMX Xeon
+    assert probe.faster({"bf16": 0.24, "fp32": 0.29}) == "bf16"        # the long recipe's on the same machine
+    assert probe.faster({"bf16": 0.1, "fp32": 0.1}) == probe.faster({"fp32": 0.1, "bf16": 0.1}) == "fp32"   # exact on a tie
+    with pytest.raises(ValueError):
+        probe.faster({"bf16": 0.0, "fp32": 0.1})
+    assert probe.precision_steps(0.05, 300) == int(2.0 / 0.05)          # 5 minutes: 2 s in each
+    assert probe.precision_steps(0.05, 60) == int(0.6 / 0.05)           # 1 minute: 1%
+    assert probe.precision_steps(5.0, 3540) == probe.MIN_TIMED_STEPS
+
+
+@pytest.mark.parametrize("forced", ["fp32", "bf16"])
+def test_precision_auto_trains_in_what_the_probe_chose_and_records_it(tmp_path, monkeypatch, forced):
+    """train.precision "auto" on a CPU with bf16: the probe times both, on the same batches, and the
+    run is the run of the chosen precision (here forced, so both paths are checked on any CPU)."""
+    from qkv.training import loop
+
+    monkeypatch.setattr(loop, "cpu_has_fast_bf16", lambda: True)       # bf16 autocast runs (emulated) on any CPU
+    monkeypatch.setattr(probe, "REFIT_TOLERANCE", float("inf"))
+    timed = {}
+
+    def choose(step_s):
+        timed.update(step_s)
+        return forced
+    monkeypatch.setattr(probe, "faster", choose)
+    keys = dict(schedule="cosine", warmup_steps=1, eval_every=0, checkpoint_every=0, max_minutes=0.02)
+    probed = train(tiny_task(steps=100_000, **keys, precision="auto"), tmp_path / "auto", quiet=True, fill_budget=0.95)
+    record = next(r for r in read_metrics(tmp_path / "auto") if r["kind"] == "probe")
+    assert set(timed) == {"bf16", "fp32"} and all(s > 0 for s in timed.values())
+    assert record["precision"] == forced and set(record["precision_steps_per_s"]) == {"bf16", "fp32"}
+    assert load_run_config(tmp_path / "auto")["train"]["precision"] == forced    # a resumed run keeps it
+    # the timing's updates were undone like the probe's: a fixed run in that precision takes the same steps
+    train(tiny_task(steps=record["steps"], **{**keys, "max_minutes": 0}, precision=forced), tmp_path / "fixed", quiet=True)
+    auto = [(r["step"], r["loss"]) for r in read_metrics(tmp_path / "auto") if r["kind"] == "train"]
+    fixed = [(r["step"], r["loss"]) for r in read_metrics(tmp_path / "fixed") if r["kind"] == "train"][:len(auto)]
+    assert auto == fixed and len(auto) == probed.steps >= 1
+    # a precision given outright is not timed
+    train(tiny_task(steps=100_000, **keys, precision="fp32"), tmp_path / "given", quiet=True, fill_budget=0.95)
+    assert "precision" not in next(r for r in read_metrics(tmp_path / "given") if r["kind"] == "probe")
+
+
 def test_the_probe_needs_a_budget(tmp_path):
     with pytest.raises(ConfigError, match="train.max_minutes, which is 0"):
         train(tiny_task(steps=5), tmp_path / "r", quiet=True, fill_budget=0.95)

@@ -57,7 +57,8 @@ class TrainConfig:
     muon_weight_decay: float = 0.0
     label_smoothing: float = 0.1
     clip_norm: float = 1.0            # 0 disables gradient clipping
-    precision: str = "auto"           # fp32 | bf16 | auto (bf16 autocast where the CPU/GPU has it)
+    precision: str = "auto"           # fp32 | bf16 | auto (bf16 autocast where the CPU/GPU has it; with the
+                                      # speed probe on a CPU, the faster of bf16 and fp32, timed: qkv.training.probe)
     compile: bool = False             # torch.compile the model
     device: str = "auto"              # auto (CUDA if present) | cpu | cuda | cuda:1 ...
     threads: int = 0                  # CPU threads; 0 = all cores (split between local DDP ranks)

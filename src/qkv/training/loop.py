@@ -310,6 +310,7 @@ class Trainer:
             for _ in range(probe.WARMUP_STEPS):
                 warm = self.train_step()["seconds"]
             warm = distributed.all_reduce_sum([warm], self.device)[0] / self.dist.world   # every rank: the same count
+            precisions = self._time_precisions(warm, budget) if self._precision_open() else None
             timed = probe.timed_steps(warm, budget)
             t0 = time.perf_counter()
             for _ in range(timed):
@@ -342,7 +343,9 @@ class Trainer:
         planned = probe.planned_seconds(steps, costs, self.tc.eval_every, self.tc.checkpoint_every)
         aim = (f"for {self.tc.max_passes:g} passes over the training text (train.max_passes), in {planned / 60:.1f} of "
                f"{budget / 60:g} min" if capped else f"to end near {fill:.0%} of {budget / 60:g} min")
-        self.out.print(f"speed probe: {probe.WARMUP_STEPS} warm-up + {timed} timed steps, {1 / step_s:,.1f} steps/s; "
+        chose = "" if precisions is None else (
+            f"bf16 {1 / precisions['bf16']:,.1f} and fp32 {1 / precisions['fp32']:,.1f} steps/s -> {self.tc.precision}; ")
+        self.out.print(f"speed probe: {chose}{probe.WARMUP_STEPS} warm-up + {timed} timed steps, {1 / step_s:,.1f} steps/s; "
                        f"a validation ~{valid_s:.1f} s, a checkpoint ~{checkpoint_s:.2f} s -> {steps:,} steps "
                        f"(config: {configured:,}) {aim}; took {seconds:.1f} s")
         return {"kind": "probe", "step": 0, "probe_seconds": round(seconds, 2), "warmup_steps": probe.WARMUP_STEPS,
@@ -351,7 +354,35 @@ class Trainer:
                 "checkpoint_s": round(checkpoint_s, 3), "checkpoints": probe.checkpoints(steps, self.tc.checkpoint_every),
                 "budget_s": budget, "fill": fill, "planned_s": round(planned, 2), "steps": steps,
                 "config_steps": configured, "processes": self.dist.world, "cpu": cpu_name(),
+                **({"precision": self.tc.precision, "precision_steps_per_s": {k: round(1 / v, 3) for k, v in precisions.items()}}
+                   if precisions is not None else {}),
                 **({"passes_cap": cap, "capped": capped} if cap is not None else {})}
+
+    def _precision_open(self) -> bool:
+        """train.precision "auto" on a CPU that has bf16: the probe times bf16 and fp32 and keeps the faster."""
+        return self.tc.precision == "auto" and self.device.type == "cpu" and self.dtype is not None
+
+    def _time_precisions(self, warm_step_s: float, budget: float) -> dict[str, float]:
+        """Seconds a step in bf16 autocast and in fp32, on the same batches (the data position is set
+        back between them), every rank's mean; the run then trains in the faster (self.dtype), and
+        train.precision names it, so config.toml records it and a resumed run keeps it."""
+        steps, start = probe.precision_steps(warm_step_s, budget), self.stream.state()
+        step_s: dict[str, float] = {}
+        for name, dtype in (("bf16", torch.bfloat16), ("fp32", None)):
+            self.stream.load_state(start)
+            self.dtype = dtype
+            for _ in range(probe.PRECISION_WARMUP):
+                self.train_step()
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                self.train_step()
+            step_s[name] = (time.perf_counter() - t0) / steps
+        summed = distributed.all_reduce_sum(list(step_s.values()), self.device)
+        step_s = {name: s / self.dist.world for name, s in zip(step_s, summed)}
+        chosen = probe.faster(step_s)
+        self.dtype = torch.bfloat16 if chosen == "bf16" else None
+        self.tc.precision = self.config["train"]["precision"] = chosen
+        return step_s
 
     def _passes_cap(self) -> int | None:
         """train.max_passes in steps (a language model: the steps that read its training text that

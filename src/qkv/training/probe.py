@@ -28,6 +28,15 @@ that point by a fraction of a percent: it has hardly begun to fall), config.toml
 metrics.jsonl gets a record of kind "refit". Within the tolerance the run stays the fixed run of
 the probe's count.
 
+Where `train.precision` is "auto" on a CPU that has bf16 (AVX-512 BF16, AMX), bf16 autocast is not
+always the faster: oneDNN's bf16 kernels pay off on large matrices, while a small model's steps can be
+dominated by the casts around them (the 5-minute Tiny Shakespeare model on 2 cores of an Intel Xeon
+with AMX: 18 steps/s in bf16, 26 in fp32; its long recipe, 3.2M parameters: bf16 1.3x faster). So the
+probe first times both on the same batches (PRECISION_WARMUP untimed steps each, then about
+PRECISION_SECONDS of steps) and the run trains in the faster (`faster`); config.toml records the
+choice (train.precision "bf16" or "fp32", so a resumed run keeps it) and the probe's record both
+speeds. Without the probe, "auto" is bf16 wherever the CPU has it.
+
 More steps are not always better: a language model on a small text overfits once it has read it
 too many times (Tiny Shakespeare's long recipe, 3.2M parameters on 1M characters: 1.450 after ten
 passes, at best 1.461 in a fast machine's hour of thirty-two). `train.max_passes` caps what the
@@ -56,6 +65,8 @@ MIN_TIMED_STEPS = 3
 REFIT_SHARE = 0.1           # after this share of the chosen steps the run's own pace is checked ...
 REFIT_TOLERANCE = 0.05      # ... and the steps fitted again when it is more than 5% off the probe's
 VALID_SAMPLE = 0.1          # the probe's validation reads about this share of the batches
+PRECISION_WARMUP = 2        # precision "auto" on a bf16 CPU: untimed steps in each precision (its kernels chosen) ...
+PRECISION_SECONDS = 2.0     # ... then each timed about this long (at most 1% of the budget), on the same batches
 
 
 @dataclass(frozen=True)
@@ -145,6 +156,20 @@ def timed_steps(warm_step_s: float, budget_s: float) -> int:
     min(TIMED_SECONDS, TIMED_SHARE of the budget) of them, at least MIN_TIMED_STEPS."""
     seconds = min(TIMED_SECONDS, TIMED_SHARE * budget_s)
     return max(MIN_TIMED_STEPS, min(100_000, int(seconds / max(warm_step_s, 1e-6))))
+
+
+def precision_steps(warm_step_s: float, budget_s: float) -> int:
+    """How many steps to time in each precision, after warm-up steps of `warm_step_s` each: about
+    min(PRECISION_SECONDS, 1% of the budget) of them, at least MIN_TIMED_STEPS."""
+    seconds = min(PRECISION_SECONDS, 0.01 * budget_s)
+    return max(MIN_TIMED_STEPS, min(10_000, int(seconds / max(warm_step_s, 1e-6))))
+
+
+def faster(step_s: dict[str, float]) -> str:
+    """The precision whose step took the least time ("bf16" or "fp32"; fp32, exact, on a tie)."""
+    if not step_s or not all(s > 0 for s in step_s.values()):
+        raise ValueError(f"every precision's step must take some time, got {step_s}")
+    return min(sorted(step_s, key=lambda name: name != "fp32"), key=lambda name: step_s[name])
 
 
 class Sample:
