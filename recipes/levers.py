@@ -25,7 +25,10 @@ cores), one run at a time, and lets each run's speed probe fit its steps to the 
 The `muon-*` variants add one change to the recipe as it trains now (Muon): `--base muon` compares
 them with it (`muon-lr0.01`..`muon-lr0.04` sweep Muon's learning rate, 0.02 in the recipes).
 `muon-wd0.02` is the recipe since 2026-12-04 (Muon with weight decay 0.02 on its matrices);
-`--base muon-wd0.02` measures `muon-wd0.02-value-embed` (value embeddings) against it.
+`--base muon-wd0.02` measures `muon-wd0.02-value-embed` (value embeddings) against it. Every
+Tiny Shakespeare run reads blocks of 64 characters, the recipe's context until 2026-12-05;
+`muon-wd0.02-block128` (and `-block256`) reads 128 (256), the same characters a step: the recipe
+since then.
 
 `--recipe shakespeare-long` is the long recipe (recipes/shakespeare_char_long.toml, already on Muon with
 weight decay 0.02: compare with `--base muon-wd0.02`), 4909 steps a run (its AVX2 hour at Muon's step
@@ -99,7 +102,8 @@ RECIPES = {
     # 4100 steps: the measurement, 4100 steps in 300.5 s; 1.20 from two runs side by side
     "shakespeare": Recipe(
         "shakespeare.py", 4100, 1.20, "shakespeare_levers.json", "valid_loss", True, _shakespeare_scores,
-        seeds=(1337, 2), runs="runs/levers", extra=("--samples", "0"), halfway=True, resumable=True,
+        seeds=(1337, 2), runs="runs/levers", extra=("--samples", "0", "--set", "data.block_size=64"), halfway=True,
+        resumable=True,
         experiment="recipes/shakespeare_char.toml with one change each; validation loss (nats/char) of the best "
                    "weights over every character of the validation split"),
     # 2700 steps: the config's count, what the hour holds on the AVX2 machine (40.6 min quiet); 1.04: results JSON
@@ -110,6 +114,8 @@ RECIPES = {
                    "validation set for the weights it chose (best or the average of the last 5), and test2016 "
                    "with beam 5 scored once with them (reported, never used to choose)"),
 }
+# the 5-minute recipe reads 128 characters since 2026-12-05: its runs keep the 64 the levers were measured
+# with (the variant muon-wd0.02-block128 is the recipe as it trains now); the long recipe has always read 128
 # 4909 steps: the long recipe's AVX2 hour (5000 AdamW steps at Muon's measured 0.98x step cost); the
 # recipe already trains with Muon and its weight decay (variant muon-wd0.02: compare with --base muon-wd0.02)
 RECIPES["shakespeare-long"] = RECIPES["shakespeare"]._replace(
@@ -161,6 +167,16 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
                             ["train.optimizer=muon", "train.muon_weight_decay=0.05", "train.schedule=linear", "train.min_lr=0"]),
     "muon-wd0.02-qk-norm": ("Muon, weight decay 0.02 (the 5-minute recipe) and QK-norm",
                             ["train.optimizer=muon", "train.muon_weight_decay=0.02", "model.qk_norm=true"]),
+    "muon-wd0.02-linear0": ("Muon, weight decay 0.02 (the recipe) and a straight line down to zero instead of the cosine to min_lr",
+                            ["train.optimizer=muon", "train.muon_weight_decay=0.02", "train.schedule=linear", "train.min_lr=0"]),
+    "muon-wd0.02-lr7e-3": ("Muon, weight decay 0.02 (the recipe) and twice AdamW's rate (7e-3) on the embeddings and norms",
+                           ["train.optimizer=muon", "train.muon_weight_decay=0.02", "train.lr=7e-3"]),
+    "muon-wd0.02-heads6": ("Muon, weight decay 0.02 (the recipe) and 6 heads of 16 instead of 4 of 24",
+                           ["train.optimizer=muon", "train.muon_weight_decay=0.02", "model.n_heads=6"]),
+    "muon-wd0.02-block128": ("Muon, weight decay 0.02 (the recipe) and a context of 128 characters (8 blocks a step, the same characters)",
+                             ["train.optimizer=muon", "train.muon_weight_decay=0.02", "data.block_size=128"]),
+    "muon-wd0.02-block256": ("Muon, weight decay 0.02 (the recipe) and a context of 256 characters (4 blocks a step, the same characters)",
+                             ["train.optimizer=muon", "train.muon_weight_decay=0.02", "data.block_size=256"]),
     "muon-wd0.02-dropout0": ("Muon, weight decay 0.02 (the recipe) and no dropout",
                              ["train.optimizer=muon", "train.muon_weight_decay=0.02", "model.dropout=0.0"]),
     "muon-wd0.02-dropout0.05": ("Muon, weight decay 0.02 (the recipe) and dropout 0.05",
