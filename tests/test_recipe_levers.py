@@ -25,6 +25,10 @@ def test_each_lever_is_the_recipe_with_one_change_and_a_fixed_step_count(tmp_pat
     embedded = levers.command(args, "muon-wd0.02-value-embed", 1337)
     assert embedded.index("train.muon_weight_decay=0.02") > embedded.index("train.muon_weight_decay=0")   # the recipe's
     assert "model.value_embeddings=true" in embedded
+    # every run reads the 64-character blocks the levers were measured with; the context variants win over it
+    assert "data.block_size=64" in base and "data.block_size=128" not in base
+    longer = levers.command(args, "muon-wd0.02-block128", 1337)
+    assert longer.index("data.block_size=128") > longer.index("data.block_size=64")
     budget = levers.command(levers.parse_args(["--runs", str(tmp_path), "--budget"]), "wsd", 1337)
     assert "--steps" not in budget and "train.max_minutes=0" not in budget and "train.schedule=wsd" in budget
     assert "--processes" not in budget and "train.threads=1" not in budget      # the recipe as it runs
@@ -88,6 +92,7 @@ def test_the_long_recipe_trains_its_avx2_hour_of_steps_with_its_own_config(tmp_p
     assert sets[-3:] == ["train.optimizer=muon", "train.muon_weight_decay=0.02", "model.dropout=0.2"]
     recipe = [cmd[i + 1] for i, a in enumerate(levers.command(args, "muon-wd0.02", 1)) if a == "--set"]
     assert recipe == sets[:-1]
+    assert not any(s.startswith("data.block_size") for s in sets)          # the long recipe's own 128
 
 
 def test_levers_on_top_of_muon_compare_with_the_muon_recipe_given_as_base(tmp_path):
