@@ -312,10 +312,7 @@ class Trainer:
             warm = distributed.all_reduce_sum([warm], self.device)[0] / self.dist.world   # every rank: the same count
             precisions = self._time_precisions(warm, budget) if self._precision_open() else None
             timed = probe.timed_steps(warm, budget)
-            t0 = time.perf_counter()
-            for _ in range(timed):
-                self.train_step()
-            step_s = (time.perf_counter() - t0) / timed
+            step_s = self._seconds_per_step(timed)
             valid_s = checkpoint_s = 0.0
             if self.is_main:                      # rank 0 validates and saves while the others wait
                 valid_s, checkpoint_s = self._validation_seconds(), self._checkpoint_seconds()
@@ -358,6 +355,13 @@ class Trainer:
                    if precisions is not None else {}),
                 **({"passes_cap": cap, "capped": capped} if cap is not None else {})}
 
+    def _seconds_per_step(self, steps: int) -> float:
+        """This rank's mean wall time of the next `steps` training steps (the speed probe's timing)."""
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            self.train_step()
+        return (time.perf_counter() - t0) / steps
+
     def _precision_open(self) -> bool:
         """train.precision "auto" on a CPU that has bf16: the probe times bf16 and fp32 and keeps the faster."""
         return self.tc.precision == "auto" and self.device.type == "cpu" and self.dtype is not None
@@ -373,10 +377,7 @@ class Trainer:
             self.dtype = dtype
             for _ in range(probe.PRECISION_WARMUP):
                 self.train_step()
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                self.train_step()
-            step_s[name] = (time.perf_counter() - t0) / steps
+            step_s[name] = self._seconds_per_step(steps)
         summed = distributed.all_reduce_sum(list(step_s.values()), self.device)
         step_s = {name: s / self.dist.world for name, s in zip(step_s, summed)}
         chosen = probe.faster(step_s)

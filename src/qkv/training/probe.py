@@ -154,15 +154,18 @@ def steps_after(budget_s: float, elapsed_s: float, done: int, costs: Costs, eval
 def timed_steps(warm_step_s: float, budget_s: float) -> int:
     """How many steps to time, after warm-up steps of `warm_step_s` each: about
     min(TIMED_SECONDS, TIMED_SHARE of the budget) of them, at least MIN_TIMED_STEPS."""
-    seconds = min(TIMED_SECONDS, TIMED_SHARE * budget_s)
-    return max(MIN_TIMED_STEPS, min(100_000, int(seconds / max(warm_step_s, 1e-6))))
+    return _steps_in(min(TIMED_SECONDS, TIMED_SHARE * budget_s), warm_step_s, most=100_000)
 
 
 def precision_steps(warm_step_s: float, budget_s: float) -> int:
     """How many steps to time in each precision, after warm-up steps of `warm_step_s` each: about
     min(PRECISION_SECONDS, 1% of the budget) of them, at least MIN_TIMED_STEPS."""
-    seconds = min(PRECISION_SECONDS, 0.01 * budget_s)
-    return max(MIN_TIMED_STEPS, min(10_000, int(seconds / max(warm_step_s, 1e-6))))
+    return _steps_in(min(PRECISION_SECONDS, 0.01 * budget_s), warm_step_s, most=10_000)
+
+
+def _steps_in(seconds: float, step_s: float, most: int) -> int:
+    """About `seconds` of steps of `step_s` each: at least MIN_TIMED_STEPS, at most `most`."""
+    return max(MIN_TIMED_STEPS, min(most, int(seconds / max(step_s, 1e-6))))
 
 
 def faster(step_s: dict[str, float]) -> str:
